@@ -1,0 +1,84 @@
+"""Hand-made result.json files (schema_version 1) for report tests: no training, no torch."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+
+def make_result(model="resnet18", pretrained=True, seed=0, val_acc=(0.5, 0.7, 0.8),
+                train_acc=None, val_loss=None, train_loss=None, time_s=10.0,
+                phases=None, status="ok", lr=0.001, freeze="freeze_unfreeze",
+                iters_per_epoch=20, **config_extra) -> dict:
+    """A result dict whose epochs follow the given per-epoch lists."""
+    n = len(val_acc)
+    train_acc = train_acc or [min(1.0, v + 0.05) for v in val_acc]
+    val_loss = val_loss or [2.0 - v for v in val_acc]
+    train_loss = train_loss or [2.0 - t for t in train_acc]
+    phases = phases or ["head"] + ["all"] * (n - 1)
+    params = {"head": 5130, "all": 11_181_642}
+    config = {
+        "model": {"name": model, "source": "torchvision"},
+        "dataset": {"name": "cifar10", "image_size": 32},
+        "optimizer": {"name": "adam", "lr": lr, "weight_decay": 0.0},
+        "schedule": {"name": "plateau"}, "freeze": {"name": freeze, "epochs": 1},
+        "augment": {"flip": True, "mean": [0.5, 0.5, 0.5]},
+        "epochs": n, "batch_size": 64, "seed": seed, "pretrained": pretrained,
+        "device": "cpu", "output_dir": f"/tmp/out/{model}/{seed}", **config_extra,
+    }
+    run_id = hashlib.sha1(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
+    epochs = [{"epoch": i + 1, "train_loss": train_loss[i], "train_acc": train_acc[i],
+               "val_loss": val_loss[i], "val_acc": val_acc[i], "lr": lr,
+               "time_s": time_s, "images_per_s": 1000.0 + 100 * i,
+               "trainable_params": params[phases[i]], "freeze_phase": phases[i]}
+              for i in range(n)]
+    # Each step's loss wobbles around its epoch's train_loss, like a real noisy curve.
+    iter_loss = [train_loss[k // iters_per_epoch] + 0.1 * ((k * 7919) % 13) / 13
+                 for k in range(n * iters_per_epoch)]
+    summary = {"final_val_acc": val_acc[-1], "best_val_acc": max(val_acc),
+               "best_epoch": val_acc.index(max(val_acc)) + 1 if n else None,
+               "final_train_acc": train_acc[-1], "total_time_s": time_s * n,
+               "overfit_gap": train_acc[-1] - val_acc[-1]} if n else None
+    return {
+        "schema_version": 1, "run_id": run_id, "status": status, "config": config,
+        "model": model, "dataset": "cifar10", "pretrained": pretrained, "freeze": freeze,
+        "optimizer": "adam", "schedule": "plateau", "seed": seed,
+        "epochs": epochs, "iter_loss": iter_loss, "iters_per_epoch": iters_per_epoch,
+        "summary": summary,
+        "env": {"python": "3.11.7", "torch": "2.3.0", "torchvision": "0.18.0", "timm": None,
+                "device": "cpu", "device_name": "cpu", "git_sha": None, "hostname": "test"},
+        "error": None if status == "ok" else {"type": "RuntimeError", "message": "CUDA OOM"},
+    }
+
+
+def write_run(folder: Path, result: dict, name: str | None = None) -> Path:
+    """Write `result` as <folder>/<name or run_id>/result.json, like one Hydra job folder."""
+    job_dir = Path(folder) / (name or result["run_id"])
+    job_dir.mkdir(parents=True, exist_ok=True)
+    path = job_dir / "result.json"
+    path.write_text(json.dumps(result, indent=1), encoding="utf-8")
+    return path
+
+
+# Pretrained gains exactly 0.10, 0.12, 0.08 in final val_acc over random for seeds 0, 1, 2.
+SWEEP = [
+    dict(model="resnet18", pretrained=True, seed=0, val_acc=[0.60, 0.80, 0.90, 0.92]),
+    dict(model="resnet18", pretrained=True, seed=1, val_acc=[0.62, 0.82, 0.91, 0.93]),
+    dict(model="resnet18", pretrained=True, seed=2, val_acc=[0.58, 0.79, 0.88, 0.89]),
+    dict(model="resnet18", pretrained=False, seed=0, val_acc=[0.30, 0.55, 0.75, 0.82]),
+    dict(model="resnet18", pretrained=False, seed=1, val_acc=[0.32, 0.57, 0.74, 0.81]),
+    dict(model="resnet18", pretrained=False, seed=2, val_acc=[0.31, 0.60, 0.78, 0.81]),
+    dict(model="mobilenet_v3_small", pretrained=True, seed=0, val_acc=[0.50, 0.70, 0.78, 0.80]),
+    dict(model="mobilenet_v3_small", pretrained=False, seed=0, val_acc=[0.25, 0.45, 0.60, 0.66]),
+]
+
+
+def write_sweep(folder: Path, runs=SWEEP, failed: bool = True) -> Path:
+    """A sweep folder with the SWEEP runs (+ one failed run); returns the folder."""
+    for kwargs in runs:
+        write_run(folder, make_result(**kwargs))
+    if failed:
+        write_run(folder, make_result(model="resnet18", pretrained=True, seed=3,
+                                      val_acc=[0.4], status="failed"))
+    return Path(folder)

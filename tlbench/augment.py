@@ -1,0 +1,69 @@
+"""Per-sample train and eval transforms (torchvision v2), built from the `augment` group.
+
+Images become uint8 tensors first, so every op runs on tensors whatever the source (PIL files or
+in-memory arrays). Fixed order: resize, random-resized-crop, rotation, center crop, pad-and-crop,
+flips, color jitter, then scale to [0, 1] and normalize. Write-ups A/B apply rotation last; the
+order changes the distribution only at the borders of a rotated, shifted 32 px image."""
+
+import torch
+from torchvision.transforms import v2
+
+from tlbench.errors import ConfigError
+
+PAD_MODES = ("constant", "reflect", "edge", "symmetric")
+NORMALIZATIONS = {
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "cifar": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),  # the write-ups' stats
+}
+
+
+def resolve_normalization(normalize, model_mean, model_std) -> tuple[tuple, tuple]:
+    """`model` (default) uses the pretrained weights' own statistics, as timm's pretrained_cfg."""
+    if normalize == "model":
+        return tuple(model_mean), tuple(model_std)
+    if isinstance(normalize, str):
+        if normalize not in NORMALIZATIONS:
+            raise ConfigError(f"normalize={normalize!r} is not known; use model, "
+                              f"{', '.join(NORMALIZATIONS)} or [[mean x3], [std x3]]")
+        return NORMALIZATIONS[normalize]
+    mean, std = normalize
+    if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+        raise ConfigError(f"normalize={normalize!r} must be [[3 means], [3 positive stds]]")
+    return tuple(mean), tuple(std)
+
+
+def train_transform(image_size: int, mean, std, pad=0, pad_mode="constant", hflip=0.0, vflip=0.0,
+                    color_jitter=None, rotation_deg=0, resize=None, center_crop=False,
+                    random_resized_crop=None) -> v2.Compose:
+    if pad_mode not in PAD_MODES:
+        raise ConfigError(f"augment.pad_mode={pad_mode!r} is not known; use one of {', '.join(PAD_MODES)}")
+    ops = [v2.ToImage()]
+    if resize:
+        ops.append(v2.Resize((resize, resize), antialias=True))
+    if random_resized_crop:
+        ops.append(v2.RandomResizedCrop(image_size, scale=tuple(random_resized_crop), antialias=True))
+    elif not resize:
+        ops.append(v2.Resize((image_size, image_size), antialias=True))
+    if rotation_deg:
+        ops.append(v2.RandomRotation(rotation_deg))
+    if center_crop:
+        ops.append(v2.CenterCrop(image_size))
+    if pad:
+        ops.append(v2.RandomCrop(image_size, padding=pad, padding_mode=pad_mode))
+    if hflip:
+        ops.append(v2.RandomHorizontalFlip(hflip))
+    if vflip:
+        ops.append(v2.RandomVerticalFlip(vflip))
+    if color_jitter:
+        ops.append(v2.ColorJitter(*color_jitter))
+    return v2.Compose(ops + _to_normalized_float(mean, std))
+
+
+def eval_transform(image_size: int, mean, std) -> v2.Compose:
+    """Resize to the training size, as write-ups C and D do (A and B were already at 32 px)."""
+    return v2.Compose([v2.ToImage(), v2.Resize((image_size, image_size), antialias=True)]
+                      + _to_normalized_float(mean, std))
+
+
+def _to_normalized_float(mean, std) -> list:
+    return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]

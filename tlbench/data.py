@@ -1,0 +1,215 @@
+"""Data sets by name (the `dataset` group): each builder returns the raw train and val splits;
+transforms are added afterwards, so one builder serves every model and augmentation."""
+
+import inspect
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Subset
+
+from tlbench import folders
+from tlbench.errors import ConfigError, DataNotFoundError
+
+FASTAI_URLS = {
+    "imagewoof": "https://s3.amazonaws.com/fast-ai-imageclas/imagewoof2-160.tgz",
+    "imagenette": "https://s3.amazonaws.com/fast-ai-imageclas/imagenette2-160.tgz",
+}
+
+
+@dataclass
+class DataSplits:
+    train: Dataset
+    val: Dataset
+    classes: list[str]
+    image_size: int
+    source: str  # where the images came from, for the JSON
+
+
+class TensorImages(Dataset):
+    """Images held in memory as a uint8 (N, 3, H, W) tensor, with integer labels."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
+        self.images, self.labels = images, labels
+        self.targets = labels.tolist()
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, index):
+        return self.images[index], int(self.labels[index])
+
+
+class Transformed(Dataset):
+    def __init__(self, dataset: Dataset, transform):
+        self.dataset, self.transform = dataset, transform
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        image, label = self.dataset[index]
+        return self.transform(image), label
+
+
+def build_dataset(name: str, **kwargs) -> DataSplits:
+    if name not in BUILDERS:
+        raise ConfigError(f"dataset.name={name!r} is not known; use one of {', '.join(BUILDERS)}")
+    builder = BUILDERS[name]
+    fractions = {k: kwargs.pop(k) for k in ("train_fraction", "val_fraction") if k in kwargs
+                 and k not in inspect.signature(builder).parameters}
+    accepted = inspect.signature(builder).parameters
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        raise ConfigError(f"dataset {name!r} does not take {', '.join(unknown)}; it takes {', '.join(accepted)}")
+    splits = builder(**kwargs)
+    return _take_fractions(splits, fractions.get("train_fraction", 1.0), fractions.get("val_fraction", 1.0))
+
+
+def targets_of(dataset: Dataset) -> list[int]:
+    if isinstance(dataset, Subset):
+        parent = targets_of(dataset.dataset)
+        return [parent[i] for i in dataset.indices]
+    return list(dataset.targets)
+
+
+def stratified_indices(targets, fraction: float, seed: int = 0) -> list[int]:
+    """The same `fraction` of every class, chosen with a fixed seed (not the run's seed), so
+    that every run of a sweep sees the same images."""
+    if not 0 < fraction <= 1:
+        raise ConfigError(f"fraction {fraction} must be in (0, 1]")
+    targets = np.asarray(targets)
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for label in np.unique(targets):
+        members = np.flatnonzero(targets == label)
+        keep = max(1, round(len(members) * fraction))
+        chosen.extend(rng.permutation(members)[:keep].tolist())
+    return sorted(chosen)
+
+
+def _take_fractions(splits: DataSplits, train_fraction: float, val_fraction: float) -> DataSplits:
+    if train_fraction < 1:
+        splits.train = Subset(splits.train, stratified_indices(targets_of(splits.train), train_fraction))
+    if val_fraction < 1:
+        splits.val = Subset(splits.val, stratified_indices(targets_of(splits.val), val_fraction))
+    return splits
+
+
+def synthetic(num_classes=4, train_size=128, val_size=64, image_size=32, noise=0.35, data_seed=0) -> DataSplits:
+    """Each class is a fixed random low-frequency color pattern; samples add pixel noise and a
+    random brightness shift. Learnable in a few epochs, yet not trivially separable."""
+    generator = torch.Generator().manual_seed(data_seed)
+    coarse = torch.rand(num_classes, 3, 4, 4, generator=generator)
+    prototypes = torch.nn.functional.interpolate(coarse, size=(image_size, image_size), mode="bilinear",
+                                                 align_corners=False)
+
+    def sample(count):
+        labels = torch.arange(count) % num_classes
+        labels = labels[torch.randperm(count, generator=generator)]
+        shift = (torch.rand(count, 1, 1, 1, generator=generator) - 0.5) * 0.3
+        pixels = prototypes[labels] + shift + noise * torch.randn(count, 3, image_size, image_size, generator=generator)
+        return TensorImages((pixels.clamp(0, 1) * 255).round().to(torch.uint8), labels)
+
+    return DataSplits(sample(train_size), sample(val_size), [f"class_{i}" for i in range(num_classes)],
+                      image_size, f"synthetic(seed={data_seed})")
+
+
+def digits(image_size=64, val_fraction=0.2, split_seed=0) -> DataSplits:
+    """scikit-learn's 1,797 real 8x8 digits (values 0-16), as gray RGB, upsampled once."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    data = load_digits()
+    images = torch.from_numpy(data.images / 16.0).float().unsqueeze(1).expand(-1, 3, -1, -1)
+    images = torch.nn.functional.interpolate(images, size=(image_size, image_size), mode="bilinear",
+                                             align_corners=False, antialias=False)
+    images = (images.clamp(0, 1) * 255).round().to(torch.uint8)
+    labels = torch.from_numpy(data.target).long()
+    train_idx, val_idx = train_test_split(np.arange(len(labels)), test_size=val_fraction,
+                                          stratify=data.target, random_state=split_seed)
+    return DataSplits(TensorImages(images[train_idx], labels[train_idx]),
+                      TensorImages(images[val_idx], labels[val_idx]),
+                      [str(d) for d in range(10)], image_size, "scikit-learn load_digits")
+
+
+def imagefolder(root, image_size=224) -> DataSplits:
+    train, val, val_name = folders.image_folder_splits(root)
+    return DataSplits(train, val, train.classes, image_size, f"ImageFolder {root} (train/, {val_name}/)")
+
+
+def filelist(train_list, val_list, num_classes=None, image_size=224, allow_absolute_paths=False) -> DataSplits:
+    train = folders.read_file_list(train_list, allow_absolute_paths)
+    val = folders.read_file_list(val_list, allow_absolute_paths)
+    num_classes = num_classes or 1 + max(label for _, label in train + val)
+    folders.check_labels(train, num_classes, train_list)
+    folders.check_labels(val, num_classes, val_list)
+    return DataSplits(folders.FileListDataset(train), folders.FileListDataset(val),
+                      [str(i) for i in range(num_classes)], image_size, f"file lists {train_list}, {val_list}")
+
+
+def _cifar(name, data_dir, root, download, image_size) -> DataSplits:
+    from torchvision import datasets
+
+    if root:
+        return imagefolder(root, image_size)
+    cls, folder = (datasets.CIFAR10, "cifar-10-batches-py") if name == "cifar10" else \
+        (datasets.CIFAR100, "cifar-100-python")
+    data_dir = Path(data_dir).expanduser()
+    if not (data_dir / folder).is_dir() and not download:
+        raise DataNotFoundError(_cifar_hint(name, data_dir / folder, "download=false"))
+    try:
+        train = cls(str(data_dir), train=True, download=download)
+        val = cls(str(data_dir), train=False, download=False)
+    except (OSError, RuntimeError) as err:
+        raise DataNotFoundError(_cifar_hint(name, data_dir / folder, f"download failed: {err}")) from err
+    return DataSplits(train, val, list(train.classes), image_size, f"torchvision {name} in {data_dir}")
+
+
+def _cifar_hint(name, expected: Path, why: str) -> str:
+    return (f"{name} is not in {expected} and could not be fetched ({why}). Supply it: put torchvision's "
+            f"copy there (data_dir=...), or point dataset.root at a local ImageFolder copy with train/ and "
+            f"test/ class folders, e.g. an extracted cifar10-jpg archive.")
+
+
+def cifar10(data_dir, root=None, download=True, image_size=32) -> DataSplits:
+    return _cifar("cifar10", data_dir, root, download, image_size)
+
+
+def cifar100(data_dir, root=None, download=True, image_size=32) -> DataSplits:
+    return _cifar("cifar100", data_dir, root, download, image_size)
+
+
+def _fastai(name, data_dir, root, download, image_size) -> DataSplits:
+    from torchvision.datasets.utils import download_and_extract_archive
+
+    url = FASTAI_URLS[name]
+    extracted = Path(root).expanduser() if root else Path(data_dir).expanduser() / Path(url).name.removesuffix(".tgz")
+    if not (extracted / "train").is_dir() and not root:
+        if not download:
+            raise DataNotFoundError(_fastai_hint(name, extracted, url, "download=false"))
+        try:
+            download_and_extract_archive(url, str(extracted.parent))
+        except (OSError, RuntimeError) as err:
+            raise DataNotFoundError(_fastai_hint(name, extracted, url, f"download failed: {err}")) from err
+    return imagefolder(extracted, image_size)
+
+
+def _fastai_hint(name, expected, url, why) -> str:
+    return (f"{name} is not in {expected} and could not be fetched from {url} ({why}). Supply it: extract "
+            f"that archive into data_dir, or set dataset.root to a folder holding its train/ and val/.")
+
+
+def imagewoof(data_dir, root=None, download=True, image_size=160) -> DataSplits:
+    return _fastai("imagewoof", data_dir, root, download, image_size)
+
+
+def imagenette(data_dir, root=None, download=True, image_size=160) -> DataSplits:
+    return _fastai("imagenette", data_dir, root, download, image_size)
+
+
+BUILDERS = {
+    "cifar10": cifar10, "cifar100": cifar100, "imagefolder": imagefolder, "filelist": filelist,
+    "imagewoof": imagewoof, "imagenette": imagenette, "digits": digits, "synthetic": synthetic,
+}

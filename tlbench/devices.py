@@ -1,0 +1,56 @@
+"""Device choice, mixed precision and seeding: passed explicitly, never global."""
+
+import os
+import random
+
+import numpy as np
+import torch
+
+from tlbench.errors import ConfigError
+
+
+def resolve_device(requested: str) -> torch.device:
+    """`auto` picks cuda, then Apple mps, then cpu (the order of write-up D)."""
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(requested)
+    except RuntimeError as err:
+        raise ConfigError(f"device={requested!r} is not a device; use auto, cpu, cuda, cuda:N or mps") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={requested!r} but CUDA is not available here; use device=auto or device=cpu")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device={requested!r} but MPS is not available here; use device=auto or device=cpu")
+    return device
+
+
+def resolve_flag(value, device: torch.device) -> bool:
+    """`auto` flags (amp, channels_last) are on for CUDA only: on CPU bf16 autocast is slower."""
+    if value == "auto":
+        return device.type == "cuda"
+    if isinstance(value, bool):
+        return value
+    raise ConfigError(f"expected true, false or auto, got {value!r}")
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "mps":
+        return "Apple MPS"
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+def seed_everything(seed: int) -> dict:
+    """Seeds Python, NumPy and torch from `seed`; returns the seeds used, for the JSON."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    os.environ.setdefault("PYTHONHASHSEED", str(seed))
+    return {"python": seed, "numpy": seed % 2**32, "torch": seed, "data_order": seed}

@@ -1,0 +1,148 @@
+"""The one training core every run goes through. It takes objects (model, loaders, freeze
+strategy, optimizer factory, schedule, device), never the config, so tests and other tools can
+drive it directly. CPU, CUDA (bf16 autocast, channels_last) and MPS run the same code."""
+
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tlbench.freeze import FreezeStrategy, apply_phase, set_train_mode
+from tlbench.optim import OptimizerFactory
+from tlbench.schedules import LrSchedule
+
+log = logging.getLogger("tlbench")
+
+
+@dataclass
+class TrainOptions:
+    epochs: int
+    amp: bool = False                   # bf16 autocast
+    channels_last: bool = False
+    label_smoothing: float = 0.0
+    clip_grad_norm: float | None = None
+    clip_grad_value: float | None = None
+    best_checkpoint: Path | None = None  # where to keep the best-val-acc state_dict, or None
+    show_progress: bool = False          # a tqdm bar (on a terminal); plain log lines otherwise
+
+
+@dataclass
+class History:
+    epochs: list[dict] = field(default_factory=list)
+    iter_loss: list[float] = field(default_factory=list)
+    iters_per_epoch: int = 0
+
+
+def fit(model: nn.Module, train_loader, val_loader, freeze: FreezeStrategy, optimizers: OptimizerFactory,
+        schedule: LrSchedule, device: torch.device, options: TrainOptions, history: History | None = None) -> History:
+    """Trains `options.epochs` epochs. `history` is filled in place, so a caller that catches an
+    exception still has every epoch completed before it."""
+    history = history if history is not None else History()
+    history.iters_per_epoch = len(train_loader)
+    phase, optimizer, step = None, None, 0
+    best_val_acc = -1.0
+    for epoch in range(options.epochs):
+        if freeze.phase(epoch) != phase:  # a phase change rebuilds the optimizer over the new set
+            if phase is not None:
+                schedule.phase_changed()
+            phase = freeze.phase(epoch)
+            trainable = apply_phase(model, phase)
+            optimizer = optimizers.build(model, phase)
+        set_train_mode(model, freeze.train_bn)
+        started = time.perf_counter()
+        train = train_one_epoch(model, train_loader, optimizer, schedule, step, device, options,
+                                desc=f"epoch {epoch + 1}/{options.epochs}")
+        step += len(train_loader)
+        train_time_s = time.perf_counter() - started
+        val_loss, val_acc = evaluate(model, val_loader, device, options)
+        record = dict(epoch=epoch + 1, train_loss=train["loss"], train_acc=train["acc"], val_loss=val_loss,
+                      val_acc=val_acc, lr=optimizer.param_groups[-1]["lr"],
+                      time_s=time.perf_counter() - started, images_per_s=train["images"] / train_time_s,
+                      trainable_params=trainable, freeze_phase=phase.name)
+        history.epochs.append(record)
+        history.iter_loss.extend(train["iter_loss"])
+        schedule.epoch_end(record)
+        if options.best_checkpoint and val_acc > best_val_acc:
+            save_atomic(model.state_dict(), options.best_checkpoint)
+        best_val_acc = max(best_val_acc, val_acc)
+        log.info("epoch %d/%d [%s, %d trainable] train loss %.4f acc %.2f%% | val loss %.4f acc %.2f%% | "
+                 "%.0f img/s, %.1f s", epoch + 1, options.epochs, phase.name, trainable, train["loss"],
+                 100 * train["acc"], val_loss, 100 * val_acc, record["images_per_s"], record["time_s"])
+    return history
+
+
+def train_one_epoch(model, loader, optimizer, schedule, first_step, device, options, desc="") -> dict:
+    losses, correct, seen = [], 0, 0
+    batches = _progress(loader, desc) if options.show_progress else loader
+    started = time.perf_counter()
+    for i, (images, labels) in enumerate(batches):
+        images, labels = _to_device(images, labels, device, options.channels_last)
+        factor = schedule.factor(first_step + i)
+        for group in optimizer.param_groups:
+            group["lr"] = group["base_lr"] * factor
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=options.amp):
+            logits = model(images)
+        loss = F.cross_entropy(logits.float(), labels, label_smoothing=options.label_smoothing)
+        loss_value = loss.item()
+        if not math.isfinite(loss_value):
+            raise FloatingPointError(f"diverged at step {i + 1} of {desc or 'the epoch'}: loss is {loss_value}; "
+                                     "lower optimizer.lr or set clip_grad_norm")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        _clip(model, options)
+        optimizer.step()
+        losses.append(loss_value)
+        correct += (logits.argmax(1) == labels).sum().item()
+        seen += len(labels)
+        if options.show_progress:
+            batches.set_postfix(loss=f"{loss_value:.3f}", img_s=f"{seen / (time.perf_counter() - started):.0f}")
+    return {"loss": sum(losses) / len(losses), "acc": correct / seen, "images": seen, "iter_loss": losses}
+
+
+@torch.no_grad()
+def evaluate(model, loader, device, options) -> tuple[float, float]:
+    """Mean cross-entropy (no label smoothing) and accuracy over the whole split."""
+    model.eval()
+    loss_sum, correct, seen = 0.0, 0, 0
+    for images, labels in loader:
+        images, labels = _to_device(images, labels, device, options.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=options.amp):
+            logits = model(images)
+        loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum").item()
+        correct += (logits.argmax(1) == labels).sum().item()
+        seen += len(labels)
+    return loss_sum / seen, correct / seen
+
+
+def _to_device(images, labels, device, channels_last):
+    images = images.to(device, non_blocking=True)
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images, labels.to(device, non_blocking=True)
+
+
+def _clip(model, options):
+    params = [p for p in model.parameters() if p.grad is not None]
+    if options.clip_grad_value is not None:
+        nn.utils.clip_grad_value_(params, options.clip_grad_value)
+    if options.clip_grad_norm is not None:
+        nn.utils.clip_grad_norm_(params, options.clip_grad_norm)
+
+
+def _progress(loader, desc):
+    from tqdm.auto import tqdm
+
+    return tqdm(loader, desc=desc, leave=False, dynamic_ncols=True)
+
+
+def save_atomic(state: dict, path: Path) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)

@@ -1,0 +1,21 @@
+"""Errors a user can fix. Each message names the bad value and how to fix it."""
+
+
+class ConfigError(ValueError):
+    """A setting is invalid; raised before any training starts."""
+
+
+class WeightsNotFoundError(RuntimeError):
+    """`pretrained=true` but no weights could be found anywhere tlbench looked."""
+
+
+class WeightsMismatchError(RuntimeError):
+    """A weights file does not fit the model's architecture."""
+
+
+class DataNotFoundError(RuntimeError):
+    """A data set could not be found locally nor downloaded."""
+
+
+class StartupError(RuntimeError):
+    """Several startup checks failed; the message lists every one."""

@@ -1,0 +1,138 @@
+"""Freeze strategies as phases: which parameters train, at which learning rate, epoch by epoch.
+
+Frozen means three things, all enforced here: `requires_grad=False` (no gradient), absent from
+the optimizer (so no weight decay or momentum can move it), and BatchNorm layers of the frozen
+part in eval mode (their running statistics stay put) unless `train_bn=true`."""
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from tlbench.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ParamGroup:
+    names: tuple[str, ...]
+    lr_scale: float = 1.0       # multiplies the optimizer's lr ...
+    lr: float | None = None     # ... unless an absolute lr is set
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str                   # recorded per epoch as `freeze_phase`
+    groups: tuple[ParamGroup, ...]
+
+    @property
+    def trainable(self) -> frozenset[str]:
+        return frozenset(n for g in self.groups for n in g.names)
+
+
+class FreezeStrategy:
+    """`stages`: parameter names by depth, stem first, the new head last (see models.py)."""
+
+    def __init__(self, stages: list[list[str]], train_bn: bool):
+        self.stages, self.train_bn = stages, train_bn
+        self.head = tuple(stages[-1])
+        self.body = tuple(n for stage in stages[:-1] for n in stage)
+
+    def phase(self, epoch: int) -> Phase:  # epoch counts from 0
+        raise NotImplementedError
+
+    def _all(self) -> Phase:
+        return Phase("all", (ParamGroup(self.body + self.head),))
+
+    def _head_only(self) -> Phase:
+        return Phase("head", (ParamGroup(self.head),))
+
+
+class NoFreeze(FreezeStrategy):
+    def phase(self, epoch):
+        return self._all()
+
+
+class LinearProbe(FreezeStrategy):
+    def phase(self, epoch):
+        return self._head_only()
+
+
+class FreezeUnfreeze(FreezeStrategy):
+    def __init__(self, stages, train_bn, epochs, backbone_lr=None, backbone_lr_ratio=0.1, head_lr=None):
+        super().__init__(stages, train_bn)
+        self.frozen_epochs, self.backbone_lr, self.head_lr = epochs, backbone_lr, head_lr
+        self.backbone_lr_ratio = backbone_lr_ratio
+
+    def phase(self, epoch):
+        if epoch < self.frozen_epochs:
+            return self._head_only()
+        backbone = ParamGroup(self.body, lr_scale=self.backbone_lr_ratio, lr=self.backbone_lr)
+        return Phase("all", (backbone, ParamGroup(self.head, lr=self.head_lr)))
+
+
+class Gradual(FreezeStrategy):
+    def __init__(self, stages, train_bn, epochs_per_stage=1):
+        super().__init__(stages, train_bn)
+        if epochs_per_stage < 1:
+            raise ConfigError(f"freeze.epochs_per_stage={epochs_per_stage} must be at least 1")
+        self.epochs_per_stage = epochs_per_stage
+
+    def phase(self, epoch):
+        open_stages = min(len(self.stages), 1 + epoch // self.epochs_per_stage)
+        if open_stages == len(self.stages):
+            return self._all()
+        names = tuple(n for stage in self.stages[-open_stages:] for n in stage)
+        return Phase("head" if open_stages == 1 else f"top{open_stages}", (ParamGroup(names),))
+
+
+class LayerDecay(FreezeStrategy):
+    def __init__(self, stages, train_bn, decay=0.7):
+        super().__init__(stages, train_bn)
+        if not 0 < decay <= 1:
+            raise ConfigError(f"freeze.decay={decay} must be in (0, 1]")
+        depth = len(stages) - 1
+        self.fixed = Phase("all", tuple(ParamGroup(tuple(stage), lr_scale=decay ** (depth - d))
+                                        for d, stage in enumerate(stages)))
+
+    def phase(self, epoch):
+        return self.fixed
+
+
+STRATEGIES = {"none": NoFreeze, "linear_probe": LinearProbe, "freeze_unfreeze": FreezeUnfreeze,
+              "gradual": Gradual, "layer_decay": LayerDecay}
+
+
+def build_freeze(name: str, stages, total_epochs: int, train_bn: bool = False, **kwargs) -> FreezeStrategy:
+    if name not in STRATEGIES:
+        raise ConfigError(f"freeze.name={name!r} is not known; use one of {', '.join(STRATEGIES)}")
+    if name == "freeze_unfreeze" and not 0 <= kwargs.get("epochs", 0) <= total_epochs:
+        raise ConfigError(f"freeze.epochs={kwargs['epochs']} must be between 0 and epochs={total_epochs}; "
+                          f"lower freeze.epochs or raise epochs")
+    try:
+        return STRATEGIES[name](stages, train_bn, **kwargs)
+    except TypeError as err:
+        raise ConfigError(f"freeze={name}: {err}") from err
+
+
+def apply_phase(model: nn.Module, phase: Phase) -> int:
+    """Sets requires_grad from the phase; returns the number of trainable parameters."""
+    trainable = phase.trainable
+    known = {n for n, _ in model.named_parameters()}
+    if not trainable <= known:
+        raise ValueError(f"phase {phase.name} names unknown parameters: {sorted(trainable - known)[:5]}")
+    count = 0
+    for name, param in model.named_parameters():
+        param.requires_grad_(name in trainable)
+        count += param.numel() if name in trainable else 0
+    return count
+
+
+def set_train_mode(model: nn.Module, train_bn: bool) -> None:
+    """model.train(), then BatchNorm layers whose parameters are all frozen back to eval mode."""
+    model.train()
+    if train_bn:
+        return
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            params = list(module.parameters(recurse=False))
+            if params and not any(p.requires_grad for p in params):
+                module.eval()

@@ -1,0 +1,172 @@
+"""Backbones from timm or torchvision with a new classification head, found through the model's
+own API (timm `get_classifier`, torchvision's known head attribute per family), never by name
+substrings: write-up B's "name lacks 'fc'" rule froze EfficientNet's head instead of its body."""
+
+import difflib
+from dataclasses import dataclass, field
+
+import timm
+import torch
+import torchvision
+from torch import nn
+
+from tlbench import weights as weight_files
+from tlbench.errors import ConfigError
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+# torchvision families keep their head under one of these attributes; the last Linear in it is
+# the classifier (resnet/regnet/inception: fc; efficientnet/mobilenet/convnext/vgg: classifier;
+# vit: heads; swin/maxvit: head).
+TORCHVISION_HEAD_ATTRS = ("fc", "classifier", "heads", "head")
+SOURCES = ("timm", "torchvision")
+
+
+@dataclass
+class BuiltModel:
+    model: nn.Module
+    head_params: list[str]            # parameter names of the new classification head
+    stages: list[list[str]]           # parameter names by depth, stem first, head last
+    mean: tuple = IMAGENET_MEAN       # the pretrained weights' normalization
+    std: tuple = IMAGENET_STD
+    weights_source: str | None = None  # where pretrained weights came from; None = random init
+    info: dict = field(default_factory=dict)
+
+
+def check_model_name(name: str, source: str) -> None:
+    """Fails before training, suggesting the closest names of that source."""
+    if source not in SOURCES:
+        raise ConfigError(f"model.source={source!r} is not known; use one of {', '.join(SOURCES)}")
+    known = timm.list_models() if source == "timm" else torchvision.models.list_models(torchvision.models)
+    arch = name.split(".")[0] if source == "timm" else name
+    if arch in known:
+        return
+    close = difflib.get_close_matches(arch, known, n=5, cutoff=0.5)
+    hint = f"closest {source} names: {', '.join(close)}" if close else f"list them with {source}'s list_models()"
+    raise ConfigError(f"model.name={name!r} is not a {source} model; {hint}")
+
+
+def build_model(name: str, source: str, num_classes: int, pretrained: bool, weights_file=None,
+                weights_dir=None, kwargs=None) -> BuiltModel:
+    check_model_name(name, source)
+    kwargs = dict(kwargs or {})
+    if source == "timm":
+        return _build_timm(name, num_classes, pretrained, weights_file, weights_dir, kwargs)
+    return _build_torchvision(name, num_classes, pretrained, weights_file, weights_dir, kwargs)
+
+
+def _build_timm(name, num_classes, pretrained, weights_file, weights_dir, kwargs) -> BuiltModel:
+    located = weight_files.locate_timm(name, weights_file, weights_dir) if pretrained else None
+    if located is None:
+        model = timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
+    elif located.kind == "hub":
+        model = timm.create_model(name, pretrained=True, num_classes=num_classes, **kwargs)
+    else:
+        model = _timm_from_file(name, num_classes, located, kwargs)
+    head_module = model.get_classifier()
+    head = _param_names_of(model, head_module)
+    stages = timm.models.group_parameters(model, model.group_matcher(coarse=True))
+    cfg = model.pretrained_cfg
+    return BuiltModel(
+        model=model, head_params=head, stages=_stages_with_head_last(list(stages.values()), head),
+        mean=tuple(cfg.get("mean", IMAGENET_MEAN)), std=tuple(cfg.get("std", IMAGENET_STD)),
+        weights_source=located.describe() if located else None,
+        info={"head_module": _module_name(model, head_module)},
+    )
+
+
+def _timm_from_file(name, num_classes, located, kwargs):
+    """timm's own loader (pretrained_cfg_overlay=file) applies the model's checkpoint filter and
+    drops a head of another size; on failure, tlbench lists every key and shape that differs."""
+    try:
+        return timm.create_model(name, pretrained=True, num_classes=num_classes,
+                                 pretrained_cfg_overlay=dict(file=str(located.path)), **kwargs)
+    except (RuntimeError, KeyError) as err:
+        blank = timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
+        state = weight_files.load_state_dict(located.path)
+        problems = weight_files.mismatch_report(blank, state, _timm_classifier_prefixes(blank))
+        weight_files.raise_mismatch(name, located.describe(), problems or [str(err).splitlines()[0]])
+
+
+def _timm_classifier_prefixes(model) -> list[str]:
+    classifier = model.pretrained_cfg.get("classifier") or _module_name(model, model.get_classifier())
+    names = classifier if isinstance(classifier, (list, tuple)) else [classifier]
+    return [n + "." for n in names]
+
+
+def _build_torchvision(name, num_classes, pretrained, weights_file, weights_dir, kwargs) -> BuiltModel:
+    located = weight_files.locate_torchvision(name, weights_file, weights_dir) if pretrained else None
+    model = torchvision.models.get_model(name, weights=None, **kwargs)
+    if located is not None:
+        state = weight_files.load_state_dict(located.path) if located.kind == "file" else located.fetch()
+        weight_files.load_into(model, state, [], name, located.describe())
+    head_name = replace_torchvision_head(model, num_classes)
+    head = [n for n, _ in model.named_parameters() if n.startswith(head_name + ".")]
+    return BuiltModel(
+        model=model, head_params=head, stages=_stages_with_head_last(torchvision_stages(model), head),
+        weights_source=located.describe() if located else None, info={"head_module": head_name},
+    )
+
+
+def replace_torchvision_head(model: nn.Module, num_classes: int) -> str:
+    """Swaps the last Linear under the family's head attribute; returns its qualified name."""
+    for attr in TORCHVISION_HEAD_ATTRS:
+        container = getattr(model, attr, None)
+        if container is None:
+            continue
+        linears = [(n, m) for n, m in container.named_modules() if isinstance(m, nn.Linear)]
+        if not linears:
+            continue
+        sub_name, old = linears[-1]
+        new = nn.Linear(old.in_features, num_classes)
+        if sub_name:
+            model.get_submodule(attr).set_submodule(sub_name, new)
+            return f"{attr}.{sub_name}"
+        setattr(model, attr, new)
+        return attr
+    raise ConfigError(
+        f"cannot find the classification head of torchvision model {type(model).__name__} "
+        f"(looked for a Linear under {', '.join(TORCHVISION_HEAD_ATTRS)}); use model.source=timm")
+
+
+def torchvision_stages(model: nn.Module) -> list[list[str]]:
+    """Depth stages of a torchvision model: its top-level children in order, with a child that
+    holds most of the parameters (efficientnet's `features`) split into its own children."""
+    total = sum(p.numel() for p in model.parameters())
+    stages = []
+    for child_name, child in model.named_children():
+        size = sum(p.numel() for p in child.parameters())
+        parts = list(child.named_children()) if size > total / 2 else []
+        if not parts:
+            parts = [("", child)]
+        for part_name, part in parts:
+            prefix = ".".join(x for x in (child_name, part_name) if x)
+            names = [f"{prefix}.{n}" for n, _ in part.named_parameters()]
+            if names:
+                stages.append(names)
+    return stages
+
+
+def _stages_with_head_last(stages: list[list[str]], head: list[str]) -> list[list[str]]:
+    head_set = set(head)
+    body = [[n for n in stage if n not in head_set] for stage in stages]
+    return [stage for stage in body if stage] + [list(head)]
+
+
+def _module_name(model: nn.Module, module: nn.Module) -> str:
+    for name, candidate in model.named_modules():
+        if candidate is module:
+            return name
+    raise ValueError("module is not part of the model")
+
+
+def _param_names_of(model: nn.Module, module: nn.Module) -> list[str]:
+    ids = {id(p) for p in module.parameters()}
+    return [n for n, p in model.named_parameters() if id(p) in ids]
+
+
+def count_params(model: nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def channels_last(model: nn.Module) -> nn.Module:
+    return model.to(memory_format=torch.channels_last)

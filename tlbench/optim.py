@@ -1,0 +1,35 @@
+"""Optimizers by name (the `optimizer` group), built over exactly the trainable parameters."""
+
+import torch
+from torch import nn
+
+from tlbench.errors import ConfigError
+from tlbench.freeze import Phase
+
+OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+
+
+class OptimizerFactory:
+    """Holds the optimizer settings; `build(model, phase)` is called at every phase change, so the
+    optimizer never holds a frozen parameter (and weight decay never touches one)."""
+
+    def __init__(self, name: str, lr: float, weight_decay: float = 0.0, **kwargs):
+        if name not in OPTIMIZERS:
+            raise ConfigError(f"optimizer.name={name!r} is not known; use one of {', '.join(OPTIMIZERS)}")
+        if lr <= 0:
+            raise ConfigError(f"optimizer.lr={lr} must be positive")
+        self.name, self.lr, self.weight_decay, self.kwargs = name, lr, weight_decay, kwargs
+        if "betas" in kwargs:
+            self.kwargs["betas"] = tuple(kwargs["betas"])
+        try:  # fail on a bad keyword now, not at the first phase change
+            OPTIMIZERS[name]([nn.Parameter(torch.zeros(1))], lr=lr, weight_decay=weight_decay, **self.kwargs)
+        except TypeError as err:
+            raise ConfigError(f"optimizer={name}: {err}") from err
+
+    def build(self, model: nn.Module, phase: Phase) -> torch.optim.Optimizer:
+        params = dict(model.named_parameters())
+        groups = []
+        for group in phase.groups:
+            lr = group.lr if group.lr is not None else self.lr * group.lr_scale
+            groups.append({"params": [params[n] for n in group.names], "lr": lr, "base_lr": lr})
+        return OPTIMIZERS[self.name](groups, lr=self.lr, weight_decay=self.weight_decay, **self.kwargs)

@@ -1,0 +1,155 @@
+"""write_report: result.json files in, report.md / report.html / CSVs / PNGs out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from tlbench.report import charts, compare, tables
+from tlbench.report.document import Bullets, Heading, Image, Paragraph, Table, to_html, to_markdown
+from tlbench.report.findings import findings
+from tlbench.report.groups import add_group_keys, group_label
+from tlbench.report.load import epochs_table, iter_loss_table, read_results, runs_table
+from tlbench.report.metrics import add_run_metrics
+
+TITLE = "tlbench transfer-learning report"
+DEFINITIONS = [
+    "Groups: runs whose config differs only in seed (and output paths, device, workers).",
+    "95% CI: Student t interval of the mean across seeds; n = 1 gives no interval.",
+    "Pretrained − random: paired t on per-seed differences when both sides ran the same "
+    "seeds, otherwise Welch t on the difference of means.",
+    "Epochs to X% of own best: first epoch whose value reaches X% of the run's best; "
+    "seconds: cumulative time_s up to that epoch. 'never': the run did not get there.",
+    "AUC: mean of the metric over recorded epochs (area under the per-epoch curve divided "
+    "by the number of epochs), in [0, 1].",
+    "Overfitting gap: train_acc − val_acc; first divergence: first epoch where val loss "
+    "rose while train loss fell, compared with the epoch before.",
+    "Failed runs are listed but left out of every statistic and chart.",
+]
+
+
+def analyse(paths, metric: str = "val_acc", fraction: float = 0.9, threshold: float = 0.9):
+    """(runs, epochs, losses, summary, deltas) tables for the result files under `paths`."""
+    results = read_results(paths)
+    if not results:
+        raise ValueError(f"none of the result.json files under {list(map(str, paths))} "
+                         "could be read; see the warnings above")
+    runs = runs_table(results)
+    if "model" not in runs.columns:
+        runs["model"] = runs.get("config.model.name", "model")
+    epochs, losses = epochs_table(results), iter_loss_table(results)
+    runs = add_group_keys(add_run_metrics(runs, epochs, metric, fraction, threshold))
+    ok = compare.finished(runs)
+    labels = compare.setting_columns(ok)
+    runs["setting"] = [group_label(row, labels) for _, row in runs.iterrows()]
+    return (runs, epochs, losses, compare.group_summary(runs, metric),
+            compare.pretrained_deltas(runs, metric))
+
+
+def _with_run_info(frame: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """Per-epoch or per-step rows of finished runs, tagged with model and init."""
+    ok = compare.finished(runs)[["path", "model", "init"]]
+    return frame.drop(columns=["run_id"], errors="ignore").merge(ok, on="path")
+
+
+def draw_charts(out_dir: Path, runs, epochs, losses, deltas, metric, fraction, font) -> dict:
+    """Every chart the data allows, as {name: png path}."""
+    drawn = {}
+    ok = compare.finished(runs)
+    with charts.chart_style(font):
+        curves = _with_run_info(epochs, runs)
+        if len(curves) and metric in curves.columns:
+            drawn["curves"] = charts.val_curves(curves, metric, out_dir / f"{metric}_per_epoch.png")
+        if len(deltas):
+            labels = [group_label(r, list(deltas.columns[: deltas.columns.get_loc("n_pretrained")]))
+                      for _, r in deltas.iterrows()]
+            drawn["deltas"] = charts.pretrained_deltas(
+                deltas, labels, metric, out_dir / "pretrained_vs_random.png")
+        if len(ok):
+            drawn["convergence"] = charts.per_setting(
+                ok, "epochs_to_fraction", "epochs",
+                f"Epochs until {100 * fraction:g}% of own best {tables.metric_name(metric)}",
+                out_dir / "convergence_speed.png")
+            drawn["overfitting"] = charts.per_setting(
+                ok, "overfit_gap", "train − val accuracy (points)",
+                "Overfitting gap at the final epoch", out_dir / "overfitting_gap.png", scale=100)
+        steps = _with_run_info(losses, runs)
+        if len(steps):
+            drawn["loss"] = charts.iteration_loss(steps, out_dir / "train_loss_per_iteration.png")
+    return drawn
+
+
+def _image(drawn: dict, name: str, alt: str) -> list:
+    return [Image(drawn[name], alt)] if name in drawn else []
+
+
+def report_blocks(sources, runs, summary, deltas, drawn, metric, fraction, threshold) -> list:
+    n_ok = len(compare.finished(runs))
+    blocks = [
+        Heading(TITLE, level=1),
+        Paragraph(f"Sources: {', '.join(map(str, sources))}. {len(runs)} runs "
+                  f"({n_ok} finished, {len(runs) - n_ok} failed). Compared metric: {metric}; "
+                  f"convergence at {100 * fraction:g}% of own best and at {100 * threshold:g}%."),
+        Heading("Findings"), Paragraph(findings(runs, summary, deltas, metric, threshold)),
+        Heading("Pretrained vs random init"),
+    ]
+    if len(deltas):
+        blocks += [Table(tables.pretrained_table(deltas, metric))]
+    else:
+        blocks += [Paragraph("No settings differ only in pretrained; nothing to pair.")]
+    blocks += _image(drawn, "deltas", "pretrained minus random accuracy with 95% CI")
+    if len(summary):
+        blocks += [
+            Heading("Accuracy by setting"), Table(tables.accuracy_table(summary, metric)),
+            *_image(drawn, "curves", f"{metric} per epoch for every run"),
+            Heading("Convergence speed"),
+            Table(tables.convergence_table(summary, fraction, threshold)),
+            *_image(drawn, "convergence", "epochs to reach a fraction of own best"),
+            Heading("Overfitting"), Table(tables.overfitting_table(summary, runs)),
+            *_image(drawn, "overfitting", "final train minus val accuracy"),
+            Heading("Cost"), Table(tables.cost_table(summary)),
+            *_image(drawn, "loss", "training loss per optimizer step"),
+        ]
+    failed = tables.failed_table(runs)
+    if len(failed):
+        blocks += [Heading("Failed runs"), Table(failed)]
+    blocks += [Heading("Definitions"), Bullets(DEFINITIONS), Heading("Environment"),
+               Bullets(_environment(runs))]
+    return blocks
+
+
+def _environment(runs: pd.DataFrame) -> list[str]:
+    lines = []
+    for column in ("env.torch", "env.torchvision", "env.timm", "env.device_name", "env.git_sha"):
+        if column in runs.columns:
+            values = sorted(map(str, runs[column].dropna().unique()))
+            lines.append(f"{column.removeprefix('env.')}: {', '.join(values) or 'unknown'}")
+    return lines or ["no environment recorded"]
+
+
+def write_report(paths, out_dir=None, metric: str = "val_acc", threshold: float = 0.9,
+                 fraction: float = 0.9, font: str | None = None) -> Path:
+    """Write report.md, report.html, runs.csv, summary.csv, pretrained_vs_random.csv and
+    the chart PNGs into `out_dir` (default: the single folder given, else ./report).
+    Returns the path of report.md."""
+    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    out_dir = Path(out_dir) if out_dir else default_out_dir(paths)
+    runs, epochs, losses, summary, deltas = analyse(paths, metric, fraction, threshold)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    runs.to_csv(out_dir / "runs.csv", index=False)
+    summary.to_csv(out_dir / "summary.csv", index=False)
+    deltas.to_csv(out_dir / "pretrained_vs_random.csv", index=False)
+    drawn = draw_charts(out_dir, runs, epochs, losses, deltas, metric, fraction, font)
+    blocks = report_blocks(paths, runs, summary, deltas, drawn, metric, fraction, threshold)
+    (out_dir / "report.md").write_text(to_markdown(blocks), encoding="utf-8")
+    (out_dir / "report.html").write_text(to_html(blocks, TITLE), encoding="utf-8")
+    return out_dir / "report.md"
+
+
+def default_out_dir(paths) -> Path:
+    """The folder itself when one folder is given (the report lives with its sweep)."""
+    if len(paths) == 1:
+        path = Path(paths[0])
+        return path if path.is_dir() else path.parent
+    return Path("report")

@@ -1,0 +1,192 @@
+"""One chart per idea, drawn with seaborn on matplotlib's Agg canvas.
+
+Figures are built with `matplotlib.figure.Figure` and `FigureCanvasAgg` rather than
+pyplot, so rendering never depends on (or changes) the user's interactive backend.
+seaborn is imported here, inside the functions' module, never at `import tlbench`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib import font_manager
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from tlbench.report.tables import metric_name
+
+INIT_ORDER = ["pretrained", "random"]
+INIT_COLORS = {"pretrained": "#1f77b4", "random": "#ff7f0e", "unknown": "#7f7f7f"}
+# Enough points to show the shape of a loss curve; more only slows drawing.
+MAX_LOSS_POINTS = 1500
+DPI = 110
+
+
+def font_available(family: str) -> bool:
+    try:
+        font_manager.findfont(font_manager.FontProperties(family=family),
+                              fallback_to_default=False)
+    except ValueError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def chart_style(font: str | None = None):
+    """seaborn's whitegrid theme and the requested font, undone on exit."""
+    import seaborn as sns
+
+    with matplotlib.rc_context():
+        sns.set_theme(style="whitegrid", context="notebook")
+        # DejaVu Sans stays in the list so Latin glyphs and the minus sign always exist,
+        # even when the chosen CJK family lacks them.
+        families = ["DejaVu Sans"]
+        if font and font_available(font):
+            families.insert(0, font)
+        elif font:
+            installed = sorted({f.name for f in font_manager.fontManager.ttflist})[:12]
+            warnings.warn(f"--font {font!r} is not installed; falling back to DejaVu Sans. "
+                          f"Install it (e.g. apt-get install fonts-noto-cjk) or choose one "
+                          f"of: {', '.join(installed)}", stacklevel=3)
+        matplotlib.rcParams["font.family"] = families
+        yield
+
+
+def _figure(n_panels: int = 1, width_in: float = 5.2, height_in: float = 3.8):
+    columns = min(n_panels, 3)
+    rows = -(-n_panels // columns)
+    figure = Figure(figsize=(width_in * columns, height_in * rows), layout="constrained")
+    axes = figure.subplots(rows, columns, squeeze=False, sharey=True).ravel()
+    for unused in axes[n_panels:]:
+        unused.set_visible(False)
+    return figure, axes[:n_panels]
+
+
+def _save(figure: Figure, path: Path) -> Path:
+    FigureCanvasAgg(figure)
+    figure.savefig(path, dpi=DPI)
+    return path
+
+
+def _inits(frame: pd.DataFrame) -> list[str]:
+    return [i for i in INIT_ORDER + ["unknown"] if i in set(frame["init"])]
+
+
+def val_curves(epochs: pd.DataFrame, metric: str, path: Path) -> Path:
+    """Metric per epoch, one line per run, one panel per model; dashed lines mark
+    the epochs where a run's freeze_phase changes (e.g. head -> all)."""
+    import seaborn as sns
+
+    models = list(dict.fromkeys(epochs["model"]))
+    figure, axes = _figure(len(models))
+    for ax, model in zip(axes, models):
+        data = epochs[epochs["model"] == model].assign(percent=lambda d: 100 * d[metric])
+        sns.lineplot(data=data, x="epoch", y="percent", hue="init", hue_order=_inits(data),
+                     palette=INIT_COLORS, units="path", estimator=None, marker="o",
+                     markersize=4, linewidth=1.4, alpha=0.8, ax=ax)
+        handles, labels = ax.get_legend_handles_labels()
+        for x in _phase_changes(data):
+            ax.axvline(x, color="0.35", linestyle="--", linewidth=1)
+        if _phase_changes(data):
+            handles.append(Line2D([], [], color="0.35", linestyle="--"))
+            labels.append("freeze phase change")
+        ax.legend(handles, labels, title=None, fontsize="small")
+        ax.set(title=str(model), xlabel="epoch", ylabel=f"{metric_name(metric)} (%)")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    figure.suptitle(f"{metric_name(metric).capitalize()} per epoch, one line per run")
+    return _save(figure, path)
+
+
+def _phase_changes(data: pd.DataFrame) -> list[float]:
+    """Epoch boundaries (e - 0.5) where a run's freeze_phase differs from the epoch before."""
+    if "freeze_phase" not in data.columns:
+        return []
+    changes = set()
+    for _, run in data.groupby("path"):
+        phase = run["freeze_phase"].fillna("")
+        changed = phase.ne(phase.shift()) & phase.shift().notna()
+        changes.update(run.loc[changed, "epoch"] - 0.5)
+    return sorted(changes)
+
+
+def pretrained_deltas(deltas: pd.DataFrame, labels: list[str], metric: str, path: Path) -> Path:
+    """Pretrained minus random (points) per setting, final and best, 95% CI error bars.
+    A bar without an error bar had too few seeds for an interval."""
+    figure, (ax,) = _figure(1, width_in=max(5.5, 1.6 * len(deltas) + 2))
+    x = np.arange(len(deltas))
+    width = 0.38
+    for offset, kind, color in ((-width / 2, "final", "#4c72b0"), (width / 2, "best", "#55a868")):
+        col = f"delta_{kind}_{metric}"
+        values = 100 * deltas[col].to_numpy(dtype=float)
+        low = 100 * deltas[f"{col}_ci_low"].to_numpy(dtype=float)
+        high = 100 * deltas[f"{col}_ci_high"].to_numpy(dtype=float)
+        errors = np.nan_to_num(np.vstack([values - low, high - values]), nan=0.0)
+        ax.bar(x + offset, values, width, color=color, label=f"{kind} {metric_name(metric)}")
+        has_ci = ~np.isnan(low)
+        ax.errorbar((x + offset)[has_ci], values[has_ci], yerr=errors[:, has_ci], fmt="none",
+                    ecolor="black", capsize=4, linewidth=1.2)
+        for x_bar, value in zip((x + offset)[~has_ci], values[~has_ci]):
+            ax.annotate("no CI", (x_bar, value), ha="center", fontsize="x-small",
+                        va="bottom" if value >= 0 else "top", xytext=(0, 2),
+                        textcoords="offset points")
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xticks(x, labels, rotation=20 if len(deltas) > 3 else 0, ha="right" if len(deltas) > 3 else "center")
+    ax.set(ylabel="pretrained − random (points)",
+           title="Gain from pretrained weights (bars: mean, whiskers: 95% CI;\n"
+                 "'no CI': too few seeds for an interval)")
+    ax.legend(fontsize="small")
+    return _save(figure, path)
+
+
+def per_setting(runs: pd.DataFrame, column: str, ylabel: str, title: str, path: Path,
+                scale: float = 1.0) -> Path:
+    """Mean per setting and init as bars, each run as a dot."""
+    import seaborn as sns
+
+    data = runs.assign(value=scale * runs[column])
+    figure, (ax,) = _figure(1, width_in=max(5.5, 1.4 * data["setting"].nunique() + 2.5))
+    hue_order = _inits(data)
+    sns.barplot(data=data, x="setting", y="value", hue="init", hue_order=hue_order,
+                palette=INIT_COLORS, errorbar=None, alpha=0.75, ax=ax)
+    sns.stripplot(data=data, x="setting", y="value", hue="init", hue_order=hue_order,
+                  palette=INIT_COLORS, dodge=True, edgecolor="black", linewidth=0.8,
+                  size=6, legend=False, ax=ax)
+    ax.set(xlabel="", ylabel=ylabel, title=title)
+    ax.legend(title=None, fontsize="small")
+    return _save(figure, path)
+
+
+def _block_mean(losses: pd.DataFrame) -> pd.DataFrame:
+    """Average consecutive steps into at most MAX_LOSS_POINTS points per run."""
+    block = max(1, -(-len(losses) // MAX_LOSS_POINTS))
+    bins = (losses["iteration"] - 1) // block
+    return losses.groupby(bins).agg(iteration=("iteration", "mean"),
+                                    train_loss=("train_loss", "mean")).assign(block=block)
+
+
+def iteration_loss(losses: pd.DataFrame, path: Path) -> Path:
+    """Training loss per optimizer step, one line per run, one panel per model."""
+    import seaborn as sns
+
+    models = list(dict.fromkeys(losses["model"]))
+    figure, axes = _figure(len(models))
+    for ax, model in zip(axes, models):
+        runs = losses[losses["model"] == model]
+        frames = [_block_mean(run).assign(path=p, init=run["init"].iloc[0])
+                  for p, run in runs.groupby("path", sort=False)]
+        data = pd.concat(frames, ignore_index=True)
+        sns.lineplot(data=data, x="iteration", y="train_loss", hue="init",
+                     hue_order=_inits(data), palette=INIT_COLORS, units="path",
+                     estimator=None, linewidth=1, alpha=0.7, ax=ax)
+        block = int(data["block"].max())
+        note = f" (mean of every {block} steps)" if block > 1 else ""
+        ax.set(title=str(model), xlabel="optimizer step", ylabel=f"training loss{note}")
+        ax.legend(title=None, fontsize="small")
+    figure.suptitle("Training loss per optimizer step, one line per run")
+    return _save(figure, path)

@@ -1,0 +1,102 @@
+"""Group statistics across seeds and the pretrained-minus-random comparison."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from tlbench.report.groups import is_pretrained_column, label_columns, short_name
+from tlbench.report.metrics import metric_columns
+from tlbench.report.stats import Estimate, mean_ci, paired_diff_ci, welch_diff_ci
+
+
+def finished(runs: pd.DataFrame) -> pd.DataFrame:
+    """Runs that count in statistics: a failed run's partial curve would bias every mean."""
+    return runs[runs["status"] == "ok"]
+
+
+def seed_of(runs: pd.DataFrame) -> pd.Series:
+    for column in ("seed", "config.seed"):
+        if column in runs.columns:
+            return runs[column]
+    return pd.Series(range(len(runs)), index=runs.index)
+
+
+def setting_columns(runs: pd.DataFrame) -> list[str]:
+    """Label columns naming a setting apart from its init (shown separately as `init`)."""
+    return [c for c in label_columns(runs) if not is_pretrained_column(c)] if len(runs) else []
+
+
+def _estimate_columns(prefix: str, estimate: Estimate) -> dict:
+    return {f"{prefix}_mean": estimate.mean, f"{prefix}_std": estimate.std,
+            f"{prefix}_ci_low": estimate.ci_low, f"{prefix}_ci_high": estimate.ci_high,
+            f"{prefix}_n": estimate.n}
+
+
+def group_summary(runs: pd.DataFrame, metric: str = "val_acc") -> pd.DataFrame:
+    """One row per group of finished runs (same config except seed): n, seeds, and
+    mean / std / 95% t CI / n of every per-run metric. Sorted by mean final metric."""
+    ok = finished(runs)
+    labels = setting_columns(ok)
+    phase_columns = [c for c in ok.columns if c.startswith("trainable_params.")]
+    rows = []
+    for key, group in ok.groupby("group_key", sort=False):
+        first = group.iloc[0]
+        row = {short_name(c): first[c] for c in labels}
+        row["init"] = first["init"]
+        row["n"] = len(group)
+        row["seeds"] = " ".join(str(s) for s in sorted(seed_of(group).tolist(), key=str))
+        for column in metric_columns(metric):
+            row.update(_estimate_columns(column, mean_ci(group[column])))
+        for column in phase_columns:
+            row[column] = group[column].max()
+        row["group_key"] = key
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    return table.sort_values(f"final_{metric}_mean", ascending=False).reset_index(drop=True)
+
+
+def _by_seed(group: pd.DataFrame, column: str) -> dict:
+    return dict(zip(seed_of(group), group[column]))
+
+
+def delta(pretrained: pd.DataFrame, random: pd.DataFrame, column: str) -> Estimate:
+    """Pretrained minus random for one metric column.
+
+    Paired t on per-seed differences when both sides ran exactly the same seeds
+    (each once); otherwise Welch t on the difference of means.
+    """
+    seeds_p, seeds_r = seed_of(pretrained), seed_of(random)
+    same_seeds = (set(seeds_p) == set(seeds_r) and seeds_p.is_unique and seeds_r.is_unique)
+    if same_seeds:
+        return paired_diff_ci(_by_seed(pretrained, column), _by_seed(random, column))
+    return welch_diff_ci(pretrained[column], random[column])
+
+
+def pretrained_deltas(runs: pd.DataFrame, metric: str = "val_acc") -> pd.DataFrame:
+    """One row per pair of groups identical except `pretrained`: final and best metric
+    difference (pretrained minus random) with its 95% CI. Sorted by final difference."""
+    ok = finished(runs)
+    labels = setting_columns(ok)
+    rows = []
+    for key, group in ok.groupby("pair_key", sort=False):
+        pretrained, random = group[group["init"] == "pretrained"], group[group["init"] == "random"]
+        if pretrained.empty or random.empty:
+            continue
+        first = group.iloc[0]
+        row = {short_name(c): first[c] for c in labels}
+        row.update(n_pretrained=len(pretrained), n_random=len(random))
+        for kind in ("final", "best"):
+            estimate = delta(pretrained, random, f"{kind}_{metric}")
+            row.update({f"delta_{kind}_{metric}": estimate.mean,
+                        f"delta_{kind}_{metric}_ci_low": estimate.ci_low,
+                        f"delta_{kind}_{metric}_ci_high": estimate.ci_high,
+                        f"delta_{kind}_{metric}_n": estimate.n})
+            row["method"] = estimate.method
+        row["pair_key"] = key
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    return table.sort_values(f"delta_final_{metric}", ascending=False).reset_index(drop=True)

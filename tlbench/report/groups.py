@@ -1,0 +1,85 @@
+"""Which runs belong together: same config except seed and bookkeeping noise.
+
+A group is the set of runs whose config differs only in seed (and output paths,
+device, worker counts); its runs are the samples behind a mean and CI. A pair
+group additionally ignores `pretrained`, so it holds both sides of the
+pretrained-vs-random comparison.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+
+# Config keys that change between runs without changing the experiment.
+NOISE_KEYS = {"seed", "device", "num_workers", "workers", "pin_memory", "output_dir",
+              "out_dir", "data_dir", "root", "dir", "path", "hydra", "download",
+              "log_every", "log_interval", "progress"}
+# Top-level fields the training core writes for people; they name each group in tables.
+DESCRIPTIVE = ["model", "dataset", "pretrained", "freeze", "optimizer", "schedule"]
+
+
+def is_noise(column: str) -> bool:
+    parts = column.split(".")[1:]
+    return any(p in NOISE_KEYS or p.endswith(("_dir", "_path")) for p in parts)
+
+
+def group_columns(runs: pd.DataFrame) -> list[str]:
+    """Columns whose values must match for two runs to be seeds of one experiment."""
+    config = [c for c in runs.columns if c.startswith("config.") and not is_noise(c)]
+    return [c for c in DESCRIPTIVE if c in runs.columns] + config
+
+
+def is_pretrained_column(column: str) -> bool:
+    return column.split(".")[-1] == "pretrained"
+
+
+def _key(row: pd.Series, columns: list[str]) -> str:
+    """A hashable, NaN-safe identity for the given columns (JSON text)."""
+    def plain(value):
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return None
+        return value.item() if hasattr(value, "item") else value
+    return json.dumps([plain(row[c]) for c in columns], default=str)
+
+
+def add_group_keys(runs: pd.DataFrame) -> pd.DataFrame:
+    """Add `group_key` (all but seed) and `pair_key` (all but seed and pretrained)."""
+    columns = group_columns(runs)
+    pair = [c for c in columns if not is_pretrained_column(c)]
+    runs = runs.copy()
+    runs["group_key"] = runs.apply(_key, axis=1, columns=columns) if len(runs) else []
+    runs["pair_key"] = runs.apply(_key, axis=1, columns=pair) if len(runs) else []
+    runs["init"] = runs["pretrained"].map({True: "pretrained", False: "random"}) \
+        if "pretrained" in runs.columns else "unknown"
+    return runs
+
+
+def short_name(column: str) -> str:
+    """config.optimizer.lr -> optimizer.lr; config.model.name -> model."""
+    name = column.removeprefix("config.")
+    return name.removesuffix(".name") if name.endswith(".name") else name
+
+
+def label_columns(runs: pd.DataFrame, always=("model",)) -> list[str]:
+    """Group columns worth showing: `model` plus any that vary across these runs,
+    skipping config columns that repeat a descriptive top-level field."""
+    shown = []
+    for column in group_columns(runs):
+        if column.startswith("config.") and short_name(column) in DESCRIPTIVE:
+            continue
+        values = runs[column].astype(str)
+        if column in always or values.nunique(dropna=False) > 1:
+            shown.append(column)
+    return shown
+
+
+def group_label(row: pd.Series, columns: list[str]) -> str:
+    """Human label such as "resnet18, freeze=linear_probe" for chart axes and findings."""
+    parts = []
+    for column in columns:
+        value = row[column]
+        parts.append(str(value) if column == "model" else f"{short_name(column)}={value}")
+    return ", ".join(parts)

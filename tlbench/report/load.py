@@ -1,0 +1,173 @@
+"""Read result.json files (one per run) into pandas tables.
+
+The report only ever reads these JSON files, never the training code, so it runs
+without torch and can be tested on hand-written files.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from pathlib import Path
+
+import pandas as pd
+
+RESULT_FILENAME = "result.json"
+KNOWN_SCHEMA_VERSION = 1
+# Per-epoch and per-step series get their own long tables instead of run columns.
+SERIES_FIELDS = ("epochs", "iter_loss")
+
+
+def find_result_files(paths) -> list[Path]:
+    """Every result.json under the given folders (recursively) or given directly."""
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    files: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if not path.exists():
+            raise FileNotFoundError(
+                f"{path} does not exist; pass a sweep folder (e.g. multirun/<date>/<time>) "
+                f"or a {RESULT_FILENAME} file")
+        if path.is_file():
+            files.append(path)
+            continue
+        found = sorted(path.rglob(RESULT_FILENAME))
+        if not found:
+            raise FileNotFoundError(
+                f"no {RESULT_FILENAME} found under {path} (searched recursively); "
+                "is this the folder the sweep wrote to?")
+        files.extend(found)
+    # The same file reached through two given folders counts once.
+    return list(dict.fromkeys(f.resolve() for f in files))
+
+
+def read_results(paths) -> list[dict]:
+    """Parsed result dicts, each with its `path` added; unreadable files are skipped with a warning."""
+    results = []
+    for file in find_result_files(paths):
+        result = _read_one(file)
+        if result is not None:
+            results.append(result)
+    return _drop_duplicate_runs(results)
+
+
+def _read_one(file: Path) -> dict | None:
+    try:
+        result = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        # A run killed while writing leaves a broken file; the other runs still deserve a report.
+        warnings.warn(f"skipping {file}: not readable JSON ({error})", stacklevel=3)
+        return None
+    if not isinstance(result, dict):
+        warnings.warn(f"skipping {file}: expected a JSON object, got {type(result).__name__}",
+                      stacklevel=3)
+        return None
+    version = result.get("schema_version")
+    if isinstance(version, int) and version > KNOWN_SCHEMA_VERSION:
+        warnings.warn(
+            f"{file} has schema_version {version} but this report knows version "
+            f"{KNOWN_SCHEMA_VERSION}; unknown fields are ignored. Update tlbench to read "
+            "everything.", stacklevel=3)
+    result["path"] = str(file)
+    result.setdefault("status", "failed" if result.get("error") else "ok")
+    return result
+
+
+def _drop_duplicate_runs(results: list[dict]) -> list[dict]:
+    """Keep one result per run_id, preferring a finished run over a failed one.
+
+    Merging a sweep with its re-run would otherwise count the same seed twice and
+    shrink every confidence interval for no reason.
+    """
+    kept: dict[str, dict] = {}
+    unnamed = []
+    for result in results:
+        run_id = result.get("run_id")
+        if not run_id:
+            unnamed.append(result)
+            continue
+        if run_id in kept:
+            old = kept[run_id]
+            better = result if old.get("status") != "ok" and result.get("status") == "ok" else old
+            other = old if better is result else result
+            warnings.warn(f"run_id {run_id} appears twice; using {better['path']}, "
+                          f"ignoring {other['path']}", stacklevel=3)
+            kept[run_id] = better
+        else:
+            kept[run_id] = result
+    return list(kept.values()) + unnamed
+
+
+def flatten(mapping: dict, prefix: str = "") -> dict:
+    """Nested dicts to dot-joined keys; lists become JSON text so they stay hashable."""
+    flat = {}
+    for key, value in mapping.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, prefix=f"{name}."))
+        elif isinstance(value, (list, tuple)):
+            flat[name] = json.dumps(value)
+        else:
+            flat[name] = value
+    return flat
+
+
+def runs_table(results: list[dict]) -> pd.DataFrame:
+    """One row per run: top-level fields, `config.*`, `summary.*`, `env.*`, `error.*`, `path`."""
+    rows = []
+    for result in results:
+        fields = {k: v for k, v in result.items() if k not in SERIES_FIELDS}
+        row = flatten(fields)
+        row["n_epochs"] = len(result.get("epochs") or [])
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    first = [c for c in ("run_id", "status", "path") if c in table.columns]
+    return table[first + [c for c in table.columns if c not in first]]
+
+
+def epochs_table(results: list[dict]) -> pd.DataFrame:
+    """One row per run x epoch, keyed by `path` (run_id may be absent in old files)."""
+    rows = []
+    for result in results:
+        for epoch in result.get("epochs") or []:
+            rows.append({"path": result["path"], "run_id": result.get("run_id"), **epoch})
+    table = pd.DataFrame(rows, columns=None if rows else ["path", "run_id", "epoch"])
+    return table.sort_values(["path", "epoch"], kind="stable").reset_index(drop=True)
+
+
+def iter_loss_table(results: list[dict]) -> pd.DataFrame:
+    """One row per optimizer step: `path`, `iteration` (from 1), `train_loss`, `epoch`."""
+    frames = []
+    for result in results:
+        losses = [math.nan if v is None else v for v in result.get("iter_loss") or []]
+        if not losses:
+            continue
+        per_epoch = result.get("iters_per_epoch") or 0
+        frame = pd.DataFrame({"iteration": range(1, len(losses) + 1), "train_loss": losses})
+        frame["epoch"] = (frame["iteration"] - 1) // per_epoch + 1 if per_epoch else math.nan
+        frame.insert(0, "path", result["path"])
+        frames.append(frame)
+    if not frames:
+        return pd.DataFrame(columns=["path", "iteration", "train_loss", "epoch"])
+    return pd.concat(frames, ignore_index=True)
+
+
+def load_runs(paths) -> pd.DataFrame:
+    """One row per result.json found under `paths` (folders searched recursively, or files).
+
+    Config is flattened into `config.<group>.<key>` columns; failed runs are kept with
+    their `status`. Raises FileNotFoundError naming a path that is missing or empty.
+    """
+    return runs_table(read_results(paths))
+
+
+def load_epochs(paths) -> pd.DataFrame:
+    """Per-epoch long table (one row per run x epoch) for the runs under `paths`."""
+    return epochs_table(read_results(paths))
+
+
+def load_iter_loss(paths) -> pd.DataFrame:
+    """Per-optimizer-step training loss (one row per run x step) for the runs under `paths`."""
+    return iter_loss_table(read_results(paths))

@@ -1,0 +1,123 @@
+"""Per-run metrics computed from the per-epoch table of one run.
+
+Definitions (also in METRICS.md); `m` is the compared metric, `val_acc` by default,
+and accuracies are fractions in [0, 1]:
+
+- final_<m>: m at the last recorded epoch. best_<m>: its maximum; best_epoch: first epoch reaching it.
+- epochs_to_fraction: first epoch e with m[e] >= fraction * best_<m> (always reached).
+  seconds_to_fraction: sum of time_s over epochs 1..e.
+- epochs_to_threshold / seconds_to_threshold: the same for m[e] >= threshold; NaN ("never")
+  when no epoch reaches it.
+- auc_<m>: mean of m over all recorded epochs = area under the step curve of m against
+  epoch (each epoch width 1) divided by the number of epochs, so it lies in [0, 1].
+- overfit_gap: train_acc - val_acc at the last epoch; max_overfit_gap: its maximum over epochs.
+- first_divergence_epoch: first epoch e >= 2 where val_loss[e] > val_loss[e-1] while
+  train_loss[e] < train_loss[e-1]; NaN ("never") if none.
+- total_time_s: sum of time_s; mean_images_per_s: unweighted mean of images_per_s over epochs.
+- trainable_params.<phase>: trainable_params in each freeze_phase (the maximum if it varied).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+
+def check_options(epochs: pd.DataFrame, metric: str, fraction: float, threshold: float) -> None:
+    """Fail early with the valid choices rather than reporting a column of NaN."""
+    choices = sorted(c for c in epochs.columns if str(c).endswith("_acc"))
+    if len(epochs) and metric not in epochs.columns:
+        raise ValueError(f"--metric {metric!r} is not a per-epoch field of these runs; "
+                         f"choose one of {choices}")
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"--fraction {fraction} must be in (0, 1], e.g. 0.9 for 90% of the best")
+    if not 0.0 <= threshold <= 1.0:
+        hint = f", did you mean {threshold / 100:g}?" if 1.0 < threshold <= 100.0 else ""
+        raise ValueError(f"--threshold {threshold} must be a fraction in [0, 1] "
+                         f"(accuracies are fractions){hint}")
+
+
+def _first_epoch(epochs: pd.DataFrame, reached: pd.Series) -> tuple[float, float]:
+    """(epoch number, cumulative seconds) of the first True in `reached`, NaN if none."""
+    if not reached.any():
+        return math.nan, math.nan
+    position = int(np.argmax(reached.to_numpy()))
+    seconds = epochs["time_s"].iloc[: position + 1].sum() if "time_s" in epochs else math.nan
+    return float(epochs["epoch"].iloc[position]), float(seconds)
+
+
+def first_divergence_epoch(epochs: pd.DataFrame) -> float:
+    """First epoch where val loss rises while train loss falls, vs the previous epoch."""
+    if not {"val_loss", "train_loss"} <= set(epochs.columns):
+        return math.nan
+    val_up = epochs["val_loss"].diff() > 0
+    train_down = epochs["train_loss"].diff() < 0
+    hits = epochs.loc[val_up & train_down, "epoch"]
+    return float(hits.iloc[0]) if len(hits) else math.nan
+
+
+def trainable_params_by_phase(epochs: pd.DataFrame) -> dict:
+    """{"trainable_params.<phase>": count} in the order the phases happened."""
+    if "trainable_params" not in epochs.columns:
+        return {}
+    phases = epochs.get("freeze_phase", pd.Series("all", index=epochs.index)).fillna("all")
+    counts = epochs["trainable_params"].groupby(phases, sort=False).max()
+    return {f"trainable_params.{phase}": float(count) for phase, count in counts.items()}
+
+
+def _column_or_nan(epochs: pd.DataFrame, name: str) -> pd.Series:
+    return epochs[name] if name in epochs.columns else pd.Series(math.nan, index=epochs.index)
+
+
+def run_metrics(epochs: pd.DataFrame, metric: str = "val_acc", fraction: float = 0.9,
+                threshold: float = 0.9) -> dict:
+    """All per-run metrics for one run's epochs (sorted by epoch); NaN where undefined."""
+    epochs = epochs.dropna(subset=[metric]) if metric in epochs.columns else epochs.iloc[:0]
+    if epochs.empty:
+        return {}
+    values = epochs[metric]
+    best = float(values.max())
+    gap = _column_or_nan(epochs, "train_acc") - _column_or_nan(epochs, "val_acc")
+    to_fraction = _first_epoch(epochs, values >= fraction * best)
+    to_threshold = _first_epoch(epochs, values >= threshold)
+    return {
+        f"final_{metric}": float(values.iloc[-1]),
+        f"best_{metric}": best,
+        "best_epoch": float(epochs["epoch"].iloc[int(np.argmax(values.to_numpy()))]),
+        "epochs_to_fraction": to_fraction[0],
+        "seconds_to_fraction": to_fraction[1],
+        "epochs_to_threshold": to_threshold[0],
+        "seconds_to_threshold": to_threshold[1],
+        f"auc_{metric}": float(values.mean()),
+        "overfit_gap": float(gap.iloc[-1]),
+        "max_overfit_gap": float(gap.max()),
+        "first_divergence_epoch": first_divergence_epoch(epochs),
+        "total_time_s": float(_column_or_nan(epochs, "time_s").sum(min_count=1)),
+        "mean_images_per_s": float(_column_or_nan(epochs, "images_per_s").mean()),
+        **trainable_params_by_phase(epochs),
+    }
+
+
+def metric_columns(metric: str) -> list[str]:
+    """Per-run metric columns that get a mean and CI per group, in report order."""
+    return [f"final_{metric}", f"best_{metric}", f"auc_{metric}", "epochs_to_fraction",
+            "seconds_to_fraction", "epochs_to_threshold", "seconds_to_threshold",
+            "overfit_gap", "max_overfit_gap", "first_divergence_epoch", "total_time_s",
+            "mean_images_per_s"]
+
+
+def add_run_metrics(runs: pd.DataFrame, epochs: pd.DataFrame, metric: str = "val_acc",
+                    fraction: float = 0.9, threshold: float = 0.9) -> pd.DataFrame:
+    """`runs` with the per-run metric columns appended (failed runs get them too, from
+    whatever epochs they recorded; statistics later use only status == "ok")."""
+    check_options(epochs, metric, fraction, threshold)
+    by_path = {path: group for path, group in epochs.groupby("path", sort=False)} if len(epochs) else {}
+    rows = [run_metrics(by_path.get(path, epochs.iloc[:0]), metric, fraction, threshold)
+            for path in runs["path"]]
+    computed = pd.DataFrame(rows, index=runs.index)
+    for column in metric_columns(metric):
+        if column not in computed.columns:
+            computed[column] = math.nan
+    return pd.concat([runs, computed], axis=1)

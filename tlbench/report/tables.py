@@ -1,0 +1,152 @@
+"""Tables formatted for people: percents, "never", and honest intervals.
+
+Each function takes the numeric tables from compare.py and returns a DataFrame of
+strings in display order; the CSV files keep the raw numbers.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from tlbench.report.compare import finished, seed_of
+
+NO_INTERVAL = "n = 1, no interval"
+
+
+def _nan(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def metric_name(metric: str) -> str:
+    """val_acc -> "val accuracy" for sentences, titles and axis labels."""
+    return metric.replace("_acc", " accuracy").replace("_", " ")
+
+
+def pct(value, decimals: int = 1) -> str:
+    """0.8534 -> "85.3%"."""
+    return "–" if _nan(value) else f"{100 * value:.{decimals}f}%"
+
+
+def points(value, decimals: int = 1) -> str:
+    """A difference of fractions in percentage points with its sign: 0.062 -> "+6.2"."""
+    return "–" if _nan(value) else f"{100 * value:+.{decimals}f}"
+
+
+def interval(low, high, n, scale: float = 100.0, decimals: int = 1) -> str:
+    """"84.1 to 86.5" (scaled), or why there is none."""
+    if n is not None and not _nan(n) and n < 2:
+        return NO_INTERVAL if n == 1 else "no runs"
+    if _nan(low) or _nan(high):
+        return "no interval"
+    return f"{scale * low:.{decimals}f} to {scale * high:.{decimals}f}"
+
+
+def epochs_or_never(value, decimals: int = 1) -> str:
+    return "never" if _nan(value) else f"{value:.{decimals}f}".removesuffix(".0")
+
+
+def reached(mean, n_reached: int, n_runs: int, decimals: int = 1) -> str:
+    """Mean over the runs that got there, with how many did when not all."""
+    if n_reached == 0:
+        return "never"
+    text = epochs_or_never(mean, decimals)
+    return text if n_reached == n_runs else f"{text} ({n_reached}/{n_runs} reached)"
+
+
+def integer(value) -> str:
+    return "–" if _nan(value) else f"{value:,.0f}"
+
+
+def _settings(table: pd.DataFrame, first_stat: str = "init") -> pd.DataFrame:
+    """The setting columns, which compare.py puts before the first statistic column."""
+    return table.iloc[:, : table.columns.get_loc(first_stat)].astype(str)
+
+
+def accuracy_table(summary: pd.DataFrame, metric: str) -> pd.DataFrame:
+    table = _settings(summary)
+    table["init"], table["n"] = summary["init"], summary["n"].astype(str)
+    name = metric_name(metric)
+    for kind in ("final", "best"):
+        col = f"{kind}_{metric}"
+        table[f"{kind} {name}"] = summary[f"{col}_mean"].map(pct)
+        table[f"{kind} 95% CI (%)"] = [interval(lo, hi, n) for lo, hi, n in zip(
+            summary[f"{col}_ci_low"], summary[f"{col}_ci_high"], summary[f"{col}_n"])]
+    table[f"AUC {name}"] = summary[f"auc_{metric}_mean"].map(lambda v: pct(v, 2))
+    return table
+
+
+def pretrained_table(deltas: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Headline: pretrained minus random, in percentage points."""
+    table = _settings(deltas, first_stat="n_pretrained")
+    name = metric_name(metric)
+    for kind in ("final", "best"):
+        col = f"delta_{kind}_{metric}"
+        table[f"Δ {kind} {name} (points)"] = deltas[col].map(points)
+        table[f"{kind} 95% CI (points)"] = [interval(lo, hi, n) for lo, hi, n in zip(
+            deltas[f"{col}_ci_low"], deltas[f"{col}_ci_high"], deltas[f"{col}_n"])]
+    table["seeds (pretrained / random)"] = [
+        f"{p} / {r}" for p, r in zip(deltas["n_pretrained"], deltas["n_random"])]
+    table["interval"] = deltas["method"].map({"paired": "paired t", "welch": "Welch t"})
+    return table
+
+
+def _per_run_text(runs: pd.DataFrame, summary: pd.DataFrame, column: str) -> list[str]:
+    """Per-seed values of one run column for each summary group, in seed order."""
+    ok = finished(runs)
+    texts = []
+    for key in summary["group_key"]:
+        group = ok[ok["group_key"] == key]
+        ordered = group.assign(_seed=seed_of(group).astype(str)).sort_values("_seed")
+        texts.append(", ".join(epochs_or_never(v) for v in ordered[column]))
+    return texts
+
+
+def convergence_table(summary: pd.DataFrame, fraction: float, threshold: float) -> pd.DataFrame:
+    table = _settings(summary)
+    table["init"], table["n"] = summary["init"], summary["n"].astype(str)
+    own = f"{100 * fraction:g}% of own best"
+    table[f"epochs to {own}"] = summary["epochs_to_fraction_mean"].map(epochs_or_never)
+    table[f"seconds to {own}"] = summary["seconds_to_fraction_mean"].map(epochs_or_never)
+    for unit in ("epochs", "seconds"):
+        col = f"{unit}_to_threshold"
+        table[f"{unit} to {100 * threshold:g}%"] = [
+            reached(m, k, n) for m, k, n in zip(summary[f"{col}_mean"], summary[f"{col}_n"],
+                                                summary["n"])]
+    return table
+
+
+def overfitting_table(summary: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    table = _settings(summary)
+    table["init"], table["n"] = summary["init"], summary["n"].astype(str)
+    table["final gap (points)"] = summary["overfit_gap_mean"].map(points)
+    table["max gap (points)"] = summary["max_overfit_gap_mean"].map(points)
+    table["first val-loss divergence epoch (per seed)"] = _per_run_text(
+        runs, summary, "first_divergence_epoch")
+    return table
+
+
+def _params_text(row: pd.Series, phases: list[str]) -> str:
+    parts = [f"{p.removeprefix('trainable_params.')}: {integer(row[p])}"
+             for p in phases if not _nan(row[p])]
+    return " → ".join(parts) or "–"
+
+
+def cost_table(summary: pd.DataFrame) -> pd.DataFrame:
+    table = _settings(summary)
+    table["init"], table["n"] = summary["init"], summary["n"].astype(str)
+    table["total time (s)"] = summary["total_time_s_mean"].map(lambda v: epochs_or_never(v))
+    table["images/s"] = summary["mean_images_per_s_mean"].map(integer)
+    phases = [c for c in summary.columns if c.startswith("trainable_params.")]
+    table["trainable params by freeze phase"] = [
+        _params_text(row, phases) for _, row in summary.iterrows()]
+    return table.replace({"never": "–"})
+
+
+def failed_table(runs: pd.DataFrame) -> pd.DataFrame:
+    failed = runs[runs["status"] != "ok"]
+    columns = {"run_id": "run", "path": "file", "n_epochs": "epochs done",
+               "error.type": "error", "error.message": "message"}
+    present = [c for c in columns if c in failed.columns]
+    return failed[present].rename(columns=columns).astype(str)

@@ -1,0 +1,101 @@
+"""The one JSON file per run (`result.json`, schema below and in README) and how it is written.
+
+schema_version 1: schema_version, run_id, status ("ok"|"failed"), config, model, dataset,
+pretrained, freeze, optimizer, schedule, seed, epochs[], iter_loss[], iters_per_epoch, summary,
+model_info, data_info, seeds, env, error, started_at, finished_at."""
+
+import hashlib
+import json
+import os
+import platform
+import socket
+import subprocess
+from datetime import datetime, timezone
+from pathlib import Path
+
+SCHEMA_VERSION = 1
+# Keys that say where files live or how fast they load, not what was trained: they do not
+# change a run's identity, so the same experiment on another machine has the same run_id.
+NON_IDENTITY_KEYS = ("results_dir", "data_dir", "weights_dir", "num_workers", "hydra")
+NON_IDENTITY_DATASET_KEYS = ("data_dir",)
+
+
+def run_id(config: dict) -> str:
+    identity = {k: v for k, v in config.items() if k not in NON_IDENTITY_KEYS}
+    if isinstance(identity.get("dataset"), dict):
+        identity["dataset"] = {k: v for k, v in identity["dataset"].items() if k not in NON_IDENTITY_DATASET_KEYS}
+    canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def new_result(config: dict) -> dict:
+    return {
+        "schema_version": SCHEMA_VERSION, "run_id": run_id(config), "status": "running", "config": config,
+        "model": config["model"]["name"], "dataset": config["dataset"]["name"],
+        "pretrained": bool(config["pretrained"]), "freeze": config["freeze"]["name"],
+        "optimizer": config["optimizer"]["name"], "schedule": config["schedule"]["name"],
+        "seed": config["seed"], "epochs": [], "iter_loss": [], "iters_per_epoch": None, "summary": None,
+        "model_info": None, "data_info": None, "seeds": None, "env": None, "error": None,
+        "started_at": _now(), "finished_at": None,
+    }
+
+
+def summarize(epochs: list[dict]) -> dict | None:
+    """Accuracies are fractions in [0, 1]; overfit_gap = final train acc - final val acc."""
+    if not epochs:
+        return None
+    best = max(epochs, key=lambda e: e["val_acc"])  # first epoch wins a tie
+    final = epochs[-1]
+    return {
+        "final_val_acc": final["val_acc"], "best_val_acc": best["val_acc"], "best_epoch": best["epoch"],
+        "final_train_acc": final["train_acc"], "final_val_loss": final["val_loss"],
+        "overfit_gap": final["train_acc"] - final["val_acc"],
+        "total_time_s": sum(e["time_s"] for e in epochs),
+    }
+
+
+def finish(result: dict, epochs: list[dict], iter_loss: list[float], error: BaseException | None) -> dict:
+    result.update(epochs=epochs, iter_loss=iter_loss, summary=summarize(epochs), finished_at=_now(),
+                  status="failed" if error else "ok",
+                  error={"type": type(error).__name__, "message": str(error)} if error else None)
+    return result
+
+
+def env_info(device, device_name: str) -> dict:
+    import timm
+    import torch
+    import torchvision
+
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "timm": timm.__version__, "device": str(device),
+            "device_name": device_name, "git_sha": _git_sha(), "hostname": socket.gethostname()}
+
+
+def write_json_atomic(data: dict, path: Path) -> Path:
+    """Temporary file in the same folder, fsync, then os.replace: a reader sees the old file or
+    the new one, never half of one, even if the process dies mid-write."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w") as handle:
+            json.dump(data, handle, indent=1, default=str, allow_nan=True)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _git_sha() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=5)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

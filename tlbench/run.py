@@ -1,0 +1,116 @@
+"""`run(cfg)`: compose-time config in, one result.json out. Works with or without the Hydra
+runtime (tests compose a config and call it directly). The config is read here and only here;
+everything below receives objects."""
+
+import logging
+import sys
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader
+
+from tlbench import augment, data, devices, engine, freeze, models, optim, results, schedules
+from tlbench.errors import ConfigError, DataNotFoundError, StartupError, WeightsNotFoundError
+
+log = logging.getLogger("tlbench")
+RESULT_FILE = "result.json"
+
+
+def run(cfg: DictConfig, output_dir=None) -> dict:
+    """Trains one configuration; writes `<output_dir>/result.json` (status ok or failed) and
+    returns it. A failure is recorded in the file, then re-raised."""
+    output_dir = Path(output_dir or _hydra_output_dir() or cfg.results_dir)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    config.pop("hydra", None)
+    result = results.new_result(config)
+    history = engine.History()
+    result_path = output_dir / RESULT_FILE
+    results.write_json_atomic(result, result_path)  # fails now if the folder is not writable
+    try:
+        _train(cfg, output_dir, result, history)
+    except BaseException as err:
+        results.write_json_atomic(results.finish(result, history.epochs, history.iter_loss, err), result_path)
+        raise
+    results.write_json_atomic(results.finish(result, history.epochs, history.iter_loss, None), result_path)
+    log.info("wrote %s: final val acc %.2f%%", result_path, 100 * result["summary"]["final_val_acc"])
+    return result
+
+
+def _train(cfg, output_dir: Path, result: dict, history: engine.History) -> None:
+    check_settings(cfg)
+    device = devices.resolve_device(cfg.device)
+    result["seeds"] = devices.seed_everything(cfg.seed)
+    splits, built = prepare(cfg)
+    result["env"] = results.env_info(device, devices.device_name(device))
+    result["data_info"] = {"source": splits.source, "classes": splits.classes, "num_classes": len(splits.classes),
+                           "train_size": len(splits.train), "val_size": len(splits.val),
+                           "image_size": splits.image_size}
+    result["model_info"] = {"weights_source": built.weights_source, "total_params": models.count_params(built.model),
+                            "head_params": built.head_params, "stages": len(built.stages), **built.info}
+    train_loader, val_loader = make_loaders(cfg, splits, built, device)
+    options = engine.TrainOptions(
+        epochs=cfg.epochs, amp=devices.resolve_flag(cfg.amp, device),
+        channels_last=devices.resolve_flag(cfg.channels_last, device), label_smoothing=cfg.label_smoothing,
+        clip_grad_norm=cfg.clip_grad_norm, clip_grad_value=cfg.clip_grad_value,
+        best_checkpoint=output_dir / "best.pt" if cfg.save_best else None, show_progress=sys.stderr.isatty())
+    model = built.model.to(device)
+    if options.channels_last:
+        model = models.channels_last(model)
+    engine.fit(model, train_loader, val_loader,
+               freeze.build_freeze(stages=built.stages, total_epochs=cfg.epochs, **cfg.freeze),
+               optim.OptimizerFactory(**cfg.optimizer),
+               schedules.build_schedule(epochs=cfg.epochs, steps_per_epoch=len(train_loader), **cfg.schedule),
+               device, options, history)
+
+
+def check_settings(cfg) -> None:
+    for key in ("epochs", "batch_size"):
+        if not isinstance(cfg[key], int) or cfg[key] < 1:
+            raise ConfigError(f"{key}={cfg[key]!r} must be a positive integer")
+    if cfg.freeze.name == "freeze_unfreeze" and not 0 <= cfg.freeze.epochs <= cfg.epochs:
+        raise ConfigError(f"freeze.epochs={cfg.freeze.epochs} must be between 0 and epochs={cfg.epochs}; "
+                          "lower freeze.epochs or raise epochs")
+    # Build the cheap objects once now, so a bad optimizer or schedule keyword fails before any data loads.
+    optim.OptimizerFactory(**cfg.optimizer)
+    schedules.build_schedule(epochs=cfg.epochs, steps_per_epoch=1, **cfg.schedule)
+
+
+def prepare(cfg) -> tuple[data.DataSplits, models.BuiltModel]:
+    """Data and weights are both checked before anything trains; when both are missing (the
+    usual case offline) one error names both, with how to supply each."""
+    models.check_model_name(cfg.model.name, cfg.model.source)
+    problems, splits, built = [], None, None
+    try:
+        splits = data.build_dataset(**cfg.dataset)
+    except DataNotFoundError as err:
+        problems.append(f"data: {err}")
+    try:
+        built = models.build_model(num_classes=len(splits.classes) if splits else 1000, pretrained=cfg.pretrained,
+                                   weights_dir=cfg.weights_dir, **cfg.model)
+    except WeightsNotFoundError as err:
+        problems.append(f"weights: {err}")
+    if len(problems) == 1:
+        raise (DataNotFoundError if problems[0].startswith("data") else WeightsNotFoundError)(problems[0])
+    if problems:
+        raise StartupError("cannot start:\n" + "\n".join(problems))
+    return splits, built
+
+
+def make_loaders(cfg, splits: data.DataSplits, built: models.BuiltModel, device) -> tuple[DataLoader, DataLoader]:
+    mean, std = augment.resolve_normalization(cfg.normalize, built.mean, built.std)
+    train_tf = augment.train_transform(splits.image_size, mean, std, **cfg.augment)
+    val_tf = augment.eval_transform(splits.image_size, mean, std)
+    common = dict(num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
+                  persistent_workers=cfg.num_workers > 0)
+    train = DataLoader(data.Transformed(splits.train, train_tf), batch_size=cfg.batch_size, shuffle=True,
+                       generator=torch.Generator().manual_seed(cfg.seed), **common)
+    val = DataLoader(data.Transformed(splits.val, val_tf), batch_size=cfg.eval_batch_size or 2 * cfg.batch_size,
+                     shuffle=False, **common)
+    return train, val
+
+
+def _hydra_output_dir() -> str | None:
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.get().runtime.output_dir if HydraConfig.initialized() else None

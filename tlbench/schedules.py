@@ -1,0 +1,109 @@
+"""Learning-rate schedules (the `schedule` group) as a factor on each param group's base lr.
+
+Epoch-based shapes are pure functions of the global step, stepped every iteration; the plateau
+schedule is the one stateful kind (it watches a validation metric at each epoch end)."""
+
+import math
+from functools import partial
+
+from tlbench.errors import ConfigError
+
+
+def _warmup(step, warmup_steps):
+    return min(1.0, (step + 1) / warmup_steps) if warmup_steps else 1.0
+
+
+def constant(step, total_steps, warmup_steps=0):
+    return _warmup(step, warmup_steps)
+
+
+def cosine(step, total_steps, warmup_steps=0, min_lr_ratio=0.0):
+    if step < warmup_steps:
+        return _warmup(step, warmup_steps)
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def step_decay(step, total_steps, steps_per_epoch, step_epochs, gamma, warmup_steps=0):
+    return _warmup(step, warmup_steps) * gamma ** (step // (steps_per_epoch * step_epochs))
+
+
+def one_cycle(step, total_steps, pct_start=0.3, div_factor=25.0, final_div_factor=1e4):
+    """torch OneCycleLR's cosine shape, as a factor of max_lr (the optimizer's lr)."""
+    start, end = 1 / div_factor, 1 / (div_factor * final_div_factor)
+    rise = max(1, round(pct_start * total_steps) - 1)
+    if step <= rise:
+        return start + (1 - start) * 0.5 * (1 - math.cos(math.pi * step / rise))
+    progress = min(1.0, (step - rise) / max(1, total_steps - 1 - rise))
+    return end + (1 - end) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class Plateau:
+    """ReduceLROnPlateau's rule (relative threshold 1e-4): after more than `patience` epochs
+    without improvement of `monitor`, the scale is multiplied by `factor`."""
+
+    def __init__(self, monitor="val_loss", factor=0.5, patience=2):
+        if monitor not in ("val_loss", "val_acc"):
+            raise ConfigError(f"schedule.monitor={monitor!r}; use val_loss (lower is better) or val_acc")
+        self.monitor, self.factor, self.patience = monitor, factor, patience
+        self.best, self.bad_epochs, self.scale = None, 0, 1.0
+
+    def update(self, metrics: dict) -> None:
+        value = metrics[self.monitor]
+        sign = 1 if self.monitor == "val_loss" else -1
+        if self.best is None or sign * value < sign * self.best - abs(self.best) * 1e-4:
+            self.best, self.bad_epochs = value, 0
+            return
+        self.bad_epochs += 1
+        if self.bad_epochs > self.patience:
+            self.scale *= self.factor
+            self.bad_epochs = 0
+
+    def state_dict(self):
+        return dict(best=self.best, bad_epochs=self.bad_epochs, scale=self.scale)
+
+    def load_state_dict(self, state):
+        self.best, self.bad_epochs, self.scale = state["best"], state["bad_epochs"], state["scale"]
+
+
+class LrSchedule:
+    def __init__(self, name: str, shape, plateau: Plateau | None = None):
+        self.name, self.shape, self.plateau = name, shape, plateau
+
+    def factor(self, step: int) -> float:
+        return self.shape(step) * (self.plateau.scale if self.plateau else 1.0)
+
+    def epoch_end(self, metrics: dict) -> None:
+        if self.plateau:
+            self.plateau.update(metrics)
+
+    def phase_changed(self) -> None:
+        """Write-up A sets a fresh lr at unfreezing; earlier plateau reductions do not carry over."""
+        if self.plateau:
+            self.plateau.scale = 1.0
+
+
+def build_schedule(name: str, epochs: int, steps_per_epoch: int, **kwargs) -> LrSchedule:
+    total = epochs * steps_per_epoch
+    warmup = round(kwargs.pop("warmup_epochs", 0) * steps_per_epoch)
+    try:
+        schedule = _make(name, total, steps_per_epoch, warmup, kwargs)
+        schedule.factor(0)  # a wrong keyword fails here, before training
+    except TypeError as err:
+        raise ConfigError(f"schedule={name}: {err}") from err
+    return schedule
+
+
+def _make(name, total, steps_per_epoch, warmup, kwargs) -> LrSchedule:
+    if name == "constant":
+        return LrSchedule(name, partial(constant, total_steps=total, warmup_steps=warmup, **kwargs))
+    if name == "cosine":
+        return LrSchedule(name, partial(cosine, total_steps=total, warmup_steps=warmup, **kwargs))
+    if name == "step":
+        return LrSchedule(name, partial(step_decay, total_steps=total, steps_per_epoch=steps_per_epoch,
+                                        warmup_steps=warmup, **kwargs))
+    if name == "onecycle":
+        return LrSchedule(name, partial(one_cycle, total_steps=total, **kwargs))
+    if name == "plateau":
+        return LrSchedule(name, partial(constant, total_steps=total, warmup_steps=warmup), Plateau(**kwargs))
+    raise ConfigError(f"schedule.name={name!r} is not known; use constant, cosine, step, onecycle or plateau")
