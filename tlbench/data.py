@@ -2,6 +2,7 @@
 transforms are added afterwards, so one builder serves every model and augmentation."""
 
 import inspect
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +52,11 @@ class Transformed(Dataset):
     def __getitem__(self, index):
         image, label = self.dataset[index]
         return self.transform(image), label
+
+
+def offline() -> bool:
+    """TLBENCH_OFFLINE=1 skips every download attempt (tests, air-gapped machines)."""
+    return os.environ.get("TLBENCH_OFFLINE") == "1"
 
 
 def build_dataset(name: str, **kwargs) -> DataSplits:
@@ -157,8 +163,8 @@ def _cifar(name, data_dir, root, download, image_size) -> DataSplits:
     cls, folder = (datasets.CIFAR10, "cifar-10-batches-py") if name == "cifar10" else \
         (datasets.CIFAR100, "cifar-100-python")
     data_dir = Path(data_dir).expanduser()
-    if not (data_dir / folder).is_dir() and not download:
-        raise DataNotFoundError(_cifar_hint(name, data_dir / folder, "download=false"))
+    if not (data_dir / folder).is_dir() and (not download or offline()):
+        raise DataNotFoundError(_cifar_hint(name, data_dir / folder, "offline mode is set" if download else "download=false"))
     try:
         train = cls(str(data_dir), train=True, download=download)
         val = cls(str(data_dir), train=False, download=False)
@@ -187,8 +193,8 @@ def _fastai(name, data_dir, root, download, image_size) -> DataSplits:
     url = FASTAI_URLS[name]
     extracted = Path(root).expanduser() if root else Path(data_dir).expanduser() / Path(url).name.removesuffix(".tgz")
     if not (extracted / "train").is_dir() and not root:
-        if not download:
-            raise DataNotFoundError(_fastai_hint(name, extracted, url, "download=false"))
+        if not download or offline():
+            raise DataNotFoundError(_fastai_hint(name, extracted, url, "offline mode is set" if download else "download=false"))
         try:
             download_and_extract_archive(url, str(extracted.parent))
         except (OSError, RuntimeError) as err:

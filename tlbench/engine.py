@@ -40,9 +40,11 @@ class History:
 
 
 def fit(model: nn.Module, train_loader, val_loader, freeze: FreezeStrategy, optimizers: OptimizerFactory,
-        schedule: LrSchedule, device: torch.device, options: TrainOptions, history: History | None = None) -> History:
+        schedule: LrSchedule, device: torch.device, options: TrainOptions, history: History | None = None,
+        on_epoch_end=None) -> History:
     """Trains `options.epochs` epochs. `history` is filled in place, so a caller that catches an
-    exception still has every epoch completed before it."""
+    exception still has every epoch completed before it. `on_epoch_end(record)` is called after
+    each epoch (checkpoints, tests that inspect the weights between phases)."""
     history = history if history is not None else History()
     history.iters_per_epoch = len(train_loader)
     phase, optimizer, step = None, None, 0
@@ -71,6 +73,8 @@ def fit(model: nn.Module, train_loader, val_loader, freeze: FreezeStrategy, opti
         if options.best_checkpoint and val_acc > best_val_acc:
             save_atomic(model.state_dict(), options.best_checkpoint)
         best_val_acc = max(best_val_acc, val_acc)
+        if on_epoch_end:
+            on_epoch_end(record)
         log.info("epoch %d/%d [%s, %d trainable] train loss %.4f acc %.2f%% | val loss %.4f acc %.2f%% | "
                  "%.0f img/s, %.1f s", epoch + 1, options.epochs, phase.name, trainable, train["loss"],
                  100 * train["acc"], val_loss, 100 * val_acc, record["images_per_s"], record["time_s"])

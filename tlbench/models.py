@@ -3,6 +3,7 @@ own API (timm `get_classifier`, torchvision's known head attribute per family), 
 substrings: write-up B's "name lacks 'fc'" rule froze EfficientNet's head instead of its body."""
 
 import difflib
+import sys
 from dataclasses import dataclass, field
 
 import timm
@@ -75,16 +76,19 @@ def _build_timm(name, num_classes, pretrained, weights_file, weights_dir, kwargs
 
 
 def _timm_from_file(name, num_classes, located, kwargs):
-    """timm's own loader (pretrained_cfg_overlay=file) applies the model's checkpoint filter and
-    drops a head of another size; on failure, tlbench lists every key and shape that differs."""
-    try:
-        return timm.create_model(name, pretrained=True, num_classes=num_classes,
-                                 pretrained_cfg_overlay=dict(file=str(located.path)), **kwargs)
-    except (RuntimeError, KeyError) as err:
-        blank = timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
-        state = weight_files.load_state_dict(located.path)
-        problems = weight_files.mismatch_report(blank, state, _timm_classifier_prefixes(blank))
-        weight_files.raise_mismatch(name, located.describe(), problems or [str(err).splitlines()[0]])
+    """Strict: every backbone tensor must be in the file with its shape (timm's own loader
+    silently skips missing keys when the head size changes). The model family's checkpoint
+    filter (e.g. ViT position-embedding resizing) is applied first, as timm would."""
+    model = timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
+    state = weight_files.load_state_dict(located.path)
+    checkpoint_filter = getattr(sys.modules[type(model).__module__], "checkpoint_filter_fn", None)
+    if checkpoint_filter is not None:
+        try:
+            state = checkpoint_filter(state, model)
+        except Exception:  # noqa: BLE001 - a filter for another layout; the strict check below reports
+            pass
+    weight_files.load_into(model, state, _timm_classifier_prefixes(model), name, located.describe())
+    return model
 
 
 def _timm_classifier_prefixes(model) -> list[str]:

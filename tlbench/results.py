@@ -54,8 +54,10 @@ def summarize(epochs: list[dict]) -> dict | None:
     }
 
 
-def finish(result: dict, epochs: list[dict], iter_loss: list[float], error: BaseException | None) -> dict:
-    result.update(epochs=epochs, iter_loss=iter_loss, summary=summarize(epochs), finished_at=_now(),
+def finish(result: dict, history, error: BaseException | None) -> dict:
+    """`history`: the core's History (epochs, iter_loss, iters_per_epoch), complete or partial."""
+    epochs = history.epochs
+    result.update(epochs=epochs, iter_loss=history.iter_loss, iters_per_epoch=history.iters_per_epoch or None, summary=summarize(epochs), finished_at=_now(),
                   status="failed" if error else "ok",
                   error={"type": type(error).__name__, "message": str(error)} if error else None)
     return result

@@ -30,9 +30,9 @@ def run(cfg: DictConfig, output_dir=None) -> dict:
     try:
         _train(cfg, output_dir, result, history)
     except BaseException as err:
-        results.write_json_atomic(results.finish(result, history.epochs, history.iter_loss, err), result_path)
+        results.write_json_atomic(results.finish(result, history, err), result_path)
         raise
-    results.write_json_atomic(results.finish(result, history.epochs, history.iter_loss, None), result_path)
+    results.write_json_atomic(results.finish(result, history, None), result_path)
     log.info("wrote %s: final val acc %.2f%%", result_path, 100 * result["summary"]["final_val_acc"])
     return result
 

@@ -203,24 +203,27 @@ def mismatch_report(model: torch.nn.Module, state: dict, ignore_prefixes=()) -> 
 
     expected = {k: v.shape for k, v in model.state_dict().items() if kept(k)}
     given = {k: v.shape for k, v in state.items() if kept(k)}
-    problems = [f"missing: {k}" for k in expected if k not in given]
-    problems += [f"unexpected: {k}" for k in given if k not in expected]
-    problems += [f"shape: {k} is {tuple(given[k])} in the file, {tuple(v)} in the model"
-                 for k, v in expected.items() if k in given and given[k] != v]
-    return problems
+    shapes = [f"shape: {k} is {tuple(given[k])} in the file, {tuple(v)} in the model"
+              for k, v in expected.items() if k in given and given[k] != v]
+    missing = [f"missing: {k}" for k in expected if k not in given]
+    unexpected = [f"unexpected: {k}" for k in given if k not in expected]
+    return shapes + missing + unexpected
 
 
 def raise_mismatch(name: str, source: str, problems: list[str]) -> None:
-    shown = "\n".join(f"  - {p}" for p in problems[:12])
-    more = f"\n  ... and {len(problems) - 12} more" if len(problems) > 12 else ""
+    counts = {kind: sum(p.startswith(kind) for p in problems) for kind in ("shape", "missing", "unexpected")}
+    shown = "\n".join(f"  - {p}" for kind in counts for p in [q for q in problems if q.startswith(kind)][:4])
+    tally = ", ".join(f"{n} {kind}" for kind, n in counts.items())
     raise WeightsMismatchError(
-        f"the weights in {source} do not fit model {name!r} ({len(problems)} problems):\n{shown}{more}\n"
+        f"the weights in {source} do not fit model {name!r} ({tally}):\n{shown}\n"
         f"Check that the file was saved from {name} (model.name) and is a plain state_dict.")
 
 
 def load_into(model: torch.nn.Module, state: dict, ignore_prefixes, name: str, source: str) -> None:
+    """Loads every tensor but the replaced head's, after checking that all of them fit."""
     problems = mismatch_report(model, state, ignore_prefixes)
     if problems:
         raise_mismatch(name, source, problems)
-    model.load_state_dict({k: v for k, v in state.items() if not any(k.startswith(p) for p in ignore_prefixes)},
-                          strict=not ignore_prefixes)
+    kept = {k: v for k, v in state.items() if not any(k.startswith(p) for p in ignore_prefixes)}
+    missing, _ = model.load_state_dict(kept, strict=False)
+    assert all(any(k.startswith(p) for p in ignore_prefixes) for k in missing), missing

@@ -25,7 +25,8 @@ DEFINITIONS = [
     "by the number of epochs), in [0, 1].",
     "Overfitting gap: train_acc − val_acc; first divergence: first epoch where val loss "
     "rose while train loss fell, compared with the epoch before.",
-    "Failed runs are listed but left out of every statistic and chart.",
+    "Failed or unfinished runs (status other than ok) are listed but left out of every "
+    "statistic and chart.",
 ]
 
 
@@ -89,8 +90,9 @@ def report_blocks(sources, runs, summary, deltas, drawn, metric, fraction, thres
     blocks = [
         Heading(TITLE, level=1),
         Paragraph(f"Sources: {', '.join(map(str, sources))}. {len(runs)} runs "
-                  f"({n_ok} finished, {len(runs) - n_ok} failed). Compared metric: {metric}; "
-                  f"convergence at {100 * fraction:g}% of own best and at {100 * threshold:g}%."),
+                  f"({n_ok} finished, {len(runs) - n_ok} failed or unfinished). "
+                  f"Compared metric: {metric}; convergence at {100 * fraction:g}% of own best "
+                  f"and at {100 * threshold:g}%."),
         Heading("Findings"), Paragraph(findings(runs, summary, deltas, metric, threshold)),
         Heading("Pretrained vs random init"),
     ]
@@ -113,7 +115,7 @@ def report_blocks(sources, runs, summary, deltas, drawn, metric, fraction, thres
         ]
     failed = tables.failed_table(runs)
     if len(failed):
-        blocks += [Heading("Failed runs"), Table(failed)]
+        blocks += [Heading("Unfinished runs"), Table(failed)]
     blocks += [Heading("Definitions"), Bullets(DEFINITIONS), Heading("Environment"),
                Bullets(_environment(runs))]
     return blocks

@@ -136,7 +136,8 @@ def pretrained_deltas(deltas: pd.DataFrame, labels: list[str], metric: str, path
                         va="bottom" if value >= 0 else "top", xytext=(0, 2),
                         textcoords="offset points")
     ax.axhline(0, color="black", linewidth=0.8)
-    ax.set_xticks(x, labels, rotation=20 if len(deltas) > 3 else 0, ha="right" if len(deltas) > 3 else "center")
+    crowded = len(deltas) > 3
+    ax.set_xticks(x, labels, rotation=20 if crowded else 0, ha="right" if crowded else "center")
     ax.set(ylabel="pretrained − random (points)",
            title="Gain from pretrained weights (bars: mean, whiskers: 95% CI;\n"
                  "'no CI': too few seeds for an interval)")
@@ -158,6 +159,8 @@ def per_setting(runs: pd.DataFrame, column: str, ylabel: str, title: str, path: 
                   palette=INIT_COLORS, dodge=True, edgecolor="black", linewidth=0.8,
                   size=6, legend=False, ax=ax)
     ax.set(xlabel="", ylabel=ylabel, title=title)
+    if column.startswith("epochs"):
+        ax.yaxis.get_major_locator().set_params(integer=True)
     ax.legend(title=None, fontsize="small")
     return _save(figure, path)
 

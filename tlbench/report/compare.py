@@ -10,7 +10,8 @@ from tlbench.report.stats import Estimate, mean_ci, paired_diff_ci, welch_diff_c
 
 
 def finished(runs: pd.DataFrame) -> pd.DataFrame:
-    """Runs that count in statistics: a failed run's partial curve would bias every mean."""
+    """Runs that count in statistics: a failed or still-running run's partial curve would
+    bias every mean."""
     return runs[runs["status"] == "ok"]
 
 

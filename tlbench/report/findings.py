@@ -30,7 +30,8 @@ def delta_sentence(row: pd.Series, settings: list[str], metric: str, kind: str =
         count = f"n = {row['n_pretrained']} pretrained and {row['n_random']} random seeds"
     if math.isnan(low) or math.isnan(high):
         # One seed on a side gives no spread to estimate; say so instead of inventing one.
-        return f"Pretraining {verb} {what} of {_subject(row, settings)}{size} ({count}, no interval)."
+        subject = _subject(row, settings)
+        return f"Pretraining {verb} {what} of {subject}{size} ({count}, no interval)."
     label = "Welch 95% CI" if row["method"] == "welch" else "95% CI"
     sentence = (f"Pretraining {verb} {what} of {_subject(row, settings)}{size} "
                 f"({count}, {label} {100 * low:.1f} to {100 * high:.1f})")
@@ -44,8 +45,9 @@ def findings(runs: pd.DataFrame, summary: pd.DataFrame, deltas: pd.DataFrame,
     sentences = []
     n_failed = int((runs["status"] != "ok").sum())
     if n_failed:
-        sentences.append(f"{n_failed} of {len(runs)} runs failed and are left out of "
-                         "all statistics (listed under Failed runs).")
+        sentences.append(f"{n_failed} of {len(runs)} runs did not finish (failed or still "
+                         "running) and are left out of all statistics "
+                         "(listed under Unfinished runs).")
     if len(summary):
         top = summary.iloc[0]
         settings = list(summary.columns[: summary.columns.get_loc("init")])

@@ -44,7 +44,7 @@ def find_result_files(paths) -> list[Path]:
 
 
 def read_results(paths) -> list[dict]:
-    """Parsed result dicts, each with its `path` added; unreadable files are skipped with a warning."""
+    """Parsed result dicts, each with `path` added; unreadable files are skipped with a warning."""
     results = []
     for file in find_result_files(paths):
         result = _read_one(file)

@@ -3,7 +3,8 @@
 Definitions (also in METRICS.md); `m` is the compared metric, `val_acc` by default,
 and accuracies are fractions in [0, 1]:
 
-- final_<m>: m at the last recorded epoch. best_<m>: its maximum; best_epoch: first epoch reaching it.
+- final_<m>: m at the last recorded epoch. best_<m>: its maximum; best_epoch: the first
+  epoch reaching it.
 - epochs_to_fraction: first epoch e with m[e] >= fraction * best_<m> (always reached).
   seconds_to_fraction: sum of time_s over epochs 1..e.
 - epochs_to_threshold / seconds_to_threshold: the same for m[e] >= threshold; NaN ("never")
@@ -113,7 +114,7 @@ def add_run_metrics(runs: pd.DataFrame, epochs: pd.DataFrame, metric: str = "val
     """`runs` with the per-run metric columns appended (failed runs get them too, from
     whatever epochs they recorded; statistics later use only status == "ok")."""
     check_options(epochs, metric, fraction, threshold)
-    by_path = {path: group for path, group in epochs.groupby("path", sort=False)} if len(epochs) else {}
+    by_path = dict(list(epochs.groupby("path", sort=False))) if len(epochs) else {}
     rows = [run_metrics(by_path.get(path, epochs.iloc[:0]), metric, fraction, threshold)
             for path in runs["path"]]
     computed = pd.DataFrame(rows, index=runs.index)

@@ -146,7 +146,7 @@ def cost_table(summary: pd.DataFrame) -> pd.DataFrame:
 
 def failed_table(runs: pd.DataFrame) -> pd.DataFrame:
     failed = runs[runs["status"] != "ok"]
-    columns = {"run_id": "run", "path": "file", "n_epochs": "epochs done",
+    columns = {"run_id": "run", "status": "status", "path": "file", "n_epochs": "epochs done",
                "error.type": "error", "error.message": "message"}
     present = [c for c in columns if c in failed.columns]
     return failed[present].rename(columns=columns).astype(str)

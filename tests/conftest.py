@@ -1,0 +1,63 @@
+"""Shared fixtures: configs composed exactly as the command line composes them, with every
+output, cache and weights folder inside the test's tmp_path, and no network access."""
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "conf"
+SHARED = REPO.parent / "shared"
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+    monkeypatch.setenv("TLBENCH_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture
+def make_cfg(tmp_path):
+    """make_cfg("model=resnet18", "epochs=1") -> a DictConfig, as `python -m tlbench` would build."""
+    def _make(*overrides):
+        with initialize_config_dir(str(CONF), version_base="1.3"):
+            return compose("config", overrides=[f"results_dir={tmp_path / 'results'}",
+                                                f"weights_dir={tmp_path / 'weights'}",
+                                                f"data_dir={tmp_path / 'data'}", *overrides])
+    return _make
+
+
+def tlbench_command(*args) -> list[str]:
+    return [sys.executable, "-m", "tlbench", *args]
+
+
+def subprocess_env(tmp_path) -> dict:
+    env = dict(os.environ, TLBENCH_OFFLINE="1", HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1",
+               TLBENCH_WEIGHTS_DIR=str(tmp_path / "weights"), TLBENCH_DATA_DIR=str(tmp_path / "data"))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    return env
+
+
+# Small, fast settings for real training in tests: 32 px synthetic images, 2 epochs.
+TINY = ["dataset=synthetic", "epochs=2", "batch_size=32", "augment=none"]
+
+
+@pytest.fixture
+def image_tree(tmp_path):
+    """A tiny ImageFolder root: train/ and test/ with classes cat and dog, real PNG files."""
+    from PIL import Image
+
+    root = tmp_path / "tree"
+    for split, count in (("train", 3), ("test", 2)):
+        for index, name in enumerate(("cat", "dog")):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(count):
+                Image.new("RGB", (40, 40), (index * 200, 30 * i, 90)).save(folder / f"{i}.png")
+    return root

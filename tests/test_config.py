@@ -1,0 +1,128 @@
+"""Every option of every config group composes and builds (lightning-hydra-template style)."""
+
+import pytest
+import torch
+from conftest import CONF
+
+from tlbench import augment, data, freeze, models, optim, schedules
+from tlbench.errors import ConfigError, DataNotFoundError
+from tlbench.run import check_settings
+
+GROUPS = ["model", "dataset", "augment", "optimizer", "schedule", "freeze", "experiment"]
+
+
+def options(group):
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def test_every_group_has_its_documented_options():
+    assert {"resnet18", "resnet50", "efficientnet_b0", "mobilenetv2_100", "tf_efficientnet_lite0",
+            "tf_efficientnet_lite1", "tf_efficientnet_lite2", "deit_tiny"} <= set(options("model"))
+    assert {"cifar10", "cifar100", "imagefolder", "filelist", "imagewoof", "imagenette", "digits",
+            "synthetic"} <= set(options("dataset"))
+    assert set(options("optimizer")) == {"sgd", "adam", "adamw"}
+    assert set(options("schedule")) == {"constant", "plateau", "onecycle", "cosine", "step"}
+    assert set(options("freeze")) == {"none", "linear_probe", "freeze_unfreeze", "gradual", "layer_decay"}
+    assert {"quickstart", "seed_resnet18_cifar10", "seed_efficientnet_b0_cifar10", "seed_resnet50_imagewoof",
+            "seed_resnet18_food20"} <= set(options("experiment"))
+
+
+@pytest.mark.parametrize("option", options("model"))
+def test_model_option_builds_with_a_new_head(make_cfg, option):
+    cfg = make_cfg(f"model={option}", "pretrained=false")
+    built = models.build_model(num_classes=7, pretrained=False, weights_dir=None, **cfg.model)
+    head = dict(built.model.named_parameters())
+    assert built.stages[-1] == built.head_params
+    assert any(head[n].shape[0] == 7 for n in built.head_params)
+    size = 224 if "deit" in option else 32
+    with torch.no_grad():
+        assert built.model.eval()(torch.zeros(1, 3, size, size)).shape == (1, 7)
+
+
+@pytest.mark.parametrize("option", ["resnet18", "efficientnet_b0", "resnet50"])
+def test_model_builds_through_torchvision(make_cfg, option):
+    cfg = make_cfg(f"model={option}", "model.source=torchvision")
+    built = models.build_model(num_classes=3, pretrained=False, weights_dir=None, **cfg.model)
+    assert built.info["head_module"] in ("fc", "classifier.1")
+
+
+@pytest.mark.parametrize("option", ["synthetic", "digits"])
+def test_offline_dataset_option_builds(make_cfg, option):
+    splits = data.build_dataset(**make_cfg(f"dataset={option}").dataset)
+    image, label = splits.train[0]
+    assert image.dtype == torch.uint8 and image.shape[0] == 3 and 0 <= label < len(splits.classes)
+
+
+@pytest.mark.parametrize("option", ["cifar10", "cifar100", "imagewoof", "imagenette"])
+def test_downloadable_dataset_offline_says_how_to_supply_it(make_cfg, option):
+    with pytest.raises(DataNotFoundError, match="dataset.root"):
+        data.build_dataset(**make_cfg(f"dataset={option}").dataset)
+
+
+def test_cifar10_reads_a_local_imagefolder_copy(make_cfg, image_tree):
+    splits = data.build_dataset(**make_cfg("dataset=cifar10", f"dataset.root={image_tree}").dataset)
+    assert splits.classes == ["cat", "dog"] and len(splits.train) == 6 and splits.image_size == 32
+
+
+@pytest.mark.parametrize("option", options("augment"))
+def test_augment_option_builds_and_keeps_the_size(make_cfg, option):
+    cfg = make_cfg(f"augment={option}")
+    transform = augment.train_transform(48, (0.5,) * 3, (0.5,) * 3, **cfg.augment)
+    out = transform(torch.randint(0, 256, (3, 40, 40), dtype=torch.uint8))
+    assert out.shape == (3, 48, 48) and out.dtype == torch.float32
+
+
+@pytest.mark.parametrize("option", options("optimizer"))
+def test_optimizer_option_builds(make_cfg, option):
+    factory = optim.OptimizerFactory(**make_cfg(f"optimizer={option}").optimizer)
+    model = torch.nn.Linear(2, 2)
+    phase = freeze.Phase("all", (freeze.ParamGroup(("weight", "bias")),))
+    assert factory.build(model, phase).param_groups[0]["lr"] == factory.lr
+
+
+@pytest.mark.parametrize("option", options("schedule"))
+def test_schedule_option_builds_and_stays_positive(make_cfg, option):
+    schedule = schedules.build_schedule(epochs=4, steps_per_epoch=10, **make_cfg(f"schedule={option}").schedule)
+    factors = [schedule.factor(step) for step in range(40)]
+    assert all(0 <= f <= 1 + 1e-9 for f in factors)
+
+
+@pytest.mark.parametrize("option", options("freeze"))
+def test_freeze_option_builds(make_cfg, option):
+    stages = [["a"], ["b"], ["head"]]
+    strategy = freeze.build_freeze(stages=stages, total_epochs=10, **make_cfg(f"freeze={option}").freeze)
+    assert "head" in strategy.phase(0).trainable
+
+
+@pytest.mark.parametrize("option", options("experiment"))
+def test_experiment_preset_composes_and_passes_checks(make_cfg, option):
+    cfg = make_cfg(f"experiment={option}")
+    check_settings(cfg)
+    assert cfg.epochs >= 1
+
+
+def test_seed_preset_a_matches_the_write_up(make_cfg):
+    cfg = make_cfg("experiment=seed_resnet18_cifar10")
+    assert (cfg.model.name, cfg.model.source, cfg.batch_size, cfg.epochs) == ("resnet18", "torchvision", 64, 10)
+    assert (cfg.optimizer.name, cfg.optimizer.lr, cfg.optimizer.weight_decay) == ("adam", 1e-3, 1e-4)
+    assert (cfg.schedule.name, cfg.schedule.monitor, cfg.schedule.factor, cfg.schedule.patience) == \
+        ("plateau", "val_loss", 0.5, 2)
+    assert (cfg.freeze.name, cfg.freeze.epochs, cfg.freeze.backbone_lr) == ("freeze_unfreeze", 5, 1e-4)
+    assert list(cfg.augment.color_jitter) == [0.2, 0.2, 0.2, 0.1] and cfg.augment.rotation_deg == 15
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["epochs=0"], "epochs=0 must be a positive integer"),
+    (["batch_size=-2"], "batch_size=-2 must be a positive integer"),
+    (["freeze=freeze_unfreeze", "freeze.epochs=5", "epochs=3"], "freeze.epochs=5 must be between 0 and epochs=3"),
+    (["optimizer=adam", "+optimizer.momentum=0.9"], "optimizer=adam: .*momentum"),
+    (["schedule=plateau", "schedule.monitor=train_loss"], "schedule.monitor='train_loss'"),
+])
+def test_bad_settings_fail_before_training_naming_the_value(make_cfg, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        check_settings(make_cfg(*overrides))
+
+
+def test_unknown_model_name_suggests_close_timm_names():
+    with pytest.raises(ConfigError, match="closest timm names: resnet18"):
+        models.check_model_name("resnet-18", "timm")

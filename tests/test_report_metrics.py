@@ -1,0 +1,206 @@
+"""Metric definitions of the report, checked on hand-written result.json files."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+import pytest
+
+from report_fixtures import SWEEP, make_result, write_run, write_sweep
+from tlbench.report import load_epochs, load_iter_loss, load_runs
+from tlbench.report.build import analyse
+from tlbench.report.findings import delta_sentence
+from tlbench.report.metrics import run_metrics
+from tlbench.report.stats import mean_ci, welch_diff_ci
+from tlbench.report.tables import convergence_table, overfitting_table
+
+T_975_DF2 = 4.302652729911275  # scipy.stats.t.ppf(0.975, 2)
+
+
+def one_run_metrics(tmp_path, fraction=0.9, threshold=0.9, **kwargs) -> dict:
+    write_run(tmp_path, make_result(**kwargs))
+    epochs = load_epochs([tmp_path])
+    return run_metrics(epochs, "val_acc", fraction, threshold)
+
+
+def test_convergence_counts_epochs_and_cumulative_seconds(tmp_path):
+    m = one_run_metrics(tmp_path, val_acc=[0.5, 0.7, 0.85, 0.9, 0.88], time_s=10.0,
+                        fraction=0.9, threshold=0.88)
+    # 90% of the best (0.9) is 0.81, first reached at epoch 3 after 3 x 10 s.
+    assert (m["epochs_to_fraction"], m["seconds_to_fraction"]) == (3, 30)
+    assert (m["epochs_to_threshold"], m["seconds_to_threshold"]) == (4, 40)
+    assert m["final_val_acc"] == 0.88 and m["best_val_acc"] == 0.9 and m["best_epoch"] == 4
+
+
+def test_threshold_never_reached_is_nan_and_reads_never(tmp_path):
+    write_sweep(tmp_path, failed=False)
+    runs, _, _, summary, _ = analyse([tmp_path], threshold=0.99)
+    assert runs["epochs_to_threshold"].isna().all()
+    table = convergence_table(summary, fraction=0.9, threshold=0.99)
+    assert set(table["epochs to 99%"]) == {"never"}
+
+
+def test_auc_is_mean_val_acc_over_epochs(tmp_path):
+    m = one_run_metrics(tmp_path, val_acc=[0.2, 0.4, 0.9])
+    assert m["auc_val_acc"] == pytest.approx(0.5)
+
+
+def test_overfit_gap_final_and_max(tmp_path):
+    m = one_run_metrics(tmp_path, val_acc=[0.5, 0.6, 0.7], train_acc=[0.5, 0.9, 0.8])
+    assert m["overfit_gap"] == pytest.approx(0.1)
+    assert m["max_overfit_gap"] == pytest.approx(0.3)
+
+
+def test_first_divergence_needs_val_loss_up_and_train_loss_down(tmp_path):
+    m = one_run_metrics(tmp_path, val_acc=[0.5, 0.6, 0.6, 0.6, 0.6],
+                        val_loss=[1.0, 0.8, 0.9, 1.0, 1.1], train_loss=[1.0, 0.9, 0.95, 0.7, 0.6])
+    # Epoch 3: val up but train up too, so not yet; epoch 4 is the first divergence.
+    assert m["first_divergence_epoch"] == 4
+
+
+def test_no_divergence_reads_never(tmp_path):
+    write_sweep(tmp_path, failed=False)
+    runs, _, _, summary, _ = analyse([tmp_path])
+    assert runs["first_divergence_epoch"].isna().all()
+    assert overfitting_table(summary, runs).iloc[0, -1] == "never, never, never"
+
+
+def test_trainable_params_per_freeze_phase(tmp_path):
+    m = one_run_metrics(tmp_path, val_acc=[0.5, 0.6, 0.7], phases=["head", "head", "all"])
+    assert m["trainable_params.head"] == 5130 and m["trainable_params.all"] == 11_181_642
+
+
+def test_ci_with_one_seed_is_no_interval():
+    estimate = mean_ci([0.8])
+    assert estimate.mean == 0.8 and estimate.n == 1
+    assert math.isnan(estimate.ci_low) and math.isnan(estimate.ci_high)
+
+
+def test_ci_with_three_seeds_matches_hand_t_interval():
+    values = [0.80, 0.84, 0.86]
+    mean = sum(values) / 3
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / 2)
+    half = T_975_DF2 * std / math.sqrt(3)
+    estimate = mean_ci(values)
+    assert (estimate.ci_low, estimate.ci_high) == pytest.approx((mean - half, mean + half))
+
+
+def test_welch_interval_matches_hand_computation():
+    from scipy import stats
+
+    a, b = [0.9, 0.92, 0.88, 0.91], [0.8, 0.85]
+    va, vb = pd.Series(a).var() / 4, pd.Series(b).var() / 2
+    df = (va + vb) ** 2 / (va**2 / 3 + vb**2 / 1)
+    half = stats.t.ppf(0.975, df) * math.sqrt(va + vb)
+    diff = sum(a) / 4 - sum(b) / 2
+    estimate = welch_diff_ci(a, b)
+    assert (estimate.mean, estimate.ci_low, estimate.ci_high) == pytest.approx(
+        (diff, diff - half, diff + half))
+
+
+def test_pretrained_pairs_by_seed_with_paired_t(tmp_path):
+    write_sweep(tmp_path)
+    _, _, _, _, deltas = analyse([tmp_path])
+    resnet = deltas.set_index("model").loc["resnet18"]
+    # Per-seed differences are 0.10, 0.12, 0.08: mean 0.10, std 0.02.
+    half = T_975_DF2 * 0.02 / math.sqrt(3)
+    assert resnet["method"] == "paired" and resnet["delta_final_val_acc_n"] == 3
+    assert resnet["delta_final_val_acc"] == pytest.approx(0.10)
+    assert (resnet["delta_final_val_acc_ci_low"], resnet["delta_final_val_acc_ci_high"]) == \
+        pytest.approx((0.10 - half, 0.10 + half))
+    mobilenet = deltas.set_index("model").loc["mobilenet_v3_small"]
+    assert mobilenet["delta_final_val_acc"] == pytest.approx(0.14)
+    assert math.isnan(mobilenet["delta_final_val_acc_ci_low"])
+
+
+def test_unequal_seeds_use_welch(tmp_path):
+    write_sweep(tmp_path, runs=SWEEP[:5], failed=False)  # pretrained seeds 0-2, random 0-1
+    _, _, _, _, deltas = analyse([tmp_path])
+    assert deltas.loc[0, "method"] == "welch"
+    assert deltas.loc[0, "n_pretrained"] == 3 and deltas.loc[0, "n_random"] == 2
+
+
+def test_runs_differing_in_another_key_are_not_paired(tmp_path):
+    write_run(tmp_path, make_result(pretrained=True, lr=0.001))
+    write_run(tmp_path, make_result(pretrained=False, lr=0.01))
+    _, _, _, summary, deltas = analyse([tmp_path])
+    assert len(summary) == 2 and deltas.empty
+
+
+def test_seed_output_dir_and_device_do_not_split_groups(tmp_path):
+    write_run(tmp_path, make_result(seed=0))
+    write_run(tmp_path, make_result(seed=1, device="cuda"))
+    _, _, _, summary, _ = analyse([tmp_path])
+    assert summary["n"].tolist() == [2]
+
+
+def test_failed_and_running_runs_listed_but_excluded_from_statistics(tmp_path):
+    write_sweep(tmp_path)
+    write_run(tmp_path, make_result(seed=4, val_acc=[0.99], status="running"))
+    runs, _, _, summary, _ = analyse([tmp_path])
+    assert runs["status"].value_counts().to_dict() == {"ok": 8, "failed": 1, "running": 1}
+    resnet_pre = summary[(summary["model"] == "resnet18") & (summary["init"] == "pretrained")]
+    assert resnet_pre["n"].item() == 3 and resnet_pre["seeds"].item() == "0 1 2"
+
+
+def test_findings_sentences():
+    row = pd.Series({"model": "resnet18", "method": "paired", "n_pretrained": 3, "n_random": 3,
+                     "delta_final_val_acc": 0.062, "delta_final_val_acc_ci_low": 0.051,
+                     "delta_final_val_acc_ci_high": 0.073, "delta_final_val_acc_n": 3})
+    assert delta_sentence(row, ["model"], "val_acc") == (
+        "Pretraining raised final val accuracy of resnet18 by 6.2 points "
+        "(n = 3 seeds, 95% CI 5.1 to 7.3).")
+    lowered = row.copy()
+    lowered[["delta_final_val_acc", "delta_final_val_acc_ci_low"]] = [-0.01, -0.03]
+    text = delta_sentence(lowered, ["model"], "val_acc")
+    assert "lowered" in text and "includes zero" in text
+    single = row.copy()
+    single[["delta_final_val_acc_ci_low", "delta_final_val_acc_ci_high",
+            "delta_final_val_acc_n"]] = [math.nan, math.nan, 1]
+    assert delta_sentence(single, ["model"], "val_acc").endswith("(n = 1 seed, no interval).")
+
+
+def test_load_runs_flattens_config_and_keeps_failed(tmp_path):
+    write_sweep(tmp_path)
+    runs = load_runs([tmp_path])
+    assert {"config.model.name", "config.optimizer.lr", "summary.final_val_acc", "path",
+            "status", "env.torch"} <= set(runs.columns)
+    assert sorted(runs["status"].unique()) == ["failed", "ok"]
+    epochs, losses = load_epochs([tmp_path]), load_iter_loss([tmp_path])
+    assert len(epochs) == 8 * 4 + 1 and len(losses) == (8 * 4 + 1) * 20
+
+
+def test_missing_or_empty_path_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        load_runs([tmp_path / "nowhere"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no result.json found under .*empty"):
+        load_runs([tmp_path / "empty"])
+
+
+def test_newer_schema_warns_and_unknown_fields_are_ignored(tmp_path):
+    result = make_result()
+    result.update(schema_version=2, new_field={"x": 1})
+    path = write_run(tmp_path, result)
+    with pytest.warns(UserWarning, match=f"{path}.*schema_version 2"):
+        runs, *_ = analyse([tmp_path])
+    assert runs["final_val_acc"].item() == 0.8
+
+
+def test_bad_metric_or_threshold_names_the_fix(tmp_path):
+    write_sweep(tmp_path, failed=False)
+    with pytest.raises(ValueError, match="choose one of .*val_acc"):
+        analyse([tmp_path], metric="val_accuracy")
+    with pytest.raises(ValueError, match="did you mean 0.9"):
+        analyse([tmp_path], threshold=90)
+
+
+def test_duplicate_run_id_counts_once(tmp_path):
+    result = make_result()
+    write_run(tmp_path / "a", result)
+    write_run(tmp_path / "b", json.loads(json.dumps(result)))
+    with pytest.warns(UserWarning, match="appears twice"):
+        runs = load_runs([tmp_path / "a", tmp_path / "b"])
+    assert len(runs) == 1

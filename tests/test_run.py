@@ -1,0 +1,131 @@
+"""Runs as a user runs them: compose or type a command, train on tiny data, read result.json."""
+
+import json
+import subprocess
+import time
+
+import pytest
+import torch
+from conftest import TINY, subprocess_env, tlbench_command
+
+from tlbench import results
+from tlbench.errors import StartupError, WeightsNotFoundError
+from tlbench.run import run
+
+EPOCH_FIELDS = {"epoch": int, "train_loss": float, "train_acc": float, "val_loss": float, "val_acc": float,
+                "lr": float, "time_s": float, "images_per_s": float, "trainable_params": int, "freeze_phase": str}
+SUMMARY_FIELDS = ("final_val_acc", "best_val_acc", "best_epoch", "final_train_acc", "overfit_gap", "total_time_s")
+ENV_FIELDS = ("python", "torch", "torchvision", "timm", "device", "device_name", "git_sha", "hostname")
+
+
+def assert_valid_result(result: dict, epochs: int):
+    assert result["schema_version"] == results.SCHEMA_VERSION
+    assert result["status"] == "ok" and result["error"] is None
+    assert len(result["run_id"]) == 12 and isinstance(result["config"], dict)
+    for key in ("model", "dataset", "freeze", "optimizer", "schedule"):
+        assert result[key] == result["config"][key]["name"]
+    assert result["pretrained"] is result["config"]["pretrained"] and result["seed"] == result["config"]["seed"]
+    assert [e["epoch"] for e in result["epochs"]] == list(range(1, epochs + 1))
+    for record in result["epochs"]:
+        for field, kind in EPOCH_FIELDS.items():
+            assert isinstance(record[field], kind), (field, record[field])
+        assert 0 <= record["train_acc"] <= 1 and 0 <= record["val_acc"] <= 1
+    assert len(result["iter_loss"]) == epochs * result["iters_per_epoch"]
+    summary = result["summary"]
+    assert set(SUMMARY_FIELDS) <= set(summary)
+    assert summary["final_val_acc"] == result["epochs"][-1]["val_acc"]
+    assert summary["best_val_acc"] == max(e["val_acc"] for e in result["epochs"])
+    assert summary["overfit_gap"] == pytest.approx(summary["final_train_acc"] - summary["final_val_acc"])
+    assert set(ENV_FIELDS) <= set(result["env"])
+
+
+def test_run_writes_one_valid_result_json(make_cfg, tmp_path):
+    result = run(make_cfg(*TINY, "pretrained=false", "model=resnet18"), output_dir=tmp_path / "run")
+    on_disk = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert on_disk["run_id"] == result["run_id"]
+    assert_valid_result(on_disk, epochs=2)
+    assert on_disk["data_info"]["train_size"] == 128 and on_disk["model_info"]["weights_source"] is None
+    assert not list((tmp_path / "run").glob(".*tmp")), "a temporary file was left behind"
+
+
+def test_same_config_and_seed_give_identical_metrics(make_cfg, tmp_path):
+    first = run(make_cfg(*TINY, "pretrained=false", "model=resnet18", "epochs=1"), output_dir=tmp_path / "a")
+    second = run(make_cfg(*TINY, "pretrained=false", "model=resnet18", "epochs=1"), output_dir=tmp_path / "b")
+    strip = lambda r: [{k: v for k, v in e.items() if k not in ("time_s", "images_per_s")} for e in r["epochs"]]
+    assert strip(first) == strip(second) and first["iter_loss"] == second["iter_loss"]
+    assert first["run_id"] == second["run_id"]
+
+
+def test_run_id_ignores_where_files_live_but_not_what_is_trained(make_cfg):
+    config = lambda *o: json.loads(json.dumps(dict(make_cfg(*o)), default=str))
+    base = results.run_id(config("results_dir=/x", "data_dir=/d"))
+    assert base == results.run_id(config("results_dir=/y", "data_dir=/e"))
+    assert base != results.run_id(config("results_dir=/x", "data_dir=/d", "seed=1"))
+
+
+def test_pretrained_without_weights_fails_fast_and_records_the_failure(make_cfg, tmp_path):
+    started = time.perf_counter()
+    with pytest.raises(WeightsNotFoundError) as caught:
+        run(make_cfg(*TINY, "model=resnet18", "pretrained=true"), output_dir=tmp_path / "run")
+    assert time.perf_counter() - started < 20
+    message = str(caught.value)
+    for needle in ("'resnet18'", "weights_dir", "Hugging Face cache", "TORCH_HOME", "model.weights_file=PATH",
+                   "pretrained=false"):
+        assert needle in message
+    failed = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert failed["status"] == "failed" and failed["error"]["type"] == "WeightsNotFoundError"
+
+
+def test_missing_data_and_weights_are_named_together(make_cfg, tmp_path):
+    with pytest.raises(StartupError) as caught:
+        run(make_cfg("model=resnet18", "dataset=cifar10", "pretrained=true"), output_dir=tmp_path / "run")
+    assert "data: cifar10 is not in" in str(caught.value) and "weights: pretrained=true" in str(caught.value)
+
+
+def test_wrong_architecture_weights_file_lists_the_differences(make_cfg, tmp_path):
+    weights = tmp_path / "other.pth"
+    torch.save(torch.nn.Linear(3, 4).state_dict(), weights)
+    with pytest.raises(RuntimeError, match=r"do not fit model 'resnet18'.*\n.*missing: conv1.weight"):
+        run(make_cfg(*TINY, "model=resnet18", f"model.weights_file={weights}"), output_dir=tmp_path / "run")
+
+
+def test_weights_file_of_wrong_shape_names_the_tensor(make_cfg, tmp_path):
+    import timm
+
+    state = timm.create_model("resnet18", num_classes=10).state_dict()
+    state["conv1.weight"] = torch.zeros(64, 3, 3, 3)
+    torch.save(state, tmp_path / "bad.pth")
+    with pytest.raises(RuntimeError, match=r"shape: conv1.weight is \(64, 3, 3, 3\) in the file, \(64, 3, 7, 7\)"):
+        run(make_cfg(*TINY, "model=resnet18", f"model.weights_file={tmp_path / 'bad.pth'}"), tmp_path / "run")
+
+
+def test_two_by_two_multirun_writes_four_results_and_a_report(tmp_path):
+    """`python -m tlbench -m ...` as typed by a user; "pretrained" weights come from a file."""
+    import timm
+
+    weights = tmp_path / "resnet18_pretrained.pth"
+    torch.save(timm.create_model("resnet18").state_dict(), weights)
+    sweep = tmp_path / "sweep"
+    done = subprocess.run(tlbench_command(
+        "-m", *TINY, "epochs=1", "model=resnet18", f"model.weights_file={weights}", "pretrained=true,false",
+        "freeze=none,linear_probe", f"hydra.sweep.dir={sweep}"), env=subprocess_env(tmp_path), capture_output=True,
+        text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = sorted(sweep.glob("*/result.json"))
+    assert len(found) == 4
+    runs = [json.loads(p.read_text()) for p in found]
+    for result in runs:
+        assert_valid_result(result, epochs=1)
+    assert {(r["pretrained"], r["freeze"]) for r in runs} == {(p, f) for p in (True, False)
+                                                               for f in ("none", "linear_probe")}
+    assert len({r["run_id"] for r in runs}) == 4
+    assert (sweep / "report.html").is_file() and (sweep / "runs.csv").is_file()
+
+
+def test_design_card_command_composes_and_fails_at_startup_offline(tmp_path):
+    started = time.perf_counter()
+    done = subprocess.run(tlbench_command("model=resnet18", "pretrained=true", f"results_dir={tmp_path}"),
+                          env=subprocess_env(tmp_path), capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and time.perf_counter() - started < 60
+    for needle in ("cifar10 is not in", "dataset.root", "no weights were found", "model.weights_file=PATH"):
+        assert needle in done.stderr, done.stderr[-2000:]
