@@ -121,7 +121,8 @@ def convert_in_order(source: Path, target: Path, timm_name: str) -> Path:
     import timm
 
     state = torch.load(source, map_location="cpu", weights_only=True)
-    reference = timm.create_model(timm_name, pretrained=False).state_dict()
+    with torch.device("meta"):  # names and shapes only: no memory, and no draw from the global RNG
+        reference = timm.create_model(timm_name, pretrained=False).state_dict()
     if len(state) != len(reference):
         raise WeightsMismatchError(f"{source} holds {len(state)} tensors but timm {timm_name} has "
                                    f"{len(reference)}; this file does not map onto it")
