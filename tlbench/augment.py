@@ -34,7 +34,7 @@ def resolve_normalization(normalize, model_mean, model_std) -> tuple[tuple, tupl
 
 def train_transform(image_size: int, mean, std, pad=0, pad_mode="constant", hflip=0.0, vflip=0.0,
                     color_jitter=None, rotation_deg=0, resize=None, center_crop=False,
-                    random_resized_crop=None) -> v2.Compose:
+                    random_resized_crop=None, input_size=None) -> v2.Compose:
     if pad_mode not in PAD_MODES:
         raise ConfigError(f"augment.pad_mode={pad_mode!r} is not known; use one of {', '.join(PAD_MODES)}")
     ops = [v2.ToImage()]
@@ -56,14 +56,16 @@ def train_transform(image_size: int, mean, std, pad=0, pad_mode="constant", hfli
         ops.append(v2.RandomVerticalFlip(vflip))
     if color_jitter:
         ops.append(v2.ColorJitter(*color_jitter))
-    return v2.Compose(ops + _to_normalized_float(mean, std))
+    return v2.Compose(ops + _to_input(image_size, input_size, mean, std))
 
 
-def eval_transform(image_size: int, mean, std) -> v2.Compose:
+def eval_transform(image_size: int, mean, std, input_size=None) -> v2.Compose:
     """Resize to the training size, as write-ups C and D do (A and B were already at 32 px)."""
     return v2.Compose([v2.ToImage(), v2.Resize((image_size, image_size), antialias=True)]
-                      + _to_normalized_float(mean, std))
+                      + _to_input(image_size, input_size, mean, std))
 
 
-def _to_normalized_float(mean, std) -> list:
-    return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
+def _to_input(image_size, input_size, mean, std) -> list:
+    """To float in [0, 1], resized to the model's input size if it differs, then normalized."""
+    resize = [v2.Resize((input_size, input_size), antialias=True)] if input_size and input_size != image_size else []
+    return [v2.ToDtype(torch.float32, scale=True), *resize, v2.Normalize(list(mean), list(std))]

@@ -54,9 +54,10 @@ def fit(model: nn.Module, train_loader, val_loader, freeze: FreezeStrategy, opti
             if phase is not None:
                 schedule.phase_changed()
             phase = freeze.phase(epoch)
-            trainable = apply_phase(model, phase)
-            optimizer = optimizers.build(model, phase)
-        set_train_mode(model, freeze.train_bn)
+            plain = getattr(model, "_orig_mod", model)  # torch.compile's wrapper renames parameters
+            trainable = apply_phase(plain, phase)
+            optimizer = optimizers.build(plain, phase)
+        set_train_mode(getattr(model, "_orig_mod", model), freeze.train_bn)
         started = time.perf_counter()
         train = train_one_epoch(model, train_loader, optimizer, schedule, step, device, options,
                                 desc=f"epoch {epoch + 1}/{options.epochs}")
@@ -82,7 +83,10 @@ def fit(model: nn.Module, train_loader, val_loader, freeze: FreezeStrategy, opti
 
 
 def train_one_epoch(model, loader, optimizer, schedule, first_step, device, options, desc="") -> dict:
-    losses, correct, seen = [], 0, 0
+    """Losses stay on the device and are read back in bulk: a per-step `.item()` would stall the
+    GPU every step. On the CPU reading is free, so divergence is caught at the very step."""
+    losses, correct, seen = [], torch.zeros((), dtype=torch.long, device=device), 0
+    check_every = 1 if device.type == "cpu" else 50
     batches = _progress(loader, desc) if options.show_progress else loader
     started = time.perf_counter()
     for i, (images, labels) in enumerate(batches):
@@ -93,20 +97,28 @@ def train_one_epoch(model, loader, optimizer, schedule, first_step, device, opti
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=options.amp):
             logits = model(images)
         loss = F.cross_entropy(logits.float(), labels, label_smoothing=options.label_smoothing)
-        loss_value = loss.item()
-        if not math.isfinite(loss_value):
-            raise FloatingPointError(f"diverged at step {i + 1} of {desc or 'the epoch'}: loss is {loss_value}; "
-                                     "lower optimizer.lr or set clip_grad_norm")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         _clip(model, options)
         optimizer.step()
-        losses.append(loss_value)
-        correct += (logits.argmax(1) == labels).sum().item()
+        losses.append(loss.detach())
+        if (i + 1) % check_every == 0:
+            _check_finite(losses, desc)
+        correct += (logits.argmax(1) == labels).sum()
         seen += len(labels)
         if options.show_progress:
-            batches.set_postfix(loss=f"{loss_value:.3f}", img_s=f"{seen / (time.perf_counter() - started):.0f}")
-    return {"loss": sum(losses) / len(losses), "acc": correct / seen, "images": seen, "iter_loss": losses}
+            batches.set_postfix(loss=f"{losses[-1].item():.3f}", img_s=f"{seen / (time.perf_counter() - started):.0f}")
+    _check_finite(losses, desc)
+    values = torch.stack(losses).float().cpu().tolist()
+    return {"loss": sum(values) / len(values), "acc": correct.item() / seen, "images": seen, "iter_loss": values}
+
+
+def _check_finite(losses, desc) -> None:
+    recent = torch.stack(losses[-50:])
+    if not torch.isfinite(recent).all():
+        step = len(losses) - len(recent) + int((~torch.isfinite(recent)).nonzero()[0]) + 1
+        raise FloatingPointError(f"diverged at step {step} of {desc or 'the epoch'}: loss is "
+                                 f"{losses[step - 1].item()}; lower optimizer.lr or set clip_grad_norm")
 
 
 @torch.no_grad()

@@ -13,12 +13,13 @@ class OptimizerFactory:
     """Holds the optimizer settings; `build(model, phase)` is called at every phase change, so the
     optimizer never holds a frozen parameter (and weight decay never touches one)."""
 
-    def __init__(self, name: str, lr: float, weight_decay: float = 0.0, **kwargs):
+    def __init__(self, name: str, lr: float, weight_decay: float = 0.0, fused: bool = False, **kwargs):
+        """`fused`: one CUDA kernel for the whole update (set by the run on CUDA, not by users)."""
         if name not in OPTIMIZERS:
             raise ConfigError(f"optimizer.name={name!r} is not known; use one of {', '.join(OPTIMIZERS)}")
         if lr <= 0:
             raise ConfigError(f"optimizer.lr={lr} must be positive")
-        self.name, self.lr, self.weight_decay, self.kwargs = name, lr, weight_decay, kwargs
+        self.name, self.lr, self.weight_decay, self.kwargs, self.fused = name, lr, weight_decay, kwargs, fused
         if "betas" in kwargs:
             self.kwargs["betas"] = tuple(kwargs["betas"])
         try:  # fail on a bad keyword now, not at the first phase change
@@ -32,4 +33,5 @@ class OptimizerFactory:
         for group in phase.groups:
             lr = group.lr if group.lr is not None else self.lr * group.lr_scale
             groups.append({"params": [params[n] for n in group.names], "lr": lr, "base_lr": lr})
-        return OPTIMIZERS[self.name](groups, lr=self.lr, weight_decay=self.weight_decay, **self.kwargs)
+        extra = {"fused": True} if self.fused else {}
+        return OPTIMIZERS[self.name](groups, lr=self.lr, weight_decay=self.weight_decay, **self.kwargs, **extra)

@@ -10,7 +10,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
-from tlbench import augment, data, devices, engine, freeze, models, optim, results, schedules
+from tlbench import augment, data, devices, engine, freeze, models, optim, results, schedules, tensor_data
 from tlbench.errors import ConfigError, DataNotFoundError, StartupError, WeightsNotFoundError
 
 log = logging.getLogger("tlbench")
@@ -57,9 +57,13 @@ def _train(cfg, output_dir: Path, result: dict, history: engine.History) -> None
     model = built.model.to(device)
     if options.channels_last:
         model = models.channels_last(model)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest kernels
+    if cfg.compile:
+        model = torch.compile(model)
     engine.fit(model, train_loader, val_loader,
                freeze.build_freeze(stages=built.stages, total_epochs=cfg.epochs, **cfg.freeze),
-               optim.OptimizerFactory(**cfg.optimizer),
+               optim.OptimizerFactory(**cfg.optimizer, fused=device.type == "cuda"),
                schedules.build_schedule(epochs=cfg.epochs, steps_per_epoch=len(train_loader), **cfg.schedule),
                device, options, history)
 
@@ -97,16 +101,34 @@ def prepare(cfg) -> tuple[data.DataSplits, models.BuiltModel]:
     return splits, built
 
 
-def make_loaders(cfg, splits: data.DataSplits, built: models.BuiltModel, device) -> tuple[DataLoader, DataLoader]:
+def make_loaders(cfg, splits: data.DataSplits, built: models.BuiltModel, device) -> tuple:
+    """The tensor path (default) or the PIL/DataLoader path, both yielding (images, labels)."""
     mean, std = augment.resolve_normalization(cfg.normalize, built.mean, built.std)
-    train_tf = augment.train_transform(splits.image_size, mean, std, **cfg.augment)
-    val_tf = augment.eval_transform(splits.image_size, mean, std)
+    input_size = cfg.input_size or splits.image_size
+    eval_batch_size = cfg.eval_batch_size or 2 * cfg.batch_size
+    if cfg.data.pipeline == "pil":
+        return _pil_loaders(cfg, splits, mean, std, input_size, eval_batch_size, device)
+    if cfg.data.pipeline != "tensor":
+        raise ConfigError(f"data.pipeline={cfg.data.pipeline!r} is not known; use tensor or pil")
+    cache = dict(cache_dir=cfg.data.cache_dir, name=cfg.dataset.name, workers=cfg.data.decode_workers)
+    train_size = cfg.augment.resize or splits.image_size  # the decoded resolution of each split
+    train = tensor_data.cached_split(splits.train, train_size, split="train", **cache)
+    val = tensor_data.cached_split(splits.val, splits.image_size, split="val", **cache)
+    budget = cfg.data.device_budget_gb * 2**30
+    transform = tensor_data.BatchTransform(splits.image_size, input_size, mean, std, **cfg.augment)
+    val_transform = tensor_data.BatchTransform(splits.image_size, input_size, mean, std, train=False)
+    return (tensor_data.DeviceBatches(train, cfg.batch_size, transform, device, True, cfg.seed, budget),
+            tensor_data.DeviceBatches(val, eval_batch_size, val_transform, device, False, cfg.seed, budget))
+
+
+def _pil_loaders(cfg, splits, mean, std, input_size, eval_batch_size, device) -> tuple[DataLoader, DataLoader]:
+    train_tf = augment.train_transform(splits.image_size, mean, std, input_size=input_size, **cfg.augment)
+    val_tf = augment.eval_transform(splits.image_size, mean, std, input_size=input_size)
     common = dict(num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
                   persistent_workers=cfg.num_workers > 0)
     train = DataLoader(data.Transformed(splits.train, train_tf), batch_size=cfg.batch_size, shuffle=True,
                        generator=torch.Generator().manual_seed(cfg.seed), **common)
-    val = DataLoader(data.Transformed(splits.val, val_tf), batch_size=cfg.eval_batch_size or 2 * cfg.batch_size,
-                     shuffle=False, **common)
+    val = DataLoader(data.Transformed(splits.val, val_tf), batch_size=eval_batch_size, shuffle=False, **common)
     return train, val
 
 

@@ -1,0 +1,139 @@
+"""Augmentation of a whole batch at once, on the training device, with random parameters drawn
+per sample (torchvision v2 applied to a batch draws one set for the whole batch).
+
+Every op takes (N, 3, H, W) images and a torch.Generator on the images' device, so a seeded run
+is repeatable. Same order as augment.train_transform. Differences from the per-image PIL/v2
+pipeline, all of them within the same distributions:
+- color jitter applies brightness, contrast, saturation, hue in this fixed order (torchvision
+  shuffles the order per image); contrast blends with each image's mean gray, as torchvision does;
+- rotation uses nearest-neighbour sampling with zero fill, like RandomRotation's defaults;
+- random-resized-crop samples scale and log-ratio once per image without torchvision's 10 retries
+  (boxes that do not fit are clamped to the image instead)."""
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+TORCH_PAD_MODES = {"constant": "constant", "reflect": "reflect", "edge": "replicate", "symmetric": "reflect"}
+
+
+def uniform(n, low, high, generator, device) -> torch.Tensor:
+    return low + (high - low) * torch.rand(n, generator=generator, device=device)
+
+
+def pad_crop(images: torch.Tensor, pad: int, mode: str, generator) -> torch.Tensor:
+    """Pads by `pad` on every side, then crops back to the input size at a random offset per image."""
+    n, _, h, w = images.shape
+    padded = F.pad(images.float() if mode != "constant" else images, (pad,) * 4, mode=TORCH_PAD_MODES[mode])
+    padded = padded.to(images.dtype)
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=images.device)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=images.device)
+    rows = (dy[:, None] + torch.arange(h, device=images.device))[:, :, None]   # (n, h, 1)
+    cols = (dx[:, None] + torch.arange(w, device=images.device))[:, None, :]   # (n, 1, w)
+    batch = torch.arange(n, device=images.device)[:, None, None]
+    return padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)
+
+
+def flip(images: torch.Tensor, p: float, dim: int, generator) -> torch.Tensor:
+    """dim=-1: horizontal, dim=-2: vertical; each image flipped with probability p."""
+    chosen = torch.rand(len(images), generator=generator, device=images.device) < p
+    return torch.where(chosen[:, None, None, None], images.flip(dim), images)
+
+
+def _gray(images: torch.Tensor) -> torch.Tensor:
+    r, g, b = images.unbind(1)
+    return (0.2989 * r + 0.587 * g + 0.114 * b).unsqueeze(1)
+
+
+def color_jitter(images: torch.Tensor, brightness, contrast, saturation, hue, generator) -> torch.Tensor:
+    """`images` float in [0, 1]; factors drawn as torchvision's ColorJitter draws them."""
+    n, device = len(images), images.device
+    per_image = lambda x: x[:, None, None, None]  # noqa: E731
+    if brightness:
+        images = images * per_image(uniform(n, max(0, 1 - brightness), 1 + brightness, generator, device))
+        images = images.clamp(0, 1)
+    if contrast:
+        mean = _gray(images).mean(dim=(1, 2, 3), keepdim=True)
+        factor = per_image(uniform(n, max(0, 1 - contrast), 1 + contrast, generator, device))
+        images = (mean + factor * (images - mean)).clamp(0, 1)
+    if saturation:
+        gray = _gray(images)
+        factor = per_image(uniform(n, max(0, 1 - saturation), 1 + saturation, generator, device))
+        images = (gray + factor * (images - gray)).clamp(0, 1)
+    if hue:
+        images = shift_hue(images, uniform(n, -hue, hue, generator, device))
+    return images
+
+
+def shift_hue(images: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Rotates hue by `shift` (fraction of a turn, per image) through HSV, as torchvision's adjust_hue."""
+    maxc, argmax = images.max(dim=1)
+    minc = images.min(dim=1).values
+    delta = maxc - minc
+    safe = torch.where(delta > 0, delta, torch.ones_like(delta))
+    r, g, b = images.unbind(1)
+    hue = torch.where(argmax == 0, ((g - b) / safe) % 6, torch.where(argmax == 1, (b - r) / safe + 2, (r - g) / safe + 4))
+    hue = torch.where(delta > 0, hue / 6, torch.zeros_like(hue))
+    hue = (hue + shift[:, None, None]) % 1.0
+    sat = torch.where(maxc > 0, delta / torch.where(maxc > 0, maxc, torch.ones_like(maxc)), torch.zeros_like(maxc))
+    return _hsv_to_rgb(hue, sat, maxc)
+
+
+def _hsv_to_rgb(h, s, v) -> torch.Tensor:
+    k = torch.tensor([5.0, 3.0, 1.0], device=h.device)[None, :, None, None]
+    k = (k + h.unsqueeze(1) * 6) % 6
+    return v.unsqueeze(1) - v.unsqueeze(1) * s.unsqueeze(1) * (torch.minimum(k, 4 - k).clamp(0, 1))
+
+
+def rotate(images: torch.Tensor, max_deg: float, generator) -> torch.Tensor:
+    """Rotation by a per-image angle in [-max_deg, max_deg] about the center, zero fill."""
+    n = len(images)
+    angle = uniform(n, -max_deg, max_deg, generator, images.device) * math.pi / 180
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    zero = torch.zeros_like(cos)
+    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+    return _sample(images, theta, images.shape[-2:], mode="nearest")
+
+
+def random_resized_crop(images: torch.Tensor, size: int, scale, generator, ratio=(3 / 4, 4 / 3)) -> torch.Tensor:
+    n, device = len(images), images.device
+    area = uniform(n, scale[0], scale[1], generator, device)
+    log_ratio = uniform(n, math.log(ratio[0]), math.log(ratio[1]), generator, device)
+    aspect = torch.exp(log_ratio)
+    width = torch.sqrt(area * aspect).clamp(max=1)   # as fractions of the image side
+    height = torch.sqrt(area / aspect).clamp(max=1)
+    cx = uniform(n, 0, 1, generator, device) * (1 - width) * 2 - (1 - width)   # box center in [-1, 1]
+    cy = uniform(n, 0, 1, generator, device) * (1 - height) * 2 - (1 - height)
+    zero = torch.zeros_like(width)
+    theta = torch.stack([torch.stack([width, zero, cx], 1), torch.stack([zero, height, cy], 1)], 1)
+    return _sample(images, theta, (size, size), mode="bilinear")
+
+
+def _sample(images, theta, size, mode) -> torch.Tensor:
+    source = images.float()
+    grid = F.affine_grid(theta.to(source.dtype), [len(images), 3, *size], align_corners=False)
+    out = F.grid_sample(source, grid, mode=mode, padding_mode="zeros", align_corners=False)
+    return out.round().clamp(0, 255).to(images.dtype) if images.dtype == torch.uint8 else out
+
+
+def resize(images: torch.Tensor, size: int) -> torch.Tensor:
+    if images.shape[-1] == size and images.shape[-2] == size:
+        return images
+    out = F.interpolate(images.float(), size=(size, size), mode="bilinear", align_corners=False,
+                        antialias=size < images.shape[-1])
+    return out.round().clamp(0, 255).to(images.dtype) if images.dtype == torch.uint8 else out
+
+
+def center_crop(images: torch.Tensor, size: int) -> torch.Tensor:
+    h, w = images.shape[-2:]
+    top, left = (h - size) // 2, (w - size) // 2
+    return images[..., top:top + size, left:left + size]
+
+
+def normalize(images: torch.Tensor, mean, std) -> torch.Tensor:
+    """uint8 or [0, 1] float in; normalized float32 out."""
+    images = images.float() / 255 if images.dtype == torch.uint8 else images.float()
+    mean = torch.tensor(mean, device=images.device)[None, :, None, None]
+    std = torch.tensor(std, device=images.device)[None, :, None, None]
+    return (images - mean) / std

@@ -1,0 +1,148 @@
+"""The fast data path: decode a split once into a uint8 tensor at the training resolution, cache
+it on disk, keep it on the training device when it fits a memory budget (else in pinned host
+memory, copied one uint8 batch at a time), and augment whole batches there (batch_augment.py)."""
+
+import hashlib
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+from torchvision.transforms import v2
+
+from tlbench import batch_augment as ops
+from tlbench.data import TensorImages, Transformed
+
+log = logging.getLogger("tlbench")
+CACHE_FORMAT = 1  # bump when the cached layout changes: old files are then ignored
+
+
+@dataclass
+class CachedSplit:
+    images: torch.Tensor   # uint8 (N, 3, size, size), host memory
+    labels: torch.Tensor   # int64 (N,)
+    path: Path | None      # the cache file, None for in-memory data sets
+    decoded: bool          # True when this call decoded the images (False: read from the cache)
+
+
+def fingerprint(dataset: Dataset) -> str | None:
+    """Identifies the source: file paths with sizes and modification times, or the bytes of
+    in-memory arrays. None when the source cannot be identified (then nothing is cached)."""
+    digest = hashlib.sha256()
+    if isinstance(dataset, Subset):
+        parent = fingerprint(dataset.dataset)
+        if parent is None:
+            return None
+        digest.update(parent.encode())
+        digest.update(torch.as_tensor(dataset.indices).numpy().tobytes())
+    elif hasattr(dataset, "samples"):
+        for path, label in dataset.samples:
+            stat = os.stat(path)
+            digest.update(f"{path}|{label}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    elif hasattr(dataset, "data") and hasattr(dataset, "targets"):  # torchvision CIFAR
+        digest.update(memoryview(dataset.data).tobytes())
+        digest.update(bytes(str(list(dataset.targets)), "ascii"))
+    else:
+        return None
+    return digest.hexdigest()[:16]
+
+
+def cached_split(dataset: Dataset, size: int, cache_dir, name: str, split: str, workers: int = 0) -> CachedSplit:
+    if isinstance(dataset, TensorImages):  # already decoded in memory: resize only
+        return CachedSplit(ops.resize(dataset.images, size), dataset.labels.clone(), None, False)
+    key = fingerprint(dataset)
+    path = Path(cache_dir).expanduser() / f"{name}-{split}-{size}px-v{CACHE_FORMAT}-{key}.pt" if key else None
+    if path is not None and path.is_file():
+        stored = torch.load(path, map_location="cpu", weights_only=True)
+        return CachedSplit(stored["images"], stored["labels"], path, False)
+    images, labels = decode(dataset, size, workers)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        torch.save({"images": images, "labels": labels}, tmp)
+        os.replace(tmp, path)  # atomic: a concurrent reader sees no file or a whole one
+    return CachedSplit(images, labels, path, True)
+
+
+def decode(dataset: Dataset, size: int, workers: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    started = time.perf_counter()
+    to_uint8 = v2.Compose([v2.ToImage(), v2.Resize((size, size), antialias=True)])
+    loader = DataLoader(Transformed(dataset, to_uint8), batch_size=256, num_workers=workers)
+    images, labels = [], []
+    for batch, targets in loader:
+        images.append(batch.as_subclass(torch.Tensor))
+        labels.append(torch.as_tensor(targets))
+    images, labels = torch.cat(images).contiguous(), torch.cat(labels).long()
+    log.info("decoded %d images to %d px in %.1f s (%d MB)", len(images), size, time.perf_counter() - started,
+             images.numel() // 2**20)
+    return images, labels
+
+
+class BatchTransform:
+    """The `augment` group's ops on a uint8 batch; returns normalized float at `input_size`."""
+
+    def __init__(self, image_size, input_size, mean, std, pad=0, pad_mode="constant", hflip=0.0, vflip=0.0,
+                 color_jitter=None, rotation_deg=0, resize=None, center_crop=False, random_resized_crop=None,
+                 train=True):
+        self.image_size, self.input_size, self.mean, self.std, self.train = image_size, input_size, mean, std, train
+        self.pad, self.pad_mode, self.hflip, self.vflip = pad, pad_mode, hflip, vflip
+        self.color_jitter, self.rotation_deg, self.resize = color_jitter, rotation_deg, resize
+        self.center_crop, self.random_resized_crop = center_crop, random_resized_crop
+
+    def __call__(self, images: torch.Tensor, generator) -> torch.Tensor:
+        if self.train:
+            images = self._augment(images, generator)
+        images = ops.resize(images.float() / 255, self.input_size)
+        return ops.normalize(images, self.mean, self.std)
+
+    def _augment(self, x, generator):
+        if self.random_resized_crop:
+            x = ops.random_resized_crop(x, self.image_size, self.random_resized_crop, generator)
+        elif not self.resize:
+            x = ops.resize(x, self.image_size)
+        if self.rotation_deg:
+            x = ops.rotate(x, self.rotation_deg, generator)
+        if self.center_crop:
+            x = ops.center_crop(x, self.image_size)
+        if self.pad:
+            x = ops.pad_crop(x, self.pad, self.pad_mode, generator)
+        if self.hflip:
+            x = ops.flip(x, self.hflip, -1, generator)
+        if self.vflip:
+            x = ops.flip(x, self.vflip, -2, generator)
+        if self.color_jitter:
+            x = (ops.color_jitter(x.float() / 255, *self.color_jitter, generator) * 255).round().to(torch.uint8)
+        return x
+
+
+class DeviceBatches:
+    """An iterable of (images, labels) batches, like a DataLoader, from a cached split."""
+
+    def __init__(self, split: CachedSplit, batch_size: int, transform: BatchTransform, device: torch.device,
+                 shuffle: bool, seed: int, device_budget_bytes: float):
+        self.on_device = device.type == "cpu" or split.images.numel() <= device_budget_bytes
+        self.images = split.images.to(device) if self.on_device else split.images
+        if not self.on_device and device.type == "cuda":
+            self.images = self.images.pin_memory()
+        self.labels, self.device = split.labels.to(device), device
+        self.batch_size, self.transform, self.shuffle = batch_size, transform, shuffle
+        self.order_generator = torch.Generator().manual_seed(seed)
+        self.augment_generator = torch.Generator(device=device).manual_seed(seed)
+
+    def __len__(self):
+        return math.ceil(len(self.labels) / self.batch_size)
+
+    def __iter__(self):
+        count = len(self.labels)
+        order = torch.randperm(count, generator=self.order_generator) if self.shuffle else torch.arange(count)
+        for start in range(0, count, self.batch_size):
+            index = order[start:start + self.batch_size]
+            if self.on_device:
+                images = self.images[index.to(self.device)]
+            else:  # streaming: gather on the host, copy one uint8 batch
+                images = self.images[index].pin_memory().to(self.device, non_blocking=True)
+            yield self.transform(images, self.augment_generator), self.labels[index.to(self.device)]
