@@ -1,0 +1,114 @@
+"""The tensor path: batched per-sample augmentation, the decode cache, and equal accuracy to the
+PIL path on the same data."""
+
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import TINY
+from torchvision.transforms.v2 import functional as TF
+
+from tlbench import batch_augment as ops
+from tlbench import data, tensor_data
+from tlbench.run import run
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def same_image_batch(n=64, size=8):
+    image = torch.arange(3 * size * size, dtype=torch.uint8).reshape(1, 3, size, size)
+    return image.expand(n, -1, -1, -1).contiguous()
+
+
+def test_pad_crop_equals_a_per_image_reference():
+    images = torch.randint(0, 256, (5, 3, 6, 7), dtype=torch.uint8, generator=gen(1))
+    out = ops.pad_crop(images, 2, "constant", gen(3))
+    g = gen(3)
+    dy, dx = torch.randint(0, 5, (5,), generator=g), torch.randint(0, 5, (5,), generator=g)
+    for i in range(5):
+        padded = F.pad(images[i], (2, 2, 2, 2))
+        assert torch.equal(out[i], padded[:, dy[i]:dy[i] + 6, dx[i]:dx[i] + 7])
+
+
+@pytest.mark.parametrize("mode", ["reflect", "edge"])
+def test_pad_crop_modes_match_torchvision_padding(mode):
+    images = torch.randint(0, 256, (3, 3, 6, 6), dtype=torch.uint8, generator=gen(2))
+    out = ops.pad_crop(images, 2, mode, gen(4))
+    g = gen(4)
+    dy, dx = torch.randint(0, 5, (3,), generator=g), torch.randint(0, 5, (3,), generator=g)
+    for i in range(3):
+        padded = TF.pad(images[i], [2], padding_mode=mode)
+        assert torch.equal(out[i], padded[:, dy[i]:dy[i] + 6, dx[i]:dx[i] + 6])
+
+
+def test_flip_equals_a_per_image_reference():
+    images = torch.randint(0, 256, (16, 3, 4, 5), dtype=torch.uint8, generator=gen(5))
+    out = ops.flip(images, 0.5, -1, gen(6))
+    chosen = torch.rand(16, generator=gen(6)) < 0.5
+    for i in range(16):
+        assert torch.equal(out[i], images[i].flip(-1) if chosen[i] else images[i])
+    assert 0 < int(chosen.sum()) < 16
+
+
+@pytest.mark.parametrize("op, outcomes", [
+    (lambda x, g: ops.pad_crop(x, 2, "constant", g), 5),
+    (lambda x, g: ops.flip(x, 0.5, -1, g), 2),  # flipped or not
+    (lambda x, g: ops.rotate(x, 30, g), 5),
+    (lambda x, g: ops.random_resized_crop(x, 8, (0.3, 1.0), g), 5),
+    (lambda x, g: ops.color_jitter(x.float() / 255, 0.4, 0.4, 0.4, 0.1, g), 5),
+])
+def test_augmentations_are_random_per_sample_and_repeatable_under_a_seed(op, outcomes):
+    images = same_image_batch()
+    out = op(images, gen(7))
+    assert out.shape[:2] == images.shape[:2]
+    distinct = {tuple(o.flatten().tolist()) for o in out}
+    assert len(distinct) >= outcomes, "one draw for the whole batch"
+    assert torch.equal(out, op(images, gen(7)))
+    assert out.dtype == (torch.float32 if out.is_floating_point() else torch.uint8)
+
+
+def test_hue_shift_matches_torchvision_adjust_hue():
+    images = torch.rand(4, 3, 5, 5, generator=gen(8))
+    shifts = torch.tensor([0.0, 0.1, -0.25, 0.4])
+    ours = ops.shift_hue(images, shifts)
+    for i in range(4):
+        assert torch.allclose(ours[i], TF.adjust_hue(images[i], float(shifts[i])), atol=1e-4)
+
+
+def test_batch_transform_returns_normalized_float_at_input_size():
+    transform = tensor_data.BatchTransform(32, 64, (0.5,) * 3, (0.25,) * 3, pad=4, hflip=0.5,
+                                           color_jitter=[0.2, 0.2, 0.2, 0.1], rotation_deg=15)
+    out = transform(torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8), gen())
+    assert out.shape == (6, 3, 64, 64) and out.dtype == torch.float32
+    assert -2.01 <= float(out.min()) and float(out.max()) <= 2.01
+
+
+def test_cache_is_reused_and_rebuilt_when_the_source_changes(image_tree, tmp_path):
+    splits = data.imagefolder(image_tree, image_size=16)
+    first = tensor_data.cached_split(splits.train, 16, tmp_path / "cache", "tree", "train")
+    assert first.decoded and first.path.is_file() and first.images.shape == (6, 3, 16, 16)
+    second = tensor_data.cached_split(splits.train, 16, tmp_path / "cache", "tree", "train")
+    assert not second.decoded and torch.equal(first.images, second.images)
+    changed = image_tree / "train" / "cat" / "0.png"
+    from PIL import Image
+
+    Image.new("RGB", (40, 40), (255, 255, 255)).save(changed)
+    os.utime(changed, ns=(1, 10**18))
+    third = tensor_data.cached_split(data.imagefolder(image_tree, 16).train, 16, tmp_path / "cache", "tree", "train")
+    assert third.decoded and third.path != first.path
+    assert not torch.equal(third.images, first.images)
+    assert not list((tmp_path / "cache").glob(".*tmp"))
+
+
+def test_tensor_and_pil_paths_reach_the_same_accuracy(make_cfg, tmp_path):
+    settings = [*TINY, "model=resnet18", "pretrained=false", "epochs=4", "augment=crop_flip",
+                "dataset.train_size=512", "dataset.val_size=256", "optimizer.lr=3e-3"]
+    final = {}
+    for pipeline in ("tensor", "pil"):
+        result = run(make_cfg(*settings, f"data.pipeline={pipeline}"), output_dir=tmp_path / pipeline)
+        final[pipeline] = result["summary"]["final_val_acc"]
+    assert min(final.values()) > 0.5, final  # both learn (chance is 0.25) ...
+    assert abs(final["tensor"] - final["pil"]) <= 0.1, final  # ... and land close together
