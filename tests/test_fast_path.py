@@ -112,3 +112,18 @@ def test_tensor_and_pil_paths_reach_the_same_accuracy(make_cfg, tmp_path):
         final[pipeline] = result["summary"]["final_val_acc"]
     assert min(final.values()) > 0.5, final  # both learn (chance is 0.25) ...
     assert abs(final["tensor"] - final["pil"]) <= 0.1, final  # ... and land close together
+
+
+def test_bench_runs_end_to_end_and_writes_json(tmp_path, capsys):
+    from tlbench import bench
+
+    out = tmp_path / "bench.json"
+    rows = bench.main(["--models", "resnet18", "--sizes", "32", "--steps", "1", "--warmup", "1",
+                       "--eval-images", "64", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert "resnet18 @ 32 px: seed loop" in printed and "target resnet18 @ 32 px on cpu:" in printed
+    import json
+
+    stored = json.loads(out.read_text())
+    assert stored["rows"][0]["tlbench_images_per_s"] == rows[0]["tlbench_images_per_s"] > 0
+    assert stored["peak_host_rss_mib"] > 0
