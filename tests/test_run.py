@@ -139,3 +139,18 @@ def test_quickstart_pretrained_weights_beat_random_init_after_one_epoch(make_cfg
         cfg = make_cfg("experiment=quickstart", f"pretrained={pretrained}", "epochs=1")
         final[pretrained] = run(cfg, output_dir=tmp_path / str(pretrained))["summary"]["final_val_acc"]
     assert final[True] >= final[False] + 0.10, final
+
+
+def test_a_diverging_run_fails_alone_and_the_sweep_exits_nonzero(tmp_path):
+    sweep = tmp_path / "sweep"
+    done = subprocess.run(tlbench_command(
+        "-m", *TINY, "pretrained=false", "optimizer=sgd", "optimizer.lr=1e12,0.01", f"hydra.sweep.dir={sweep}"),
+        env=subprocess_env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1
+    assert "1 run(s) of the sweep failed; the others are complete" in done.stderr + done.stdout
+    diverged, sibling = (json.loads((sweep / str(i) / "result.json").read_text()) for i in (0, 1))
+    assert diverged["status"] == "failed" and diverged["error"]["type"] == "FloatingPointError"
+    assert diverged["error"]["message"].startswith("diverged at step ")
+    assert sibling["status"] == "ok" and len(sibling["epochs"]) == 2
+    report = (sweep / "report.md").read_text()
+    assert "## Unfinished runs" in report and "diverged at step" in report

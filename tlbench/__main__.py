@@ -1,14 +1,27 @@
 """`python -m tlbench [overrides]` / `python -m tlbench -m a=1,2 b=x,y` (a sweep)."""
 
+import logging
+
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
+
+log = logging.getLogger("tlbench")
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     from tlbench.run import run  # imported here so `--help` and config errors stay fast
 
-    run(cfg)
+    if HydraConfig.get().mode != RunMode.MULTIRUN:
+        run(cfg)
+        return
+    try:
+        run(cfg)
+    except Exception as err:  # noqa: BLE001 - one failed run must not stop its siblings
+        # result.json already records the failure; tlbench.sweep exits non-zero at the sweep's end.
+        log.error("run failed, the sweep goes on: %s: %s", type(err).__name__, err)
 
 
 if __name__ == "__main__":
