@@ -1,6 +1,5 @@
 """Device choice, mixed precision and seeding: passed explicitly, never global."""
 
-import os
 import random
 
 import numpy as np
@@ -52,5 +51,4 @@ def seed_everything(seed: int) -> dict:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-    os.environ.setdefault("PYTHONHASHSEED", str(seed))
     return {"python": seed, "numpy": seed % 2**32, "torch": seed, "data_order": seed}

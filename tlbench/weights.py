@@ -165,7 +165,7 @@ def _in_torch_home(url, looked) -> LocatedWeights | None:
 def _hub_reachable(source: str, looked, timeout_s: float = 3.0) -> bool:
     """A quick connection test: the hub clients themselves retry for most of a minute offline."""
     host = HUB_HOSTS[source]
-    if os.environ.get("HF_HUB_OFFLINE") == "1" and source == "timm" or os.environ.get("TLBENCH_OFFLINE") == "1":
+    if (source == "timm" and os.environ.get("HF_HUB_OFFLINE") == "1") or os.environ.get("TLBENCH_OFFLINE") == "1":
         looked.append(f"the hub ({host}): skipped, offline mode is set")
         return False
     try:
