@@ -72,10 +72,9 @@ def check_settings(cfg) -> None:
     for key in ("epochs", "batch_size"):
         if not isinstance(cfg[key], int) or cfg[key] < 1:
             raise ConfigError(f"{key}={cfg[key]!r} must be a positive integer")
-    if cfg.freeze.name == "freeze_unfreeze" and not 0 <= cfg.freeze.epochs <= cfg.epochs:
-        raise ConfigError(f"freeze.epochs={cfg.freeze.epochs} must be between 0 and epochs={cfg.epochs}; "
-                          "lower freeze.epochs or raise epochs")
-    # Build the cheap objects once now, so a bad optimizer or schedule keyword fails before any data loads.
+    # Build the cheap objects once now, so a bad freeze, optimizer or schedule setting fails before
+    # any data loads (the freeze strategy on placeholder stages: only its settings are checked).
+    freeze.build_freeze(stages=[["body"], ["head"]], total_epochs=cfg.epochs, **cfg.freeze)
     optim.OptimizerFactory(**cfg.optimizer)
     schedules.build_schedule(epochs=cfg.epochs, steps_per_epoch=1, **cfg.schedule)
 
