@@ -7,7 +7,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from tlbench.sweep import register_resolvers
+
 log = logging.getLogger("tlbench")
+register_resolvers()  # conf/config.yaml names the sweep folder with tlbench.sweep_name
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")

@@ -1,5 +1,6 @@
 """Device choice, mixed precision and seeding: passed explicitly, never global."""
 
+import os
 import random
 
 import numpy as np
@@ -44,6 +45,19 @@ def device_name(device: torch.device) -> str:
     import platform
 
     return platform.processor() or platform.machine()
+
+
+def set_deterministic(requested: bool, device: torch.device) -> bool:
+    """`deterministic=true`: deterministic kernels (cuDNN and cuBLAS included) at some speed cost;
+    an op with no deterministic version warns. CPU training is deterministic either way."""
+    if not isinstance(requested, bool):
+        raise ConfigError(f"deterministic={requested!r} must be true or false")
+    if requested:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+    torch.use_deterministic_algorithms(requested, warn_only=True)
+    return requested
 
 
 def seed_everything(seed: int) -> dict:

@@ -6,13 +6,14 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tlbench import checkpoint
 from tlbench.freeze import FreezeStrategy, apply_phase, set_train_mode
 from tlbench.optim import OptimizerFactory
 from tlbench.schedules import LrSchedule
@@ -29,6 +30,8 @@ class TrainOptions:
     clip_grad_norm: float | None = None
     clip_grad_value: float | None = None
     best_checkpoint: Path | None = None  # where to keep the best-val-acc state_dict, or None
+    checkpoint: Path | None = None       # where to save the full training state after every epoch
+    checkpoint_info: dict = field(default_factory=dict)  # stored with it (the run_id that owns it)
     show_progress: bool = False          # a tqdm bar (on a terminal); plain log lines otherwise
 
 
@@ -41,27 +44,29 @@ class History:
 
 def fit(model: nn.Module, train_loader, val_loader, freeze: FreezeStrategy, optimizers: OptimizerFactory,
         schedule: LrSchedule, device: torch.device, options: TrainOptions, history: History | None = None,
-        on_epoch_end=None) -> History:
+        on_epoch_end=None, resume: dict | None = None) -> History:
     """Trains `options.epochs` epochs. `history` is filled in place, so a caller that catches an
     exception still has every epoch completed before it. `on_epoch_end(record)` is called after
-    each epoch (checkpoints, tests that inspect the weights between phases)."""
+    each epoch, once its checkpoint is written. `resume`: a state loaded by checkpoint.load, from
+    which training goes on exactly as if it had never stopped."""
     history = history if history is not None else History()
     history.iters_per_epoch = len(train_loader)
-    phase, optimizer, step = None, None, 0
-    best_val_acc = -1.0
-    for epoch in range(options.epochs):
+    plain = getattr(model, "_orig_mod", model)  # torch.compile's wrapper renames parameters
+    phase, optimizer, trainable, best_val_acc, first_epoch = None, None, 0, -1.0, 0
+    if resume is not None:
+        first_epoch, best_val_acc = resume["epoch"], resume["best_val_acc"]
+        phase, trainable, optimizer = _restore(plain, freeze, optimizers, schedule, train_loader, history, resume)
+    for epoch in range(first_epoch, options.epochs):
         if freeze.phase(epoch) != phase:  # a phase change rebuilds the optimizer over the new set
             if phase is not None:
                 schedule.phase_changed()
             phase = freeze.phase(epoch)
-            plain = getattr(model, "_orig_mod", model)  # torch.compile's wrapper renames parameters
             trainable = apply_phase(plain, phase)
             optimizer = optimizers.build(plain, phase)
-        set_train_mode(getattr(model, "_orig_mod", model), freeze.train_bn)
+        set_train_mode(plain, freeze.train_bn)
         started = time.perf_counter()
-        train = train_one_epoch(model, train_loader, optimizer, schedule, step, device, options,
-                                desc=f"epoch {epoch + 1}/{options.epochs}")
-        step += len(train_loader)
+        train = train_one_epoch(model, train_loader, optimizer, schedule, epoch * len(train_loader), device,
+                                options, desc=f"epoch {epoch + 1}/{options.epochs}")
         train_time_s = time.perf_counter() - started
         val_loss, val_acc = evaluate(model, val_loader, device, options)
         record = dict(epoch=epoch + 1, train_loss=train["loss"], train_acc=train["acc"], val_loss=val_loss,
@@ -72,14 +77,41 @@ def fit(model: nn.Module, train_loader, val_loader, freeze: FreezeStrategy, opti
         history.iter_loss.extend(train["iter_loss"])
         schedule.epoch_end(record)
         if options.best_checkpoint and val_acc > best_val_acc:
-            save_atomic(model.state_dict(), options.best_checkpoint)
+            save_atomic(plain.state_dict(), options.best_checkpoint)
         best_val_acc = max(best_val_acc, val_acc)
+        if options.checkpoint:
+            checkpoint.save(dict(**options.checkpoint_info, epoch=epoch + 1, phase=phase.name,
+                                 best_val_acc=best_val_acc, model=plain.state_dict(), optimizer=optimizer.state_dict(),
+                                 schedule=schedule.state_dict(), scaler=None,  # bf16 autocast needs no GradScaler
+                                 rng=checkpoint.rng_state(train_loader), history=asdict(history)),
+                            options.checkpoint)
         if on_epoch_end:
             on_epoch_end(record)
         log.info("epoch %d/%d [%s, %d trainable] train loss %.4f acc %.2f%% | val loss %.4f acc %.2f%% | "
                  "%.0f img/s, %.1f s", epoch + 1, options.epochs, phase.name, trainable, train["loss"],
                  100 * train["acc"], val_loss, 100 * val_acc, record["images_per_s"], record["time_s"])
     return history
+
+
+def _restore(model, freeze, optimizers, schedule, train_loader, history, state) -> tuple:
+    """Puts the model, optimizer, schedule, history and random states back as they were at the
+    end of epoch `state["epoch"]`; returns (phase, trainable count, optimizer)."""
+    if state["history"]["iters_per_epoch"] != len(train_loader):
+        raise ValueError(f"the checkpoint was made with {state['history']['iters_per_epoch']} steps per epoch, "
+                         f"this run has {len(train_loader)}: the data or batch size changed")
+    phase = freeze.phase(state["epoch"] - 1)
+    if phase.name != state["phase"]:
+        raise ValueError(f"the checkpoint's freeze phase is {state['phase']!r}, the strategy says {phase.name!r} "
+                         f"after epoch {state['epoch']}: the freeze settings changed")
+    trainable = apply_phase(model, phase)
+    optimizer = optimizers.build(model, phase)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    schedule.load_state_dict(state["schedule"])
+    history.epochs[:] = state["history"]["epochs"]
+    history.iter_loss[:] = state["history"]["iter_loss"]
+    checkpoint.restore_rng(state["rng"], train_loader)
+    return phase, trainable, optimizer
 
 
 def train_one_epoch(model, loader, optimizer, schedule, first_step, device, options, desc="") -> dict:

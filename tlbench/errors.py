@@ -19,3 +19,11 @@ class DataNotFoundError(RuntimeError):
 
 class StartupError(RuntimeError):
     """Several startup checks failed; the message lists every one."""
+
+
+class ResultsWriteError(OSError):
+    """A result file could not be written (permissions, full disk); the previous one is intact."""
+
+
+class BadImageError(RuntimeError):
+    """An image file cannot be decoded (truncated, not an image)."""

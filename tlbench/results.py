@@ -2,7 +2,7 @@
 
 schema_version 1: schema_version, run_id, status ("ok"|"failed"), config, model, dataset,
 pretrained, freeze, optimizer, schedule, seed, epochs[], iter_loss[], iters_per_epoch, summary,
-model_info, data_info, seeds, env, error, started_at, finished_at."""
+model_info, data_info, seeds, deterministic, env, error, started_at, finished_at, resumes[]."""
 
 import hashlib
 import json
@@ -13,10 +13,12 @@ import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 
+from tlbench.errors import ResultsWriteError
+
 SCHEMA_VERSION = 1
 # Keys that say where files live or how fast they load, not what was trained: they do not
 # change a run's identity, so the same experiment on another machine has the same run_id.
-NON_IDENTITY_KEYS = ("results_dir", "data_dir", "weights_dir", "num_workers", "hydra")
+NON_IDENTITY_KEYS = ("results_dir", "data_dir", "weights_dir", "num_workers", "resume", "keep_checkpoint", "hydra")
 NON_IDENTITY_DATASET_KEYS = ("data_dir",)
 
 
@@ -35,9 +37,17 @@ def new_result(config: dict) -> dict:
         "pretrained": bool(config["pretrained"]), "freeze": config["freeze"]["name"],
         "optimizer": config["optimizer"]["name"], "schedule": config["schedule"]["name"],
         "seed": config["seed"], "epochs": [], "iter_loss": [], "iters_per_epoch": None, "summary": None,
-        "model_info": None, "data_info": None, "seeds": None, "env": None, "error": None,
-        "started_at": _now(), "finished_at": None,
+        "model_info": None, "data_info": None, "seeds": None, "deterministic": None, "env": None, "error": None,
+        "started_at": _now(), "finished_at": None, "resumes": [],
     }
+
+
+def resumed(previous: dict, config: dict, after_epoch: int) -> dict:
+    """The earlier attempt's result, going on: same run_id and start time, one more entry in
+    `resumes`, the current config (keys outside the run's identity, e.g. num_workers, may differ)."""
+    result = dict(previous, config=config, status="running", error=None, finished_at=None)
+    result["resumes"] = [*previous.get("resumes", []), {"at": _now(), "after_epoch": after_epoch}]
+    return result
 
 
 def summarize(epochs: list[dict]) -> dict | None:
@@ -54,11 +64,16 @@ def summarize(epochs: list[dict]) -> dict | None:
     }
 
 
-def finish(result: dict, history, error: BaseException | None) -> dict:
+def update(result: dict, history) -> dict:
     """`history`: the core's History (epochs, iter_loss, iters_per_epoch), complete or partial."""
-    epochs = history.epochs
-    result.update(epochs=epochs, iter_loss=history.iter_loss, iters_per_epoch=history.iters_per_epoch or None, summary=summarize(epochs), finished_at=_now(),
-                  status="failed" if error else "ok",
+    result.update(epochs=history.epochs, iter_loss=history.iter_loss, iters_per_epoch=history.iters_per_epoch or None,
+                  summary=summarize(history.epochs))
+    return result
+
+
+def finish(result: dict, history, error: BaseException | None) -> dict:
+    update(result, history)
+    result.update(finished_at=_now(), status="failed" if error else "ok",
                   error={"type": type(error).__name__, "message": str(error)} if error else None)
     return result
 
@@ -77,16 +92,25 @@ def write_json_atomic(data: dict, path: Path) -> Path:
     """Temporary file in the same folder, fsync, then os.replace: a reader sees the old file or
     the new one, never half of one, even if the process dies mid-write."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "w") as handle:
             json.dump(data, handle, indent=1, default=str, allow_nan=True)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        kept = "the previous file is intact; " if path.is_file() else ""
+        raise ResultsWriteError(
+            f"cannot write {path}: {err.strerror or err}; {kept}free disk space or fix the folder's permissions, or "
+            f"write elsewhere (results_dir=..., or hydra.run.dir / hydra.sweep.dir), then run the same command "
+            f"again") from err
     finally:
-        tmp.unlink(missing_ok=True)
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
     return path
 
 

@@ -10,37 +10,48 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
-from tlbench import augment, data, devices, engine, freeze, models, optim, results, schedules, tensor_data
+from tlbench import (augment, checkpoint, data, devices, engine, freeze, models, optim, results, resume, schedules,
+                     tensor_data)
 from tlbench.errors import ConfigError, DataNotFoundError, StartupError, WeightsNotFoundError
 
 log = logging.getLogger("tlbench")
-RESULT_FILE = "result.json"
+RESULT_FILE = resume.RESULT_FILE
 
 
 def run(cfg: DictConfig, output_dir=None) -> dict:
     """Trains one configuration; writes `<output_dir>/result.json` (status ok or failed) and
-    returns it. A failure is recorded in the file, then re-raised."""
+    returns it. A failure is recorded in the file, then re-raised. What an earlier attempt left
+    in the folder decides the start (resume.py): a complete run with the same run_id is skipped,
+    an unfinished one goes on from its last epoch checkpoint, anything else is archived."""
     output_dir = Path(output_dir or _hydra_output_dir() or cfg.results_dir)
     config = OmegaConf.to_container(cfg, resolve=True)
     config.pop("hydra", None)
     result = results.new_result(config)
+    plan = resume.plan(output_dir, result["run_id"], cfg.resume)
+    if plan.action == "skip":
+        return plan.previous
+    if plan.action == "resume":
+        result = results.resumed(plan.previous, config, after_epoch=plan.state["epoch"])
     history = engine.History()
     result_path = output_dir / RESULT_FILE
     results.write_json_atomic(result, result_path)  # fails now if the folder is not writable
     try:
-        _train(cfg, output_dir, result, history)
+        _train(cfg, output_dir, result, history, plan.state)
     except BaseException as err:
         results.write_json_atomic(results.finish(result, history, err), result_path)
-        raise
+        raise  # the checkpoint stays: running the same command again resumes from it
     results.write_json_atomic(results.finish(result, history, None), result_path)
+    if not cfg.keep_checkpoint:
+        (output_dir / checkpoint.CHECKPOINT_FILE).unlink(missing_ok=True)
     log.info("wrote %s: final val acc %.2f%%", result_path, 100 * result["summary"]["final_val_acc"])
     return result
 
 
-def _train(cfg, output_dir: Path, result: dict, history: engine.History) -> None:
+def _train(cfg, output_dir: Path, result: dict, history: engine.History, resume_from: dict | None) -> None:
     check_settings(cfg)
     device = devices.resolve_device(cfg.device)
     result["seeds"] = devices.seed_everything(cfg.seed)
+    result["deterministic"] = devices.set_deterministic(cfg.deterministic, device)
     splits, built = prepare(cfg)
     result["env"] = results.env_info(device, devices.device_name(device))
     result["data_info"] = {"source": splits.source, "classes": splits.classes, "num_classes": len(splits.classes),
@@ -53,11 +64,12 @@ def _train(cfg, output_dir: Path, result: dict, history: engine.History) -> None
         epochs=cfg.epochs, amp=devices.resolve_flag(cfg.amp, device),
         channels_last=devices.resolve_flag(cfg.channels_last, device), label_smoothing=cfg.label_smoothing,
         clip_grad_norm=cfg.clip_grad_norm, clip_grad_value=cfg.clip_grad_value,
-        best_checkpoint=output_dir / "best.pt" if cfg.save_best else None, show_progress=sys.stderr.isatty())
+        best_checkpoint=output_dir / "best.pt" if cfg.save_best else None, show_progress=sys.stderr.isatty(),
+        checkpoint=output_dir / checkpoint.CHECKPOINT_FILE, checkpoint_info={"run_id": result["run_id"]})
     model = built.model.to(device)
     if options.channels_last:
         model = models.channels_last(model)
-    if device.type == "cuda":
+    if device.type == "cuda" and not cfg.deterministic:
         torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest kernels
     if cfg.compile:
         model = torch.compile(model)
@@ -65,7 +77,9 @@ def _train(cfg, output_dir: Path, result: dict, history: engine.History) -> None
                freeze.build_freeze(stages=built.stages, total_epochs=cfg.epochs, **cfg.freeze),
                optim.OptimizerFactory(**cfg.optimizer, fused=device.type == "cuda"),
                schedules.build_schedule(epochs=cfg.epochs, steps_per_epoch=len(train_loader), **cfg.schedule),
-               device, options, history)
+               device, options, history, resume=resume_from,
+               on_epoch_end=lambda record: results.write_json_atomic(results.update(result, history),
+                                                                     output_dir / RESULT_FILE))
 
 
 def check_settings(cfg) -> None:

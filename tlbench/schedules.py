@@ -77,6 +77,14 @@ class LrSchedule:
         if self.plateau:
             self.plateau.update(metrics)
 
+    def state_dict(self) -> dict:
+        """Epoch-based shapes are functions of the step; only the plateau rule has state."""
+        return {"plateau": self.plateau.state_dict() if self.plateau else None}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.plateau:
+            self.plateau.load_state_dict(state["plateau"])
+
     def phase_changed(self) -> None:
         """Write-up A sets a fresh lr at unfreezing; earlier plateau reductions do not carry over."""
         if self.plateau:

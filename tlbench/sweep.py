@@ -1,20 +1,48 @@
-"""Hydra callback run after every multirun: a sweep with failed runs exits non-zero, naming them.
-Listed before the report callback in conf/config.yaml: Hydra calls `on_multirun_end` hooks in
-reverse order, so the report (which lists failed runs) is written first."""
+"""Sweep-level pieces: the sweep folder's name, and the Hydra callback that makes a sweep with
+failed runs exit non-zero, naming them. The callback is listed before the report callback in
+conf/config.yaml: Hydra calls `on_multirun_end` hooks in reverse order, so the report (which
+lists failed runs) is written first."""
 
+import hashlib
 import json
 import logging
+import re
 import sys
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
+from omegaconf import OmegaConf
+
+from tlbench.results import NON_IDENTITY_KEYS
 
 log = logging.getLogger("tlbench")
 
 
+SWEEP_NAME_RESOLVER = "tlbench.sweep_name"
+
+
+def sweep_name(overrides) -> str:
+    """The sweep folder's name, from the command's overrides: the same command finds the same
+    folder again (that is how a killed sweep resumes), a different one gets its own. Settings
+    that do not change what is trained (resume, results_dir, num_workers, ...) are left out, so
+    `resume=false` or a different launcher still lands in the same folder."""
+    kept = [o for o in overrides if re.split(r"[=@]", o.lstrip("+~"), maxsplit=1)[0]
+            not in NON_IDENTITY_KEYS]
+    readable = re.sub(r"[^\w=,.+@-]+", "-", "_".join(kept))[:80] or "defaults"
+    return f"{readable}-{hashlib.sha256(chr(10).join(kept).encode()).hexdigest()[:8]}"
+
+
+def register_resolvers() -> None:
+    if not OmegaConf.has_resolver(SWEEP_NAME_RESOLVER):
+        # use_cache: every job reads the value its launcher resolved from the command's overrides
+        # (Hydra copies the cache into each job's config, where hydra.overrides.task is the job's own)
+        OmegaConf.register_new_resolver(SWEEP_NAME_RESOLVER, sweep_name, use_cache=True)
+
+
 def failed_runs(sweep_dir) -> list[tuple[Path, str]]:
+    """Runs directly under the sweep folder (`<job>/result.json`) that are not ok."""
     failed = []
-    for path in sorted(Path(sweep_dir).glob("**/result.json")):
+    for path in sorted(Path(sweep_dir).glob("*/result.json")):
         try:
             result = json.loads(path.read_text())
         except (OSError, ValueError) as err:

@@ -133,6 +133,11 @@ class DeviceBatches:
         self.order_generator = torch.Generator().manual_seed(seed)
         self.augment_generator = torch.Generator(device=device).manual_seed(seed)
 
+    @property
+    def generators(self) -> tuple[torch.Generator, torch.Generator]:
+        """The shuffle order and augmentation generators, saved in checkpoints."""
+        return self.order_generator, self.augment_generator
+
     def __len__(self):
         return math.ceil(len(self.labels) / self.batch_size)
 
