@@ -1,10 +1,14 @@
 """Local data as users bring it: ImageFolder trees and `<path> <label>` lists, with clear errors."""
 
+import json
+from pathlib import Path
+
 import pytest
 from PIL import Image
 
 from tlbench import data
-from tlbench.errors import ConfigError, DataNotFoundError
+from tlbench.errors import BadImageError, ConfigError, DataNotFoundError
+from tlbench.run import run
 
 
 @pytest.fixture
@@ -75,3 +79,64 @@ def test_fraction_keeps_every_class_and_is_independent_of_the_run_seed():
 def test_unknown_dataset_option_lists_what_it_takes():
     with pytest.raises(ConfigError, match="does not take colour"):
         data.build_dataset("synthetic", colour=1)
+
+
+@pytest.fixture
+def tree_with_bad_images(image_tree):
+    """The image tree plus a truncated JPEG (train/cat) and a text file named .jpg (test/dog)."""
+    import io
+
+    encoded = io.BytesIO()
+    Image.new("RGB", (64, 64), (10, 200, 30)).save(encoded, format="JPEG")
+    (image_tree / "train" / "cat" / "truncated.jpg").write_bytes(encoded.getvalue()[:300])
+    (image_tree / "test" / "dog" / "notes.jpg").write_text("not an image\n")
+    return image_tree
+
+
+def bad_tree_run(make_cfg, root, output_dir, *overrides):
+    cfg = make_cfg("dataset=imagefolder", f"dataset.root={root}", "dataset.image_size=32", "pretrained=false",
+                   "epochs=1", "batch_size=4", "augment=none", *overrides)
+    return run(cfg, output_dir=output_dir)
+
+
+@pytest.mark.parametrize("pipeline", ["tensor", "pil"])
+def test_an_undecodable_image_fails_the_run_before_training_naming_the_file(make_cfg, tree_with_bad_images, tmp_path,
+                                                                           pipeline):
+    with pytest.raises(BadImageError, match=r"truncated\.jpg.*dataset\.on_bad_image=skip"):
+        bad_tree_run(make_cfg, tree_with_bad_images, tmp_path / "run", f"data.pipeline={pipeline}")
+    failed = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert failed["status"] == "failed" and failed["epochs"] == [] and "truncated.jpg" in failed["error"]["message"]
+
+
+@pytest.mark.parametrize("pipeline", ["tensor", "pil"])
+def test_on_bad_image_skip_leaves_the_files_out_and_counts_them(make_cfg, tree_with_bad_images, tmp_path, pipeline):
+    result = bad_tree_run(make_cfg, tree_with_bad_images, tmp_path / "run", f"data.pipeline={pipeline}",
+                          "dataset.on_bad_image=skip")
+    assert result["status"] == "ok"
+    skipped = result["data_info"]["skipped_images"]
+    assert (skipped["train"], skipped["val"]) == (1, 1)
+    assert sorted(Path(p).name for p in skipped["examples"]) == ["notes.jpg", "truncated.jpg"]
+    assert (result["data_info"]["train_size"], result["data_info"]["val_size"]) == (6, 4)
+
+
+def test_a_cache_built_while_skipping_still_fails_a_run_that_does_not_skip(make_cfg, tree_with_bad_images, tmp_path):
+    bad_tree_run(make_cfg, tree_with_bad_images, tmp_path / "skip", "dataset.on_bad_image=skip")
+    with pytest.raises(BadImageError, match="truncated.jpg"):
+        bad_tree_run(make_cfg, tree_with_bad_images, tmp_path / "fail")
+
+
+def test_on_bad_image_takes_fail_or_skip_only(make_cfg, image_tree, tmp_path):
+    with pytest.raises(ConfigError, match=r"dataset.on_bad_image='ignore'.*use fail .* or skip"):
+        bad_tree_run(make_cfg, image_tree, tmp_path / "run", "dataset.on_bad_image=ignore")
+
+
+def test_a_download_that_fails_fastais_published_check_is_kept_aside_and_not_extracted(tmp_path, monkeypatch):
+    """An archive already in data_dir (an interrupted or tampered download) is checked like a fresh one."""
+    monkeypatch.setenv("TLBENCH_OFFLINE", "0")
+    archive = tmp_path / "imagewoof2-160.tgz"
+    archive.write_bytes(b"\x1f\x8b" + b"not the real archive" * 100)
+    with pytest.raises(DataNotFoundError, match=r"is not fast.ai's imagewoof archive: size 2002 .* expected 92612825 "
+                                                r"and 3559b194123981a540b87132dbda412f .* kept as .*\.rejected"):
+        data.imagewoof(tmp_path, download=True)
+    assert not archive.exists() and (tmp_path / "imagewoof2-160.tgz.rejected").is_file()
+    assert not (tmp_path / "imagewoof2-160").exists(), "a rejected archive was extracted"

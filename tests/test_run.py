@@ -1,6 +1,8 @@
 """Runs as a user runs them: compose or type a command, train on tiny data, read result.json."""
 
+import errno
 import json
+import os
 import subprocess
 import time
 
@@ -9,7 +11,7 @@ import torch
 from conftest import TINY, subprocess_env, tlbench_command
 
 from tlbench import results
-from tlbench.errors import StartupError, WeightsNotFoundError
+from tlbench.errors import ResultsWriteError, StartupError, WeightsNotFoundError
 from tlbench.run import run
 
 EPOCH_FIELDS = {"epoch": int, "train_loss": float, "train_acc": float, "val_loss": float, "val_acc": float,
@@ -154,3 +156,44 @@ def test_a_diverging_run_fails_alone_and_the_sweep_exits_nonzero(tmp_path):
     assert sibling["status"] == "ok" and len(sibling["epochs"]) == 2
     report = (sweep / "report.md").read_text()
     assert "## Unfinished runs" in report and "diverged at step" in report
+
+
+def test_a_full_disk_at_the_final_write_keeps_the_previous_result_and_the_run_resumes(make_cfg, tmp_path,
+                                                                                      monkeypatch):
+    folder, overrides = tmp_path / "run", [*TINY, "pretrained=false"]
+    real_dump = json.dump
+
+    def dump_until_the_disk_is_full(data, handle, **kwargs):
+        if data["status"] == "ok":  # the final write: half the file, then ENOSPC
+            handle.write(json.dumps(data)[:100])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_dump(data, handle, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(results.json, "dump", dump_until_the_disk_is_full)
+        with pytest.raises(ResultsWriteError, match=r"result\.json: No space left on device; the previous file is "
+                                                    r"intact; free disk space"):
+            run(make_cfg(*overrides), output_dir=folder)
+    previous = json.loads((folder / "result.json").read_text())
+    assert previous["status"] == "running" and len(previous["epochs"]) == 2, "the last good write was lost"
+    assert sorted(p.name for p in folder.iterdir()) == ["checkpoint.pt", "result.json"], "a temporary file was left"
+
+    finished = run(make_cfg(*overrides), output_dir=folder)  # the same command again, with space
+    assert finished["status"] == "ok" and finished["epochs"] == previous["epochs"]
+    assert finished["resumes"][0]["after_epoch"] == 2
+
+
+def test_a_results_folder_that_cannot_be_written_fails_before_training(make_cfg, tmp_path):
+    (tmp_path / "a_file").write_text("")
+    cfg = make_cfg(*TINY, "pretrained=false", f"results_dir={tmp_path / 'a_file' / 'results'}")
+    with pytest.raises(ResultsWriteError, match=r"cannot write .*a_file/results/result\.json: Not a directory; .*"
+                                                r"results_dir=\.\.\."):
+        run(cfg)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_results_folder_fails_before_training(make_cfg, tmp_path):
+    folder = tmp_path / "read_only"
+    folder.mkdir(mode=0o555)
+    with pytest.raises(ResultsWriteError, match="Permission denied"):
+        run(make_cfg(*TINY, "pretrained=false"), output_dir=folder)

@@ -75,10 +75,14 @@ def seed_loop(model, device, size, steps, warmup, workers) -> float:
     return count / (time.perf_counter() - started)
 
 
+def _in_memory_split(images, labels) -> tensor_data.CachedSplit:
+    """NHWC uint8 arrays as the tensor path holds them (NCHW, nothing cached on disk)."""
+    return tensor_data.CachedSplit(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
+                                   torch.from_numpy(labels).long(), None, False)
+
+
 def tlbench_loop(model, device, size, batch_size, steps, warmup, options) -> float:
-    images, labels = fake_cifar(batch_size * (steps + warmup))
-    split = tensor_data.CachedSplit(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
-                                    torch.from_numpy(labels).long(), None, False)
+    split = _in_memory_split(*fake_cifar(batch_size * (steps + warmup)))
     transform = tensor_data.BatchTransform(32, size, MEAN, STD, **WRITEUP_AUGMENT)
     batches = tensor_data.DeviceBatches(split, batch_size, transform, device, True, 0, 4 * 2**30)
     strategy = freeze.NoFreeze([[n for n, _ in model.named_parameters()]], train_bn=True)
@@ -118,9 +122,7 @@ def ceiling(model, device, size, batch_size, steps, warmup, options) -> float:
 
 
 def eval_speed(model, device, size, batch_size, count, options) -> float:
-    images, labels = fake_cifar(count, seed=1)
-    split = tensor_data.CachedSplit(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
-                                    torch.from_numpy(labels).long(), None, False)
+    split = _in_memory_split(*fake_cifar(count, seed=1))
     batches = tensor_data.DeviceBatches(split, batch_size, tensor_data.BatchTransform(32, size, MEAN, STD, train=False),
                                         device, False, 0, 4 * 2**30)
     engine.evaluate(model, _first(batches, 1), device, options)

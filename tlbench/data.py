@@ -1,21 +1,26 @@
 """Data sets by name (the `dataset` group): each builder returns the raw train and val splits;
 transforms are added afterwards, so one builder serves every model and augmentation."""
 
+import hashlib
 import inspect
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset
 
-from tlbench import folders
+from tlbench import folders, image_check
 from tlbench.errors import ConfigError, DataNotFoundError
 
-FASTAI_URLS = {
-    "imagewoof": "https://s3.amazonaws.com/fast-ai-imageclas/imagewoof2-160.tgz",
-    "imagenette": "https://s3.amazonaws.com/fast-ai-imageclas/imagenette2-160.tgz",
+# fast.ai's archives with the check fast.ai publishes for each (fastai/data/checks.txt): the size
+# in bytes and the MD5 of the first MiB. CIFAR downloads are checked by torchvision (full MD5).
+FASTAI_ARCHIVES = {
+    "imagewoof": ("https://s3.amazonaws.com/fast-ai-imageclas/imagewoof2-160.tgz", 92612825,
+                  "3559b194123981a540b87132dbda412f"),
+    "imagenette": ("https://s3.amazonaws.com/fast-ai-imageclas/imagenette2-160.tgz", 99003388,
+                   "c475f8f7617a200ba35b9facc48443c3"),
 }
 
 
@@ -26,6 +31,8 @@ class DataSplits:
     classes: list[str]
     image_size: int
     source: str  # where the images came from, for the JSON
+    on_bad_image: str = "fail"  # what the loaders do with undecodable files (image_check.py)
+    skipped: dict[str, list[str]] = field(default_factory=dict)  # per split, filled when the loaders read
 
 
 class TensorImages(Dataset):
@@ -63,6 +70,7 @@ def build_dataset(name: str, **kwargs) -> DataSplits:
     if name not in BUILDERS:
         raise ConfigError(f"dataset.name={name!r} is not known; use one of {', '.join(BUILDERS)}")
     builder = BUILDERS[name]
+    on_bad_image = image_check.check_choice(kwargs.pop("on_bad_image", "fail"))
     fractions = {k: kwargs.pop(k) for k in ("train_fraction", "val_fraction") if k in kwargs
                  and k not in inspect.signature(builder).parameters}
     accepted = inspect.signature(builder).parameters
@@ -70,6 +78,7 @@ def build_dataset(name: str, **kwargs) -> DataSplits:
     if unknown:
         raise ConfigError(f"dataset {name!r} does not take {', '.join(unknown)}; it takes {', '.join(accepted)}")
     splits = builder(**kwargs)
+    splits.on_bad_image = on_bad_image
     return _take_fractions(splits, fractions.get("train_fraction", 1.0), fractions.get("val_fraction", 1.0))
 
 
@@ -188,18 +197,41 @@ def cifar100(data_dir, root=None, download=True, image_size=32) -> DataSplits:
 
 
 def _fastai(name, data_dir, root, download, image_size) -> DataSplits:
-    from torchvision.datasets.utils import download_and_extract_archive
-
-    url = FASTAI_URLS[name]
+    url = FASTAI_ARCHIVES[name][0]
     extracted = Path(root).expanduser() if root else Path(data_dir).expanduser() / Path(url).name.removesuffix(".tgz")
     if not (extracted / "train").is_dir() and not root:
         if not download or offline():
             raise DataNotFoundError(_fastai_hint(name, extracted, url, "offline mode is set" if download else "download=false"))
-        try:
-            download_and_extract_archive(url, str(extracted.parent))
-        except (OSError, RuntimeError) as err:
-            raise DataNotFoundError(_fastai_hint(name, extracted, url, f"download failed: {err}")) from err
+        _fetch_fastai(name, extracted.parent)
     return imagefolder(extracted, image_size)
+
+
+def _fetch_fastai(name, folder: Path) -> None:
+    """Downloads (unless already there), checks against fast.ai's published size and hash, then
+    extracts. A file that fails the check is renamed `.rejected`, kept, and never extracted."""
+    from torchvision.datasets.utils import download_url, extract_archive
+
+    url, size, md5_first_mib = FASTAI_ARCHIVES[name]
+    archive = folder / Path(url).name
+    try:
+        if not archive.is_file():
+            download_url(url, str(folder))
+    except (OSError, RuntimeError) as err:
+        raise DataNotFoundError(_fastai_hint(name, folder / archive.stem, url, f"download failed: {err}")) from err
+    found = (archive.stat().st_size, _md5_first_mib(archive))
+    if found != (size, md5_first_mib):
+        rejected = archive.with_name(archive.name + ".rejected")
+        os.replace(archive, rejected)
+        raise DataNotFoundError(f"{archive} is not fast.ai's {name} archive: size {found[0]} and MD5 of the first MiB "
+                                f"{found[1]}, expected {size} and {md5_first_mib} (fast.ai's published check); it is "
+                                f"kept as {rejected}. Delete it and run again to download afresh, or set dataset.root "
+                                f"to an extracted copy")
+    extract_archive(str(archive), str(folder))
+
+
+def _md5_first_mib(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.md5(handle.read(2**20)).hexdigest()
 
 
 def _fastai_hint(name, expected, url, why) -> str:

@@ -26,4 +26,8 @@ class ResultsWriteError(OSError):
 
 
 class BadImageError(RuntimeError):
-    """An image file cannot be decoded (truncated, not an image)."""
+    """An image file cannot be decoded (truncated, not an image); `path` names it."""
+
+    def __init__(self, message: str, path=None):
+        super().__init__(message)
+        self.path = path

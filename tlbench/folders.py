@@ -7,14 +7,19 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.datasets import ImageFolder
 
-from tlbench.errors import ConfigError, DataNotFoundError
+from tlbench.errors import BadImageError, ConfigError, DataNotFoundError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
 
 
 def load_rgb(path) -> Image.Image:
-    with open(path, "rb") as handle:
-        return Image.open(handle).convert("RGB")
+    try:
+        with open(path, "rb") as handle:
+            return Image.open(handle).convert("RGB")
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise BadImageError(f"cannot decode image {path} ({type(err).__name__}: {err}); delete or replace the file, "
+                            "or set dataset.on_bad_image=skip to leave such files out (result.json counts "
+                            "them)", path=path) from err
 
 
 def image_folder(split_dir: Path) -> ImageFolder:

@@ -10,8 +10,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
-from tlbench import (augment, checkpoint, data, devices, engine, freeze, models, optim, results, resume, schedules,
-                     tensor_data)
+from tlbench import (augment, checkpoint, data, devices, engine, freeze, image_check, models, optim, results, resume,
+                     schedules, tensor_data)
 from tlbench.errors import ConfigError, DataNotFoundError, StartupError, WeightsNotFoundError
 
 log = logging.getLogger("tlbench")
@@ -54,12 +54,14 @@ def _train(cfg, output_dir: Path, result: dict, history: engine.History, resume_
     result["deterministic"] = devices.set_deterministic(cfg.deterministic, device)
     splits, built = prepare(cfg)
     result["env"] = results.env_info(device, devices.device_name(device))
+    train_loader, val_loader = make_loaders(cfg, splits, built, device)
+    skipped = splits.skipped
     result["data_info"] = {"source": splits.source, "classes": splits.classes, "num_classes": len(splits.classes),
-                           "train_size": len(splits.train), "val_size": len(splits.val),
-                           "image_size": splits.image_size}
+                           "train_size": len(splits.train) - len(skipped.get("train", [])),
+                           "val_size": len(splits.val) - len(skipped.get("val", [])), "image_size": splits.image_size,
+                           "skipped_images": image_check.summary({s: skipped.get(s, []) for s in ("train", "val")})}
     result["model_info"] = {"weights_source": built.weights_source, "total_params": models.count_params(built.model),
                             "head_params": built.head_params, "stages": len(built.stages), **built.info}
-    train_loader, val_loader = make_loaders(cfg, splits, built, device)
     options = engine.TrainOptions(
         epochs=cfg.epochs, amp=devices.resolve_flag(cfg.amp, device),
         channels_last=devices.resolve_flag(cfg.channels_last, device), label_smoothing=cfg.label_smoothing,
@@ -115,7 +117,8 @@ def prepare(cfg) -> tuple[data.DataSplits, models.BuiltModel]:
 
 
 def make_loaders(cfg, splits: data.DataSplits, built: models.BuiltModel, device) -> tuple:
-    """The tensor path (default) or the PIL/DataLoader path, both yielding (images, labels)."""
+    """The tensor path (default) or the PIL/DataLoader path, both yielding (images, labels).
+    Undecodable files found while reading are recorded in `splits.skipped` (on_bad_image=skip)."""
     mean, std = augment.resolve_normalization(cfg.normalize, built.mean, built.std)
     input_size = cfg.input_size or splits.image_size
     eval_batch_size = cfg.eval_batch_size or 2 * cfg.batch_size
@@ -123,10 +126,12 @@ def make_loaders(cfg, splits: data.DataSplits, built: models.BuiltModel, device)
         return _pil_loaders(cfg, splits, mean, std, input_size, eval_batch_size, device)
     if cfg.data.pipeline != "tensor":
         raise ConfigError(f"data.pipeline={cfg.data.pipeline!r} is not known; use tensor or pil")
-    cache = dict(cache_dir=cfg.data.cache_dir, name=cfg.dataset.name, workers=cfg.data.decode_workers)
+    cache = dict(cache_dir=cfg.data.cache_dir, name=cfg.dataset.name, workers=cfg.data.decode_workers,
+                 on_bad_image=splits.on_bad_image)
     train_size = cfg.augment.resize or splits.image_size  # the decoded resolution of each split
     train = tensor_data.cached_split(splits.train, train_size, split="train", **cache)
     val = tensor_data.cached_split(splits.val, splits.image_size, split="val", **cache)
+    splits.skipped = {split: cached.skipped for split, cached in (("train", train), ("val", val)) if cached.skipped}
     budget = cfg.data.device_budget_gb * 2**30
     transform = tensor_data.BatchTransform(splits.image_size, input_size, mean, std, **cfg.augment)
     val_transform = tensor_data.BatchTransform(splits.image_size, input_size, mean, std, train=False)
@@ -135,13 +140,19 @@ def make_loaders(cfg, splits: data.DataSplits, built: models.BuiltModel, device)
 
 
 def _pil_loaders(cfg, splits, mean, std, input_size, eval_batch_size, device) -> tuple[DataLoader, DataLoader]:
+    readable = {}
+    for split in ("train", "val"):
+        readable[split], skipped = image_check.without_bad_images(getattr(splits, split), splits.on_bad_image,
+                                                                  cfg.data.decode_workers)
+        if skipped:
+            splits.skipped[split] = skipped
     train_tf = augment.train_transform(splits.image_size, mean, std, input_size=input_size, **cfg.augment)
     val_tf = augment.eval_transform(splits.image_size, mean, std, input_size=input_size)
     common = dict(num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
                   persistent_workers=cfg.num_workers > 0)
-    train = DataLoader(data.Transformed(splits.train, train_tf), batch_size=cfg.batch_size, shuffle=True,
+    train = DataLoader(data.Transformed(readable["train"], train_tf), batch_size=cfg.batch_size, shuffle=True,
                        generator=torch.Generator().manual_seed(cfg.seed), **common)
-    val = DataLoader(data.Transformed(splits.val, val_tf), batch_size=eval_batch_size, shuffle=False, **common)
+    val = DataLoader(data.Transformed(readable["val"], val_tf), batch_size=eval_batch_size, shuffle=False, **common)
     return train, val
 
 

@@ -7,18 +7,20 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import Dataset, Subset
 from torchvision.transforms import v2
 
 from tlbench import batch_augment as ops
-from tlbench.data import TensorImages, Transformed
+from tlbench import image_check
+from tlbench.data import TensorImages
+from tlbench.errors import BadImageError
 
 log = logging.getLogger("tlbench")
-CACHE_FORMAT = 1  # bump when the cached layout changes: old files are then ignored
+CACHE_FORMAT = 2  # bump when the cached layout changes: old files are then ignored
 
 
 @dataclass
@@ -27,6 +29,7 @@ class CachedSplit:
     labels: torch.Tensor   # int64 (N,)
     path: Path | None      # the cache file, None for in-memory data sets
     decoded: bool          # True when this call decoded the images (False: read from the cache)
+    skipped: list[str] = field(default_factory=list)  # files left out because they cannot be decoded (dataset.on_bad_image=skip)
 
 
 def fingerprint(dataset: Dataset) -> str | None:
@@ -51,35 +54,37 @@ def fingerprint(dataset: Dataset) -> str | None:
     return digest.hexdigest()[:16]
 
 
-def cached_split(dataset: Dataset, size: int, cache_dir, name: str, split: str, workers: int = 0) -> CachedSplit:
+def cached_split(dataset: Dataset, size: int, cache_dir, name: str, split: str, workers: int = 0,
+                 on_bad_image: str = "fail") -> CachedSplit:
     if isinstance(dataset, TensorImages):  # already decoded in memory: resize only
-        return CachedSplit(ops.resize(dataset.images, size), dataset.labels.clone(), None, False)
+        return CachedSplit(ops.resize(dataset.images, size), dataset.labels.clone(), None, False, [])
     key = fingerprint(dataset)
     path = Path(cache_dir).expanduser() / f"{name}-{split}-{size}px-v{CACHE_FORMAT}-{key}.pt" if key else None
     if path is not None and path.is_file():
         stored = torch.load(path, map_location="cpu", weights_only=True)
-        return CachedSplit(stored["images"], stored["labels"], path, False)
-    images, labels = decode(dataset, size, workers)
+        if stored["skipped"] and on_bad_image == "fail":
+            raise BadImageError(f"{len(stored['skipped'])} image(s) of the {split} split cannot be decoded, e.g. "
+                                f"{stored['skipped'][0]}; delete or replace them, or set dataset.on_bad_image=skip",
+                                path=stored["skipped"][0])
+        return CachedSplit(stored["images"], stored["labels"], path, False, stored["skipped"])
+    images, labels, skipped = decode(dataset, size, workers, on_bad_image)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        torch.save({"images": images, "labels": labels}, tmp)
+        torch.save({"images": images, "labels": labels, "skipped": skipped}, tmp)
         os.replace(tmp, path)  # atomic: a concurrent reader sees no file or a whole one
-    return CachedSplit(images, labels, path, True)
+    return CachedSplit(images, labels, path, True, skipped)
 
 
-def decode(dataset: Dataset, size: int, workers: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def decode(dataset: Dataset, size: int, workers: int = 0,
+           on_bad_image: str = "fail") -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     started = time.perf_counter()
     to_uint8 = v2.Compose([v2.ToImage(), v2.Resize((size, size), antialias=True)])
-    loader = DataLoader(Transformed(dataset, to_uint8), batch_size=256, num_workers=workers)
-    images, labels = [], []
-    for batch, targets in loader:
-        images.append(batch.as_subclass(torch.Tensor))
-        labels.append(torch.as_tensor(targets))
-    images, labels = torch.cat(images).contiguous(), torch.cat(labels).long()
-    log.info("decoded %d images to %d px in %.1f s (%d MB)", len(images), size, time.perf_counter() - started,
-             images.numel() // 2**20)
-    return images, labels
+    images, labels, _, skipped = image_check.read_all(dataset, to_uint8, on_bad_image, workers)
+    images = images.as_subclass(torch.Tensor).contiguous()
+    log.info("decoded %d images to %d px in %.1f s (%d MB)%s", len(images), size, time.perf_counter() - started,
+             images.numel() // 2**20, f"; skipped {len(skipped)} undecodable file(s)" if skipped else "")
+    return images, labels, skipped
 
 
 class BatchTransform:
