@@ -126,3 +126,12 @@ def test_bad_settings_fail_before_training_naming_the_value(make_cfg, overrides,
 def test_unknown_model_name_suggests_close_timm_names():
     with pytest.raises(ConfigError, match="closest timm names: resnet18"):
         models.check_model_name("resnet-18", "timm")
+
+
+def test_unknown_group_option_lists_the_valid_ones(make_cfg):
+    from hydra.errors import MissingConfigException
+
+    with pytest.raises(MissingConfigException, match=r"Could not find 'freeze/linear'\s+Available options in "
+                                                     r"'freeze':\s+freeze_unfreeze\s+gradual\s+layer_decay\s+"
+                                                     r"linear_probe\s+none"):
+        make_cfg("freeze=linear")

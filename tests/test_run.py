@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -197,3 +198,42 @@ def test_a_read_only_results_folder_fails_before_training(make_cfg, tmp_path):
     folder.mkdir(mode=0o555)
     with pytest.raises(ResultsWriteError, match="Permission denied"):
         run(make_cfg(*TINY, "pretrained=false"), output_dir=folder)
+
+
+class _RunsCodeWhenUnpickled:
+    """A pickle that, loaded without weights_only, would create a file (any code could run)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_weights_file_that_carries_code_is_refused_without_running_it(make_cfg, tmp_path):
+    marker, weights = tmp_path / "code_ran", tmp_path / "evil.pth"
+    torch.save({"conv1.weight": _RunsCodeWhenUnpickled(marker)}, weights)
+    with pytest.raises(RuntimeError, match=r"evil.pth is not a plain weights file: .*weights_only=True\): .*Unsupported global.*"
+                                            r"torch.save\(model.state_dict\(\)"):
+        run(make_cfg(*TINY, "model=resnet18", f"model.weights_file={weights}"), output_dir=tmp_path / "run")
+    assert not marker.exists()
+
+
+def test_a_checkpoint_that_carries_code_is_set_aside_and_the_run_starts_fresh(make_cfg, tmp_path):
+    folder, marker = tmp_path / "run", tmp_path / "code_ran"
+    first = run(make_cfg(*TINY, "pretrained=false", "epochs=1"), output_dir=folder)
+    unfinished = dict(first, status="running")
+    results.write_json_atomic(unfinished, folder / "result.json")
+    torch.save({"format": 1, "run_id": first["run_id"], "model": _RunsCodeWhenUnpickled(marker)},
+               folder / "checkpoint.pt")
+    again = run(make_cfg(*TINY, "pretrained=false", "epochs=1"), output_dir=folder)
+    assert again["status"] == "ok" and again["resumes"] == [] and not marker.exists()
+    assert (next((folder / "archive").iterdir()) / "checkpoint.pt").is_file(), "the suspicious file was not kept"
+
+
+def test_every_torch_load_in_tlbench_is_weights_only():
+    import re
+
+    for source in (Path(__file__).parents[1] / "tlbench").rglob("*.py"):
+        for call in re.findall(r"torch\.load\([^)]*\)", source.read_text()):
+            assert "weights_only=True" in call, f"{source.name}: {call}"

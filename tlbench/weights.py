@@ -5,6 +5,7 @@ has no weights, and never falls back to random init silently."""
 
 import importlib
 import os
+import pickle
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -190,7 +191,15 @@ def load_state_dict(path: Path) -> dict:
         from safetensors.torch import load_file
 
         return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        lines = str(err).strip().splitlines() or [type(err).__name__]
+        reason = next((line.strip() for line in lines if "Unsupported" in line), lines[0].strip())
+        raise WeightsMismatchError(
+            f"{path} is not a plain weights file: it holds Python objects that loading would have to run "
+            f"(refused by torch.load(weights_only=True): {reason}). Use a state_dict saved with "
+            f"torch.save(model.state_dict(), ...) or a .safetensors file") from err
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
