@@ -49,7 +49,7 @@ def test_a_resumed_run_ends_exactly_where_an_uninterrupted_run_ends(make_cfg, tm
         with pytest.raises(KeyboardInterrupt):
             run(make_cfg(*overrides), output_dir=tmp_path / "resumed")
     stopped = json.loads((tmp_path / "resumed" / "result.json").read_text())
-    assert stopped["status"] == "failed" and len(stopped["epochs"]) == stop_after
+    assert stopped["status"] == "interrupted" and len(stopped["epochs"]) == stop_after
     assert (tmp_path / "resumed" / checkpoint.CHECKPOINT_FILE).is_file()
 
     resumed = run(make_cfg(*overrides), output_dir=tmp_path / "resumed")

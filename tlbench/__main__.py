@@ -14,17 +14,19 @@ register_resolvers()  # conf/config.yaml names the sweep folder with tlbench.swe
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> float | None:
+    """Returns the run's best val accuracy: the objective a search sweeper (Optuna) maximizes;
+    None for a failed run of a sweep (a search records that trial as failed and goes on)."""
     from tlbench.run import run  # imported here so `--help` and config errors stay fast
 
     if HydraConfig.get().mode != RunMode.MULTIRUN:
-        run(cfg)
-        return
+        return run(cfg)["summary"]["best_val_acc"]
     try:
-        run(cfg)
+        return run(cfg)["summary"]["best_val_acc"]
     except Exception as err:  # noqa: BLE001 - one failed run must not stop its siblings
         # result.json already records the failure; tlbench.sweep exits non-zero at the sweep's end.
         log.error("run failed, the sweep goes on: %s: %s", type(err).__name__, err)
+        return None
 
 
 if __name__ == "__main__":

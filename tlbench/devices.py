@@ -28,6 +28,40 @@ def resolve_device(requested: str) -> torch.device:
     return device
 
 
+def job_device(device: str, devices: list | None, job_num: int | None) -> str:
+    """With a `devices` list, job i of a sweep takes devices[i mod N] (parallel launchers put one
+    job on each GPU); a single run takes the first. Without one, `device` as given."""
+    if not devices:
+        return device
+    return str(list(devices)[(job_num or 0) % len(devices)])
+
+
+def set_threads(requested, launcher: dict | None) -> int:
+    """CPU threads for this run. `auto`: the launcher's share — submitit's `cpus_per_task`, or
+    the cores divided by joblib's `n_jobs` (so parallel jobs do not oversubscribe the cores) —
+    else torch's default. Returns the number in use, for the JSON."""
+    if requested != "auto":
+        if not isinstance(requested, int) or requested < 1:
+            raise ConfigError(f"threads={requested!r} must be a positive integer or auto")
+        torch.set_num_threads(requested)
+        return requested
+    share = _launcher_share(launcher or {}, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                            else os.cpu_count() or 1)
+    if share:
+        torch.set_num_threads(share)
+    return torch.get_num_threads()
+
+
+def _launcher_share(launcher: dict, cores: int) -> int | None:
+    if launcher.get("cpus_per_task"):
+        return int(launcher["cpus_per_task"])
+    n_jobs = launcher.get("n_jobs")
+    if isinstance(n_jobs, int) and n_jobs != 1:
+        running = n_jobs if n_jobs > 0 else max(1, cores + 1 + n_jobs)  # joblib: -1 = every core
+        return max(1, cores // running)
+    return None
+
+
 def resolve_flag(value, device: torch.device) -> bool:
     """`auto` flags (amp, channels_last) are on for CUDA only: on CPU bf16 autocast is slower."""
     if value == "auto":

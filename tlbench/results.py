@@ -1,6 +1,6 @@
 """The one JSON file per run (`result.json`, schema below and in README) and how it is written.
 
-schema_version 1: schema_version, run_id, status ("ok"|"failed"), config, model, dataset,
+schema_version 1: schema_version, run_id, status ("ok"|"failed"|"interrupted"|"running"), config, model, dataset,
 pretrained, freeze, optimizer, schedule, seed, epochs[], iter_loss[], iters_per_epoch, summary,
 model_info, data_info, seeds, deterministic, env, error, started_at, finished_at, resumes[]."""
 
@@ -18,7 +18,8 @@ from tlbench.errors import ResultsWriteError
 SCHEMA_VERSION = 1
 # Keys that say where files live or how fast they load, not what was trained: they do not
 # change a run's identity, so the same experiment on another machine has the same run_id.
-NON_IDENTITY_KEYS = ("results_dir", "data_dir", "weights_dir", "num_workers", "resume", "keep_checkpoint", "hydra")
+NON_IDENTITY_KEYS = ("results_dir", "data_dir", "weights_dir", "num_workers", "threads", "devices", "resume",
+                     "keep_checkpoint", "hydra")
 NON_IDENTITY_DATASET_KEYS = ("data_dir",)
 
 
@@ -73,7 +74,8 @@ def update(result: dict, history) -> dict:
 
 def finish(result: dict, history, error: BaseException | None) -> dict:
     update(result, history)
-    result.update(finished_at=_now(), status="failed" if error else "ok",
+    interrupted = isinstance(error, (KeyboardInterrupt, SystemExit))  # Ctrl-C, a cluster's preemption signal
+    result.update(finished_at=_now(), status="interrupted" if interrupted else "failed" if error else "ok",
                   error={"type": type(error).__name__, "message": str(error)} if error else None)
     return result
 
@@ -85,7 +87,7 @@ def env_info(device, device_name: str) -> dict:
 
     return {"python": platform.python_version(), "torch": torch.__version__,
             "torchvision": torchvision.__version__, "timm": timm.__version__, "device": str(device),
-            "device_name": device_name, "git_sha": _git_sha(), "hostname": socket.gethostname()}
+            "device_name": device_name, "git_sha": _git_sha(), "hostname": socket.gethostname(), "pid": os.getpid()}
 
 
 def write_json_atomic(data: dict, path: Path) -> Path:

@@ -49,11 +49,13 @@ def run(cfg: DictConfig, output_dir=None) -> dict:
 
 def _train(cfg, output_dir: Path, result: dict, history: engine.History, resume_from: dict | None) -> None:
     check_settings(cfg)
-    device = devices.resolve_device(cfg.device)
+    job_num, launcher = _hydra_job()
+    device = devices.resolve_device(devices.job_device(cfg.device, cfg.devices, job_num))
+    threads = devices.set_threads(cfg.threads, launcher)
     result["seeds"] = devices.seed_everything(cfg.seed)
     result["deterministic"] = devices.set_deterministic(cfg.deterministic, device)
     splits, built = prepare(cfg)
-    result["env"] = results.env_info(device, devices.device_name(device))
+    result["env"] = {**results.env_info(device, devices.device_name(device)), "threads": threads, "job_num": job_num}
     train_loader, val_loader = make_loaders(cfg, splits, built, device)
     skipped = splits.skipped
     result["data_info"] = {"source": splits.source, "classes": splits.classes, "num_classes": len(splits.classes),
@@ -160,3 +162,15 @@ def _hydra_output_dir() -> str | None:
     from hydra.core.hydra_config import HydraConfig
 
     return HydraConfig.get().runtime.output_dir if HydraConfig.initialized() else None
+
+
+def _hydra_job() -> tuple[int | None, dict | None]:
+    """The job's number in its sweep and the launcher's settings; (None, None) outside a sweep."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None, None
+    hydra_cfg = HydraConfig.get()
+    job_num = OmegaConf.select(hydra_cfg, "job.num", default=None)
+    launcher = OmegaConf.to_container(hydra_cfg.launcher, resolve=True) if job_num is not None else None
+    return job_num, launcher

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from filelock import FileLock
 from torch.utils.data import Dataset, Subset
 from torchvision.transforms import v2
 
@@ -59,21 +60,30 @@ def cached_split(dataset: Dataset, size: int, cache_dir, name: str, split: str, 
     if isinstance(dataset, TensorImages):  # already decoded in memory: resize only
         return CachedSplit(ops.resize(dataset.images, size), dataset.labels.clone(), None, False, [])
     key = fingerprint(dataset)
-    path = Path(cache_dir).expanduser() / f"{name}-{split}-{size}px-v{CACHE_FORMAT}-{key}.pt" if key else None
-    if path is not None and path.is_file():
-        stored = torch.load(path, map_location="cpu", weights_only=True)
-        if stored["skipped"] and on_bad_image == "fail":
-            raise BadImageError(f"{len(stored['skipped'])} image(s) of the {split} split cannot be decoded, e.g. "
-                                f"{stored['skipped'][0]}; delete or replace them, or set dataset.on_bad_image=skip",
-                                path=stored["skipped"][0])
-        return CachedSplit(stored["images"], stored["labels"], path, False, stored["skipped"])
-    images, labels, skipped = decode(dataset, size, workers, on_bad_image)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    if key is None:  # a source that cannot be identified is decoded every time, never cached
+        images, labels, skipped = decode(dataset, size, workers, on_bad_image)
+        return CachedSplit(images, labels, None, True, skipped)
+    path = Path(cache_dir).expanduser() / f"{name}-{split}-{size}px-v{CACHE_FORMAT}-{key}.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Parallel jobs needing the same split: the first decodes while the others wait for the lock,
+    # then read its file. The write itself is atomic too (temporary file + os.replace).
+    with FileLock(path.with_name(path.name + ".lock")):
+        if path.is_file():
+            return _read_cache(path, split, on_bad_image)
+        images, labels, skipped = decode(dataset, size, workers, on_bad_image)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         torch.save({"images": images, "labels": labels, "skipped": skipped}, tmp)
-        os.replace(tmp, path)  # atomic: a concurrent reader sees no file or a whole one
+        os.replace(tmp, path)
     return CachedSplit(images, labels, path, True, skipped)
+
+
+def _read_cache(path: Path, split: str, on_bad_image: str) -> CachedSplit:
+    stored = torch.load(path, map_location="cpu", weights_only=True)
+    if stored["skipped"] and on_bad_image == "fail":
+        raise BadImageError(f"{len(stored['skipped'])} image(s) of the {split} split cannot be decoded, e.g. "
+                            f"{stored['skipped'][0]}; delete or replace them, or set dataset.on_bad_image=skip",
+                            path=stored["skipped"][0])
+    return CachedSplit(stored["images"], stored["labels"], path, False, stored["skipped"])
 
 
 def decode(dataset: Dataset, size: int, workers: int = 0,

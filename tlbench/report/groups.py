@@ -16,7 +16,8 @@ import pandas as pd
 # Config keys that change between runs without changing the experiment.
 NOISE_KEYS = {"seed", "device", "num_workers", "workers", "pin_memory", "output_dir",
               "out_dir", "data_dir", "root", "dir", "path", "hydra", "download",
-              "log_every", "log_interval", "progress", "save_best"}
+              "log_every", "log_interval", "progress", "save_best", "devices", "threads", "resume",
+              "keep_checkpoint"}
 # Top-level fields the training core writes for people; they name each group in tables.
 DESCRIPTIVE = ["model", "dataset", "pretrained", "freeze", "optimizer", "schedule"]
 
