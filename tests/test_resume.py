@@ -135,3 +135,24 @@ def _wait_for(folder, pattern, process, timeout_s=240):
         assert process.poll() is None, f"the sweep ended (exit {process.returncode}) before {pattern} appeared"
         time.sleep(0.05)
     raise AssertionError(f"{pattern} did not appear under {folder} within {timeout_s} s")
+
+
+def test_a_resumed_attempt_that_fails_at_startup_keeps_the_epochs_already_recorded(make_cfg, tmp_path, monkeypatch):
+    from tlbench import run as run_module
+    from tlbench.errors import DataNotFoundError
+
+    folder = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        interrupt_after_epoch(patch, 1)
+        with pytest.raises(KeyboardInterrupt):
+            run(make_cfg(*TINY, "pretrained=false"), output_dir=folder)
+
+    def data_gone(cfg):
+        raise DataNotFoundError("the data went away")
+
+    monkeypatch.setattr(run_module, "prepare", data_gone)
+    with pytest.raises(DataNotFoundError):
+        run(make_cfg(*TINY, "pretrained=false"), output_dir=folder)
+    after = json.loads((folder / "result.json").read_text())
+    assert after["status"] == "failed" and [e["epoch"] for e in after["epochs"]] == [1]
+    assert (folder / checkpoint.CHECKPOINT_FILE).is_file()

@@ -30,9 +30,10 @@ def run(cfg: DictConfig, output_dir=None) -> dict:
     plan = resume.plan(output_dir, result["run_id"], cfg.resume)
     if plan.action == "skip":
         return plan.previous
-    if plan.action == "resume":
-        result = results.resumed(plan.previous, config, after_epoch=plan.state["epoch"])
     history = engine.History()
+    if plan.action == "resume":  # the epochs so far stay in result.json even if this attempt fails early
+        result = results.resumed(plan.previous, config, after_epoch=plan.state["epoch"])
+        history = engine.History(**plan.state["history"])
     result_path = output_dir / RESULT_FILE
     results.write_json_atomic(result, result_path)  # fails now if the folder is not writable
     try:
