@@ -156,3 +156,13 @@ def test_a_resumed_attempt_that_fails_at_startup_keeps_the_epochs_already_record
     after = json.loads((folder / "result.json").read_text())
     assert after["status"] == "failed" and [e["epoch"] for e in after["epochs"]] == [1]
     assert (folder / checkpoint.CHECKPOINT_FILE).is_file()
+
+
+def test_save_best_writes_weights_the_model_loads_strictly(make_cfg, tmp_path):
+    import timm
+    import torch
+
+    run(make_cfg(*TINY, "pretrained=false", "epochs=3", "save_best=true"), output_dir=tmp_path / "run")
+    state = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
+    timm.create_model("resnet18", num_classes=4).load_state_dict(state)  # strict: every key, plain names
+    assert not list((tmp_path / "run").glob(".*tmp")), "a temporary file was left behind"

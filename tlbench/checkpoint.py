@@ -54,13 +54,17 @@ def loader_generators(loader) -> list[torch.Generator]:
 
 
 def save(state: dict, path: Path) -> Path:
-    """Temporary file, fsync, os.replace: a kill at any moment leaves the previous checkpoint or
-    the new one, never a torn file."""
+    return write_atomic({"format": FORMAT, **state}, path)
+
+
+def write_atomic(tensors, path: Path) -> Path:
+    """torch.save to a temporary file, fsync, os.replace: a kill at any moment leaves the previous
+    file or the new one, never a torn file."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as handle:
-            torch.save({"format": FORMAT, **state}, handle)
+            torch.save(tensors, handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)

@@ -3,8 +3,6 @@ strategy, optimizer factory, schedule, device), never the config, so tests and o
 drive it directly. CPU, CUDA (bf16 autocast, channels_last) and MPS run the same code."""
 
 import logging
-import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -77,7 +75,7 @@ def fit(model: nn.Module, train_loader, val_loader, freeze: FreezeStrategy, opti
         history.iter_loss.extend(train["iter_loss"])
         schedule.epoch_end(record)
         if options.best_checkpoint and val_acc > best_val_acc:
-            save_atomic(plain.state_dict(), options.best_checkpoint)
+            checkpoint.write_atomic(plain.state_dict(), options.best_checkpoint)
         best_val_acc = max(best_val_acc, val_acc)
         if options.checkpoint:
             checkpoint.save(dict(**options.checkpoint_info, epoch=epoch + 1, phase=phase.name,
@@ -187,10 +185,3 @@ def _progress(loader, desc):
     from tqdm.auto import tqdm
 
     return tqdm(loader, desc=desc, leave=False, dynamic_ncols=True)
-
-
-def save_atomic(state: dict, path: Path) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
