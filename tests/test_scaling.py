@@ -88,7 +88,8 @@ def test_submitit_local_runs_a_sweep_and_a_preempted_job_resumes_from_its_checkp
 def test_an_optuna_search_of_three_trials_writes_three_results_and_reports_them(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="the `search` extra is not installed")
     folder = tmp_path / "search"
-    sweep(tmp_path, folder, "search=optuna", "hydra.sweeper.n_trials=3", *TINY, "pretrained=false", "epochs=3")
+    command = ["search=optuna", "hydra.sweeper.n_trials=3", *TINY, "pretrained=false", "epochs=3"]
+    sweep(tmp_path, folder, *command)
     trials = results_in(folder)
     assert len(trials) == 3 and all(t["status"] == "ok" for t in trials)
     assert len({t["config"]["optimizer"]["lr"] for t in trials}) == 3, "the trials did not try different lrs"
@@ -96,6 +97,11 @@ def test_an_optuna_search_of_three_trials_writes_three_results_and_reports_them(
     best = yaml.safe_load((folder / "optimization_results.yaml").read_text())
     assert best["best_value"] == max(t["summary"]["best_val_acc"] for t in trials)
     assert (folder / "report.md").is_file()
+
+    # The seeded sampler proposes the same trials again: the same command finds them complete.
+    again = sweep(tmp_path, folder, *command)
+    assert (again.stdout + again.stderr).count("is complete already") == 3
+    assert results_in(folder) == trials
 
 
 BUILD_CACHE = """
