@@ -95,3 +95,13 @@ def test_freeze_unfreeze_sets_backbone_lr_after_unfreezing():
     factory = optim.OptimizerFactory("adam", lr=1e-3)
     assert [g["lr"] for g in factory.build(model, strategy.phase(1)).param_groups] == [1e-3]
     assert [g["lr"] for g in factory.build(model, strategy.phase(2)).param_groups] == pytest.approx([1e-4, 1e-3])
+
+
+def test_bn_eval_keeps_every_batchnorm_statistic_fixed_while_all_weights_train(make_cfg):
+    built, history, snaps = train_with_snapshots(make_cfg, "freeze=freeze_unfreeze", "freeze.epochs=1",
+                                                 "freeze.bn_eval=true")
+    stats = [k for k in snaps[0] if k.endswith(("running_mean", "running_var"))]
+    weights = [k for k, _ in built.model.named_parameters()]
+    assert [e["freeze_phase"] for e in history.epochs] == ["head", "all"]
+    assert changed(snaps[0], snaps[2], stats) == set(), "a BatchNorm statistic moved under bn_eval"
+    assert changed(snaps[1], snaps[2], weights) == set(weights), "after unfreezing every weight must train"

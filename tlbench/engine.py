@@ -61,7 +61,7 @@ def fit(model: nn.Module, train_loader, val_loader, freeze: FreezeStrategy, opti
             phase = freeze.phase(epoch)
             trainable = apply_phase(plain, phase)
             optimizer = optimizers.build(plain, phase)
-        set_train_mode(plain, freeze.train_bn)
+        set_train_mode(plain, freeze.train_bn, freeze.bn_eval)
         started = time.perf_counter()
         train = train_one_epoch(model, train_loader, optimizer, schedule, epoch * len(train_loader), device,
                                 options, desc=f"epoch {epoch + 1}/{options.epochs}")

@@ -2,7 +2,10 @@
 
 Frozen means three things, all enforced here: `requires_grad=False` (no gradient), absent from
 the optimizer (so no weight decay or momentum can move it), and BatchNorm layers of the frozen
-part in eval mode (their running statistics stay put) unless `train_bn=true`."""
+part in eval mode (their running statistics stay put) unless `train_bn=true`. `bn_eval=true`
+keeps every BatchNorm layer in eval mode in every phase, trainable or not (Keras's fine-tuning
+advice): unfreezing then does not switch the features under a trained head from running to batch
+statistics."""
 
 from dataclasses import dataclass
 
@@ -30,6 +33,8 @@ class Phase:
 
 class FreezeStrategy:
     """`stages`: parameter names by depth, stem first, the new head last (see models.py)."""
+
+    bn_eval = False  # set by build_freeze: every BatchNorm layer in eval mode, in every phase (wins over train_bn)
 
     def __init__(self, stages: list[list[str]], train_bn: bool):
         self.stages, self.train_bn = stages, train_bn
@@ -101,16 +106,19 @@ STRATEGIES = {"none": NoFreeze, "linear_probe": LinearProbe, "freeze_unfreeze": 
               "gradual": Gradual, "layer_decay": LayerDecay}
 
 
-def build_freeze(name: str, stages, total_epochs: int, train_bn: bool = False, **kwargs) -> FreezeStrategy:
+def build_freeze(name: str, stages, total_epochs: int, train_bn: bool = False, bn_eval: bool = False,
+                 **kwargs) -> FreezeStrategy:
     if name not in STRATEGIES:
         raise ConfigError(f"freeze.name={name!r} is not known; use one of {', '.join(STRATEGIES)}")
     if name == "freeze_unfreeze" and not 0 <= kwargs.get("epochs", 0) <= total_epochs:
         raise ConfigError(f"freeze.epochs={kwargs['epochs']} must be between 0 and epochs={total_epochs}; "
                           f"lower freeze.epochs or raise epochs")
     try:
-        return STRATEGIES[name](stages, train_bn, **kwargs)
+        strategy = STRATEGIES[name](stages, train_bn, **kwargs)
     except TypeError as err:
         raise ConfigError(f"freeze={name}: {err}") from err
+    strategy.bn_eval = bn_eval
+    return strategy
 
 
 def apply_phase(model: nn.Module, phase: Phase) -> int:
@@ -126,13 +134,14 @@ def apply_phase(model: nn.Module, phase: Phase) -> int:
     return count
 
 
-def set_train_mode(model: nn.Module, train_bn: bool) -> None:
-    """model.train(), then BatchNorm layers whose parameters are all frozen back to eval mode."""
+def set_train_mode(model: nn.Module, train_bn: bool, bn_eval: bool = False) -> None:
+    """model.train(), then BatchNorm layers whose parameters are all frozen back to eval mode
+    (unless `train_bn`); with `bn_eval`, which overrides `train_bn`, every BatchNorm layer."""
     model.train()
-    if train_bn:
+    if train_bn and not bn_eval:
         return
     for module in model.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             params = list(module.parameters(recurse=False))
-            if params and not any(p.requires_grad for p in params):
+            if bn_eval or (params and not any(p.requires_grad for p in params)):
                 module.eval()
