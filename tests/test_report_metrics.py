@@ -204,3 +204,22 @@ def test_duplicate_run_id_counts_once(tmp_path):
     with pytest.warns(UserWarning, match="appears twice"):
         runs = load_runs([tmp_path / "a", tmp_path / "b"])
     assert len(runs) == 1
+
+
+def test_runs_from_before_a_setting_existed_group_with_runs_at_its_default_only(tmp_path):
+    """freeze.bn_eval came later: an older file without it behaved as bn_eval=false."""
+    older = make_result(seed=0)
+    newer = make_result(seed=1)
+    newer["config"]["freeze"]["bn_eval"] = False
+    other = make_result(seed=2, lr=0.01)
+    other["config"]["freeze"]["bn_eval"] = True
+    for result in (older, newer, other):
+        write_run(tmp_path, result)
+    _, _, _, summary, _ = analyse([tmp_path])
+    assert sorted(summary["n"].tolist()) == [1, 2]
+    with_bn_eval = make_result(seed=3)
+    with_bn_eval["config"]["freeze"]["bn_eval"] = True
+    write_run(tmp_path / "b", older)
+    write_run(tmp_path / "b", with_bn_eval)
+    _, _, _, summary, _ = analyse([tmp_path / "b"])
+    assert sorted(summary["n"].tolist()) == [1, 1], "an older run was taken for a bn_eval=true run"

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from tlbench.results import LATER_SETTINGS
+
 RESULT_FILENAME = "result.json"
 KNOWN_SCHEMA_VERSION = 1
 # Per-epoch and per-step series get their own long tables instead of run columns.
@@ -115,13 +117,20 @@ def flatten(mapping: dict, prefix: str = "") -> dict:
 
 
 def runs_table(results: list[dict]) -> pd.DataFrame:
-    """One row per run: top-level fields, `config.*`, `summary.*`, `env.*`, `error.*`, `path`."""
+    """One row per run: top-level fields, `config.*`, `summary.*`, `env.*`, `error.*`, `path`.
+    Settings added to tlbench later (results.LATER_SETTINGS) are filled into older files with the
+    value that describes how those runs behaved, when newer runs in the same report have them."""
     rows = []
     for result in results:
         fields = {k: v for k, v in result.items() if k not in SERIES_FIELDS}
         row = flatten(fields)
         row["n_epochs"] = len(result.get("epochs") or [])
         rows.append(row)
+    for key, value in LATER_SETTINGS.items():
+        column = f"config.{key}"
+        if any(column in row for row in rows):
+            for row in rows:
+                row.setdefault(column, value)
     table = pd.DataFrame(rows)
     first = [c for c in ("run_id", "status", "path") if c in table.columns]
     return table[first + [c for c in table.columns if c not in first]]
