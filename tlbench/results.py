@@ -24,8 +24,8 @@ NON_IDENTITY_DATASET_KEYS = ("data_dir",)
 # Settings added to the config after schema 1 first shipped, with the value whose behaviour an
 # older result.json had. The report fills them into older files, so runs from before and after a
 # tlbench upgrade still group together (and a run with a different value does not).
-LATER_SETTINGS = {"freeze.bn_eval": False, "dataset.on_bad_image": "fail", "deterministic": False, "resume": True, "keep_checkpoint": False,
-                  "devices": None, "threads": "auto"}
+LATER_SETTINGS = {"freeze.bn_eval": False, "dataset.on_bad_image": "fail", "deterministic": False, "resume": True,
+                  "keep_checkpoint": False, "devices": None, "threads": "auto"}
 
 
 def run_id(config: dict) -> str:
