@@ -237,3 +237,14 @@ def test_every_torch_load_in_tlbench_is_weights_only():
     for source in (Path(__file__).parents[1] / "tlbench").rglob("*.py"):
         for call in re.findall(r"torch\.load\([^)]*\)", source.read_text()):
             assert "weights_only=True" in call, f"{source.name}: {call}"
+
+
+def test_a_setting_added_later_keeps_the_run_id_at_its_old_behaviour(make_cfg):
+    from omegaconf import OmegaConf
+
+    config = lambda *o: OmegaConf.to_container(make_cfg(*o), resolve=True)
+    current = config("freeze=freeze_unfreeze")
+    before_bn_eval_existed = config("freeze=freeze_unfreeze")
+    del before_bn_eval_existed["freeze"]["bn_eval"], before_bn_eval_existed["deterministic"]
+    assert results.run_id(current) == results.run_id(before_bn_eval_existed)
+    assert results.run_id(config("freeze=freeze_unfreeze", "freeze.bn_eval=true")) != results.run_id(current)

@@ -29,9 +29,19 @@ LATER_SETTINGS = {"freeze.bn_eval": False, "dataset.on_bad_image": "fail", "dete
 
 
 def run_id(config: dict) -> str:
+    """Settings added later count only when they differ from their old behaviour, so the same
+    experiment keeps its run_id across tlbench upgrades that add settings."""
     identity = {k: v for k, v in config.items() if k not in NON_IDENTITY_KEYS}
     if isinstance(identity.get("dataset"), dict):
         identity["dataset"] = {k: v for k, v in identity["dataset"].items() if k not in NON_IDENTITY_DATASET_KEYS}
+    for key, old_behaviour in LATER_SETTINGS.items():
+        group, _, name = key.rpartition(".")
+        if not group:
+            if name in identity and identity[name] == old_behaviour:
+                del identity[name]
+        elif isinstance(identity.get(group), dict) and name in identity[group] and \
+                identity[group][name] == old_behaviour:
+            identity[group] = {k: v for k, v in identity[group].items() if k != name}
     canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
