@@ -166,3 +166,14 @@ def test_save_best_writes_weights_the_model_loads_strictly(make_cfg, tmp_path):
     state = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
     timm.create_model("resnet18", num_classes=4).load_state_dict(state)  # strict: every key, plain names
     assert not list((tmp_path / "run").glob(".*tmp")), "a temporary file was left behind"
+
+
+def test_the_sweep_folder_is_named_by_what_the_command_trains():
+    from tlbench.sweep import sweep_name
+
+    command = ["model=resnet18,efficientnet_b0", "pretrained=true,false", "dataset.root=/data/my set"]
+    name = sweep_name(command)
+    assert name.startswith("model=resnet18,efficientnet_b0_pretrained=true,false_dataset.root=-data-my-set-")
+    assert sweep_name([*command, "resume=false", "results_dir=/elsewhere", "threads=1"]) == name
+    assert sweep_name(list(reversed(command))) != name != sweep_name([*command, "seed=1"])
+    assert sweep_name([]).startswith("defaults-")
