@@ -118,7 +118,8 @@ def _phase_changes(data: pd.DataFrame) -> list[float]:
 def pretrained_deltas(deltas: pd.DataFrame, labels: list[str], metric: str, path: Path) -> Path:
     """Pretrained minus random (points) per setting, final and best, 95% CI error bars.
     A bar without an error bar had too few seeds for an interval."""
-    figure, (ax,) = _figure(1, width_in=max(5.5, 1.6 * len(deltas) + 2))
+    longest = max((len(part) for label in labels for part in label.split(", ")), default=0)
+    figure, (ax,) = _figure(1, width_in=max(5.5, max(1.6, 0.075 * longest) * len(deltas) + 2))
     x = np.arange(len(deltas))
     width = 0.38
     for offset, kind, color in ((-width / 2, "final", "#4c72b0"), (width / 2, "best", "#55a868")):
@@ -136,8 +137,7 @@ def pretrained_deltas(deltas: pd.DataFrame, labels: list[str], metric: str, path
                         va="bottom" if value >= 0 else "top", xytext=(0, 2),
                         textcoords="offset points")
     ax.axhline(0, color="black", linewidth=0.8)
-    crowded = len(deltas) > 3
-    ax.set_xticks(x, labels, rotation=20 if crowded else 0, ha="right" if crowded else "center")
+    ax.set_xticks(x, [_one_part_a_line(label) for label in labels], fontsize="small")
     ax.set(ylabel="pretrained − random (points)",
            title="Gain from pretrained weights (bars: mean, whiskers: 95% CI;\n"
                  "'no CI': too few seeds for an interval)")
@@ -150,8 +150,9 @@ def per_setting(runs: pd.DataFrame, column: str, ylabel: str, title: str, path: 
     """Mean per setting and init as bars, each run as a dot."""
     import seaborn as sns
 
-    data = runs.assign(value=scale * runs[column])
-    figure, (ax,) = _figure(1, width_in=max(5.5, 1.4 * data["setting"].nunique() + 2.5))
+    data = runs.assign(value=scale * runs[column], setting=runs["setting"].map(_one_part_a_line))
+    longest = max((len(line) for label in data["setting"] for line in label.split("\n")), default=0)
+    figure, (ax,) = _figure(1, width_in=max(5.5, max(1.4, 0.075 * longest) * data["setting"].nunique() + 2.5))
     hue_order = _inits(data)
     sns.barplot(data=data, x="setting", y="value", hue="init", hue_order=hue_order,
                 palette=INIT_COLORS, errorbar=None, alpha=0.75, ax=ax)
@@ -159,10 +160,16 @@ def per_setting(runs: pd.DataFrame, column: str, ylabel: str, title: str, path: 
                   palette=INIT_COLORS, dodge=True, edgecolor="black", linewidth=0.8,
                   size=6, legend=False, ax=ax)
     ax.set(xlabel="", ylabel=ylabel, title=title)
+    ax.tick_params(axis="x", labelsize="small")
     if column.startswith("epochs"):
         ax.yaxis.get_major_locator().set_params(integer=True)
     ax.legend(title=None, fontsize="small")
     return _save(figure, path)
+
+
+def _one_part_a_line(label: str) -> str:
+    """'model, optimizer.lr=0.01, freeze.epochs=3' as three lines, so long labels do not overlap."""
+    return label.replace(", ", "\n")
 
 
 def _block_mean(losses: pd.DataFrame) -> pd.DataFrame:

@@ -82,5 +82,6 @@ def group_label(row: pd.Series, columns: list[str]) -> str:
     parts = []
     for column in columns:
         value = row[column]
+        value = f"{value:.4g}" if isinstance(value, float) else value  # a searched lr is 0.01296, not 17 digits
         parts.append(str(value) if column == "model" else f"{short_name(column)}={value}")
     return ", ".join(parts)
