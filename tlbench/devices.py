@@ -89,7 +89,7 @@ def set_deterministic(requested: bool, device: torch.device) -> bool:
     if requested:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts
         torch.backends.cudnn.benchmark = False
-        torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.deterministic = requested  # set both ways: a worker process may run many jobs
     torch.use_deterministic_algorithms(requested, warn_only=True)
     return requested
 

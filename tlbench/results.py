@@ -24,25 +24,26 @@ NON_IDENTITY_DATASET_KEYS = ("data_dir",)
 # Settings added to the config after schema 1 first shipped, with the value whose behaviour an
 # older result.json had. The report fills them into older files, so runs from before and after a
 # tlbench upgrade still group together (and a run with a different value does not).
-LATER_SETTINGS = {"freeze.bn_eval": False, "dataset.on_bad_image": "fail", "deterministic": False, "resume": True,
-                  "keep_checkpoint": False, "devices": None, "threads": "auto"}
+LATER_SETTINGS = {"freeze.bn_eval": False, "dataset.on_bad_image": "fail", "deterministic": False}
 
 
 def run_id(config: dict) -> str:
     """Settings added later count only when they differ from their old behaviour, so the same
     experiment keeps its run_id across tlbench upgrades that add settings."""
-    identity = {k: v for k, v in config.items() if k not in NON_IDENTITY_KEYS}
+    identity = json.loads(json.dumps(config, default=str))  # a deep copy to prune
+    for key in NON_IDENTITY_KEYS:
+        identity.pop(key, None)
     if isinstance(identity.get("dataset"), dict):
-        identity["dataset"] = {k: v for k, v in identity["dataset"].items() if k not in NON_IDENTITY_DATASET_KEYS}
+        for key in NON_IDENTITY_DATASET_KEYS:
+            identity["dataset"].pop(key, None)
     for key, old_behaviour in LATER_SETTINGS.items():
-        group, _, name = key.rpartition(".")
-        if not group:
-            if name in identity and identity[name] == old_behaviour:
-                del identity[name]
-        elif isinstance(identity.get(group), dict) and name in identity[group] and \
-                identity[group][name] == old_behaviour:
-            identity[group] = {k: v for k, v in identity[group].items() if k != name}
-    canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
+        *groups, name = key.split(".")
+        parent = identity
+        for group in groups:
+            parent = parent.get(group) if isinstance(parent, dict) else None
+        if isinstance(parent, dict) and name in parent and parent[name] == old_behaviour:
+            del parent[name]
+    canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 

@@ -29,9 +29,9 @@ def plan(run_dir: Path, run_id: str, resume: bool) -> Plan:
     result_path, checkpoint_path = run_dir / RESULT_FILE, run_dir / checkpoint.CHECKPOINT_FILE
     if not any((run_dir / name).exists() for name in RUN_FILES):
         return Plan("fresh")
-    previous = _read(result_path)
     if not resume:
         return _fresh(run_dir, "resume=false")
+    previous = _read(result_path)
     if previous is None:
         return _fresh(run_dir, f"{result_path} is missing or unreadable")
     if previous.get("run_id") != run_id:

@@ -16,7 +16,7 @@ from torch.utils.data import Dataset, Subset
 from torchvision.transforms import v2
 
 from tlbench import batch_augment as ops
-from tlbench import image_check
+from tlbench import checkpoint, image_check
 from tlbench.data import TensorImages
 from tlbench.errors import BadImageError
 
@@ -66,14 +66,12 @@ def cached_split(dataset: Dataset, size: int, cache_dir, name: str, split: str, 
     path = Path(cache_dir).expanduser() / f"{name}-{split}-{size}px-v{CACHE_FORMAT}-{key}.pt"
     path.parent.mkdir(parents=True, exist_ok=True)
     # Parallel jobs needing the same split: the first decodes while the others wait for the lock,
-    # then read its file. The write itself is atomic too (temporary file + os.replace).
+    # then read its file. The write itself is atomic too (temporary file, fsync, os.replace).
     with FileLock(path.with_name(path.name + ".lock")):
         if path.is_file():
             return _read_cache(path, split, on_bad_image)
         images, labels, skipped = decode(dataset, size, workers, on_bad_image)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        torch.save({"images": images, "labels": labels, "skipped": skipped}, tmp)
-        os.replace(tmp, path)
+        checkpoint.write_atomic({"images": images, "labels": labels, "skipped": skipped}, path)
     return CachedSplit(images, labels, path, True, skipped)
 
 

@@ -13,11 +13,12 @@ import math
 
 import pandas as pd
 
+from tlbench.results import NON_IDENTITY_KEYS
+
 # Config keys that change between runs without changing the experiment.
 NOISE_KEYS = {"seed", "device", "num_workers", "workers", "pin_memory", "output_dir",
               "out_dir", "data_dir", "root", "dir", "path", "hydra", "download",
-              "log_every", "log_interval", "progress", "save_best", "devices", "threads", "resume",
-              "keep_checkpoint"}
+              "log_every", "log_interval", "progress", "save_best", *NON_IDENTITY_KEYS}
 # Top-level fields the training core writes for people; they name each group in tables.
 DESCRIPTIVE = ["model", "dataset", "pretrained", "freeze", "optimizer", "schedule"]
 
