@@ -20,6 +20,14 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 # vit: heads; swin/maxvit: head).
 TORCHVISION_HEAD_ATTRS = ("fc", "classifier", "heads", "head")
 SOURCES = ("timm", "torchvision")
+# How a new classifier starts (`model.head_init`). timm's EfficientNet/MobileNet family draws it
+# uniformly in +-1/sqrt(num_classes): on ImageNet features (norm 15-40) the first logits have a
+# standard deviation of 5-10 and the first loss is several times ln(C), so large gradients tear
+# at the pretrained backbone before the head has learned anything. `zeros` starts every run at
+# loss ln(C) with no gradient into the backbone until the head has moved; `normal` is the small
+# Gaussian of linear-probe practice (MAE, DINO: std 0.01); `library` keeps the builder's own init.
+HEAD_INITS = ("zeros", "normal", "library")
+HEAD_INIT_NORMAL_STD = 0.01
 
 
 @dataclass
@@ -47,12 +55,39 @@ def check_model_name(name: str, source: str) -> None:
 
 
 def build_model(name: str, source: str, num_classes: int, pretrained: bool, weights_file=None,
-                weights_dir=None, kwargs=None) -> BuiltModel:
+                weights_dir=None, kwargs=None, head_init: str = "zeros") -> BuiltModel:
+    """The classifier is always new (sized for the data set's classes) and starts as `head_init`
+    says, for pretrained and random-init runs alike, so a comparison differs only in the backbone."""
     check_model_name(name, source)
+    check_head_init(head_init)
     kwargs = dict(kwargs or {})
     if source == "timm":
-        return _build_timm(name, num_classes, pretrained, weights_file, weights_dir, kwargs)
-    return _build_torchvision(name, num_classes, pretrained, weights_file, weights_dir, kwargs)
+        built = _build_timm(name, num_classes, pretrained, weights_file, weights_dir, kwargs)
+    else:
+        built = _build_torchvision(name, num_classes, pretrained, weights_file, weights_dir, kwargs)
+    init_head(built.model.get_submodule(built.info["head_module"]), head_init)
+    built.info["head_init"] = head_init
+    return built
+
+
+def check_head_init(head_init: str) -> None:
+    if head_init not in HEAD_INITS:
+        raise ConfigError(f"model.head_init={head_init!r} is not known; use one of {', '.join(HEAD_INITS)}")
+
+
+@torch.no_grad()
+def init_head(head: nn.Module, head_init: str) -> None:
+    """Re-initialises every Linear/Conv weight of the head (zeros or N(0, 0.01^2)); biases to zero."""
+    if head_init == "library":
+        return
+    for module in head.modules():
+        if isinstance(module, (nn.Linear, nn.Conv2d)):
+            if head_init == "zeros":
+                module.weight.zero_()
+            else:
+                module.weight.normal_(0.0, HEAD_INIT_NORMAL_STD)
+            if module.bias is not None:
+                module.bias.zero_()
 
 
 def _build_timm(name, num_classes, pretrained, weights_file, weights_dir, kwargs) -> BuiltModel:
