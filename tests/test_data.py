@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 from tlbench import data
@@ -26,9 +27,9 @@ def food_lists(tmp_path):
 def test_filelist_resolves_relative_paths_against_the_list_folder(make_cfg, food_lists, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)  # not the list's folder: relative paths must not depend on the cwd
     cfg = make_cfg("dataset=filelist", f"dataset.train_list={food_lists / 'train.txt'}",
-                   f"dataset.val_list={food_lists / 'test.txt'}")
+                   f"dataset.test_list={food_lists / 'test.txt'}", "dataset.val_split=0")
     splits = data.build_dataset(**cfg.dataset)
-    assert len(splits.train) == 3 and len(splits.val) == 1 and len(splits.classes) == 3
+    assert len(splits.train) == 3 and len(splits.test) == 1 and len(splits.classes) == 3 and splits.val_is_test
     image, label = splits.train[1]
     assert image.size == (30, 20) and label == 1
 
@@ -54,7 +55,7 @@ def test_filelist_label_out_of_range(food_lists):
 
 def test_imagefolder_reads_train_and_test(image_tree):
     splits = data.imagefolder(image_tree)
-    assert splits.classes == ["cat", "dog"] and len(splits.train) == 6 and len(splits.val) == 4
+    assert splits.classes == ["cat", "dog"] and len(splits.train) == 6 and len(splits.test) == 4
 
 
 def test_imagefolder_errors_are_specific(image_tree, tmp_path):
@@ -69,11 +70,13 @@ def test_imagefolder_errors_are_specific(image_tree, tmp_path):
 
 
 def test_fraction_keeps_every_class_and_is_independent_of_the_run_seed():
-    splits = data.build_dataset("synthetic", num_classes=4, train_size=400, val_size=40, train_fraction=0.25)
+    splits = data.build_dataset("synthetic", num_classes=4, train_size=400, test_size=40, train_fraction=0.25,
+                                val_split=0)
     labels = data.targets_of(splits.train)
     assert len(labels) == 100 and sorted(set(labels)) == [0, 1, 2, 3]
-    again = data.build_dataset("synthetic", num_classes=4, train_size=400, val_size=40, train_fraction=0.25)
-    assert splits.train.indices == again.train.indices
+    again = data.build_dataset("synthetic", num_classes=4, train_size=400, test_size=40, train_fraction=0.25,
+                               val_split=0)
+    assert torch.equal(splits.train.images, again.train.images)
 
 
 def test_unknown_dataset_option_lists_what_it_takes():
@@ -95,7 +98,7 @@ def tree_with_bad_images(image_tree):
 
 def bad_tree_run(make_cfg, root, output_dir, *overrides):
     cfg = make_cfg("dataset=imagefolder", f"dataset.root={root}", "dataset.image_size=32", "pretrained=false",
-                   "epochs=1", "batch_size=4", "augment=none", *overrides)
+                   "epochs=1", "batch_size=4", "augment=none", "dataset.val_split=0", *overrides)
     return run(cfg, output_dir=output_dir)
 
 

@@ -105,7 +105,7 @@ def test_cache_is_reused_and_rebuilt_when_the_source_changes(image_tree, tmp_pat
 
 def test_tensor_and_pil_paths_reach_the_same_accuracy(make_cfg, tmp_path):
     settings = [*TINY, "model=resnet18", "pretrained=false", "epochs=4", "augment=crop_flip",
-                "dataset.train_size=512", "dataset.val_size=256", "optimizer.lr=3e-3"]
+                "dataset.train_size=512", "dataset.test_size=256", "optimizer.lr=3e-3"]
     final = {}
     for pipeline in ("tensor", "pil"):
         result = run(make_cfg(*settings, f"data.pipeline={pipeline}"), output_dir=tmp_path / pipeline)

@@ -12,7 +12,8 @@ def train_with_snapshots(make_cfg, *overrides):
     """Runs the shared core on a composed config; returns (model, head names, history, snapshots)."""
     cfg = make_cfg(*TINY, "pretrained=false", *overrides)
     splits, built = run.prepare(cfg)
-    train_loader, val_loader = run.make_loaders(cfg, splits, built, torch.device("cpu"))
+    loaders = run.make_loaders(cfg, splits, built, torch.device("cpu"))
+    train_loader, val_loader = loaders["train"], loaders["val"]
     snapshots = [{k: v.clone() for k, v in built.model.state_dict().items()}]
 
     def snapshot(record):

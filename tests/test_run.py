@@ -16,8 +16,9 @@ from tlbench.errors import ResultsWriteError, StartupError, WeightsNotFoundError
 from tlbench.run import run
 
 EPOCH_FIELDS = {"epoch": int, "train_loss": float, "train_acc": float, "val_loss": float, "val_acc": float,
-                "lr": float, "time_s": float, "images_per_s": float, "trainable_params": int, "freeze_phase": str}
-SUMMARY_FIELDS = ("final_val_acc", "best_val_acc", "best_epoch", "final_train_acc", "overfit_gap", "total_time_s")
+                "test_loss": float, "test_acc": float, "lr": float, "time_s": float, "images_per_s": float, "trainable_params": int, "freeze_phase": str}
+SUMMARY_FIELDS = ("final_test_acc", "test_acc_at_best_val", "final_val_acc", "best_val_acc", "best_epoch",
+                  "final_train_acc", "overfit_gap", "total_time_s")
 ENV_FIELDS = ("python", "torch", "torchvision", "timm", "device", "device_name", "git_sha", "hostname")
 
 
@@ -38,7 +39,10 @@ def assert_valid_result(result: dict, epochs: int):
     assert set(SUMMARY_FIELDS) <= set(summary)
     assert summary["final_val_acc"] == result["epochs"][-1]["val_acc"]
     assert summary["best_val_acc"] == max(e["val_acc"] for e in result["epochs"])
-    assert summary["overfit_gap"] == pytest.approx(summary["final_train_acc"] - summary["final_val_acc"])
+    best = result["epochs"][summary["best_epoch"] - 1]
+    assert best["val_acc"] == summary["best_val_acc"] and summary["test_acc_at_best_val"] == best["test_acc"]
+    assert summary["final_test_acc"] == result["epochs"][-1]["test_acc"]
+    assert summary["overfit_gap"] == pytest.approx(summary["final_train_acc"] - summary["final_test_acc"])
     assert set(ENV_FIELDS) <= set(result["env"])
 
 
@@ -47,7 +51,9 @@ def test_run_writes_one_valid_result_json(make_cfg, tmp_path):
     on_disk = json.loads((tmp_path / "run" / "result.json").read_text())
     assert on_disk["run_id"] == result["run_id"]
     assert_valid_result(on_disk, epochs=2)
-    assert on_disk["data_info"]["train_size"] == 128 and on_disk["model_info"]["weights_source"] is None
+    info = on_disk["data_info"]
+    assert (info["train_size"], info["val_size"], info["test_size"]) == (96, 32, 64)  # val: 0.25 of synthetic's 128
+    assert info["val_is_test"] is False and on_disk["model_info"]["weights_source"] is None
     assert not list((tmp_path / "run").glob(".*tmp")), "a temporary file was left behind"
 
 

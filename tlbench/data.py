@@ -1,8 +1,9 @@
-"""Data sets by name (the `dataset` group): each builder returns the raw train and val splits;
+"""Data sets by name (the `dataset` group): each builder returns the raw train and test splits;
 transforms are added afterwards, so one builder serves every model and augmentation."""
 
 import hashlib
 import inspect
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,13 +27,28 @@ FASTAI_ARCHIVES = {
 
 @dataclass
 class DataSplits:
+    """Three splits: `train` to fit, `val` to select on (best epoch, plateau, search objective), and
+    `test` to report. Builders return train and test (the data set's official evaluation split) and
+    `val` only where the data set has an official validation split; build_dataset carves one
+    from train otherwise."""
     train: Dataset
-    val: Dataset
+    test: Dataset
     classes: list[str]
     image_size: int
     source: str  # where the images came from, for the JSON
+    val: Dataset | None = None
+    val_source: str = "official validation split"
     on_bad_image: str = "fail"  # what the loaders do with undecodable files (image_check.py)
     skipped: dict[str, list[str]] = field(default_factory=dict)  # per split, filled when the loaders read
+
+    @property
+    def val_is_test(self) -> bool:
+        return self.val is self.test
+
+    def named(self) -> dict[str, Dataset]:
+        """The distinct splits by name; when val is the test split it is listed once, as val."""
+        splits = {"train": self.train, "val": self.val}
+        return splits if self.val_is_test else {**splits, "test": self.test}
 
 
 class TensorImages(Dataset):
@@ -66,20 +82,65 @@ def offline() -> bool:
     return os.environ.get("TLBENCH_OFFLINE") == "1"
 
 
-def build_dataset(name: str, **kwargs) -> DataSplits:
+def build_dataset(name: str, val_split: float = 0.1, split_seed: int = 0, train_fraction: float = 1.0,
+                  test_fraction: float = 1.0, on_bad_image: str = "fail", **kwargs) -> DataSplits:
+    """`val_split`: the stratified fraction of the training split held out for validation (drawn
+    with `split_seed`, not the run's seed, so every run of a sweep validates on the same images);
+    0 = validate on the test split (the write-ups' protocol: every "best" number is then selected
+    on the reported split). `train_fraction` / `test_fraction`: stratified parts kept of what is
+    left for training, and of the test split."""
     if name not in BUILDERS:
         raise ConfigError(f"dataset.name={name!r} is not known; use one of {', '.join(BUILDERS)}")
     builder = BUILDERS[name]
-    on_bad_image = image_check.check_choice(kwargs.pop("on_bad_image", "fail"))
-    fractions = {k: kwargs.pop(k) for k in ("train_fraction", "val_fraction") if k in kwargs
-                 and k not in inspect.signature(builder).parameters}
+    on_bad_image = image_check.check_choice(on_bad_image)
     accepted = inspect.signature(builder).parameters
+    if "split_seed" in accepted:
+        kwargs["split_seed"] = split_seed
     unknown = sorted(set(kwargs) - set(accepted))
     if unknown:
         raise ConfigError(f"dataset {name!r} does not take {', '.join(unknown)}; it takes {', '.join(accepted)}")
     splits = builder(**kwargs)
     splits.on_bad_image = on_bad_image
-    return _take_fractions(splits, fractions.get("train_fraction", 1.0), fractions.get("val_fraction", 1.0))
+    _carve_validation(splits, val_split, split_seed)
+    if train_fraction < 1:
+        splits.train = subset(splits.train, stratified_indices(targets_of(splits.train), train_fraction))
+    if test_fraction < 1:
+        kept = subset(splits.test, stratified_indices(targets_of(splits.test), test_fraction))
+        splits.val = kept if splits.val_is_test else splits.val
+        splits.test = kept
+    return splits
+
+
+def _carve_validation(splits: DataSplits, val_split: float, split_seed: int) -> None:
+    if val_split == 0:
+        splits.val, splits.val_source = splits.test, "the test split (dataset.val_split=0)"
+        return
+    if splits.val is not None:
+        return
+    from sklearn.model_selection import train_test_split
+
+    targets = targets_of(splits.train)
+    if not 0 < val_split < 1:
+        raise ConfigError(f"dataset.val_split={val_split} must be in [0, 1): the fraction of train held out")
+    classes = len(set(targets))
+    held_out = max(classes, math.ceil(val_split * len(targets)))  # at least one image of every class
+    if len(targets) - held_out < classes:
+        raise ConfigError(f"dataset.val_split={val_split} cannot hold out a stratified validation split from "
+                          f"{len(targets)} training images in {classes} classes (each split needs one image per "
+                          f"class); add images, or set dataset.val_split=0 to validate on the test split")
+    train_idx, val_idx = train_test_split(np.arange(len(targets)), test_size=held_out, random_state=split_seed,
+                                          stratify=targets)
+    splits.val = subset(splits.train, sorted(val_idx.tolist()))
+    splits.train = subset(splits.train, sorted(train_idx.tolist()))
+    splits.val_source = f"{val_split:g} of train, stratified, split_seed={split_seed}"
+
+
+def subset(dataset: Dataset, indices: list[int]) -> Dataset:
+    """In-memory images stay in-memory tensors (the fast path resizes them without decoding)."""
+    if isinstance(dataset, TensorImages):
+        index = torch.as_tensor(indices, dtype=torch.long)
+        return TensorImages(dataset.images[index], dataset.labels[index])
+    return Subset(dataset, indices)
 
 
 def targets_of(dataset: Dataset) -> list[int]:
@@ -104,15 +165,7 @@ def stratified_indices(targets, fraction: float, seed: int = 0) -> list[int]:
     return sorted(chosen)
 
 
-def _take_fractions(splits: DataSplits, train_fraction: float, val_fraction: float) -> DataSplits:
-    if train_fraction < 1:
-        splits.train = Subset(splits.train, stratified_indices(targets_of(splits.train), train_fraction))
-    if val_fraction < 1:
-        splits.val = Subset(splits.val, stratified_indices(targets_of(splits.val), val_fraction))
-    return splits
-
-
-def synthetic(num_classes=4, train_size=128, val_size=64, image_size=32, noise=0.35, data_seed=0) -> DataSplits:
+def synthetic(num_classes=4, train_size=128, test_size=64, image_size=32, noise=0.35, data_seed=0) -> DataSplits:
     """Each class is a fixed random low-frequency color pattern; samples add pixel noise and a
     random brightness shift. Learnable in a few epochs, yet not trivially separable."""
     generator = torch.Generator().manual_seed(data_seed)
@@ -127,11 +180,11 @@ def synthetic(num_classes=4, train_size=128, val_size=64, image_size=32, noise=0
         pixels = prototypes[labels] + shift + noise * torch.randn(count, 3, image_size, image_size, generator=generator)
         return TensorImages((pixels.clamp(0, 1) * 255).round().to(torch.uint8), labels)
 
-    return DataSplits(sample(train_size), sample(val_size), [f"class_{i}" for i in range(num_classes)],
+    return DataSplits(sample(train_size), sample(test_size), [f"class_{i}" for i in range(num_classes)],
                       image_size, f"synthetic(seed={data_seed})")
 
 
-def digits(image_size=64, val_fraction=0.2, split_seed=0) -> DataSplits:
+def digits(image_size=64, test_size=0.2, split_seed=0) -> DataSplits:
     """scikit-learn's 1,797 real 8x8 digits (values 0-16), as gray RGB, upsampled once."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
@@ -142,26 +195,29 @@ def digits(image_size=64, val_fraction=0.2, split_seed=0) -> DataSplits:
                                              align_corners=False, antialias=False)
     images = (images.clamp(0, 1) * 255).round().to(torch.uint8)
     labels = torch.from_numpy(data.target).long()
-    train_idx, val_idx = train_test_split(np.arange(len(labels)), test_size=val_fraction,
-                                          stratify=data.target, random_state=split_seed)
+    train_idx, test_idx = train_test_split(np.arange(len(labels)), test_size=test_size,
+                                           stratify=data.target, random_state=split_seed)
     return DataSplits(TensorImages(images[train_idx], labels[train_idx]),
-                      TensorImages(images[val_idx], labels[val_idx]),
+                      TensorImages(images[test_idx], labels[test_idx]),
                       [str(d) for d in range(10)], image_size, "scikit-learn load_digits")
 
 
 def imagefolder(root, image_size=224) -> DataSplits:
-    train, val, val_name = folders.image_folder_splits(root)
-    return DataSplits(train, val, train.classes, image_size, f"ImageFolder {root} (train/, {val_name}/)")
+    train, test, test_name = folders.image_folder_splits(root)
+    return DataSplits(train, test, train.classes, image_size, f"ImageFolder {root} (train/, {test_name}/)")
 
 
-def filelist(train_list, val_list, num_classes=None, image_size=224, allow_absolute_paths=False) -> DataSplits:
-    train = folders.read_file_list(train_list, allow_absolute_paths)
-    val = folders.read_file_list(val_list, allow_absolute_paths)
-    num_classes = num_classes or 1 + max(label for _, label in train + val)
-    folders.check_labels(train, num_classes, train_list)
-    folders.check_labels(val, num_classes, val_list)
-    return DataSplits(folders.FileListDataset(train), folders.FileListDataset(val),
-                      [str(i) for i in range(num_classes)], image_size, f"file lists {train_list}, {val_list}")
+def filelist(train_list, test_list, val_list=None, num_classes=None, image_size=224,
+             allow_absolute_paths=False) -> DataSplits:
+    """`val_list`: an official validation list; None = carve one from train (dataset.val_split)."""
+    lists = {"train": train_list, "test": test_list, **({"val": val_list} if val_list else {})}
+    samples = {split: folders.read_file_list(path, allow_absolute_paths) for split, path in lists.items()}
+    num_classes = num_classes or 1 + max(label for found in samples.values() for _, label in found)
+    for split, found in samples.items():
+        folders.check_labels(found, num_classes, lists[split])
+    datasets = {split: folders.FileListDataset(found) for split, found in samples.items()}
+    return DataSplits(datasets["train"], datasets["test"], [str(i) for i in range(num_classes)], image_size,
+                      f"file lists {', '.join(map(str, lists.values()))}", val=datasets.get("val"))
 
 
 def _cifar(name, data_dir, root, download, image_size) -> DataSplits:
@@ -176,10 +232,10 @@ def _cifar(name, data_dir, root, download, image_size) -> DataSplits:
         raise DataNotFoundError(_cifar_hint(name, data_dir / folder, "offline mode is set" if download else "download=false"))
     try:
         train = cls(str(data_dir), train=True, download=download)
-        val = cls(str(data_dir), train=False, download=False)
+        test = cls(str(data_dir), train=False, download=False)
     except (OSError, RuntimeError) as err:
         raise DataNotFoundError(_cifar_hint(name, data_dir / folder, f"download failed: {err}")) from err
-    return DataSplits(train, val, list(train.classes), image_size, f"torchvision {name} in {data_dir}")
+    return DataSplits(train, test, list(train.classes), image_size, f"torchvision {name} in {data_dir}")
 
 
 def _cifar_hint(name, expected: Path, why: str) -> str:

@@ -42,8 +42,10 @@ class History:
 
 def fit(model: nn.Module, train_loader, val_loader, freeze: FreezeStrategy, optimizers: OptimizerFactory,
         schedule: LrSchedule, device: torch.device, options: TrainOptions, history: History | None = None,
-        on_epoch_end=None, resume: dict | None = None) -> History:
-    """Trains `options.epochs` epochs. `history` is filled in place, so a caller that catches an
+        on_epoch_end=None, resume: dict | None = None, test_loader=None) -> History:
+    """Trains `options.epochs` epochs, evaluating on `val_loader` (what selects: the best epoch,
+    best.pt, the plateau rule) and on `test_loader` (what is reported; None = val is the test
+    split, and test metrics repeat val's). `history` is filled in place, so a caller that catches an
     exception still has every epoch completed before it. `on_epoch_end(record)` is called after
     each epoch, once its checkpoint is written. `resume`: a state loaded by checkpoint.load, from
     which training goes on exactly as if it had never stopped."""
@@ -67,8 +69,9 @@ def fit(model: nn.Module, train_loader, val_loader, freeze: FreezeStrategy, opti
                                 options, desc=f"epoch {epoch + 1}/{options.epochs}")
         train_time_s = time.perf_counter() - started
         val_loss, val_acc = evaluate(model, val_loader, device, options)
+        test_loss, test_acc = evaluate(model, test_loader, device, options) if test_loader else (val_loss, val_acc)
         record = dict(epoch=epoch + 1, train_loss=train["loss"], train_acc=train["acc"], val_loss=val_loss,
-                      val_acc=val_acc, lr=optimizer.param_groups[-1]["lr"],
+                      val_acc=val_acc, test_loss=test_loss, test_acc=test_acc, lr=optimizer.param_groups[-1]["lr"],
                       time_s=time.perf_counter() - started, images_per_s=train["images"] / train_time_s,
                       trainable_params=trainable, freeze_phase=phase.name)
         history.epochs.append(record)
@@ -86,8 +89,9 @@ def fit(model: nn.Module, train_loader, val_loader, freeze: FreezeStrategy, opti
         if on_epoch_end:
             on_epoch_end(record)
         log.info("epoch %d/%d [%s, %d trainable] train loss %.4f acc %.2f%% | val loss %.4f acc %.2f%% | "
-                 "%.0f img/s, %.1f s", epoch + 1, options.epochs, phase.name, trainable, train["loss"],
-                 100 * train["acc"], val_loss, 100 * val_acc, record["images_per_s"], record["time_s"])
+                 "test acc %.2f%% | %.0f img/s, %.1f s", epoch + 1, options.epochs, phase.name, trainable,
+                 train["loss"], 100 * train["acc"], val_loss, 100 * val_acc, 100 * test_acc, record["images_per_s"],
+                 record["time_s"])
     return history
 
 

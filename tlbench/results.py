@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tlbench.errors import ResultsWriteError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: train / val / test splits; selection on val, test reported
 # Keys that say where files live or how fast they load, not what was trained: they do not
 # change a run's identity, so the same experiment on another machine has the same run_id.
 NON_IDENTITY_KEYS = ("results_dir", "data_dir", "weights_dir", "num_workers", "threads", "devices", "resume",
@@ -68,15 +68,18 @@ def resumed(previous: dict, config: dict, after_epoch: int) -> dict:
 
 
 def summarize(epochs: list[dict]) -> dict | None:
-    """Accuracies are fractions in [0, 1]; overfit_gap = final train acc - final val acc."""
+    """Accuracies are fractions in [0, 1]. The best epoch is chosen on val only (the first wins a
+    tie); the test split is reported at the last epoch and at that chosen epoch, never maximized.
+    overfit_gap = final train acc - final test acc."""
     if not epochs:
         return None
-    best = max(epochs, key=lambda e: e["val_acc"])  # first epoch wins a tie
+    best = max(epochs, key=lambda e: e["val_acc"])
     final = epochs[-1]
     return {
+        "final_test_acc": final["test_acc"], "test_acc_at_best_val": best["test_acc"],
         "final_val_acc": final["val_acc"], "best_val_acc": best["val_acc"], "best_epoch": best["epoch"],
         "final_train_acc": final["train_acc"], "final_val_loss": final["val_loss"],
-        "overfit_gap": final["train_acc"] - final["val_acc"],
+        "final_test_loss": final["test_loss"], "overfit_gap": final["train_acc"] - final["test_acc"],
         "total_time_s": sum(e["time_s"] for e in epochs),
     }
 

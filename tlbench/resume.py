@@ -38,8 +38,8 @@ def plan(run_dir: Path, run_id: str, resume: bool) -> Plan:
         return _fresh(run_dir, f"it holds run {previous.get('run_id')}, a different configuration than {run_id}")
     if previous.get("status") == "ok":
         summary = previous.get("summary") or {}
-        log.info("run %s in %s is complete already (final val acc %.2f%%): skipped; pass resume=false to train "
-                 "it again", run_id, run_dir, 100 * summary.get("final_val_acc", float("nan")))
+        log.info("run %s in %s is complete already (final test acc %.2f%%): skipped; pass resume=false to train "
+                 "it again", run_id, run_dir, 100 * summary.get("final_test_acc", float("nan")))
         return Plan("skip", previous)
     if not checkpoint_path.is_file():
         return _fresh(run_dir, f"its earlier attempt ({previous.get('status')}) left no checkpoint")

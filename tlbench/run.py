@@ -44,7 +44,7 @@ def run(cfg: DictConfig, output_dir=None) -> dict:
     results.write_json_atomic(results.finish(result, history, None), result_path)
     if not cfg.keep_checkpoint:
         (output_dir / checkpoint.CHECKPOINT_FILE).unlink(missing_ok=True)
-    log.info("wrote %s: final val acc %.2f%%", result_path, 100 * result["summary"]["final_val_acc"])
+    log.info("wrote %s: final test acc %.2f%%", result_path, 100 * result["summary"]["final_test_acc"])
     return result
 
 
@@ -57,12 +57,8 @@ def _train(cfg, output_dir: Path, result: dict, history: engine.History, resume_
     result["deterministic"] = devices.set_deterministic(cfg.deterministic, device)
     splits, built = prepare(cfg)
     result["env"] = {**results.env_info(device, devices.device_name(device)), "threads": threads, "job_num": job_num}
-    train_loader, val_loader = make_loaders(cfg, splits, built, device)
-    skipped = splits.skipped
-    result["data_info"] = {"source": splits.source, "classes": splits.classes, "num_classes": len(splits.classes),
-                           "train_size": len(splits.train) - len(skipped.get("train", [])),
-                           "val_size": len(splits.val) - len(skipped.get("val", [])), "image_size": splits.image_size,
-                           "skipped_images": image_check.summary({s: skipped.get(s, []) for s in ("train", "val")})}
+    loaders = make_loaders(cfg, splits, built, device)
+    result["data_info"] = data_info(splits)
     result["model_info"] = {"weights_source": built.weights_source, "total_params": models.count_params(built.model),
                             "head_params": built.head_params, "stages": len(built.stages), **built.info}
     options = engine.TrainOptions(
@@ -78,11 +74,11 @@ def _train(cfg, output_dir: Path, result: dict, history: engine.History, resume_
         torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest kernels
     if cfg.compile:
         model = torch.compile(model)
-    engine.fit(model, train_loader, val_loader,
+    engine.fit(model, loaders["train"], loaders["val"],
                freeze.build_freeze(stages=built.stages, total_epochs=cfg.epochs, **cfg.freeze),
                optim.OptimizerFactory(**cfg.optimizer, fused=device.type == "cuda"),
-               schedules.build_schedule(epochs=cfg.epochs, steps_per_epoch=len(train_loader), **cfg.schedule),
-               device, options, history, resume=resume_from,
+               schedules.build_schedule(epochs=cfg.epochs, steps_per_epoch=len(loaders["train"]), **cfg.schedule),
+               device, options, history, resume=resume_from, test_loader=loaders.get("test"),
                on_epoch_end=lambda record: results.write_json_atomic(results.update(result, history),
                                                                      output_dir / RESULT_FILE))
 
@@ -119,8 +115,19 @@ def prepare(cfg) -> tuple[data.DataSplits, models.BuiltModel]:
     return splits, built
 
 
-def make_loaders(cfg, splits: data.DataSplits, built: models.BuiltModel, device) -> tuple:
-    """The tensor path (default) or the PIL/DataLoader path, both yielding (images, labels).
+def data_info(splits: data.DataSplits) -> dict:
+    """Split sizes count the images actually used (undecodable files skipped are left out)."""
+    sizes = {f"{name}_size": len(dataset) - len(splits.skipped.get(name, [])) for name, dataset in splits.named().items()}
+    if splits.val_is_test:
+        sizes["test_size"] = sizes["val_size"]
+    return {"source": splits.source, "classes": splits.classes, "num_classes": len(splits.classes), **sizes,
+            "val_is_test": splits.val_is_test, "val_source": splits.val_source, "image_size": splits.image_size,
+            "skipped_images": image_check.summary({name: splits.skipped.get(name, []) for name in splits.named()})}
+
+
+def make_loaders(cfg, splits: data.DataSplits, built: models.BuiltModel, device) -> dict:
+    """{"train", "val", "test"} loaders yielding (images, labels): the tensor path (default) or the
+    PIL/DataLoader path. "test" is absent when val is the test split (dataset.val_split=0).
     Undecodable files found while reading are recorded in `splits.skipped` (on_bad_image=skip)."""
     mean, std = augment.resolve_normalization(cfg.normalize, built.mean, built.std)
     input_size = cfg.input_size or splits.image_size
@@ -131,32 +138,38 @@ def make_loaders(cfg, splits: data.DataSplits, built: models.BuiltModel, device)
         raise ConfigError(f"data.pipeline={cfg.data.pipeline!r} is not known; use tensor or pil")
     cache = dict(cache_dir=cfg.data.cache_dir, name=cfg.dataset.name, workers=cfg.data.decode_workers,
                  on_bad_image=splits.on_bad_image)
-    train_size = cfg.augment.resize or splits.image_size  # the decoded resolution of each split
-    train = tensor_data.cached_split(splits.train, train_size, split="train", **cache)
-    val = tensor_data.cached_split(splits.val, splits.image_size, split="val", **cache)
-    splits.skipped = {split: cached.skipped for split, cached in (("train", train), ("val", val)) if cached.skipped}
     budget = cfg.data.device_budget_gb * 2**30
-    transform = tensor_data.BatchTransform(splits.image_size, input_size, mean, std, **cfg.augment)
-    val_transform = tensor_data.BatchTransform(splits.image_size, input_size, mean, std, train=False)
-    return (tensor_data.DeviceBatches(train, cfg.batch_size, transform, device, True, cfg.seed, budget),
-            tensor_data.DeviceBatches(val, eval_batch_size, val_transform, device, False, cfg.seed, budget))
+    loaders = {}
+    for name, dataset in splits.named().items():
+        train = name == "train"
+        size = (cfg.augment.resize or splits.image_size) if train else splits.image_size  # decoded resolution
+        cached = tensor_data.cached_split(dataset, size, split=name, **cache)
+        if cached.skipped:
+            splits.skipped[name] = cached.skipped
+        transform = tensor_data.BatchTransform(splits.image_size, input_size, mean, std,
+                                               **(cfg.augment if train else {}), train=train)
+        loaders[name] = tensor_data.DeviceBatches(cached, cfg.batch_size if train else eval_batch_size, transform,
+                                                  device, train, cfg.seed, budget)
+    return loaders
 
 
-def _pil_loaders(cfg, splits, mean, std, input_size, eval_batch_size, device) -> tuple[DataLoader, DataLoader]:
-    readable = {}
-    for split in ("train", "val"):
-        readable[split], skipped = image_check.without_bad_images(getattr(splits, split), splits.on_bad_image,
-                                                                  cfg.data.decode_workers)
-        if skipped:
-            splits.skipped[split] = skipped
-    train_tf = augment.train_transform(splits.image_size, mean, std, input_size=input_size, **cfg.augment)
-    val_tf = augment.eval_transform(splits.image_size, mean, std, input_size=input_size)
+def _pil_loaders(cfg, splits, mean, std, input_size, eval_batch_size, device) -> dict:
     common = dict(num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
                   persistent_workers=cfg.num_workers > 0)
-    train = DataLoader(data.Transformed(readable["train"], train_tf), batch_size=cfg.batch_size, shuffle=True,
-                       generator=torch.Generator().manual_seed(cfg.seed), **common)
-    val = DataLoader(data.Transformed(readable["val"], val_tf), batch_size=eval_batch_size, shuffle=False, **common)
-    return train, val
+    loaders = {}
+    for name, dataset in splits.named().items():
+        readable, skipped = image_check.without_bad_images(dataset, splits.on_bad_image, cfg.data.decode_workers)
+        if skipped:
+            splits.skipped[name] = skipped
+        if name == "train":
+            transform = augment.train_transform(splits.image_size, mean, std, input_size=input_size, **cfg.augment)
+            loaders[name] = DataLoader(data.Transformed(readable, transform), batch_size=cfg.batch_size, shuffle=True,
+                                       generator=torch.Generator().manual_seed(cfg.seed), **common)
+        else:
+            transform = augment.eval_transform(splits.image_size, mean, std, input_size=input_size)
+            loaders[name] = DataLoader(data.Transformed(readable, transform), batch_size=eval_batch_size,
+                                       shuffle=False, **common)
+    return loaders
 
 
 def _hydra_output_dir() -> str | None:
