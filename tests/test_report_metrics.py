@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
+import warnings
 
 import pandas as pd
 import pytest
 
-from report_fixtures import SWEEP, make_result, write_run, write_sweep
+from report_fixtures import SWEEP, as_schema_1, make_result, write_run, write_sweep
 from tlbench.report import load_epochs, load_iter_loss, load_runs
 from tlbench.report.build import analyse
-from tlbench.report.findings import delta_sentence
+from tlbench.report.findings import delta_sentence, findings
 from tlbench.report.metrics import run_metrics
 from tlbench.report.stats import mean_ci, welch_diff_ci
-from tlbench.report.tables import convergence_table, overfitting_table
+from tlbench.report.tables import accuracy_table, convergence_table, overfitting_table
 
 T_975_DF2 = 4.302652729911275  # scipy.stats.t.ppf(0.975, 2)
 
@@ -22,16 +24,17 @@ T_975_DF2 = 4.302652729911275  # scipy.stats.t.ppf(0.975, 2)
 def one_run_metrics(tmp_path, fraction=0.9, threshold=0.9, **kwargs) -> dict:
     write_run(tmp_path, make_result(**kwargs))
     epochs = load_epochs([tmp_path])
-    return run_metrics(epochs, "val_acc", fraction, threshold)
+    return run_metrics(epochs, "test_acc", fraction, threshold)
 
 
 def test_convergence_counts_epochs_and_cumulative_seconds(tmp_path):
-    m = one_run_metrics(tmp_path, val_acc=[0.5, 0.7, 0.85, 0.9, 0.88], time_s=10.0,
+    m = one_run_metrics(tmp_path, test_acc=[0.5, 0.7, 0.85, 0.9, 0.88], time_s=10.0,
                         fraction=0.9, threshold=0.88)
     # 90% of the best (0.9) is 0.81, first reached at epoch 3 after 3 x 10 s.
     assert (m["epochs_to_fraction"], m["seconds_to_fraction"]) == (3, 30)
     assert (m["epochs_to_threshold"], m["seconds_to_threshold"]) == (4, 40)
-    assert m["final_val_acc"] == 0.88 and m["best_val_acc"] == 0.9 and m["best_epoch"] == 4
+    assert m["final_test_acc"] == 0.88 and m["test_acc_at_best_val"] == 0.9
+    assert m["best_epoch"] == 4
 
 
 def test_threshold_never_reached_is_nan_and_reads_never(tmp_path):
@@ -42,19 +45,21 @@ def test_threshold_never_reached_is_nan_and_reads_never(tmp_path):
     assert set(table["epochs to 99%"]) == {"never"}
 
 
-def test_auc_is_mean_val_acc_over_epochs(tmp_path):
-    m = one_run_metrics(tmp_path, val_acc=[0.2, 0.4, 0.9])
-    assert m["auc_val_acc"] == pytest.approx(0.5)
+def test_auc_is_mean_test_acc_over_epochs(tmp_path):
+    m = one_run_metrics(tmp_path, test_acc=[0.2, 0.4, 0.9])
+    assert m["auc_test_acc"] == pytest.approx(0.5)
 
 
-def test_overfit_gap_final_and_max(tmp_path):
-    m = one_run_metrics(tmp_path, val_acc=[0.5, 0.6, 0.7], train_acc=[0.5, 0.9, 0.8])
+def test_overfit_gap_is_train_minus_test_final_and_max(tmp_path):
+    # val_acc flat at 0.6, so a gap taken against val would read 0.2 and 0.3 instead.
+    m = one_run_metrics(tmp_path, test_acc=[0.5, 0.6, 0.7], val_acc=[0.6, 0.6, 0.6],
+                        train_acc=[0.5, 0.9, 0.8])
     assert m["overfit_gap"] == pytest.approx(0.1)
     assert m["max_overfit_gap"] == pytest.approx(0.3)
 
 
 def test_first_divergence_needs_val_loss_up_and_train_loss_down(tmp_path):
-    m = one_run_metrics(tmp_path, val_acc=[0.5, 0.6, 0.6, 0.6, 0.6],
+    m = one_run_metrics(tmp_path, test_acc=[0.5, 0.6, 0.6, 0.6, 0.6],
                         val_loss=[1.0, 0.8, 0.9, 1.0, 1.1], train_loss=[1.0, 0.9, 0.95, 0.7, 0.6])
     # Epoch 3: val up but train up too, so not yet; epoch 4 is the first divergence.
     assert m["first_divergence_epoch"] == 4
@@ -68,7 +73,7 @@ def test_no_divergence_reads_never(tmp_path):
 
 
 def test_trainable_params_per_freeze_phase(tmp_path):
-    m = one_run_metrics(tmp_path, val_acc=[0.5, 0.6, 0.7], phases=["head", "head", "all"])
+    m = one_run_metrics(tmp_path, test_acc=[0.5, 0.6, 0.7], phases=["head", "head", "all"])
     assert m["trainable_params.head"] == 5130 and m["trainable_params.all"] == 11_181_642
 
 
@@ -106,13 +111,14 @@ def test_pretrained_pairs_by_seed_with_paired_t(tmp_path):
     resnet = deltas.set_index("model").loc["resnet18"]
     # Per-seed differences are 0.10, 0.12, 0.08: mean 0.10, std 0.02.
     half = T_975_DF2 * 0.02 / math.sqrt(3)
-    assert resnet["method"] == "paired" and resnet["delta_final_val_acc_n"] == 3
-    assert resnet["delta_final_val_acc"] == pytest.approx(0.10)
-    assert (resnet["delta_final_val_acc_ci_low"], resnet["delta_final_val_acc_ci_high"]) == \
-        pytest.approx((0.10 - half, 0.10 + half))
+    for column in ("delta_final_test_acc", "delta_test_acc_at_best_val"):
+        assert resnet["method"] == "paired" and resnet[f"{column}_n"] == 3
+        assert resnet[column] == pytest.approx(0.10)
+        assert (resnet[f"{column}_ci_low"], resnet[f"{column}_ci_high"]) == \
+            pytest.approx((0.10 - half, 0.10 + half))
     mobilenet = deltas.set_index("model").loc["mobilenet_v3_small"]
-    assert mobilenet["delta_final_val_acc"] == pytest.approx(0.14)
-    assert math.isnan(mobilenet["delta_final_val_acc_ci_low"])
+    assert mobilenet["delta_final_test_acc"] == pytest.approx(0.14)
+    assert math.isnan(mobilenet["delta_final_test_acc_ci_low"])
 
 
 def test_unequal_seeds_use_welch(tmp_path):
@@ -138,7 +144,7 @@ def test_seed_output_dir_and_device_do_not_split_groups(tmp_path):
 
 def test_failed_and_running_runs_listed_but_excluded_from_statistics(tmp_path):
     write_sweep(tmp_path)
-    write_run(tmp_path, make_result(seed=4, val_acc=[0.99], status="running"))
+    write_run(tmp_path, make_result(seed=4, test_acc=[0.99], status="running"))
     runs, _, _, summary, _ = analyse([tmp_path])
     assert runs["status"].value_counts().to_dict() == {"ok": 8, "failed": 1, "running": 1}
     resnet_pre = summary[(summary["model"] == "resnet18") & (summary["init"] == "pretrained")]
@@ -147,26 +153,35 @@ def test_failed_and_running_runs_listed_but_excluded_from_statistics(tmp_path):
 
 def test_findings_sentences():
     row = pd.Series({"model": "resnet18", "method": "paired", "n_pretrained": 3, "n_random": 3,
-                     "delta_final_val_acc": 0.062, "delta_final_val_acc_ci_low": 0.051,
-                     "delta_final_val_acc_ci_high": 0.073, "delta_final_val_acc_n": 3})
-    assert delta_sentence(row, ["model"], "val_acc") == (
-        "Pretraining raised final val accuracy of resnet18 by 6.2 points "
+                     "delta_final_test_acc": 0.062, "delta_final_test_acc_ci_low": 0.051,
+                     "delta_final_test_acc_ci_high": 0.073, "delta_final_test_acc_n": 3,
+                     "val_is_test": False})
+    assert delta_sentence(row, ["model"], "final_test_acc") == (
+        "Pretraining raised final test accuracy of resnet18 by 6.2 points "
         "(n = 3 seeds, 95% CI 5.1 to 7.3).")
     lowered = row.copy()
-    lowered[["delta_final_val_acc", "delta_final_val_acc_ci_low"]] = [-0.01, -0.03]
-    text = delta_sentence(lowered, ["model"], "val_acc")
+    lowered[["delta_final_test_acc", "delta_final_test_acc_ci_low"]] = [-0.01, -0.03]
+    text = delta_sentence(lowered, ["model"], "final_test_acc")
     assert "lowered" in text and "includes zero" in text
     single = row.copy()
-    single[["delta_final_val_acc_ci_low", "delta_final_val_acc_ci_high",
-            "delta_final_val_acc_n"]] = [math.nan, math.nan, 1]
-    assert delta_sentence(single, ["model"], "val_acc").endswith("(n = 1 seed, no interval).")
+    single[["delta_final_test_acc_ci_low", "delta_final_test_acc_ci_high",
+            "delta_final_test_acc_n"]] = [math.nan, math.nan, 1]
+    assert delta_sentence(single, ["model"], "final_test_acc").endswith(
+        "(n = 1 seed, no interval).")
+    at_val_best = row.rename(lambda k: k.replace("final_test_acc", "test_acc_at_best_val"))
+    assert delta_sentence(at_val_best, ["model"], "test_acc_at_best_val") == (
+        "Pretraining raised test accuracy at the val-best epoch of resnet18 by 6.2 points "
+        "(n = 3 seeds, 95% CI 5.1 to 7.3).")
+    at_val_best["val_is_test"] = True
+    assert delta_sentence(at_val_best, ["model"], "test_acc_at_best_val").endswith(
+        "; that epoch was chosen on the test split (val_is_test), so this is optimistic.")
 
 
 def test_load_runs_flattens_config_and_keeps_failed(tmp_path):
     write_sweep(tmp_path)
     runs = load_runs([tmp_path])
-    assert {"config.model.name", "config.optimizer.lr", "summary.final_val_acc", "path",
-            "status", "env.torch"} <= set(runs.columns)
+    assert {"config.model.name", "config.optimizer.lr", "summary.final_test_acc", "path",
+            "status", "env.torch", "val_is_test", "data_info.val_source"} <= set(runs.columns)
     assert sorted(runs["status"].unique()) == ["failed", "ok"]
     epochs, losses = load_epochs([tmp_path]), load_iter_loss([tmp_path])
     assert len(epochs) == 8 * 4 + 1 and len(losses) == (8 * 4 + 1) * 20
@@ -182,17 +197,25 @@ def test_missing_or_empty_path_is_named(tmp_path):
 
 def test_newer_schema_warns_and_unknown_fields_are_ignored(tmp_path):
     result = make_result()
-    result.update(schema_version=2, new_field={"x": 1})
+    result.update(schema_version=3, new_field={"x": 1})
     path = write_run(tmp_path, result)
-    with pytest.warns(UserWarning, match=f"{path}.*schema_version 2"):
+    with pytest.warns(UserWarning, match=f"{path}.*schema_version 3"):
         runs, *_ = analyse([tmp_path])
-    assert runs["final_val_acc"].item() == 0.8
+    assert runs["final_test_acc"].item() == 0.8
+
+
+def test_schema_2_reads_without_warning(tmp_path):
+    write_run(tmp_path, make_result())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        runs, *_ = analyse([tmp_path])
+    assert runs["val_is_test"].tolist() == [False]
 
 
 def test_bad_metric_or_threshold_names_the_fix(tmp_path):
     write_sweep(tmp_path, failed=False)
-    with pytest.raises(ValueError, match="choose one of .*val_acc"):
-        analyse([tmp_path], metric="val_accuracy")
+    with pytest.raises(ValueError, match="choose one of .*test_acc"):
+        analyse([tmp_path], metric="test_accuracy")
     with pytest.raises(ValueError, match="did you mean 0.9"):
         analyse([tmp_path], threshold=90)
 
@@ -223,3 +246,78 @@ def test_runs_from_before_a_setting_existed_group_with_runs_at_its_default_only(
     write_run(tmp_path / "b", with_bn_eval)
     _, _, _, summary, _ = analyse([tmp_path / "b"])
     assert sorted(summary["n"].tolist()) == [1, 1], "an older run was taken for a bn_eval=true run"
+
+
+# Val peaks at epoch 3, test at epoch 2: the headline must follow val, not test's maximum.
+VAL_BEST_3_TEST_BEST_2 = dict(test_acc=[0.70, 0.85, 0.80, 0.78], val_acc=[0.72, 0.80, 0.83, 0.81])
+
+
+def test_test_acc_is_read_at_the_val_best_epoch_not_at_its_own_maximum(tmp_path):
+    m = one_run_metrics(tmp_path, **VAL_BEST_3_TEST_BEST_2)
+    assert m["best_epoch"] == 3
+    assert m["test_acc_at_best_val"] == 0.80 and m["final_test_acc"] == 0.78
+    assert m["oracle_max_test_acc"] == 0.85  # kept for epochs_to_fraction only
+    runs, _, _, summary, _ = analyse([tmp_path])
+    assert summary["test_acc_at_best_val_mean"].item() == 0.80
+    assert not any("oracle" in c or c.startswith("best_") for c in summary.columns)
+    shown = accuracy_table(summary, "test_acc").iloc[0].tolist()
+    assert "80.0%" in shown and "78.0%" in shown and "85.0%" not in shown
+
+
+def test_val_best_epoch_tie_goes_to_the_first_epoch(tmp_path):
+    m = one_run_metrics(tmp_path, test_acc=[0.5, 0.6, 0.7], val_acc=[0.8, 0.9, 0.9])
+    assert m["best_epoch"] == 2 and m["test_acc_at_best_val"] == 0.6
+
+
+def test_pretrained_deltas_use_the_val_best_epoch_and_the_final_epoch(tmp_path):
+    # Pretrained: val-best epoch 3 (test 0.70), final 0.65, test max 0.90.
+    # Random: val-best epoch 2 (test 0.62), final 0.58, test max 0.62.
+    write_run(tmp_path, make_result(pretrained=True, test_acc=[0.60, 0.90, 0.70, 0.65],
+                                    val_acc=[0.60, 0.70, 0.80, 0.75]))
+    write_run(tmp_path, make_result(pretrained=False, test_acc=[0.50, 0.62, 0.60, 0.58],
+                                    val_acc=[0.50, 0.70, 0.60, 0.55]))
+    runs, _, _, summary, deltas = analyse([tmp_path])
+    row = deltas.iloc[0]
+    assert row["delta_test_acc_at_best_val"] == pytest.approx(0.08)  # 0.28 if test's max leaked
+    assert row["delta_final_test_acc"] == pytest.approx(0.07)
+    assert not any("best_test_acc" in c or "oracle" in c for c in deltas.columns)
+    text = findings(runs, summary, deltas, "test_acc", 0.9)
+    assert "raised test accuracy at the val-best epoch of resnet18 by 8.0 points" in text
+    assert "raised final test accuracy of resnet18 by 7.0 points" in text
+    assert "optimistic" not in text
+
+
+def test_schema_1_file_reads_test_as_its_val_and_is_flagged(tmp_path):
+    write_run(tmp_path, as_schema_1(make_result(test_acc=[0.5, 0.7, 0.6])))
+    epochs = load_epochs([tmp_path])
+    assert epochs["test_acc"].tolist() == epochs["val_acc"].tolist() == [0.5, 0.7, 0.6]
+    assert epochs["test_loss"].tolist() == epochs["val_loss"].tolist()
+    runs, _, _, summary, _ = analyse([tmp_path])
+    assert runs["val_is_test"].tolist() == [True] and summary["val_is_test"].tolist() == [True]
+    assert runs["data_info.val_is_test"].tolist() == [True]
+    assert runs["final_test_acc"].item() == 0.6 and runs["test_acc_at_best_val"].item() == 0.7
+    assert runs["summary.test_acc_at_best_val"].item() == 0.7
+
+
+def test_val_split_0_run_is_flagged_in_deltas_and_findings(tmp_path):
+    for pretrained, accs in ((True, [0.6, 0.8]), (False, [0.5, 0.6])):
+        write_run(tmp_path, make_result(pretrained=pretrained, test_acc=accs, val_is_test=True))
+    runs, _, _, summary, deltas = analyse([tmp_path])
+    assert runs["val_is_test"].all() and deltas["val_is_test"].tolist() == [True]
+    text = findings(runs, summary, deltas, "test_acc", 0.9)
+    assert "val-best epoch of resnet18 by 20.0 points (n = 1 seed, no interval); that epoch " \
+           "was chosen on the test split (val_is_test), so this is optimistic." in text
+
+
+def test_default_metric_is_test_acc(tmp_path):
+    from tlbench.report.__main__ import parse_args
+    from tlbench.report.build import write_report
+    from tlbench.report.callback import ReportCallback
+
+    assert parse_args(["sweep"]).metric == "test_acc"
+    assert ReportCallback().options["metric"] == "test_acc"
+    for function in (analyse, write_report):
+        assert inspect.signature(function).parameters["metric"].default == "test_acc"
+    write_run(tmp_path, make_result(**VAL_BEST_3_TEST_BEST_2))
+    runs, *_ = analyse([tmp_path])
+    assert runs["final_test_acc"].item() == 0.78

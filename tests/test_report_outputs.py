@@ -13,13 +13,13 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from report_fixtures import SWEEP, write_sweep
+from report_fixtures import SWEEP, as_schema_1, make_result, write_run, write_sweep
 from tlbench.report import write_report
 from tlbench.report.__main__ import main
 from tlbench.report.callback import ReportCallback
 
 REPO = Path(__file__).resolve().parents[1]
-CHARTS = ["val_acc_per_epoch.png", "pretrained_vs_random.png", "convergence_speed.png",
+CHARTS = ["test_acc_per_epoch.png", "pretrained_vs_random.png", "convergence_speed.png",
           "overfitting_gap.png", "train_loss_per_iteration.png"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -56,8 +56,11 @@ def test_html_embeds_every_chart_and_links_nothing(report_dir):
 
 def test_markdown_has_findings_and_headline(report_dir):
     markdown = (report_dir / "report.md").read_text()
-    assert "Pretraining raised final val accuracy of resnet18 by 10.0 points " \
-           "(n = 3 seeds, 95% CI 5.0 to 15.0)." in markdown
+    for headline in ("test accuracy at the val-best epoch", "final test accuracy"):
+        assert f"Pretraining raised {headline} of resnet18 by 10.0 points " \
+               "(n = 3 seeds, 95% CI 5.0 to 15.0)." in markdown
+    # Schema-2 runs with a held-out val split: nothing to warn about.
+    assert "val_is_test = true" not in markdown and "test split (optimistic)" not in markdown
     assert "n = 1, no interval" in markdown and "| never |" in markdown
     for name in CHARTS:
         assert f"]({name})" in markdown
@@ -69,7 +72,31 @@ def test_csvs_hold_one_row_per_run_and_per_group(report_dir):
     assert len(runs) == len(SWEEP) + 1 and "failed" in set(runs["status"])
     assert len(summary) == 4
     single = summary[summary["n"] == 1]
-    assert single["final_val_acc_ci_low"].isna().all() and len(single) == 2
+    assert single["final_test_acc_ci_low"].isna().all() and len(single) == 2
+    assert not runs["val_is_test"].any() and not summary["val_is_test"].any()
+
+
+def test_schema_1_and_val_split_0_runs_are_flagged_in_every_output(tmp_path):
+    """An old file (val was the test split) and a write-up run (dataset.val_split=0) beside a
+    run with a held-out val split: the first two are flagged, the third is not. Each has its
+    own lr, so they are three groups however schema-1 configs come to be grouped."""
+    write_run(tmp_path, as_schema_1(make_result(seed=0, test_acc=[0.5, 0.7, 0.6], lr=0.001)))
+    write_run(tmp_path, make_result(seed=1, test_acc=[0.5, 0.7, 0.6], val_is_test=True, lr=0.01))
+    write_run(tmp_path, make_result(seed=2, test_acc=[0.5, 0.7, 0.6], val_acc=[0.5, 0.6, 0.7],
+                                    lr=0.1))
+    write_report([tmp_path])
+    runs = pd.read_csv(tmp_path / "runs.csv").sort_values("config.seed")
+    assert runs["val_is_test"].tolist() == [True, True, False]
+    assert runs["test_acc_at_best_val"].tolist() == [0.7, 0.7, 0.6]
+    summary = pd.read_csv(tmp_path / "summary.csv")
+    assert sorted(summary["val_is_test"]) == [False, True, True]
+    note = "Note: 2 of 3 runs have val_is_test = true"
+    # One accuracy-table row per flagged group says which split chose its epoch.
+    for name, cell in (("report.md", "| test split (optimistic) |"),
+                       ("report.html", "<td>test split (optimistic)</td>")):
+        text = (tmp_path / name).read_text()
+        assert note in text and "dataset.val_split=0" in text and "write-up presets" in text
+        assert text.count(cell) == 2, name
 
 
 def test_cli_merges_two_folders_into_default_report_dir(tmp_path):
@@ -92,7 +119,7 @@ def test_missing_font_warns_with_its_name(tmp_path):
     write_sweep(tmp_path, runs=SWEEP[:2], failed=False)
     with pytest.warns(UserWarning, match="'No Such Font CJK' is not installed"):
         write_report([tmp_path], tmp_path / "out", font="No Such Font CJK")
-    assert (tmp_path / "out" / "val_acc_per_epoch.png").exists()
+    assert (tmp_path / "out" / "test_acc_per_epoch.png").exists()
 
 
 def test_callback_writes_report_into_sweep_dir(tmp_path):

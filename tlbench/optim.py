@@ -13,13 +13,18 @@ class OptimizerFactory:
     """Holds the optimizer settings; `build(model, phase)` is called at every phase change, so the
     optimizer never holds a frozen parameter (and weight decay never touches one)."""
 
-    def __init__(self, name: str, lr: float, weight_decay: float = 0.0, fused: bool = False, **kwargs):
-        """`fused`: one CUDA kernel for the whole update (set by the run on CUDA, not by users)."""
+    def __init__(self, name: str, lr: float, weight_decay: float = 0.0, filter_bias_and_bn: bool = True,
+                 fused: bool = False, **kwargs):
+        """`filter_bias_and_bn`: no weight decay on 1-D parameters (biases, normalization scales and
+        shifts) nor on the model's own `no_weight_decay()` names (position embeddings, class
+        tokens), timm's rule (`create_optimizer_v2`); false decays every parameter, as plain torch.
+        `fused`: one CUDA kernel for the whole update (set by the run on CUDA, not by users)."""
         if name not in OPTIMIZERS:
             raise ConfigError(f"optimizer.name={name!r} is not known; use one of {', '.join(OPTIMIZERS)}")
         if lr <= 0:
             raise ConfigError(f"optimizer.lr={lr} must be positive")
         self.name, self.lr, self.weight_decay, self.kwargs, self.fused = name, lr, weight_decay, kwargs, fused
+        self.filter_bias_and_bn = filter_bias_and_bn
         if "betas" in kwargs:
             self.kwargs["betas"] = tuple(kwargs["betas"])
         try:  # fail on a bad keyword now, not at the first phase change
@@ -29,9 +34,21 @@ class OptimizerFactory:
 
     def build(self, model: nn.Module, phase: Phase) -> torch.optim.Optimizer:
         params = dict(model.named_parameters())
+        exempt = no_weight_decay_names(model) if self.filter_bias_and_bn and self.weight_decay else set()
         groups = []
         for group in phase.groups:
             lr = group.lr if group.lr is not None else self.lr * group.lr_scale
-            groups.append({"params": [params[n] for n in group.names], "lr": lr, "base_lr": lr})
+            for decay, names in ((self.weight_decay, [n for n in group.names if n not in exempt]),
+                                 (0.0, [n for n in group.names if n in exempt])):
+                if names:
+                    groups.append({"params": [params[n] for n in names], "lr": lr, "base_lr": lr,
+                                   "weight_decay": decay})
         extra = {"fused": True} if self.fused else {}
         return OPTIMIZERS[self.name](groups, lr=self.lr, weight_decay=self.weight_decay, **self.kwargs, **extra)
+
+
+def no_weight_decay_names(model: nn.Module) -> set[str]:
+    """timm's rule (timm.optim.param_groups_weight_decay): 1-D tensors, biases, and the names the
+    model lists in `no_weight_decay()`."""
+    listed = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
+    return {n for n, p in model.named_parameters() if p.ndim <= 1 or n.endswith(".bias") or n in listed}

@@ -4,7 +4,6 @@ schema_version 1: schema_version, run_id, status ("ok"|"failed"|"interrupted"|"r
 pretrained, freeze, optimizer, schedule, seed, epochs[], iter_loss[], iters_per_epoch, summary,
 model_info, data_info, seeds, deterministic, env, error, started_at, finished_at, resumes[]."""
 
-import hashlib
 import json
 import os
 import platform
@@ -13,43 +12,17 @@ import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 
+from tlbench import identity
 from tlbench.errors import ResultsWriteError
 
 SCHEMA_VERSION = 2  # 2: train / val / test splits; selection on val, test reported
-# Keys that say where files live or how fast they load, not what was trained: they do not
-# change a run's identity, so the same experiment on another machine has the same run_id.
-NON_IDENTITY_KEYS = ("results_dir", "data_dir", "weights_dir", "num_workers", "threads", "devices", "resume",
-                     "keep_checkpoint", "hydra")
-NON_IDENTITY_DATASET_KEYS = ("data_dir",)
-# Settings added to the config after schema 1 first shipped, with the value whose behaviour an
-# older result.json had. The report fills them into older files, so runs from before and after a
-# tlbench upgrade still group together (and a run with a different value does not).
-LATER_SETTINGS = {"freeze.bn_eval": False, "dataset.on_bad_image": "fail", "deterministic": False}
 
 
-def run_id(config: dict) -> str:
-    """Settings added later count only when they differ from their old behaviour, so the same
-    experiment keeps its run_id across tlbench upgrades that add settings."""
-    identity = json.loads(json.dumps(config, default=str))  # a deep copy to prune
-    for key in NON_IDENTITY_KEYS:
-        identity.pop(key, None)
-    if isinstance(identity.get("dataset"), dict):
-        for key in NON_IDENTITY_DATASET_KEYS:
-            identity["dataset"].pop(key, None)
-    for key, old_behaviour in LATER_SETTINGS.items():
-        *groups, name = key.split(".")
-        parent = identity
-        for group in groups:
-            parent = parent.get(group) if isinstance(parent, dict) else None
-        if isinstance(parent, dict) and name in parent and parent[name] == old_behaviour:
-            del parent[name]
-    canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
-
-
-def new_result(config: dict) -> dict:
+def new_result(config: dict, fingerprints: dict | None = None) -> dict:
+    """`fingerprints`: content fingerprints of the local files the config names (identity.py)."""
     return {
-        "schema_version": SCHEMA_VERSION, "run_id": run_id(config), "status": "running", "config": config,
+        "schema_version": SCHEMA_VERSION, "run_id": identity.run_id(config, fingerprints), "status": "running",
+        "identity": identity.experiment(config, fingerprints), "fingerprints": fingerprints or {}, "config": config,
         "model": config["model"]["name"], "dataset": config["dataset"]["name"],
         "pretrained": bool(config["pretrained"]), "freeze": config["freeze"]["name"],
         "optimizer": config["optimizer"]["name"], "schedule": config["schedule"]["name"],

@@ -10,8 +10,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
-from tlbench import (augment, checkpoint, data, devices, engine, freeze, image_check, models, optim, results, resume,
-                     schedules, tensor_data)
+from tlbench import (augment, checkpoint, data, devices, engine, freeze, identity, image_check, models, optim, results,
+                     resume, schedules, tensor_data)
 from tlbench.errors import ConfigError, DataNotFoundError, StartupError, WeightsNotFoundError
 
 log = logging.getLogger("tlbench")
@@ -26,7 +26,7 @@ def run(cfg: DictConfig, output_dir=None) -> dict:
     output_dir = Path(output_dir or _hydra_output_dir() or cfg.results_dir)
     config = OmegaConf.to_container(cfg, resolve=True)
     config.pop("hydra", None)
-    result = results.new_result(config)
+    result = results.new_result(config, identity.fingerprint_paths(config))
     plan = resume.plan(output_dir, result["run_id"], cfg.resume)
     if plan.action == "skip":
         return plan.previous

@@ -13,7 +13,7 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
-from tlbench.results import NON_IDENTITY_KEYS
+from tlbench.identity import is_identity_key
 
 log = logging.getLogger("tlbench")
 
@@ -26,8 +26,7 @@ def sweep_name(overrides) -> str:
     folder again (that is how a killed sweep resumes), a different one gets its own. Settings
     that do not change what is trained (resume, results_dir, num_workers, ...) are left out, so
     `resume=false` or a different launcher still lands in the same folder."""
-    kept = [o for o in overrides if re.split(r"[=@]", o.lstrip("+~"), maxsplit=1)[0]
-            not in NON_IDENTITY_KEYS]
+    kept = [o for o in overrides if is_identity_key(re.split(r"[=@]", o, maxsplit=1)[0])]
     readable = re.sub(r"[^\w=,.+@-]+", "-", "_".join(kept))[:80] or "defaults"
     return f"{readable}-{hashlib.sha256(chr(10).join(kept).encode()).hexdigest()[:8]}"
 

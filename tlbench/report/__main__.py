@@ -17,8 +17,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--out", default=None, metavar="DIR",
                         help="output folder (default: the folder given when there is one, "
                              "./report when several are given)")
-    parser.add_argument("--metric", default="val_acc",
-                        help="per-epoch accuracy field to compare (default: val_acc)")
+    parser.add_argument("--metric", default="test_acc",
+                        help="per-epoch accuracy field to compare, reported at the final epoch "
+                             "and at the epoch with the best val_acc (default: test_acc)")
     parser.add_argument("--threshold", type=float, default=0.9,
                         help="absolute accuracy (a fraction) for 'epochs to threshold' "
                              "(default: 0.9)")

@@ -19,18 +19,25 @@ DEFINITIONS = [
     "95% CI: Student t interval of the mean across seeds; n = 1 gives no interval.",
     "Pretrained − random: paired t on per-seed differences when both sides ran the same "
     "seeds, otherwise Welch t on the difference of means.",
-    "Epochs to X% of own best: first epoch whose value reaches X% of the run's best; "
+    "Val-best epoch: the first epoch with the highest val_acc (val split only). The headline "
+    "accuracies are the compared metric at the final epoch and at the val-best epoch; the "
+    "maximum of test accuracy over epochs is never reported, as it is chosen by looking at the "
+    "test split.",
+    "val_is_test: the run's val split was its test split (schema-1 files, or "
+    "dataset.val_split=0 as the write-up presets set to keep their published protocol); its "
+    "val-best epoch was then chosen on the test split and its accuracy there is optimistic.",
+    "Epochs to X% of own best: first epoch whose value reaches X% of the run's maximum; "
     "seconds: cumulative time_s up to that epoch. 'never': the run did not get there.",
     "AUC: mean of the metric over recorded epochs (area under the per-epoch curve divided "
     "by the number of epochs), in [0, 1].",
-    "Overfitting gap: train_acc − val_acc; first divergence: first epoch where val loss "
+    "Overfitting gap: train_acc − test_acc; first divergence: first epoch where val loss "
     "rose while train loss fell, compared with the epoch before.",
     "Failed or unfinished runs (status other than ok) are listed but left out of every "
     "statistic and chart.",
 ]
 
 
-def analyse(paths, metric: str = "val_acc", fraction: float = 0.9, threshold: float = 0.9):
+def analyse(paths, metric: str = "test_acc", fraction: float = 0.9, threshold: float = 0.9):
     """(runs, epochs, losses, summary, deltas) tables for the result files under `paths`."""
     results = read_results(paths)
     if not results:
@@ -61,7 +68,8 @@ def draw_charts(out_dir: Path, runs, epochs, losses, deltas, metric, fraction, f
     with charts.chart_style(font):
         curves = _with_run_info(epochs, runs)
         if len(curves) and metric in curves.columns:
-            drawn["curves"] = charts.val_curves(curves, metric, out_dir / f"{metric}_per_epoch.png")
+            drawn["curves"] = charts.accuracy_curves(curves, metric,
+                                                     out_dir / f"{metric}_per_epoch.png")
         if len(deltas):
             labels = [group_label(r, list(deltas.columns[: deltas.columns.get_loc("n_pretrained")]))
                       for _, r in deltas.iterrows()]
@@ -73,7 +81,7 @@ def draw_charts(out_dir: Path, runs, epochs, losses, deltas, metric, fraction, f
                 f"Epochs until {100 * fraction:g}% of own best {tables.metric_name(metric)}",
                 out_dir / "convergence_speed.png")
             drawn["overfitting"] = charts.per_setting(
-                ok, "overfit_gap", "train − val accuracy (points)",
+                ok, "overfit_gap", "train − test accuracy (points)",
                 "Overfitting gap at the final epoch", out_dir / "overfitting_gap.png", scale=100)
         steps = _with_run_info(losses, runs)
         if len(steps):
@@ -93,6 +101,7 @@ def report_blocks(sources, runs, summary, deltas, drawn, metric, fraction, thres
                   f"({n_ok} finished, {len(runs) - n_ok} failed or unfinished). "
                   f"Compared metric: {metric}; convergence at {100 * fraction:g}% of own best "
                   f"and at {100 * threshold:g}%."),
+        *_test_selection_note(runs),
         Heading("Findings"), Paragraph(findings(runs, summary, deltas, metric, threshold)),
         Heading("Pretrained vs random init"),
     ]
@@ -109,7 +118,7 @@ def report_blocks(sources, runs, summary, deltas, drawn, metric, fraction, thres
             Table(tables.convergence_table(summary, fraction, threshold)),
             *_image(drawn, "convergence", "epochs to reach a fraction of own best"),
             Heading("Overfitting"), Table(tables.overfitting_table(summary, runs)),
-            *_image(drawn, "overfitting", "final train minus val accuracy"),
+            *_image(drawn, "overfitting", "final train minus test accuracy"),
             Heading("Cost"), Table(tables.cost_table(summary)),
             *_image(drawn, "loss", "training loss per optimizer step"),
         ]
@@ -121,6 +130,22 @@ def report_blocks(sources, runs, summary, deltas, drawn, metric, fraction, thres
     return blocks
 
 
+def _test_selection_note(runs: pd.DataFrame) -> list:
+    """Say up front when some runs picked their 'val-best' epoch on the test split: those
+    numbers were selected on what they report and read higher than a held-out choice would."""
+    if "val_is_test" not in runs.columns or not runs["val_is_test"].eq(True).any():
+        return []
+    flagged = runs["val_is_test"].eq(True)
+    return [Paragraph(
+        f"Note: {int(flagged.sum())} of {len(runs)} runs have val_is_test = true: they validated "
+        "on the test split (result.json schema 1, whose val was the test split, or "
+        "dataset.val_split=0, which the write-up presets set to keep their published "
+        "protocol). For those runs the 'val-best epoch' was selected on the test split, so "
+        "their accuracy at the val-best epoch is optimistic; their final-epoch accuracy involves "
+        "no selection. Tables mark them 'test split (optimistic)'; runs.csv and summary.csv "
+        "have a val_is_test column.")]
+
+
 def _environment(runs: pd.DataFrame) -> list[str]:
     lines = []
     for column in ("env.torch", "env.torchvision", "env.timm", "env.device_name", "env.git_sha"):
@@ -130,7 +155,7 @@ def _environment(runs: pd.DataFrame) -> list[str]:
     return lines or ["no environment recorded"]
 
 
-def write_report(paths, out_dir=None, metric: str = "val_acc", threshold: float = 0.9,
+def write_report(paths, out_dir=None, metric: str = "test_acc", threshold: float = 0.9,
                  fraction: float = 0.9, font: str | None = None) -> Path:
     """Write report.md, report.html, runs.csv, summary.csv, pretrained_vs_random.csv and
     the chart PNGs into `out_dir` (default: the single folder given, else ./report).

@@ -26,7 +26,7 @@ class ReportCallback(Callback):
     must not be marked failed because a chart could not be drawn.
     """
 
-    def __init__(self, metric: str = "val_acc", threshold: float = 0.9,
+    def __init__(self, metric: str = "test_acc", threshold: float = 0.9,
                  fraction: float = 0.9, font: str | None = None) -> None:
         self.options = {"metric": metric, "threshold": threshold, "fraction": fraction,
                         "font": font}

@@ -19,7 +19,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from tlbench.report.tables import metric_name
+from tlbench.report.metrics import headline_columns
+from tlbench.report.tables import headline_name, metric_name
 
 INIT_ORDER = ["pretrained", "random"]
 INIT_COLORS = {"pretrained": "#1f77b4", "random": "#ff7f0e", "unknown": "#7f7f7f"}
@@ -78,7 +79,7 @@ def _inits(frame: pd.DataFrame) -> list[str]:
     return [i for i in INIT_ORDER + ["unknown"] if i in set(frame["init"])]
 
 
-def val_curves(epochs: pd.DataFrame, metric: str, path: Path) -> Path:
+def accuracy_curves(epochs: pd.DataFrame, metric: str, path: Path) -> Path:
     """Metric per epoch, one line per run, one panel per model; dashed lines mark
     the epochs where a run's freeze_phase changes (e.g. head -> all)."""
     import seaborn as sns
@@ -116,19 +117,20 @@ def _phase_changes(data: pd.DataFrame) -> list[float]:
 
 
 def pretrained_deltas(deltas: pd.DataFrame, labels: list[str], metric: str, path: Path) -> Path:
-    """Pretrained minus random (points) per setting, final and best, 95% CI error bars.
-    A bar without an error bar had too few seeds for an interval."""
+    """Pretrained minus random (points) per setting, at the final and at the val-best epoch,
+    95% CI error bars. A bar without an error bar had too few seeds for an interval."""
     longest = max((len(part) for label in labels for part in label.split(", ")), default=0)
     figure, (ax,) = _figure(1, width_in=max(5.5, max(1.6, 0.075 * longest) * len(deltas) + 2))
     x = np.arange(len(deltas))
     width = 0.38
-    for offset, kind, color in ((-width / 2, "final", "#4c72b0"), (width / 2, "best", "#55a868")):
-        col = f"delta_{kind}_{metric}"
+    bars = zip((-width / 2, width / 2), headline_columns(metric), ("#4c72b0", "#55a868"))
+    for offset, column, color in bars:
+        col = f"delta_{column}"
         values = 100 * deltas[col].to_numpy(dtype=float)
         low = 100 * deltas[f"{col}_ci_low"].to_numpy(dtype=float)
         high = 100 * deltas[f"{col}_ci_high"].to_numpy(dtype=float)
         errors = np.nan_to_num(np.vstack([values - low, high - values]), nan=0.0)
-        ax.bar(x + offset, values, width, color=color, label=f"{kind} {metric_name(metric)}")
+        ax.bar(x + offset, values, width, color=color, label=headline_name(column))
         has_ci = ~np.isnan(low)
         ax.errorbar((x + offset)[has_ci], values[has_ci], yerr=errors[:, has_ci], fmt="none",
                     ecolor="black", capsize=4, linewidth=1.2)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from tlbench.report.groups import is_pretrained_column, label_columns, short_name
-from tlbench.report.metrics import metric_columns
+from tlbench.report.metrics import headline_columns, metric_columns
 from tlbench.report.stats import Estimate, mean_ci, paired_diff_ci, welch_diff_ci
 
 
@@ -27,15 +27,23 @@ def setting_columns(runs: pd.DataFrame) -> list[str]:
     return [c for c in label_columns(runs) if not is_pretrained_column(c)] if len(runs) else []
 
 
+def any_val_is_test(runs: pd.DataFrame) -> bool:
+    """Whether any of these runs chose its epoch on the test split: one such seed is enough to
+    make a group's val-selected mean optimistic."""
+    if "val_is_test" not in runs.columns:
+        return False
+    return bool(runs["val_is_test"].eq(True).any())  # None (not recorded) counts as no
+
+
 def _estimate_columns(prefix: str, estimate: Estimate) -> dict:
     return {f"{prefix}_mean": estimate.mean, f"{prefix}_std": estimate.std,
             f"{prefix}_ci_low": estimate.ci_low, f"{prefix}_ci_high": estimate.ci_high,
             f"{prefix}_n": estimate.n}
 
 
-def group_summary(runs: pd.DataFrame, metric: str = "val_acc") -> pd.DataFrame:
-    """One row per group of finished runs (same config except seed): n, seeds, and
-    mean / std / 95% t CI / n of every per-run metric. Sorted by mean final metric."""
+def group_summary(runs: pd.DataFrame, metric: str = "test_acc") -> pd.DataFrame:
+    """One row per group of finished runs (same config except seed): n, seeds, val_is_test,
+    and mean / std / 95% t CI / n of every per-run metric. Sorted by mean final metric."""
     ok = finished(runs)
     labels = setting_columns(ok)
     phase_columns = [c for c in ok.columns if c.startswith("trainable_params.")]
@@ -46,6 +54,7 @@ def group_summary(runs: pd.DataFrame, metric: str = "val_acc") -> pd.DataFrame:
         row["init"] = first["init"]
         row["n"] = len(group)
         row["seeds"] = " ".join(str(s) for s in sorted(seed_of(group).tolist(), key=str))
+        row["val_is_test"] = any_val_is_test(group)
         for column in metric_columns(metric):
             row.update(_estimate_columns(column, mean_ci(group[column])))
         for column in phase_columns:
@@ -75,9 +84,11 @@ def delta(pretrained: pd.DataFrame, random: pd.DataFrame, column: str) -> Estima
     return welch_diff_ci(pretrained[column], random[column])
 
 
-def pretrained_deltas(runs: pd.DataFrame, metric: str = "val_acc") -> pd.DataFrame:
-    """One row per pair of groups identical except `pretrained`: final and best metric
-    difference (pretrained minus random) with its 95% CI. Sorted by final difference."""
+def pretrained_deltas(runs: pd.DataFrame, metric: str = "test_acc") -> pd.DataFrame:
+    """One row per pair of groups identical except `pretrained`: the difference (pretrained
+    minus random) of the metric at the final epoch and at the val-best epoch, each with its 95%
+    CI, and val_is_test when either side chose its epoch on the test split. Sorted by the
+    final difference."""
     ok = finished(runs)
     labels = setting_columns(ok)
     rows = []
@@ -88,13 +99,14 @@ def pretrained_deltas(runs: pd.DataFrame, metric: str = "val_acc") -> pd.DataFra
         first = group.iloc[0]
         row = {short_name(c): first[c] for c in labels}
         row.update(n_pretrained=len(pretrained), n_random=len(random))
-        for kind in ("final", "best"):
-            estimate = delta(pretrained, random, f"{kind}_{metric}")
-            row.update({f"delta_{kind}_{metric}": estimate.mean,
-                        f"delta_{kind}_{metric}_ci_low": estimate.ci_low,
-                        f"delta_{kind}_{metric}_ci_high": estimate.ci_high,
-                        f"delta_{kind}_{metric}_n": estimate.n})
+        for column in headline_columns(metric):
+            estimate = delta(pretrained, random, column)
+            row.update({f"delta_{column}": estimate.mean,
+                        f"delta_{column}_ci_low": estimate.ci_low,
+                        f"delta_{column}_ci_high": estimate.ci_high,
+                        f"delta_{column}_n": estimate.n})
             row["method"] = estimate.method
+        row["val_is_test"] = any_val_is_test(group)
         row["pair_key"] = key
         rows.append(row)
     table = pd.DataFrame(rows)

@@ -6,7 +6,8 @@ import math
 
 import pandas as pd
 
-from tlbench.report.tables import metric_name, pct
+from tlbench.report.metrics import headline_columns
+from tlbench.report.tables import headline_name, metric_name, pct
 
 
 def _subject(row: pd.Series, settings: list[str]) -> str:
@@ -16,12 +17,13 @@ def _subject(row: pd.Series, settings: list[str]) -> str:
     return f"{name} ({', '.join(extra)})" if extra else name
 
 
-def delta_sentence(row: pd.Series, settings: list[str], metric: str, kind: str = "final") -> str:
-    """E.g. "Pretraining raised final val accuracy of resnet18 by 6.2 points (n = 3 seeds,
-    95% CI 5.1 to 7.3)."; "lowered" for negatives; no interval when n = 1."""
-    col = f"delta_{kind}_{metric}"
+def delta_sentence(row: pd.Series, settings: list[str], column: str) -> str:
+    """E.g. "Pretraining raised final test accuracy of resnet18 by 6.2 points (n = 3 seeds,
+    95% CI 5.1 to 7.3)." for column final_test_acc; "lowered" for negatives; no interval when
+    n = 1; a warning when the val-best epoch was chosen on the test split."""
+    col = f"delta_{column}"
     value, low, high, n = row[col], row[f"{col}_ci_low"], row[f"{col}_ci_high"], row[f"{col}_n"]
-    what = f"{kind} {metric_name(metric)}"
+    what = headline_name(column)
     verb = "raised" if value > 0 else "lowered" if value < 0 else "did not change"
     size = f" by {abs(100 * value):.1f} points" if value != 0 else ""
     if row["method"] == "paired":
@@ -31,13 +33,21 @@ def delta_sentence(row: pd.Series, settings: list[str], metric: str, kind: str =
     if math.isnan(low) or math.isnan(high):
         # One seed on a side gives no spread to estimate; say so instead of inventing one.
         subject = _subject(row, settings)
-        return f"Pretraining {verb} {what} of {subject}{size} ({count}, no interval)."
+        return (f"Pretraining {verb} {what} of {subject}{size} ({count}, no interval)"
+                f"{_test_selection_caveat(row, column)}.")
     label = "Welch 95% CI" if row["method"] == "welch" else "95% CI"
     sentence = (f"Pretraining {verb} {what} of {_subject(row, settings)}{size} "
                 f"({count}, {label} {100 * low:.1f} to {100 * high:.1f})")
     if low <= 0 <= high:
         sentence += "; the interval includes zero, so these seeds do not settle the sign"
-    return sentence + "."
+    return sentence + _test_selection_caveat(row, column) + "."
+
+
+def _test_selection_caveat(row: pd.Series, column: str) -> str:
+    """A val-selected number whose 'val' was the test split was selected on what it reports."""
+    if column.endswith("_at_best_val") and row.get("val_is_test") == True:  # noqa: E712
+        return "; that epoch was chosen on the test split (val_is_test), so this is optimistic"
+    return ""
 
 
 def findings(runs: pd.DataFrame, summary: pd.DataFrame, deltas: pd.DataFrame,
@@ -61,7 +71,9 @@ def findings(runs: pd.DataFrame, summary: pd.DataFrame, deltas: pd.DataFrame,
                              f"{100 * threshold:g}% {metric_name(metric)} in any seed.")
     if len(deltas):
         settings = list(deltas.columns[: deltas.columns.get_loc("n_pretrained")])
-        sentences += [delta_sentence(row, settings, metric) for _, row in deltas.iterrows()]
+        # The val-selected number first: it is what early stopping on val would report.
+        sentences += [delta_sentence(row, settings, column) for _, row in deltas.iterrows()
+                      for column in reversed(headline_columns(metric))]
     elif len(summary):
         sentences.append("No two settings differ only in pretrained, so there is no "
                          "pretrained vs random comparison.")

@@ -1,9 +1,10 @@
-"""Which runs belong together: same config except seed and bookkeeping noise.
+"""Which runs belong together: the same experiment (tlbench.identity) but for the seed.
 
-A group is the set of runs whose config differs only in seed (and output paths,
-device, worker counts); its runs are the samples behind a mean and CI. A pair
-group additionally ignores `pretrained`, so it holds both sides of the
-pretrained-vs-random comparison.
+Each result.json records its `identity`: the config less where files live and speed-only
+settings, with local data and weights named by their content. A group is the set of runs whose
+identity differs only in seed; its runs are the samples behind a mean and CI. A pair group
+additionally ignores `pretrained`, so it holds both sides of the pretrained-vs-random comparison.
+Older files get their identity computed from their config when they are read (load.py).
 """
 
 from __future__ import annotations
@@ -13,25 +14,15 @@ import math
 
 import pandas as pd
 
-from tlbench.results import NON_IDENTITY_KEYS
-
-# Config keys that change between runs without changing the experiment.
-NOISE_KEYS = {"seed", "device", "num_workers", "workers", "pin_memory", "output_dir",
-              "out_dir", "data_dir", "root", "dir", "path", "hydra", "download",
-              "log_every", "log_interval", "progress", "save_best", *NON_IDENTITY_KEYS}
+IDENTITY_PREFIX = "identity."
 # Top-level fields the training core writes for people; they name each group in tables.
 DESCRIPTIVE = ["model", "dataset", "pretrained", "freeze", "optimizer", "schedule"]
 
 
-def is_noise(column: str) -> bool:
-    parts = column.split(".")[1:]
-    return any(p in NOISE_KEYS or p.endswith(("_dir", "_path")) for p in parts)
-
-
 def group_columns(runs: pd.DataFrame) -> list[str]:
     """Columns whose values must match for two runs to be seeds of one experiment."""
-    config = [c for c in runs.columns if c.startswith("config.") and not is_noise(c)]
-    return [c for c in DESCRIPTIVE if c in runs.columns] + config
+    identity = [c for c in runs.columns if c.startswith(IDENTITY_PREFIX) and c != IDENTITY_PREFIX + "seed"]
+    return [c for c in DESCRIPTIVE if c in runs.columns] + identity
 
 
 def is_pretrained_column(column: str) -> bool:
@@ -60,8 +51,8 @@ def add_group_keys(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def short_name(column: str) -> str:
-    """config.optimizer.lr -> optimizer.lr; config.model.name -> model."""
-    name = column.removeprefix("config.")
+    """identity.optimizer.lr -> optimizer.lr; identity.model.name -> model."""
+    name = column.removeprefix(IDENTITY_PREFIX).removeprefix("config.")
     return name.removesuffix(".name") if name.endswith(".name") else name
 
 
@@ -70,7 +61,7 @@ def label_columns(runs: pd.DataFrame, always=("model",)) -> list[str]:
     skipping config columns that repeat a descriptive top-level field."""
     shown = []
     for column in group_columns(runs):
-        if column.startswith("config.") and short_name(column) in DESCRIPTIVE:
+        if column.startswith(IDENTITY_PREFIX) and short_name(column) in DESCRIPTIVE:
             continue
         values = runs[column].astype(str)
         if column in always or values.nunique(dropna=False) > 1:

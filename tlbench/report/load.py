@@ -13,10 +13,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from tlbench.results import LATER_SETTINGS
+from tlbench import identity
 
 RESULT_FILENAME = "result.json"
-KNOWN_SCHEMA_VERSION = 1
+KNOWN_SCHEMA_VERSION = 2
+# Schema 1 had no separate val split: its "val" WAS the test split, and its best epoch was
+# chosen on it. How such a file reads in schema-2 terms (see upgrade_schema_1).
+SCHEMA_1_VAL_SOURCE = "test split (schema 1: val was the test split)"
 # Per-epoch and per-step series get their own long tables instead of run columns.
 SERIES_FIELDS = ("epochs", "iter_loss")
 
@@ -74,6 +77,38 @@ def _read_one(file: Path) -> dict | None:
             "everything.", stacklevel=3)
     result["path"] = str(file)
     result.setdefault("status", "failed" if result.get("error") else "ok")
+    if not isinstance(version, int) or version < 2:
+        upgrade_schema_1(result)
+    config = result.get("config") if isinstance(result.get("config"), dict) else {}
+    result.setdefault("identity", identity.experiment(config))  # hand-written files may lack it
+    return result
+
+
+def upgrade_schema_1(result: dict) -> dict:
+    """Read a schema-1 result as schema 2, in place: its val split was the test split, so
+    test_* = val_* in every epoch and val_is_test is true. This is the one place that knows;
+    everything downstream reads test_* and val_is_test as if the file had been schema 2."""
+    for epoch in result.get("epochs") or []:
+        if isinstance(epoch, dict):
+            for field in ("loss", "acc"):
+                if f"val_{field}" in epoch:
+                    epoch.setdefault(f"test_{field}", epoch[f"val_{field}"])
+    data_info = result.get("data_info") if isinstance(result.get("data_info"), dict) else {}
+    data_info["val_is_test"] = True
+    data_info.setdefault("val_source", SCHEMA_1_VAL_SOURCE)
+    if "val_size" in data_info:
+        data_info.setdefault("test_size", data_info["val_size"])
+    result["data_info"] = data_info
+    config = result.get("config") if isinstance(result.get("config"), dict) else {}
+    result.setdefault("identity", identity.experiment(identity.upgrade_schema_1_config(config)))
+    summary = result.get("summary")
+    if isinstance(summary, dict):
+        # Same numbers under schema-2 names, so summary.* columns line up across schemas.
+        for test_name, val_name in (("final_test_acc", "final_val_acc"),
+                                    ("test_acc_at_best_val", "best_val_acc"),
+                                    ("final_test_loss", "final_val_loss")):
+            if val_name in summary:
+                summary.setdefault(test_name, summary[val_name])
     return result
 
 
@@ -116,23 +151,26 @@ def flatten(mapping: dict, prefix: str = "") -> dict:
     return flat
 
 
+def val_is_test(result: dict):
+    """True when the run's val split was its test split (its val-selected numbers were selected
+    on the reported split), False when not, None when the run never recorded its data."""
+    data_info = result.get("data_info")
+    flag = data_info.get("val_is_test") if isinstance(data_info, dict) else None
+    return None if flag is None else bool(flag)
+
+
 def runs_table(results: list[dict]) -> pd.DataFrame:
-    """One row per run: top-level fields, `config.*`, `summary.*`, `env.*`, `error.*`, `path`.
-    Settings added to tlbench later (results.LATER_SETTINGS) are filled into older files with the
-    value that describes how those runs behaved, when newer runs in the same report have them."""
+    """One row per run: top-level fields, `val_is_test`, `config.*`, `summary.*`, `env.*`,
+    `data_info.*`, `error.*`, `identity.*` (what groups runs: groups.py), `path`."""
     rows = []
     for result in results:
         fields = {k: v for k, v in result.items() if k not in SERIES_FIELDS}
         row = flatten(fields)
         row["n_epochs"] = len(result.get("epochs") or [])
+        row["val_is_test"] = val_is_test(result)
         rows.append(row)
-    for key, value in LATER_SETTINGS.items():
-        column = f"config.{key}"
-        if any(column in row for row in rows):
-            for row in rows:
-                row.setdefault(column, value)
     table = pd.DataFrame(rows)
-    first = [c for c in ("run_id", "status", "path") if c in table.columns]
+    first = [c for c in ("run_id", "status", "val_is_test", "path") if c in table.columns]
     return table[first + [c for c in table.columns if c not in first]]
 
 

@@ -1,17 +1,23 @@
 """Per-run metrics computed from the per-epoch table of one run.
 
-Definitions (also in METRICS.md); `m` is the compared metric, `val_acc` by default,
-and accuracies are fractions in [0, 1]:
+Definitions (also in METRICS.md); `m` is the compared metric, `test_acc` by default,
+and accuracies are fractions in [0, 1]. The epoch a run would be stopped at is chosen on
+the val split only; the test split is read at that epoch, never maximized over epochs.
 
-- final_<m>: m at the last recorded epoch. best_<m>: its maximum; best_epoch: the first
-  epoch reaching it.
-- epochs_to_fraction: first epoch e with m[e] >= fraction * best_<m> (always reached).
+- best_epoch: the first epoch with the highest val_acc (the val-selected epoch).
+- final_<m>: m at the last recorded epoch. <m>_at_best_val: m at best_epoch. These two are
+  the accuracy headlines. When the run's val_is_test is true (schema-1 files, dataset.val_split=0)
+  best_epoch was chosen on the test split, so test_acc_at_best_val is optimistic.
+- oracle_max_<m>: the maximum of m over epochs. For m = test_acc it is picked by looking at the
+  test split: an upper bound, never a headline; it is kept only as the reference of
+  epochs_to_fraction.
+- epochs_to_fraction: first epoch e with m[e] >= fraction * oracle_max_<m> (always reached).
   seconds_to_fraction: sum of time_s over epochs 1..e.
 - epochs_to_threshold / seconds_to_threshold: the same for m[e] >= threshold; NaN ("never")
   when no epoch reaches it.
 - auc_<m>: mean of m over all recorded epochs = area under the step curve of m against
   epoch (each epoch width 1) divided by the number of epochs, so it lies in [0, 1].
-- overfit_gap: train_acc - val_acc at the last epoch; max_overfit_gap: its maximum over epochs.
+- overfit_gap: train_acc - test_acc at the last epoch; max_overfit_gap: its maximum over epochs.
 - first_divergence_epoch: first epoch e >= 2 where val_loss[e] > val_loss[e-1] while
   train_loss[e] < train_loss[e-1]; NaN ("never") if none.
 - total_time_s: sum of time_s; mean_images_per_s: unweighted mean of images_per_s over epochs.
@@ -72,21 +78,39 @@ def _column_or_nan(epochs: pd.DataFrame, name: str) -> pd.Series:
     return epochs[name] if name in epochs.columns else pd.Series(math.nan, index=epochs.index)
 
 
-def run_metrics(epochs: pd.DataFrame, metric: str = "val_acc", fraction: float = 0.9,
+def val_best_position(epochs: pd.DataFrame) -> int | None:
+    """Row position of the first epoch with the highest val_acc, None without val_acc.
+
+    This is where early stopping on val would have kept the model; reading test there (and
+    not at test's own maximum) keeps the reported split out of the selection."""
+    val = _column_or_nan(epochs, "val_acc").to_numpy(dtype=float)
+    if np.isnan(val).all():
+        return None
+    return int(np.nanargmax(val))  # the first maximum: an earlier epoch wins a tie
+
+
+def headline_columns(metric: str) -> list[str]:
+    """The accuracy numbers fit to compare settings: m at the last and at the val-best epoch."""
+    return [f"final_{metric}", f"{metric}_at_best_val"]
+
+
+def run_metrics(epochs: pd.DataFrame, metric: str = "test_acc", fraction: float = 0.9,
                 threshold: float = 0.9) -> dict:
     """All per-run metrics for one run's epochs (sorted by epoch); NaN where undefined."""
     epochs = epochs.dropna(subset=[metric]) if metric in epochs.columns else epochs.iloc[:0]
     if epochs.empty:
         return {}
     values = epochs[metric]
-    best = float(values.max())
-    gap = _column_or_nan(epochs, "train_acc") - _column_or_nan(epochs, "val_acc")
-    to_fraction = _first_epoch(epochs, values >= fraction * best)
+    oracle_max = float(values.max())
+    chosen = val_best_position(epochs)
+    gap = _column_or_nan(epochs, "train_acc") - _column_or_nan(epochs, "test_acc")
+    to_fraction = _first_epoch(epochs, values >= fraction * oracle_max)
     to_threshold = _first_epoch(epochs, values >= threshold)
     return {
         f"final_{metric}": float(values.iloc[-1]),
-        f"best_{metric}": best,
-        "best_epoch": float(epochs["epoch"].iloc[int(np.argmax(values.to_numpy()))]),
+        f"{metric}_at_best_val": math.nan if chosen is None else float(values.iloc[chosen]),
+        "best_epoch": math.nan if chosen is None else float(epochs["epoch"].iloc[chosen]),
+        f"oracle_max_{metric}": oracle_max,
         "epochs_to_fraction": to_fraction[0],
         "seconds_to_fraction": to_fraction[1],
         "epochs_to_threshold": to_threshold[0],
@@ -102,14 +126,15 @@ def run_metrics(epochs: pd.DataFrame, metric: str = "val_acc", fraction: float =
 
 
 def metric_columns(metric: str) -> list[str]:
-    """Per-run metric columns that get a mean and CI per group, in report order."""
-    return [f"final_{metric}", f"best_{metric}", f"auc_{metric}", "epochs_to_fraction",
+    """Per-run metric columns that get a mean and CI per group, in report order. The oracle
+    maximum is left out: a mean over seeds would make it look like a result."""
+    return [*headline_columns(metric), f"auc_{metric}", "epochs_to_fraction",
             "seconds_to_fraction", "epochs_to_threshold", "seconds_to_threshold",
             "overfit_gap", "max_overfit_gap", "first_divergence_epoch", "total_time_s",
             "mean_images_per_s"]
 
 
-def add_run_metrics(runs: pd.DataFrame, epochs: pd.DataFrame, metric: str = "val_acc",
+def add_run_metrics(runs: pd.DataFrame, epochs: pd.DataFrame, metric: str = "test_acc",
                     fraction: float = 0.9, threshold: float = 0.9) -> pd.DataFrame:
     """`runs` with the per-run metric columns appended (failed runs get them too, from
     whatever epochs they recorded; statistics later use only status == "ok")."""
@@ -118,7 +143,7 @@ def add_run_metrics(runs: pd.DataFrame, epochs: pd.DataFrame, metric: str = "val
     rows = [run_metrics(by_path.get(path, epochs.iloc[:0]), metric, fraction, threshold)
             for path in runs["path"]]
     computed = pd.DataFrame(rows, index=runs.index)
-    for column in metric_columns(metric):
+    for column in [*metric_columns(metric), "best_epoch", f"oracle_max_{metric}"]:
         if column not in computed.columns:
             computed[column] = math.nan
     return pd.concat([runs, computed], axis=1)

@@ -11,6 +11,7 @@ import math
 import pandas as pd
 
 from tlbench.report.compare import finished, seed_of
+from tlbench.report.metrics import headline_columns
 
 NO_INTERVAL = "n = 1, no interval"
 
@@ -20,8 +21,27 @@ def _nan(value) -> bool:
 
 
 def metric_name(metric: str) -> str:
-    """val_acc -> "val accuracy" for sentences, titles and axis labels."""
+    """test_acc -> "test accuracy" for sentences, titles and axis labels."""
     return metric.replace("_acc", " accuracy").replace("_", " ")
+
+
+def headline_kind(column: str) -> str:
+    """final_test_acc -> "final"; test_acc_at_best_val -> "val-best epoch" (short table labels)."""
+    return "val-best epoch" if column.endswith("_at_best_val") else "final"
+
+
+def headline_name(column: str) -> str:
+    """final_test_acc -> "final test accuracy";
+    test_acc_at_best_val -> "test accuracy at the val-best epoch"."""
+    if column.endswith("_at_best_val"):
+        return f"{metric_name(column.removesuffix('_at_best_val'))} at the val-best epoch"
+    return f"final {metric_name(column.removeprefix('final_'))}"
+
+
+def chosen_on(val_is_test) -> str:
+    """Which split picked the val-best epoch; the test split makes that number optimistic."""
+    optimistic = val_is_test == True  # noqa: E712 - numpy bools too; None or NaN read as no
+    return "test split (optimistic)" if optimistic else "val split"
 
 
 def pct(value, decimals: int = 1) -> str:
@@ -65,30 +85,32 @@ def _settings(table: pd.DataFrame, first_stat: str = "init") -> pd.DataFrame:
 
 
 def accuracy_table(summary: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Final and val-selected accuracy with CIs; never the maximum over epochs, which for the
+    test split would be picked by looking at the numbers it reports."""
     table = _settings(summary)
     table["init"], table["n"] = summary["init"], summary["n"].astype(str)
-    name = metric_name(metric)
-    for kind in ("final", "best"):
-        col = f"{kind}_{metric}"
-        table[f"{kind} {name}"] = summary[f"{col}_mean"].map(pct)
-        table[f"{kind} 95% CI (%)"] = [interval(lo, hi, n) for lo, hi, n in zip(
+    for col in headline_columns(metric):
+        table[headline_name(col)] = summary[f"{col}_mean"].map(pct)
+        table[f"{headline_kind(col)} 95% CI (%)"] = [interval(lo, hi, n) for lo, hi, n in zip(
             summary[f"{col}_ci_low"], summary[f"{col}_ci_high"], summary[f"{col}_n"])]
-    table[f"AUC {name}"] = summary[f"auc_{metric}_mean"].map(lambda v: pct(v, 2))
+    table["val-best epoch chosen on"] = summary["val_is_test"].map(chosen_on)
+    table[f"AUC {metric_name(metric)}"] = summary[f"auc_{metric}_mean"].map(lambda v: pct(v, 2))
     return table
 
 
 def pretrained_table(deltas: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Headline: pretrained minus random, in percentage points."""
+    """Headline: pretrained minus random, in percentage points, at the final and the
+    val-best epoch."""
     table = _settings(deltas, first_stat="n_pretrained")
-    name = metric_name(metric)
-    for kind in ("final", "best"):
-        col = f"delta_{kind}_{metric}"
-        table[f"Δ {kind} {name} (points)"] = deltas[col].map(points)
-        table[f"{kind} 95% CI (points)"] = [interval(lo, hi, n) for lo, hi, n in zip(
-            deltas[f"{col}_ci_low"], deltas[f"{col}_ci_high"], deltas[f"{col}_n"])]
+    for col in headline_columns(metric):
+        delta = f"delta_{col}"
+        table[f"Δ {headline_name(col)} (points)"] = deltas[delta].map(points)
+        table[f"{headline_kind(col)} 95% CI (points)"] = [interval(lo, hi, n) for lo, hi, n in zip(
+            deltas[f"{delta}_ci_low"], deltas[f"{delta}_ci_high"], deltas[f"{delta}_n"])]
     table["seeds (pretrained / random)"] = [
         f"{p} / {r}" for p, r in zip(deltas["n_pretrained"], deltas["n_random"])]
     table["interval"] = deltas["method"].map({"paired": "paired t", "welch": "Welch t"})
+    table["val-best epoch chosen on"] = deltas["val_is_test"].map(chosen_on)
     return table
 
 
@@ -120,8 +142,8 @@ def convergence_table(summary: pd.DataFrame, fraction: float, threshold: float) 
 def overfitting_table(summary: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     table = _settings(summary)
     table["init"], table["n"] = summary["init"], summary["n"].astype(str)
-    table["final gap (points)"] = summary["overfit_gap_mean"].map(points)
-    table["max gap (points)"] = summary["max_overfit_gap_mean"].map(points)
+    table["final train − test gap (points)"] = summary["overfit_gap_mean"].map(points)
+    table["max train − test gap (points)"] = summary["max_overfit_gap_mean"].map(points)
     table["first val-loss divergence epoch (per seed)"] = _per_run_text(
         runs, summary, "first_divergence_epoch")
     return table

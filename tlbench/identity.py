@@ -1,0 +1,121 @@
+"""One definition of "the same experiment", used by the run_id, the sweep folder's name and the
+report's grouping alike. Torch-free, so the report can use it on JSON alone.
+
+An experiment is its resolved config, less what only says where files live or how fast things
+run, with local data and weights named by their content rather than their path: the same
+experiment composed on another machine (another HOME, data_dir, weights_dir, results_dir, cache
+folder, thread or worker count, device) has the same identity, and two runs on different data or
+different weights files never do."""
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+# Dotted config keys that never change what is trained or measured: where files live, how a
+# job is launched, and speed-only switches.
+NOT_IDENTITY = frozenset({
+    "results_dir", "data_dir", "weights_dir", "hydra", "resume", "keep_checkpoint", "save_best",
+    "device", "devices", "threads", "num_workers", "eval_batch_size", "compile", "channels_last", "deterministic",
+    "data.cache_dir", "data.device_budget_gb", "data.decode_workers", "dataset.data_dir", "dataset.download",
+})
+# Keys that point at local files: their content (fingerprints below) stands in for the path.
+CONTENT_KEYS = ("dataset.root", "dataset.train_list", "dataset.test_list", "dataset.val_list", "model.weights_file")
+# Settings added after schema 1 first shipped, with the value whose behaviour an older result.json
+# had: at that value they are left out, so an experiment keeps its identity across upgrades (and
+# the report groups a schema-1 run with the schema-2 run that repeats its protocol).
+LATER_SETTINGS = {
+    "freeze.bn_eval": False, "dataset.on_bad_image": "fail",
+    "model.head_init": "library", "optimizer.filter_bias_and_bn": False, "dataset.val_split": 0,
+    "dataset.split_seed": 0,
+}
+# Schema-1 names of settings renamed in schema 2 (one meaning per name), per data set where it differs.
+RENAMED_IN_SCHEMA_2 = {"dataset.val_fraction": "dataset.test_fraction", "dataset.val_size": "dataset.test_size",
+                       "dataset.val_list": "dataset.test_list"}
+DIGITS_RENAMED = {"dataset.val_fraction": "dataset.test_size"}  # digits: the size of its held-out test split
+
+
+def is_identity_key(dotted_key: str) -> bool:
+    """False for a key (or anything under a key) in NOT_IDENTITY, e.g. `hydra.launcher.n_jobs`."""
+    parts = dotted_key.lstrip("+~").split(".")
+    return not any(".".join(parts[:i]) in NOT_IDENTITY for i in range(1, len(parts) + 1))
+
+
+def experiment(config: dict, fingerprints: dict | None = None) -> dict:
+    """The config that defines the experiment: a pruned deep copy, with each local file key in
+    CONTENT_KEYS replaced by its fingerprint when one is given (else its path is kept: without
+    its content, only the same path can be known to be the same data)."""
+    flat = _flatten(json.loads(json.dumps(config, default=str)))
+    fingerprints = fingerprints or {}
+    kept = {}
+    for key, value in flat.items():
+        if not is_identity_key(key) or (key in LATER_SETTINGS and LATER_SETTINGS[key] == value):
+            continue
+        kept[key] = {"content": fingerprints[key]} if key in fingerprints and value is not None else value
+    return kept
+
+
+def run_id(config: dict, fingerprints: dict | None = None) -> str:
+    """First 12 hex digits of sha256 over the experiment (canonical JSON)."""
+    canonical = json.dumps(experiment(config, fingerprints), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def upgrade_schema_1_config(config: dict) -> dict:
+    """A schema-1 config under schema-2 names (a copy), so old runs group with new ones."""
+    flat = _flatten(json.loads(json.dumps(config, default=str)))
+    renamed = {**RENAMED_IN_SCHEMA_2, **(DIGITS_RENAMED if flat.get("dataset.name") == "digits" else {})}
+    return _unflatten({renamed.get(key, key): value for key, value in flat.items()})
+
+
+def fingerprint_paths(config: dict) -> dict:
+    """{dotted key: content fingerprint} for every local file or folder the config points at."""
+    flat = _flatten(config)
+    found = {}
+    for key in CONTENT_KEYS:
+        path = flat.get(key)
+        if isinstance(path, str) and path and Path(path).expanduser().exists():
+            found[key] = fingerprint(Path(path).expanduser())
+    return found
+
+
+def fingerprint(path: Path) -> str:
+    """A file: sha256 of its bytes (weights, list files). A folder (an ImageFolder root): its
+    layout, i.e. every file's path relative to the root with its size, so the same images copied
+    to another machine match and one added, removed or resized image does not. File contents are
+    not read (60,000 CIFAR files take a second to list, minutes to hash)."""
+    digest = hashlib.sha256()
+    if path.is_file():
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(2**20), b""):
+                digest.update(block)
+        return "sha256:" + digest.hexdigest()[:16]
+    count, total = 0, 0
+    for folder, dirs, files in sorted(os.walk(path)):
+        dirs.sort()
+        for name in sorted(files):
+            size = os.stat(os.path.join(folder, name)).st_size
+            digest.update(f"{os.path.relpath(os.path.join(folder, name), path)}|{size}\n".encode())
+            count, total = count + 1, total + size
+    return f"tree:{digest.hexdigest()[:16]}:{count}files:{total}bytes"
+
+
+def _flatten(mapping: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in mapping.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _unflatten(flat: dict) -> dict:
+    nested: dict = {}
+    for key, value in flat.items():
+        *parents, name = key.split(".")
+        node = nested
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[name] = value
+    return nested
