@@ -118,6 +118,18 @@ def test_seed_preset_a_matches_the_write_up(make_cfg):
     (["freeze=freeze_unfreeze", "freeze.epochs=5", "epochs=3"], "freeze.epochs=5 must be between 0 and epochs=3"),
     (["optimizer=adam", "+optimizer.momentum=0.9"], "optimizer=adam: .*momentum"),
     (["schedule=plateau", "schedule.monitor=train_loss"], "schedule.monitor='train_loss'"),
+    (["dataset.image_size=-5"], "dataset.image_size=-5 must be a positive size"),
+    (["dataset.train_fraction=1.5"], r"dataset.train_fraction=1.5 must be in \(0, 1\]"),
+    (["dataset.val_split=1"], r"dataset.val_split=1.0 must be in \[0, 1\)"),
+    (["augment.pad_mode=wrap"], "augment.pad_mode='wrap' is not known; use one of constant, reflect, edge, symmetric"),
+    (["augment.hflip=often"], "augment.hflip: Value 'often'"),
+    (["+augment.blur=3"], "augment does not take blur"),
+    (["augment.random_resized_crop=[0.9,0.2]"], "augment.random_resized_crop=.* 0 < min <= max <= 1"),
+    (["batch_size=2.5"], "batch_size: Value '2.5'"),
+    (["label_smoothing=1.2"], r"label_smoothing=1.2 must be in \[0, 1\)"),
+    (["data.pipeline=dali"], "data.pipeline='dali' is not known"),
+    (["model.head_init=xavier"], "model.head_init='xavier' is not known; use one of zeros, normal, library"),
+    (["amp=maybe"], "amp='maybe' must be auto, true or false"),
 ])
 def test_bad_settings_fail_before_training_naming_the_value(make_cfg, overrides, message):
     with pytest.raises(ConfigError, match=message):

@@ -3,7 +3,6 @@ count, with random weights and with real ImageNet weights; and a linear probe on
 features learns real CIFAR-10 classes (../shared, skipped when absent)."""
 
 import math
-import shutil
 import subprocess
 
 import pytest

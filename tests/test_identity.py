@@ -12,7 +12,6 @@ from tlbench import identity
 from tlbench.report import groups, load
 from tlbench.run import run
 
-from conftest import TINY
 
 
 def resolved(cfg) -> dict:

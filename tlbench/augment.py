@@ -8,9 +8,9 @@ order changes the distribution only at the borders of a rotated, shifted 32 px i
 import torch
 from torchvision.transforms import v2
 
+from tlbench import settings
 from tlbench.errors import ConfigError
 
-PAD_MODES = ("constant", "reflect", "edge", "symmetric")
 NORMALIZATIONS = {
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
     "cifar": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),  # the write-ups' stats
@@ -32,30 +32,29 @@ def resolve_normalization(normalize, model_mean, model_std) -> tuple[tuple, tupl
     return tuple(mean), tuple(std)
 
 
-def train_transform(image_size: int, mean, std, pad=0, pad_mode="constant", hflip=0.0, vflip=0.0,
-                    color_jitter=None, rotation_deg=0, resize=None, center_crop=False,
-                    random_resized_crop=None, input_size=None) -> v2.Compose:
-    if pad_mode not in PAD_MODES:
-        raise ConfigError(f"augment.pad_mode={pad_mode!r} is not known; use one of {', '.join(PAD_MODES)}")
+def train_transform(image_size: int, mean, std, input_size=None, **augment) -> v2.Compose:
+    """`augment`: the `augment` group's keys, checked by settings.Augment (the same description
+    the batched pipeline reads)."""
+    aug = settings.augment(augment)
     ops = [v2.ToImage()]
-    if resize:
-        ops.append(v2.Resize((resize, resize), antialias=True))
-    if random_resized_crop:
-        ops.append(v2.RandomResizedCrop(image_size, scale=tuple(random_resized_crop), antialias=True))
-    elif not resize:
+    if aug.resize:
+        ops.append(v2.Resize((aug.resize, aug.resize), antialias=True))
+    if aug.random_resized_crop:
+        ops.append(v2.RandomResizedCrop(image_size, scale=tuple(aug.random_resized_crop), antialias=True))
+    elif not aug.resize:
         ops.append(v2.Resize((image_size, image_size), antialias=True))
-    if rotation_deg:
-        ops.append(v2.RandomRotation(rotation_deg))
-    if center_crop:
+    if aug.rotation_deg:
+        ops.append(v2.RandomRotation(aug.rotation_deg))
+    if aug.center_crop:
         ops.append(v2.CenterCrop(image_size))
-    if pad:
-        ops.append(v2.RandomCrop(image_size, padding=pad, padding_mode=pad_mode))
-    if hflip:
-        ops.append(v2.RandomHorizontalFlip(hflip))
-    if vflip:
-        ops.append(v2.RandomVerticalFlip(vflip))
-    if color_jitter:
-        ops.append(v2.ColorJitter(*color_jitter))
+    if aug.pad:
+        ops.append(v2.RandomCrop(image_size, padding=aug.pad, padding_mode=aug.pad_mode))
+    if aug.hflip:
+        ops.append(v2.RandomHorizontalFlip(aug.hflip))
+    if aug.vflip:
+        ops.append(v2.RandomVerticalFlip(aug.vflip))
+    if aug.color_jitter:
+        ops.append(v2.ColorJitter(*aug.color_jitter))
     return v2.Compose(ops + _to_input(image_size, input_size, mean, std))
 
 

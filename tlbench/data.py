@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset
 
-from tlbench import folders, image_check
+from tlbench import folders, settings
 from tlbench.errors import ConfigError, DataNotFoundError
 
 # fast.ai's archives with the check fast.ai publishes for each (fastai/data/checks.txt): the size
@@ -92,7 +92,9 @@ def build_dataset(name: str, val_split: float = 0.1, split_seed: int = 0, train_
     if name not in BUILDERS:
         raise ConfigError(f"dataset.name={name!r} is not known; use one of {', '.join(BUILDERS)}")
     builder = BUILDERS[name]
-    on_bad_image = image_check.check_choice(on_bad_image)
+    settings.checked(settings.DatasetSplits, dict(val_split=val_split, split_seed=split_seed, on_bad_image=on_bad_image,
+                                                  train_fraction=train_fraction, test_fraction=test_fraction,
+                                                  image_size=kwargs.get("image_size", 1)), "dataset.")
     accepted = inspect.signature(builder).parameters
     if "split_seed" in accepted:
         kwargs["split_seed"] = split_seed
@@ -120,8 +122,6 @@ def _carve_validation(splits: DataSplits, val_split: float, split_seed: int) -> 
     from sklearn.model_selection import train_test_split
 
     targets = targets_of(splits.train)
-    if not 0 < val_split < 1:
-        raise ConfigError(f"dataset.val_split={val_split} must be in [0, 1): the fraction of train held out")
     classes = len(set(targets))
     held_out = max(classes, math.ceil(val_split * len(targets)))  # at least one image of every class
     if len(targets) - held_out < classes:
@@ -153,8 +153,6 @@ def targets_of(dataset: Dataset) -> list[int]:
 def stratified_indices(targets, fraction: float, seed: int = 0) -> list[int]:
     """The same `fraction` of every class, chosen with a fixed seed (not the run's seed), so
     that every run of a sweep sees the same images."""
-    if not 0 < fraction <= 1:
-        raise ConfigError(f"fraction {fraction} must be in (0, 1]")
     targets = np.asarray(targets)
     rng = np.random.default_rng(seed)
     chosen = []

@@ -8,17 +8,9 @@ every file once at startup (only when skipping: failing needs no scan, the file 
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from tlbench.errors import BadImageError, ConfigError
+from tlbench.errors import BadImageError
 
-CHOICES = ("fail", "skip")
 EXAMPLES_KEPT = 10  # bad paths listed in result.json; the count covers all of them
-
-
-def check_choice(on_bad_image: str) -> str:
-    if on_bad_image not in CHOICES:
-        raise ConfigError(f"dataset.on_bad_image={on_bad_image!r} is not known; use fail (stop, naming the file) "
-                          "or skip (leave undecodable files out and count them)")
-    return on_bad_image
 
 
 class _Checked(Dataset):
@@ -49,7 +41,7 @@ def _collate(items):
 
 def read_all(dataset: Dataset, transform, on_bad_image: str, workers: int = 0, batch_size: int = 256):
     """Reads every sample once: (stacked images or None, labels, kept indices, bad paths)."""
-    loader = DataLoader(_Checked(dataset, transform, check_choice(on_bad_image) == "skip"), batch_size=batch_size,
+    loader = DataLoader(_Checked(dataset, transform, on_bad_image == "skip"), batch_size=batch_size,
                         num_workers=workers, collate_fn=_collate)
     images, labels, kept, bad, start = [], [], [], [], 0
     for batch, targets, ok, bad_paths in loader:
@@ -67,7 +59,7 @@ def read_all(dataset: Dataset, transform, on_bad_image: str, workers: int = 0, b
 
 def without_bad_images(dataset: Dataset, on_bad_image: str, workers: int = 0) -> tuple[Dataset, list[str]]:
     """For the PIL path: the same data set minus undecodable files (reads each file once)."""
-    if check_choice(on_bad_image) == "fail" or not hasattr(_root(dataset), "samples"):
+    if on_bad_image == "fail" or not hasattr(_root(dataset), "samples"):
         return dataset, []
     _, _, kept, bad = read_all(dataset, lambda image: torch.zeros(0), on_bad_image, workers)
     return (Subset(dataset, kept) if bad else dataset), bad

@@ -11,8 +11,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from tlbench import (augment, checkpoint, data, devices, engine, freeze, identity, image_check, models, optim, results,
-                     resume, schedules, tensor_data)
-from tlbench.errors import ConfigError, DataNotFoundError, StartupError, WeightsNotFoundError
+                     resume, schedules, settings, tensor_data)
+from tlbench.errors import DataNotFoundError, StartupError, WeightsNotFoundError
 
 log = logging.getLogger("tlbench")
 RESULT_FILE = resume.RESULT_FILE
@@ -84,9 +84,9 @@ def _train(cfg, output_dir: Path, result: dict, history: engine.History, resume_
 
 
 def check_settings(cfg) -> None:
-    for key in ("epochs", "batch_size"):
-        if not isinstance(cfg[key], int) or cfg[key] < 1:
-            raise ConfigError(f"{key}={cfg[key]!r} must be a positive integer")
+    """Every setting, before any data loads: the shared groups by their schemas (settings.py)."""
+    settings.validate(cfg)
+    models.check_head_init(cfg.model.head_init)
     # Build the cheap objects once now, so a bad freeze, optimizer or schedule setting fails before
     # any data loads (the freeze strategy on placeholder stages: only its settings are checked).
     freeze.build_freeze(stages=[["body"], ["head"]], total_epochs=cfg.epochs, **cfg.freeze)
@@ -134,8 +134,6 @@ def make_loaders(cfg, splits: data.DataSplits, built: models.BuiltModel, device)
     eval_batch_size = cfg.eval_batch_size or 2 * cfg.batch_size
     if cfg.data.pipeline == "pil":
         return _pil_loaders(cfg, splits, mean, std, input_size, eval_batch_size, device)
-    if cfg.data.pipeline != "tensor":
-        raise ConfigError(f"data.pipeline={cfg.data.pipeline!r} is not known; use tensor or pil")
     cache = dict(cache_dir=cfg.data.cache_dir, name=cfg.dataset.name, workers=cfg.data.decode_workers,
                  on_bad_image=splits.on_bad_image)
     budget = cfg.data.device_budget_gb * 2**30

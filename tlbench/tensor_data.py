@@ -16,7 +16,7 @@ from torch.utils.data import Dataset, Subset
 from torchvision.transforms import v2
 
 from tlbench import batch_augment as ops
-from tlbench import checkpoint, image_check
+from tlbench import checkpoint, image_check, settings
 from tlbench.data import TensorImages
 from tlbench.errors import BadImageError
 
@@ -96,15 +96,13 @@ def decode(dataset: Dataset, size: int, workers: int = 0,
 
 
 class BatchTransform:
-    """The `augment` group's ops on a uint8 batch; returns normalized float at `input_size`."""
+    """The `augment` group's ops on a uint8 batch; returns normalized float at `input_size`.
+    `augment`: the group's keys, checked by settings.Augment (the same description the per-image
+    pipeline reads); ignored when `train` is false."""
 
-    def __init__(self, image_size, input_size, mean, std, pad=0, pad_mode="constant", hflip=0.0, vflip=0.0,
-                 color_jitter=None, rotation_deg=0, resize=None, center_crop=False, random_resized_crop=None,
-                 train=True):
+    def __init__(self, image_size, input_size, mean, std, train=True, **augment):
         self.image_size, self.input_size, self.mean, self.std, self.train = image_size, input_size, mean, std, train
-        self.pad, self.pad_mode, self.hflip, self.vflip = pad, pad_mode, hflip, vflip
-        self.color_jitter, self.rotation_deg, self.resize = color_jitter, rotation_deg, resize
-        self.center_crop, self.random_resized_crop = center_crop, random_resized_crop
+        self.augment = settings.augment(augment if train else {})
 
     def __call__(self, images: torch.Tensor, generator) -> torch.Tensor:
         if self.train:
@@ -113,22 +111,23 @@ class BatchTransform:
         return ops.normalize(images, self.mean, self.std)
 
     def _augment(self, x, generator):
-        if self.random_resized_crop:
-            x = ops.random_resized_crop(x, self.image_size, self.random_resized_crop, generator)
-        elif not self.resize:
+        aug = self.augment
+        if aug.random_resized_crop:
+            x = ops.random_resized_crop(x, self.image_size, aug.random_resized_crop, generator)
+        elif not aug.resize:
             x = ops.resize(x, self.image_size)
-        if self.rotation_deg:
-            x = ops.rotate(x, self.rotation_deg, generator)
-        if self.center_crop:
+        if aug.rotation_deg:
+            x = ops.rotate(x, aug.rotation_deg, generator)
+        if aug.center_crop:
             x = ops.center_crop(x, self.image_size)
-        if self.pad:
-            x = ops.pad_crop(x, self.pad, self.pad_mode, generator)
-        if self.hflip:
-            x = ops.flip(x, self.hflip, -1, generator)
-        if self.vflip:
-            x = ops.flip(x, self.vflip, -2, generator)
-        if self.color_jitter:
-            x = (ops.color_jitter(x.float() / 255, *self.color_jitter, generator) * 255).round().to(torch.uint8)
+        if aug.pad:
+            x = ops.pad_crop(x, aug.pad, aug.pad_mode, generator)
+        if aug.hflip:
+            x = ops.flip(x, aug.hflip, -1, generator)
+        if aug.vflip:
+            x = ops.flip(x, aug.vflip, -2, generator)
+        if aug.color_jitter:
+            x = (ops.color_jitter(x.float() / 255, *aug.color_jitter, generator) * 255).round().to(torch.uint8)
         return x
 
 

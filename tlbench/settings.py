@@ -1,0 +1,151 @@
+"""The settings every run shares, checked at startup in one style: a dataclass per group whose
+field types OmegaConf enforces (a word where a number belongs fails naming the key), with range
+checks in `__post_init__`. Options whose keys differ per choice (model, optimizer, schedule,
+freeze) are checked by building their object once with the given keywords (run.check_settings).
+
+The augmentation settings have one description, `Augment`, that drives both pipelines (the
+per-image torchvision one in augment.py and the batched one in tensor_data.py)."""
+
+from dataclasses import dataclass, fields
+from typing import Any, Optional
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from tlbench.errors import ConfigError
+
+PAD_MODES = ("constant", "reflect", "edge", "symmetric")
+BAD_IMAGE_CHOICES = ("fail", "skip")
+PIPELINES = ("tensor", "pil")
+AUTO_FLAGS = ("auto", True, False)
+
+
+def _require(ok: bool, key: str, value, rule: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={value!r} {rule}")
+
+
+@dataclass
+class Augment:
+    """The `augment` group, applied in this order: resize, random-resized-crop, rotation, center
+    crop, pad-and-crop, flips, color jitter."""
+    pad: int = 0                                    # px of padding before a random crop back
+    pad_mode: str = "constant"                      # constant | reflect | edge | symmetric
+    hflip: float = 0.0                              # probability of a horizontal flip
+    vflip: float = 0.0
+    color_jitter: Optional[list[float]] = None      # [brightness, contrast, saturation, hue]
+    rotation_deg: float = 0.0                       # random rotation in [-deg, deg]
+    resize: Optional[int] = None                    # resize to this side first
+    center_crop: bool = False
+    random_resized_crop: Optional[list[float]] = None  # [min_scale, max_scale]
+
+    def __post_init__(self):
+        _require(self.pad >= 0, "augment.pad", self.pad, "must be >= 0 (pixels)")
+        _require(self.pad_mode in PAD_MODES, "augment.pad_mode", self.pad_mode, f"is not known; use one of {', '.join(PAD_MODES)}")
+        for key in ("hflip", "vflip"):
+            _require(0 <= getattr(self, key) <= 1, f"augment.{key}", getattr(self, key), "must be a probability in [0, 1]")
+        if self.color_jitter is not None:
+            jitter = list(self.color_jitter)
+            _require(len(jitter) == 4 and min(jitter) >= 0 and jitter[3] <= 0.5, "augment.color_jitter", jitter,
+                     "must be [brightness, contrast, saturation, hue], all >= 0 and hue <= 0.5")
+        _require(0 <= self.rotation_deg <= 180, "augment.rotation_deg", self.rotation_deg, "must be in [0, 180]")
+        _require(self.resize is None or self.resize > 0, "augment.resize", self.resize, "must be a positive size or null")
+        if self.random_resized_crop is not None:
+            scale = list(self.random_resized_crop)
+            _require(len(scale) == 2 and 0 < scale[0] <= scale[1] <= 1, "augment.random_resized_crop", scale,
+                     "must be [min_scale, max_scale] with 0 < min <= max <= 1")
+
+
+@dataclass
+class DatasetSplits:
+    """The keys every data set option shares (its own keys are checked by its builder)."""
+    image_size: int = 32
+    train_fraction: float = 1.0
+    test_fraction: float = 1.0
+    val_split: float = 0.1
+    split_seed: int = 0
+    on_bad_image: str = "fail"
+
+    def __post_init__(self):
+        _require(self.image_size > 0, "dataset.image_size", self.image_size, "must be a positive size in pixels")
+        for key in ("train_fraction", "test_fraction"):
+            _require(0 < getattr(self, key) <= 1, f"dataset.{key}", getattr(self, key), "must be in (0, 1]")
+        _require(0 <= self.val_split < 1, "dataset.val_split", self.val_split,
+                 "must be in [0, 1): the fraction of train held out to select on (0 = validate on test)")
+        _require(self.on_bad_image in BAD_IMAGE_CHOICES, "dataset.on_bad_image", self.on_bad_image,
+                 "is not known; use fail (stop, naming the file) or skip (leave undecodable files out and count them)")
+
+
+@dataclass
+class DataPath:
+    pipeline: str = "tensor"
+    cache_dir: str = ""
+    device_budget_gb: float = 4.0
+    decode_workers: int = 0
+
+    def __post_init__(self):
+        _require(self.pipeline in PIPELINES, "data.pipeline", self.pipeline, "is not known; use tensor or pil")
+        _require(self.device_budget_gb >= 0, "data.device_budget_gb", self.device_budget_gb, "must be >= 0")
+        _require(self.decode_workers >= 0, "data.decode_workers", self.decode_workers, "must be >= 0")
+
+
+@dataclass
+class Training:
+    """Top-level settings of the training core."""
+    pretrained: bool = True
+    epochs: int = 10
+    batch_size: int = 64
+    eval_batch_size: Optional[int] = None
+    seed: int = 0
+    num_workers: int = 0
+    label_smoothing: float = 0.0
+    clip_grad_norm: Optional[float] = None
+    clip_grad_value: Optional[float] = None
+    input_size: Optional[int] = None
+    amp: Any = "auto"
+    channels_last: Any = "auto"
+
+    def __post_init__(self):
+        for key in ("epochs", "batch_size"):
+            _require(getattr(self, key) >= 1, key, getattr(self, key), "must be a positive integer")
+        _require(self.eval_batch_size is None or self.eval_batch_size >= 1, "eval_batch_size", self.eval_batch_size,
+                 "must be a positive integer or null (2 x batch_size)")
+        _require(self.num_workers >= 0, "num_workers", self.num_workers, "must be >= 0")
+        _require(0 <= self.label_smoothing < 1, "label_smoothing", self.label_smoothing, "must be in [0, 1)")
+        for key in ("clip_grad_norm", "clip_grad_value"):
+            value = getattr(self, key)
+            _require(value is None or value > 0, key, value, "must be positive or null (no clipping)")
+        _require(self.input_size is None or self.input_size > 0, "input_size", self.input_size,
+                 "must be a positive size in pixels or null (= dataset.image_size)")
+        for key in ("amp", "channels_last"):
+            _require(getattr(self, key) in AUTO_FLAGS, key, getattr(self, key), "must be auto, true or false")
+
+
+def checked(schema, values, prefix: str = ""):
+    """`values` (a mapping) typed and range-checked as `schema`; keys the schema does not have
+    are left to their own checks. Raises ConfigError naming the key."""
+    known = {f.name for f in fields(schema)}
+    if OmegaConf.is_config(values):  # unset keys (???) are left to the code that needs them
+        values = OmegaConf.to_container(values, resolve=True)
+    given = {k: v for k, v in values.items() if k in known}
+    try:
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), given))
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None) or getattr(err, "key", None) or "?"
+        raise ConfigError(f"{prefix}{key}: {err.msg if hasattr(err, 'msg') else err}".splitlines()[0]) from None
+
+
+def validate(cfg) -> None:
+    """Every shared setting, before any data loads."""
+    checked(Training, cfg)
+    checked(DatasetSplits, cfg.dataset, "dataset.")
+    checked(DataPath, cfg.data, "data.")
+    augment(cfg.augment)
+
+
+def augment(values) -> Augment:
+    unknown = sorted(set(values) - {f.name for f in fields(Augment)})
+    if unknown:
+        raise ConfigError(f"augment does not take {', '.join(unknown)}; it takes "
+                          f"{', '.join(f.name for f in fields(Augment))}")
+    return checked(Augment, values, "augment.")
