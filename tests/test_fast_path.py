@@ -103,15 +103,41 @@ def test_cache_is_reused_and_rebuilt_when_the_source_changes(image_tree, tmp_pat
     assert not list((tmp_path / "cache").glob(".*tmp"))
 
 
-def test_tensor_and_pil_paths_reach_the_same_accuracy(make_cfg, tmp_path):
-    settings = [*TINY, "model=resnet18", "pretrained=false", "epochs=4", "augment=crop_flip",
-                "dataset.train_size=512", "dataset.test_size=256", "optimizer.lr=3e-3"]
+def test_tensor_and_pil_paths_see_the_same_inputs_and_reach_the_same_accuracy(make_cfg, tmp_path):
+    assert_same_eval_inputs(source_size=32, input_size=None)
+    assert_same_eval_inputs(source_size=40, input_size=48)  # both resizes: decode to 32, then up to 48
+    # augment=none and the same seed: the pipelines differ only in shuffle order (DataLoader's
+    # sampler draws its own permutation) and float rounding, so the gap is seed-to-seed noise.
+    # noise=1.0 keeps accuracy off the ceiling, so the comparison means something. Measured on
+    # CPU, final test acc tensor / pil over seeds 0-4: .865/.844, .869/.867, .873/.850, .869/.869,
+    # .834/.842 - gaps .021, .002, .023, .000, .008 (this test runs seed 0).
+    # threads=1: on a busy 2-core machine two OpenMP threads spin (measured 97 s a run, not 5 s).
+    settings = [*TINY, "model=resnet18", "pretrained=false", "epochs=2", "augment=none", "seed=0", "threads=1",
+                "dataset.train_size=512", "dataset.test_size=512", "dataset.noise=1.0", "optimizer.lr=3e-3"]
     final = {}
     for pipeline in ("tensor", "pil"):
         result = run(make_cfg(*settings, f"data.pipeline={pipeline}"), output_dir=tmp_path / pipeline)
-        final[pipeline] = result["summary"]["final_val_acc"]
-    assert min(final.values()) > 0.5, final  # both learn (chance is 0.25) ...
-    assert abs(final["tensor"] - final["pil"]) <= 0.1, final  # ... and land close together
+        final[pipeline] = result["summary"]["final_test_acc"]
+    assert min(final.values()) > 0.75, final  # both learn (chance is 0.25) ...
+    assert abs(final["tensor"] - final["pil"]) <= 0.04, final  # ... and land within seed noise
+
+
+def assert_same_eval_inputs(source_size, input_size):
+    """augment.eval_transform per image vs BatchTransform(train=False) on the decoded batch. Both
+    are deterministic; the only freedom is uint8 rounding in the resize to image_size
+    (torchvision's uint8 kernel vs ops.resize): at most one gray level."""
+    from tlbench import augment
+
+    mean, std = augment.NORMALIZATIONS["imagenet"]
+    images = data.synthetic(train_size=64, test_size=4, image_size=source_size, noise=1.0).train
+    cached = tensor_data.cached_split(images, 32, None, "synthetic", "train")
+    tensor = tensor_data.BatchTransform(32, input_size or 32, mean, std, train=False)(cached.images, gen())
+    pil_transform = augment.eval_transform(32, mean, std, input_size=input_size)
+    pil = torch.stack([pil_transform(images[i][0]) for i in range(len(images))])
+    assert tensor.shape == pil.shape == (64, 3, input_size or 32, input_size or 32)
+    one_level = 1 / 255 / min(std)  # 0.0175; measured max 0.0175, mean 0.0025 (1e-6 when no resize)
+    assert float((tensor - pil).abs().max()) <= one_level + 1e-5, (source_size, input_size)
+    assert float((tensor - pil).abs().mean()) <= 0.005, (source_size, input_size)
 
 
 def test_bench_runs_end_to_end_and_writes_json(tmp_path, capsys):

@@ -15,7 +15,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-TORCH_PAD_MODES = {"constant": "constant", "reflect": "reflect", "edge": "replicate", "symmetric": "reflect"}
+TORCH_PAD_MODES = {"constant": "constant", "reflect": "reflect", "edge": "replicate"}  # symmetric: _pad_symmetric
 
 
 def uniform(n, low, high, generator, device) -> torch.Tensor:
@@ -25,14 +25,24 @@ def uniform(n, low, high, generator, device) -> torch.Tensor:
 def pad_crop(images: torch.Tensor, pad: int, mode: str, generator) -> torch.Tensor:
     """Pads by `pad` on every side, then crops back to the input size at a random offset per image."""
     n, _, h, w = images.shape
-    padded = F.pad(images.float() if mode != "constant" else images, (pad,) * 4, mode=TORCH_PAD_MODES[mode])
-    padded = padded.to(images.dtype)
+    if mode == "symmetric":
+        padded = _pad_symmetric(images, pad)
+    else:
+        padded = F.pad(images.float() if mode != "constant" else images, (pad,) * 4, mode=TORCH_PAD_MODES[mode])
+        padded = padded.to(images.dtype)
     dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=images.device)
     dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=images.device)
     rows = (dy[:, None] + torch.arange(h, device=images.device))[:, :, None]   # (n, h, 1)
     cols = (dx[:, None] + torch.arange(w, device=images.device))[:, None, :]   # (n, 1, w)
     batch = torch.arange(n, device=images.device)[:, None, None]
     return padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)
+
+
+def _pad_symmetric(images: torch.Tensor, pad: int) -> torch.Tensor:
+    """torchvision's symmetric mode: mirrored including the edge pixel (torch's F.pad has no such
+    mode; its reflect leaves the edge pixel out)."""
+    rows = torch.cat([images[..., :pad, :].flip(-2), images, images[..., -pad:, :].flip(-2)], dim=-2)
+    return torch.cat([rows[..., :pad].flip(-1), rows, rows[..., -pad:].flip(-1)], dim=-1)
 
 
 def flip(images: torch.Tensor, p: float, dim: int, generator) -> torch.Tensor:
@@ -121,13 +131,13 @@ def resize(images: torch.Tensor, size: int) -> torch.Tensor:
     if images.shape[-1] == size and images.shape[-2] == size:
         return images
     out = F.interpolate(images.float(), size=(size, size), mode="bilinear", align_corners=False,
-                        antialias=size < images.shape[-1])
+                        antialias=size < max(images.shape[-2:]))  # as torchvision: whenever a side shrinks
     return out.round().clamp(0, 255).to(images.dtype) if images.dtype == torch.uint8 else out
 
 
 def center_crop(images: torch.Tensor, size: int) -> torch.Tensor:
     h, w = images.shape[-2:]
-    top, left = (h - size) // 2, (w - size) // 2
+    top, left = round((h - size) / 2), round((w - size) / 2)  # as torchvision: round(), not floor
     return images[..., top:top + size, left:left + size]
 
 

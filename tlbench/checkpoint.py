@@ -3,12 +3,13 @@ stopped (model, optimizer, schedule, random states, history, epoch, freeze phase
 atomically and read back with `weights_only=True` (only tensors and plain Python values, so a
 checkpoint cannot run code)."""
 
-import os
 import random
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from tlbench import atomic
 
 CHECKPOINT_FILE = "checkpoint.pt"
 FORMAT = 1
@@ -58,19 +59,9 @@ def save(state: dict, path: Path) -> Path:
 
 
 def write_atomic(tensors, path: Path) -> Path:
-    """torch.save to a temporary file, fsync, os.replace: a kill at any moment leaves the previous
-    file or the new one, never a torn file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            torch.save(tensors, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    """torch.save through atomic.write_atomic: a kill at any moment leaves the previous file or
+    the new one, never a torn file."""
+    return atomic.write_atomic(path, lambda handle: torch.save(tensors, handle))
 
 
 def load(path: Path) -> dict:

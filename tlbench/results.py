@@ -12,10 +12,11 @@ import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 
-from tlbench import identity
+from tlbench import atomic, identity
 from tlbench.errors import ResultsWriteError
 
 SCHEMA_VERSION = 2  # 2: train / val / test splits; selection on val, test reported
+RESULT_FILE = "result.json"  # one per run folder; the report reads these and nothing else
 
 
 def new_result(config: dict, fingerprints: dict | None = None) -> dict:
@@ -83,29 +84,16 @@ def env_info(device, device_name: str) -> dict:
 
 
 def write_json_atomic(data: dict, path: Path) -> Path:
-    """Temporary file in the same folder, fsync, then os.replace: a reader sees the old file or
-    the new one, never half of one, even if the process dies mid-write."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    """atomic.write_atomic with JSON; a failure names the fix."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "w") as handle:
-            json.dump(data, handle, indent=1, default=str, allow_nan=True)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        return atomic.write_atomic(path, lambda handle: json.dump(data, handle, indent=1, default=str, allow_nan=True),
+                                   binary=False)
     except OSError as err:
-        kept = "the previous file is intact; " if path.is_file() else ""
+        kept = "the previous file is intact; " if Path(path).is_file() else ""
         raise ResultsWriteError(
             f"cannot write {path}: {err.strerror or err}; {kept}free disk space or fix the folder's permissions, or "
             f"write elsewhere (results_dir=..., or hydra.run.dir / hydra.sweep.dir), then run the same command "
             f"again") from err
-    finally:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
-    return path
 
 
 def _git_sha() -> str | None:

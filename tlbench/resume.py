@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from tlbench import checkpoint
+from tlbench import checkpoint, results
 
 log = logging.getLogger("tlbench")
-RESULT_FILE = "result.json"
+RESULT_FILE = results.RESULT_FILE
 ARCHIVED_RESULT = "result.archived.json"  # not named result.json, so reports do not count it twice
 RUN_FILES = (RESULT_FILE, checkpoint.CHECKPOINT_FILE, "best.pt")
 

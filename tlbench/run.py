@@ -15,7 +15,7 @@ from tlbench import (augment, checkpoint, data, devices, engine, freeze, identit
 from tlbench.errors import DataNotFoundError, StartupError, WeightsNotFoundError
 
 log = logging.getLogger("tlbench")
-RESULT_FILE = resume.RESULT_FILE
+RESULT_FILE = results.RESULT_FILE
 
 
 def run(cfg: DictConfig, output_dir=None) -> dict:

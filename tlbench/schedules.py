@@ -29,13 +29,19 @@ def step_decay(step, total_steps, steps_per_epoch, step_epochs, gamma, warmup_st
 
 
 def one_cycle(step, total_steps, pct_start=0.3, div_factor=25.0, final_div_factor=1e4):
-    """torch OneCycleLR's cosine shape, as a factor of max_lr (the optimizer's lr)."""
+    """torch OneCycleLR's cosine shape (two phases), as a factor of max_lr (the optimizer's lr).
+    As torch, the rise ends at the unrounded step pct_start * total_steps - 1."""
     start, end = 1 / div_factor, 1 / (div_factor * final_div_factor)
-    rise = max(1, round(pct_start * total_steps) - 1)
-    if step <= rise:
-        return start + (1 - start) * 0.5 * (1 - math.cos(math.pi * step / rise))
-    progress = min(1.0, (step - rise) / max(1, total_steps - 1 - rise))
-    return end + (1 - end) * 0.5 * (1 + math.cos(math.pi * progress))
+    peak = float(pct_start * total_steps) - 1
+    if step <= peak:
+        return _cos_anneal(start, 1.0, step / peak if peak > 0 else 1.0)  # torch divides by zero at peak 0
+    fall = total_steps - 1 - peak
+    return _cos_anneal(1.0, end, min(1.0, (step - peak) / fall) if fall > 0 else 1.0)
+
+
+def _cos_anneal(start, end, pct):
+    """OneCycleLR._annealing_cos: from `start` at pct 0 to `end` at pct 1."""
+    return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1)
 
 
 class Plateau:

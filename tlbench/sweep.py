@@ -14,6 +14,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
 from tlbench.identity import is_identity_key
+from tlbench.results import RESULT_FILE
 
 log = logging.getLogger("tlbench")
 
@@ -41,7 +42,7 @@ def register_resolvers() -> None:
 def failed_runs(sweep_dir) -> list[tuple[Path, str]]:
     """Runs directly under the sweep folder (`<job>/result.json`) that are not ok."""
     failed = []
-    for path in sorted(Path(sweep_dir).glob("*/result.json")):
+    for path in sorted(Path(sweep_dir).glob(f"*/{RESULT_FILE}")):
         try:
             result = json.loads(path.read_text())
         except (OSError, ValueError) as err:

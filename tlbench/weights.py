@@ -13,6 +13,7 @@ from typing import Callable
 
 import torch
 
+from tlbench import atomic
 from tlbench.errors import WeightsMismatchError, WeightsNotFoundError
 
 WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
@@ -133,11 +134,7 @@ def convert_in_order(source: Path, target: Path, timm_name: str) -> Path:
             raise WeightsMismatchError(f"{source}: tensor {src_key} {tuple(tensor.shape)} does not fit "
                                        f"{timm_name}.{dst_key} {tuple(ref.shape)}")
         renamed[dst_key] = tensor
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    torch.save(renamed, tmp)
-    os.replace(tmp, target)
-    return target
+    return atomic.write_atomic(target, lambda handle: torch.save(renamed, handle))
 
 
 def _in_hf_cache(hf_hub_id, looked) -> LocatedWeights | None:

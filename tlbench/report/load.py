@@ -14,8 +14,9 @@ from pathlib import Path
 import pandas as pd
 
 from tlbench import identity
+from tlbench.results import RESULT_FILE
 
-RESULT_FILENAME = "result.json"
+RESULT_FILENAME = RESULT_FILE
 KNOWN_SCHEMA_VERSION = 2
 # Schema 1 had no separate val split: its "val" WAS the test split, and its best epoch was
 # chosen on it. How such a file reads in schema-2 terms (see upgrade_schema_1).

@@ -1,0 +1,291 @@
+"""Oracles: tlbench's hand-written maths checked against the library that defines it.
+
+Schedules are compared with torch.optim.lr_scheduler step by step, the plateau rule with
+ReduceLROnPlateau epoch by epoch, the per-group lrs through the real training step, and the batch
+augmentations with torchvision's functional ops. Images have a distinct value in every pixel, so a
+flip along the wrong axis or a crop one pixel off cannot pass by symmetry."""
+
+import random
+import warnings
+
+import pytest
+import torch
+from torch import nn
+from torch.optim import lr_scheduler as S
+from torchvision.transforms.v2 import functional as TF
+
+from tlbench import batch_augment as ops
+from tlbench import engine, tensor_data
+from tlbench.schedules import build_schedule
+
+# ---------------------------------------------------------------- schedules vs torch schedulers
+
+
+def torch_lrs(make_scheduler, steps: int) -> list[float]:
+    """The lr torch uses at each of `steps` optimizer steps, for an optimizer at lr 1.0 (so the lr
+    is the factor on the base lr, tlbench's convention)."""
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    with warnings.catch_warnings():  # SequentialLR's and ChainedScheduler's deprecation chatter
+        warnings.simplefilter("ignore")
+        scheduler = make_scheduler(optimizer)
+        lrs = []
+        for _ in range(steps):
+            lrs.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            scheduler.step()
+    return lrs
+
+
+def assert_same_every_step(schedule, theirs: list[float], rel=1e-9):
+    ours = [schedule.factor(step) for step in range(len(theirs))]
+    for step, (a, b) in enumerate(zip(ours, theirs)):
+        assert a == pytest.approx(b, rel=rel, abs=0), f"step {step}: tlbench {a!r}, torch {b!r}"
+
+
+@pytest.mark.parametrize("epochs, steps_per_epoch", [(5, 8), (3, 7)])
+@pytest.mark.parametrize("min_lr_ratio", [0.0, 0.1])
+def test_cosine_without_warmup_equals_cosine_annealing_lr(epochs, steps_per_epoch, min_lr_ratio):
+    total = epochs * steps_per_epoch
+    schedule = build_schedule("cosine", epochs, steps_per_epoch, warmup_epochs=0, min_lr_ratio=min_lr_ratio)
+    assert_same_every_step(schedule, torch_lrs(lambda o: S.CosineAnnealingLR(o, T_max=total, eta_min=min_lr_ratio),
+                                               total))
+
+
+def linear_warmup(optimizer, warmup_steps):
+    """tlbench's warm-up factor is (step + 1) / W: 1/W at step 0, full lr at step W - 1. That is
+    LinearLR from 1/W reaching 1 after W - 1 iterations (torch's own convention, no shift)."""
+    return S.LinearLR(optimizer, start_factor=1 / warmup_steps, end_factor=1.0, total_iters=warmup_steps - 1)
+
+
+@pytest.mark.parametrize("warmup_epochs, min_lr_ratio", [(1, 0.0), (0.5, 0.2), (2, 0.05)])
+def test_cosine_with_warmup_equals_linear_lr_then_cosine_annealing_lr(warmup_epochs, min_lr_ratio):
+    epochs, steps_per_epoch = 5, 8
+    total, warmup = epochs * steps_per_epoch, round(warmup_epochs * steps_per_epoch)
+    schedule = build_schedule("cosine", epochs, steps_per_epoch, warmup_epochs=warmup_epochs,
+                              min_lr_ratio=min_lr_ratio)
+    # The cosine starts at step W from the full lr and reaches min_lr at the end of the run.
+    theirs = torch_lrs(lambda o: S.SequentialLR(o, [linear_warmup(o, warmup),
+                                                    S.CosineAnnealingLR(o, T_max=total - warmup,
+                                                                        eta_min=min_lr_ratio)],
+                                                milestones=[warmup]), total)
+    assert_same_every_step(schedule, theirs)
+
+
+def test_constant_with_warmup_equals_linear_lr():
+    schedule = build_schedule("constant", 4, 6, warmup_epochs=1)
+    assert_same_every_step(schedule, torch_lrs(lambda o: linear_warmup(o, 6), 24))
+
+
+def test_constant_without_warmup_equals_lambda_lr_of_one():
+    schedule = build_schedule("constant", 3, 5, warmup_epochs=0)
+    assert_same_every_step(schedule, torch_lrs(lambda o: S.LambdaLR(o, lambda step: 1.0), 15))
+
+
+def test_step_decay_equals_step_lr():
+    schedule = build_schedule("step", 7, 4, step_epochs=2, gamma=0.3)
+    assert_same_every_step(schedule, torch_lrs(lambda o: S.StepLR(o, step_size=2 * 4, gamma=0.3), 28))
+
+
+def test_step_decay_with_warmup_equals_linear_lr_chained_with_step_lr():
+    # ChainedScheduler multiplies the two factors, as tlbench's warm-up x decay does.
+    schedule = build_schedule("step", 6, 5, step_epochs=2, gamma=0.5, warmup_epochs=1)
+    theirs = torch_lrs(lambda o: S.ChainedScheduler([linear_warmup(o, 5), S.StepLR(o, step_size=10, gamma=0.5)]), 30)
+    assert_same_every_step(schedule, theirs)
+
+
+@pytest.mark.parametrize("epochs, steps_per_epoch, pct_start, div_factor, final_div_factor", [
+    (5, 8, 0.3, 25.0, 1e4),    # pct_start * total an integer: 12
+    (3, 7, 0.3, 25.0, 1e4),    # 6.3: torch does not round the end of the rise
+    (2, 5, 0.45, 10.0, 100.0),  # 4.5
+    (4, 9, 0.25, 5.0, 50.0),
+    (1, 10, 0.3, 25.0, 1e4),
+])
+def test_onecycle_equals_one_cycle_lr(epochs, steps_per_epoch, pct_start, div_factor, final_div_factor):
+    total = epochs * steps_per_epoch
+    schedule = build_schedule("onecycle", epochs, steps_per_epoch, pct_start=pct_start, div_factor=div_factor,
+                              final_div_factor=final_div_factor)
+    theirs = torch_lrs(lambda o: S.OneCycleLR(o, max_lr=1.0, total_steps=total, pct_start=pct_start,
+                                              anneal_strategy="cos", cycle_momentum=False, div_factor=div_factor,
+                                              final_div_factor=final_div_factor, three_phase=False), total)
+    assert_same_every_step(schedule, theirs)
+
+
+# ---------------------------------------------------------------- plateau vs ReduceLROnPlateau
+
+MODES = {"val_loss": "min", "val_acc": "max"}
+
+
+def assert_plateau_matches_torch(monitor, values, factor, patience):
+    """Feeds the same metric to tlbench's plateau schedule and to ReduceLROnPlateau (lr 1.0, so
+    its lr is the scale) and compares after every epoch."""
+    schedule = build_schedule("plateau", 10, 3, monitor=monitor, factor=factor, patience=patience)
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    # eps=0: torch skips reductions smaller than eps; tlbench has no such floor.
+    theirs = S.ReduceLROnPlateau(optimizer, mode=MODES[monitor], factor=factor, patience=patience,
+                                 threshold=1e-4, threshold_mode="rel", eps=0.0)
+    for epoch, value in enumerate(values):
+        schedule.epoch_end({monitor: value})
+        optimizer.step()
+        theirs.step(value)
+        ours, torch_scale = schedule.factor(3 * (epoch + 1)), optimizer.param_groups[0]["lr"]
+        assert ours == pytest.approx(torch_scale, rel=1e-12), f"after epoch {epoch} of {values}: {ours} != {torch_scale}"
+
+
+def worse(monitor, start, epochs):
+    """A metric that only gets worse: torch must reduce after every patience + 1 epochs."""
+    step = 0.01 if monitor == "val_loss" else -0.01
+    return [start + step * i for i in range(epochs)]
+
+
+HAND_WRITTEN = [
+    [1.0] * 12,                              # flat: reduce again and again
+    [0.0] * 8,                               # stuck at zero (accuracy of a dead run): ties at 0 too
+    [0.5, 0.5, 0.5, 0.4, 0.4, 0.4, 0.4, 0.4],  # ties are not improvements
+    [1.0, 0.99995, 1.00005, 0.99991, 0.5],   # within and just outside the 1e-4 relative threshold
+    [0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3],     # steadily lower
+    [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9],     # steadily higher
+    [0.6, 0.7, 0.6, 0.5, 0.7, 0.5, 0.4, 0.4, 0.8, 0.3, 0.3, 0.3, 0.3],
+]
+
+
+@pytest.mark.parametrize("monitor", ["val_loss", "val_acc"])
+@pytest.mark.parametrize("patience", [0, 1, 2])
+def test_plateau_equals_reduce_lr_on_plateau_on_hand_written_sequences(monitor, patience):
+    for values in HAND_WRITTEN + [worse(monitor, 0.5, 15)]:
+        assert_plateau_matches_torch(monitor, values, factor=0.5, patience=patience)
+
+
+def test_plateau_reduces_repeatedly_on_a_worsening_metric():
+    # Guards the oracle itself: the hand-written sequences really do make torch reduce.
+    for monitor in MODES:
+        schedule = build_schedule("plateau", 10, 1, monitor=monitor, factor=0.5, patience=1)
+        for value in worse(monitor, 0.5, 7):  # best at epoch 0, reductions after epochs 2, 4 and 6
+            schedule.epoch_end({monitor: value})
+        assert schedule.factor(0) == 0.125
+
+
+@pytest.mark.parametrize("monitor", ["val_loss", "val_acc"])
+def test_plateau_equals_reduce_lr_on_plateau_on_random_sequences_with_ties(monitor):
+    rng = random.Random(0)
+    for _ in range(60):
+        levels = [round(rng.uniform(0.05, 1.0), 2) for _ in range(4)]  # few levels: many ties
+        values = [rng.choice(levels) for _ in range(rng.randint(5, 25))]
+        assert_plateau_matches_torch(monitor, values, factor=rng.choice([0.5, 0.3, 0.1]),
+                                     patience=rng.randint(0, 3))
+
+
+# ---------------------------------------------------------------- every param group follows the schedule
+
+
+def test_every_param_group_follows_the_schedule_at_every_step():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 8), nn.ReLU(), nn.Linear(8, 3))
+    base_lrs = (0.1, 0.02, 0.005)
+    params = (model[1].parameters(), [model[3].weight], [model[3].bias])
+    optimizer = torch.optim.SGD([{"params": list(p), "lr": lr, "base_lr": lr} for p, lr in zip(params, base_lrs)])
+    schedule = build_schedule("cosine", epochs=2, steps_per_epoch=5, warmup_epochs=0.4, min_lr_ratio=0.1)
+    loader = [(torch.randn(4, 3, 2, 2), torch.randint(0, 3, (4,))) for _ in range(5)]
+    seen = []  # the lrs each optimizer step actually uses
+    optimizer.register_step_pre_hook(lambda opt, args, kwargs: seen.append([g["lr"] for g in opt.param_groups]))
+    options = engine.TrainOptions(epochs=2)
+    for epoch in range(2):  # the second epoch checks the global step (first_step), not the epoch's
+        engine.train_one_epoch(model, loader, optimizer, schedule, epoch * len(loader), torch.device("cpu"), options)
+    assert len(seen) == 10
+    for step, lrs in enumerate(seen):
+        expected = [base * schedule.factor(step) for base in base_lrs]
+        assert lrs == pytest.approx(expected, rel=1e-12), f"step {step}"
+    assert len({schedule.factor(step) for step in range(10)}) >= 9  # it moves (one tie at the peak): stale lrs fail
+
+
+# ---------------------------------------------------------------- batch ops vs torchvision
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def distinct_images(n=3, h=5, w=7, seed=0) -> torch.Tensor:
+    """uint8 (n, 3, h, w), each image a different permutation of 1..255: every pixel distinct and
+    none 0, so the constant padding never looks like image content."""
+    g = gen(seed)
+    return torch.stack([(torch.randperm(255, generator=g)[:3 * h * w] + 1).reshape(3, h, w)
+                        for _ in range(n)]).to(torch.uint8)
+
+
+def test_flip_along_the_last_dim_is_torchvision_horizontal_flip():
+    images = distinct_images()
+    assert torch.equal(ops.flip(images, 1.0, -1, gen()), TF.horizontal_flip(images))
+
+
+def test_flip_along_dim_minus_two_is_torchvision_vertical_flip():
+    images = distinct_images()
+    assert torch.equal(ops.flip(images, 1.0, -2, gen()), TF.vertical_flip(images))
+
+
+@pytest.mark.parametrize("dim", [-1, -2])
+def test_flip_with_p_zero_leaves_images_unchanged(dim):
+    images = distinct_images()
+    assert torch.equal(ops.flip(images, 0.0, dim, gen()), images)
+
+
+def torchvision_pad_crops(image, pad, mode, h, w) -> dict:
+    """Every crop RandomCrop(padding=pad, padding_mode=mode) can return, by (top, left)."""
+    padded = TF.pad(image, [pad], padding_mode=mode)
+    return {(top, left): TF.crop(padded, top, left, h, w) for top in range(2 * pad + 1) for left in range(2 * pad + 1)}
+
+
+@pytest.mark.parametrize("mode", ["constant", "reflect", "edge", "symmetric"])
+def test_pad_crop_returns_one_of_torchvision_padded_crops(mode):
+    pad, (h, w) = 2, (5, 6)
+    images = distinct_images(n=64, h=h, w=w)
+    out = ops.pad_crop(images, pad, mode, gen(1))
+    offsets = set()
+    for image, result in zip(images, out):
+        crops = torchvision_pad_crops(image, pad, mode, h, w)
+        matches = [at for at, crop in crops.items() if torch.equal(crop, result)]
+        assert matches, f"pad_mode={mode}: the output is no crop of torchvision's padded image"
+        offsets.update(matches)
+    # RandomCrop draws top and left independently over 0..2 pad; 64 draws miss none (p < 1e-5)
+    assert {top for top, _ in offsets} == {left for _, left in offsets} == set(range(2 * pad + 1))
+    assert len(offsets) > 2 * pad + 1, "top and left drawn together"
+
+
+@pytest.mark.parametrize("h, w, size", [(7, 7, 4), (8, 6, 5), (7, 9, 2), (6, 6, 6)])
+def test_center_crop_equals_torchvision(h, w, size):
+    # odd margins (7 - 4 = 3) are where a floor and torchvision's round() disagree
+    images = distinct_images(h=h, w=w)
+    assert torch.equal(ops.center_crop(images, size), TF.center_crop(images, [size, size]))
+
+
+@pytest.mark.parametrize("h, w, size", [(12, 12, 6), (12, 10, 5), (5, 7, 9), (16, 8, 9), (7, 5, 6)])
+def test_resize_equals_torchvision_bilinear_antialias(h, w, size):
+    images = torch.randint(0, 256, (3, 3, h, w), dtype=torch.uint8, generator=gen(2))
+    theirs = TF.resize(images, [size, size], interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
+    ours = ops.resize(images, size)
+    assert (ours.int() - theirs.int()).abs().max() <= 1  # uint8 kernels round differently by one level
+    floats = images.float() / 255
+    assert torch.allclose(ops.resize(floats, size), TF.resize(floats, [size, size], antialias=True), atol=1e-5)
+
+
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def torchvision_normalized(images: torch.Tensor) -> torch.Tensor:
+    return TF.normalize(TF.to_dtype(images, torch.float32, scale=True), list(MEAN), list(STD))
+
+
+@pytest.mark.parametrize("setting, reference", [("hflip", TF.horizontal_flip), ("vflip", TF.vertical_flip)])
+def test_batch_transform_flips_along_torchvision_axes(setting, reference):
+    # The wiring, not only the op: hflip must reach flip(dim=-1), vflip flip(dim=-2).
+    images = distinct_images(n=4, h=6, w=6)
+    transform = tensor_data.BatchTransform(6, 6, MEAN, STD, **{setting: 1.0})
+    assert torch.allclose(transform(images, gen()), torchvision_normalized(reference(images)), atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["constant", "reflect", "edge", "symmetric"])
+def test_batch_transform_pads_with_the_configured_mode(mode):
+    images = distinct_images(n=6, h=6, w=6)
+    out = tensor_data.BatchTransform(6, 6, MEAN, STD, pad=2, pad_mode=mode)(images, gen(3))
+    for image, result in zip(images, out):
+        crops = torchvision_pad_crops(image, 2, mode, 6, 6).values()
+        assert any(torch.allclose(result, torchvision_normalized(crop), atol=1e-5) for crop in crops), mode
