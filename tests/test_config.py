@@ -110,6 +110,10 @@ def test_seed_preset_a_matches_the_write_up(make_cfg):
         ("plateau", "val_loss", 0.5, 2)
     assert (cfg.freeze.name, cfg.freeze.epochs, cfg.freeze.backbone_lr) == ("freeze_unfreeze", 5, 1e-4)
     assert list(cfg.augment.color_jitter) == [0.2, 0.2, 0.2, 0.1] and cfg.augment.rotation_deg == 15
+    # the write-up's own protocol, not tlbench's default recipe: plain cross-entropy, torch's Linear init,
+    # weight decay on every parameter, best epoch and plateau on the test split
+    assert (cfg.label_smoothing, cfg.model.head_init, cfg.optimizer.filter_bias_and_bn) == (0.0, "library", False)
+    assert cfg.dataset.val_split == 0
 
 
 @pytest.mark.parametrize("overrides, message", [

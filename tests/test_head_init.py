@@ -81,5 +81,7 @@ def test_a_linear_probe_on_real_lite0_features_learns_real_cifar_classes(make_cf
     result = run(cfg, output_dir=tmp_path / "probe")
     first = result["iter_loss"][0]
     assert first == pytest.approx(math.log(2), rel=0.15)
-    # Measured 2026-11-24 (2-core CPU, torch 2.14.1): see the assertion below for the bound.
-    assert result["summary"]["final_test_acc"] > 0.85, result["summary"]
+    # Measured 2026-11-24 on the 2-core CPU (torch 2.14.1): 93.75% and 94.5% final test acc (seeds 0, 1;
+    # 490 train / 400 test images, cat vs ship). Zero-init head, default recipe. A broken head init,
+    # freeze or normalization drops it towards 50%.
+    assert result["summary"]["final_test_acc"] > 0.90, result["summary"]
