@@ -289,3 +289,23 @@ def test_batch_transform_pads_with_the_configured_mode(mode):
     for image, result in zip(images, out):
         crops = torchvision_pad_crops(image, 2, mode, 6, 6).values()
         assert any(torch.allclose(result, torchvision_normalized(crop), atol=1e-5) for crop in crops), mode
+
+
+@pytest.mark.parametrize("name", ["resnet18", "deit_tiny_patch16_224"])
+def test_no_weight_decay_groups_match_timm(name):
+    """optimizer.filter_bias_and_bn: the same split as timm's own param_groups_weight_decay."""
+    import timm
+    from timm.optim._param_groups import param_groups_weight_decay
+
+    from tlbench import freeze, optim
+
+    with torch.device("meta"):
+        model = timm.create_model(name, num_classes=3)
+    names = {id(p): n for n, p in model.named_parameters()}
+    expected = {g["weight_decay"]: {names[id(p)] for p in g["params"]}
+                for g in param_groups_weight_decay(model, 0.05, no_weight_decay_list=getattr(model, "no_weight_decay", set)())}
+    phase = freeze.Phase("all", (freeze.ParamGroup(tuple(n for n, _ in model.named_parameters())),))
+    factory = optim.OptimizerFactory("adamw", lr=1e-3, weight_decay=0.05)
+    built = {g["weight_decay"]: {names[id(p)] for p in g["params"]}
+             for g in factory.build(model, phase).param_groups}
+    assert built == expected and expected[0.0] and expected[0.05]
