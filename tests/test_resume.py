@@ -24,7 +24,7 @@ TIMING = ("time_s", "images_per_s")
 def metrics(result: dict) -> tuple:
     """Everything a resumed run must reproduce exactly: per-epoch numbers and every step's loss."""
     epochs = [{k: v for k, v in e.items() if k not in TIMING} for e in result["epochs"]]
-    return epochs, result["iter_loss"], result["summary"]["final_val_acc"], result["summary"]["best_val_acc"]
+    return epochs, result["iter_loss"], result["summary"]
 
 
 def interrupt_after_epoch(monkeypatch, epoch: int):
@@ -177,3 +177,21 @@ def test_the_sweep_folder_is_named_by_what_the_command_trains():
     assert sweep_name([*command, "resume=false", "results_dir=/elsewhere", "threads=1"]) == name
     assert sweep_name(list(reversed(command))) != name != sweep_name([*command, "seed=1"])
     assert sweep_name([]).startswith("defaults-")
+
+
+def test_a_checkpoint_of_another_run_is_never_resumed_even_beside_a_matching_result(make_cfg, tmp_path,
+                                                                                    monkeypatch):
+    """result.json says run A, the checkpoint next to it is run B's (copied over, say): A starts
+    afresh and B's checkpoint is kept aside, never loaded into A."""
+    import shutil
+
+    for folder, lr in (("a", "0.2"), ("b", "0.1")):
+        with monkeypatch.context() as patch:
+            interrupt_after_epoch(patch, 1)
+            with pytest.raises(KeyboardInterrupt):
+                run(make_cfg(*RESUMABLE, f"optimizer.lr={lr}"), output_dir=tmp_path / folder)
+    shutil.copy(tmp_path / "b" / checkpoint.CHECKPOINT_FILE, tmp_path / "a" / checkpoint.CHECKPOINT_FILE)
+    again = run(make_cfg(*RESUMABLE, "optimizer.lr=0.2"), output_dir=tmp_path / "a")
+    assert again["status"] == "ok" and again["resumes"] == [] and len(again["epochs"]) == 3
+    (kept,) = (tmp_path / "a" / "archive").iterdir()
+    assert checkpoint.load(kept / checkpoint.CHECKPOINT_FILE)["run_id"] != again["run_id"]
