@@ -106,3 +106,16 @@ def test_bn_eval_keeps_every_batchnorm_statistic_fixed_while_all_weights_train(m
     assert [e["freeze_phase"] for e in history.epochs] == ["head", "all"]
     assert changed(snaps[0], snaps[2], stats) == set(), "a BatchNorm statistic moved under bn_eval"
     assert changed(snaps[1], snaps[2], weights) == set(weights), "after unfreezing every weight must train"
+
+
+@pytest.mark.parametrize("overrides, head_lr", [(["freeze=linear_probe", "optimizer.lr=1e-3"], 1e-2),
+                                                (["freeze=linear_probe", "freeze.head_lr_ratio=1"], 1e-3),
+                                                (["experiment=seed_resnet18_food20"], 5e-3)])
+def test_a_linear_probe_trains_its_head_at_head_lr_ratio_times_lr(make_cfg, overrides, head_lr):
+    cfg = make_cfg(*overrides)
+    built = models.build_model(num_classes=3, pretrained=False, **cfg.model)
+    strategy = freeze.build_freeze(stages=built.stages, total_epochs=cfg.epochs, **cfg.freeze)
+    optimizer = optim.OptimizerFactory(**cfg.optimizer).build(built.model, strategy.phase(0))
+    assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([head_lr] * len(optimizer.param_groups))
+    assert sum(p.numel() for g in optimizer.param_groups for p in g["params"]) == \
+        sum(p.numel() for n, p in built.model.named_parameters() if n in set(built.head_params))
