@@ -15,7 +15,8 @@ from tlbench.report.metrics import add_run_metrics
 
 TITLE = "tlbench transfer-learning report"
 DEFINITIONS = [
-    "Groups: runs whose config differs only in seed (and output paths, device, workers).",
+    "Groups: runs of the same experiment (result.json `identity`: the config without paths and speed-only "
+    "settings, local data and weights by content) that differ only in seed.",
     "95% CI: Student t interval of the mean across seeds; n = 1 gives no interval.",
     "Pretrained − random: paired t on per-seed differences when both sides ran the same "
     "seeds, otherwise Welch t on the difference of means.",
