@@ -1,8 +1,9 @@
 """The one JSON file per run (`result.json`, schema below and in README) and how it is written.
 
-schema_version 1: schema_version, run_id, status ("ok"|"failed"|"interrupted"|"running"), config, model, dataset,
-pretrained, freeze, optimizer, schedule, seed, epochs[], iter_loss[], iters_per_epoch, summary,
-model_info, data_info, seeds, deterministic, env, error, started_at, finished_at, resumes[]."""
+schema_version 2: schema_version, run_id, identity, fingerprints, status ("ok"|"failed"|"interrupted"|"running"),
+config, model, dataset, pretrained, freeze, optimizer, schedule, seed, epochs[] (train_*, val_*, test_*),
+iter_loss[], iters_per_epoch, summary, model_info, data_info, seeds, deterministic, env, error, started_at,
+finished_at, resumes[]. Version 1 had no test split (its val was the test split) and no identity."""
 
 import json
 import os
