@@ -112,7 +112,7 @@ def test_seed_preset_a_matches_the_write_up(make_cfg):
     assert list(cfg.augment.color_jitter) == [0.2, 0.2, 0.2, 0.1] and cfg.augment.rotation_deg == 15
     # the write-up's own protocol, not tlbench's default recipe: plain cross-entropy, torch's Linear init,
     # weight decay on every parameter, best epoch and plateau on the test split
-    assert (cfg.label_smoothing, cfg.model.head_init, cfg.optimizer.filter_bias_and_bn) == (0.0, "library", False)
+    assert (cfg.label_smoothing, cfg.model.head_init, cfg.optimizer.filter_bias_and_bn) == (0.0, "linear", False)
     assert cfg.dataset.val_split == 0
 
 
@@ -132,7 +132,7 @@ def test_seed_preset_a_matches_the_write_up(make_cfg):
     (["batch_size=2.5"], "batch_size: Value '2.5'"),
     (["label_smoothing=1.2"], r"label_smoothing=1.2 must be in \[0, 1\)"),
     (["data.pipeline=dali"], "data.pipeline='dali' is not known"),
-    (["model.head_init=xavier"], "model.head_init='xavier' is not known; use one of zeros, normal, library"),
+    (["model.head_init=xavier"], "model.head_init='xavier' is not known; use one of zeros, normal, library, linear"),
     (["amp=maybe"], "amp='maybe' must be auto, true or false"),
 ])
 def test_bad_settings_fail_before_training_naming_the_value(make_cfg, overrides, message):

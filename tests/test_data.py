@@ -1,6 +1,8 @@
 """Local data as users bring it: ImageFolder trees and `<path> <label>` lists, with clear errors."""
 
 import json
+import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -24,27 +26,119 @@ def food_lists(tmp_path):
     return tmp_path / "food"
 
 
-def test_filelist_resolves_relative_paths_against_the_list_folder(make_cfg, food_lists, monkeypatch, tmp_path):
+def filelist_splits(make_cfg, train_list, test_list):
+    cfg = make_cfg("dataset=filelist", f"dataset.train_list={train_list}", f"dataset.test_list={test_list}",
+                   "dataset.val_split=0")
+    return data.build_dataset(**cfg.dataset)
+
+
+def test_filelist_resolves_relative_paths_against_the_list_folder(make_cfg, food_lists, monkeypatch, tmp_path,
+                                                                  caplog):
     monkeypatch.chdir(tmp_path)  # not the list's folder: relative paths must not depend on the cwd
-    cfg = make_cfg("dataset=filelist", f"dataset.train_list={food_lists / 'train.txt'}",
-                   f"dataset.test_list={food_lists / 'test.txt'}", "dataset.val_split=0")
-    splits = data.build_dataset(**cfg.dataset)
+    splits = filelist_splits(make_cfg, food_lists / "train.txt", food_lists / "test.txt")
     assert len(splits.train) == 3 and len(splits.test) == 1 and len(splits.classes) == 3 and splits.val_is_test
     image, label = splits.train[1]
     assert image.size == (30, 20) and label == 1
+    assert splits.source.endswith("test.txt (paths relative to the lists' folder)")
+    assert "working directory" not in caplog.text
+
+
+def test_filelist_kept_apart_from_its_images_reaches_them_with_dotdot(make_cfg, food_lists, monkeypatch, tmp_path):
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    (lists / "train.txt").write_text("../food/images/0.jpg 0\n../food/images/1.jpg 1\n")
+    (lists / "test.txt").write_text("../food/images/3.jpg 1\n")
+    monkeypatch.chdir(food_lists / "images")
+    splits = filelist_splits(make_cfg, lists / "train.txt", lists / "test.txt")
+    assert [label for _, label in splits.train] == [0, 1]
+    assert splits.source.endswith("(paths relative to the lists' folder)")
+
+
+def test_filelist_takes_absolute_paths_as_written(make_cfg, food_lists, tmp_path):
+    images = food_lists / "images"
+    (tmp_path / "train.txt").write_text(f"{images / '0.jpg'} 0\n{images / '1.jpg'} 1\n")
+    (tmp_path / "test.txt").write_text(f"{images / '3.jpg'} 1\n")
+    splits = filelist_splits(make_cfg, tmp_path / "train.txt", tmp_path / "test.txt")
+    assert splits.train.samples[0][0] == images / "0.jpg" and splits.train[0][0].size == (30, 20)
+    assert splits.source.endswith("(absolute paths)")
+
+
+@pytest.fixture
+def write_up_d(tmp_path, monkeypatch):
+    """Write-up D as run: `./food/apple/1.jpg 0` lines, opened from the folder holding food/, while
+    the lists given to tlbench live elsewhere (here lists/)."""
+    work = tmp_path / "work"
+    for name, shade in (("apple", 0), ("pear", 200)):
+        (work / "food" / name).mkdir(parents=True)
+        for i in range(2):
+            Image.new("RGB", (24, 24), (shade, 40 * i, 90)).save(work / "food" / name / f"{i}.jpg")
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    (lists / "train.txt").write_text("./food/apple/0.jpg 0\n./food/pear/0.jpg 1\n./food/pear/1.jpg 1\n")
+    (lists / "test.txt").write_text("./food/apple/1.jpg 0\n")
+    monkeypatch.chdir(work)
+    return lists
+
+
+def test_write_up_d_lists_resolve_against_the_working_directory_and_warn(make_cfg, write_up_d, tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="tlbench"):
+        splits = filelist_splits(make_cfg, write_up_d / "train.txt", write_up_d / "test.txt")
+    assert len(splits.train) == 3 and splits.train[2][1] == 1
+    work = tmp_path / "work"
+    assert splits.source.endswith(f"(paths relative to the working directory {work})")
+    warnings = [r.getMessage() for r in caplog.records if r.name == "tlbench" and r.levelno == logging.WARNING]
+    assert len(warnings) == 1, warnings
+    assert (f"4 image paths in {write_up_d / 'train.txt'}, {write_up_d / 'test.txt'} were found relative to the "
+            f"working directory {work}") in warnings[0]
+    assert "depends on the directory it is started from" in warnings[0]
+    assert "relative to the list file's folder" in warnings[0] and "absolute paths" in warnings[0]
+
+
+def test_filelist_source_counts_each_base_when_lists_mix_them(make_cfg, write_up_d, tmp_path):
+    (write_up_d / "extra.jpg").write_bytes((tmp_path / "work" / "food" / "pear" / "1.jpg").read_bytes())
+    (write_up_d / "test.txt").write_text(f"extra.jpg 1\n{tmp_path / 'work' / 'food' / 'apple' / '1.jpg'} 0\n")
+    splits = filelist_splits(make_cfg, write_up_d / "train.txt", write_up_d / "test.txt")
+    assert splits.source.endswith(f"(1 relative to the lists' folder, 3 to the working directory "
+                                  f"{tmp_path / 'work'}, 1 absolute)")
+
+
+def test_filelist_follows_symlinks_as_the_os_does(make_cfg, food_lists, tmp_path, monkeypatch):
+    """`lists` is a link into another folder: `../images` is the link target's sibling, as for `ls`,
+    and the recorded path keeps the link rather than replacing it with its target."""
+    real = tmp_path / "store" / "lists"
+    real.mkdir(parents=True)
+    (tmp_path / "store" / "images").symlink_to(food_lists / "images")
+    (real / "train.txt").write_text("../images/0.jpg 0\n../images/1.jpg 1\n")
+    (real / "test.txt").write_text("../images/3.jpg 1\n")
+    (tmp_path / "lists").symlink_to(real)
+    monkeypatch.chdir(tmp_path)
+    splits = filelist_splits(make_cfg, "lists/train.txt", "lists/test.txt")
+    assert splits.train.samples[1][0] == tmp_path / "lists" / ".." / "images" / "1.jpg"
+    assert splits.train[1][0].size == (30, 20)
+
+
+def test_a_missing_image_fails_at_startup_naming_the_line_and_both_folders(make_cfg, food_lists, tmp_path,
+                                                                           monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (food_lists / "bad.txt").write_text("images/1.jpg 1\nimages/9.jpg 0\n")
+    cfg = make_cfg("dataset=filelist", f"dataset.train_list={food_lists / 'bad.txt'}",
+                   f"dataset.test_list={food_lists / 'test.txt'}", "pretrained=false", "epochs=1")
+    message = f"{food_lists / 'bad.txt'}:2: images/9.jpg not found (looked in {food_lists} and {tmp_path})"
+    with pytest.raises(DataNotFoundError, match=re.escape(message)):
+        run(cfg, output_dir=tmp_path / "run")
 
 
 @pytest.mark.parametrize("line, message", [
     ("images/0.jpg", "cannot parse 'images/0.jpg'; expected `<image path> <integer label>`"),
     ("images/0.jpg cat", "cannot parse"),
-    ("images/9.jpg 0", "image 'images/9.jpg' does not exist"),
-    ("../outside.jpg 0", "points outside the list's folder"),
+    ("images/0.jpg -1", "label -1 is negative"),
+    ("images/9.jpg 0", "images/9.jpg not found (looked in"),
+    ("/no/such/9.jpg 0", "/no/such/9.jpg not found"),
 ])
 def test_filelist_errors_name_the_file_and_line(food_lists, line, message):
-    (food_lists.parent / "outside.jpg").write_bytes(b"")
     bad = food_lists / "bad.txt"
     bad.write_text(f"images/1.jpg 1\n{line}\n")
-    with pytest.raises((ConfigError, DataNotFoundError), match=f"bad.txt:2: .*{message[:30]}"):
+    with pytest.raises((ConfigError, DataNotFoundError), match=f"bad.txt:2: {re.escape(message)}"):
         data.filelist(bad, food_lists / "test.txt")
 
 

@@ -119,3 +119,90 @@ def test_a_linear_probe_trains_its_head_at_head_lr_ratio_times_lr(make_cfg, over
     assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([head_lr] * len(optimizer.param_groups))
     assert sum(p.numel() for g in optimizer.param_groups for p in g["params"]) == \
         sum(p.numel() for n, p in built.model.named_parameters() if n in set(built.head_params))
+
+
+# ---------------------------------------------------------------- the write-ups' freeze code, as published
+
+def writeup_b_preset(make_cfg, *overrides):
+    """Write-up B's presets on 10-class synthetic data (CIFAR-10 is not needed to count parameters)."""
+    return make_cfg(*overrides, "dataset=synthetic", "dataset.num_classes=10", "pretrained=false", "epochs=2",
+                    "freeze.epochs=1", "dataset.train_size=40", "dataset.test_size=20")
+
+
+@pytest.mark.parametrize("experiment, frozen_phase_trainable", [
+    ("seed_efficientnet_b0_cifar10", 636_540),      # the SE layers fc1/fc2; the head classifier.1 frozen
+    ("seed_efficientnet_b0_cifar10_fixed", 12_810),  # the head: 1280 x 10 + 10
+])
+def test_writeup_b_as_published_trains_the_se_layers_and_freezes_its_head(make_cfg, tmp_path, experiment,
+                                                                          frozen_phase_trainable):
+    result = run.run(writeup_b_preset(make_cfg, f"experiment={experiment}"), output_dir=tmp_path / "run")
+    epochs = result["epochs"]
+    assert result["model_info"]["total_params"] == 4_020_358
+    assert [e["trainable_params"] for e in epochs] == [frozen_phase_trainable, 4_020_358]
+    assert [e["freeze_phase"] for e in epochs] == ["head", "all"]
+
+
+def test_freeze_by_name_selects_exactly_the_names_with_the_substring(make_cfg):
+    cfg = writeup_b_preset(make_cfg, "experiment=seed_efficientnet_b0_cifar10")
+    built = models.build_model(num_classes=10, pretrained=False, **cfg.model)
+    strategy = freeze.as_published(freeze.build_freeze(stages=built.stages, total_epochs=2, **cfg.freeze), **cfg.defects)
+    frozen_phase = strategy.phase(0)
+    assert frozen_phase.trainable == {n for n, _ in built.model.named_parameters() if "fc" in n}
+    assert not frozen_phase.trainable & set(built.head_params)
+    assert strategy.phase(1).trainable == {n for n, _ in built.model.named_parameters()}
+    # the preset's lrs: 1e-3 while frozen, 1e-4 for everything after the unfreeze (write-up A's script)
+    factory = optim.OptimizerFactory(**cfg.optimizer)
+    assert {g["lr"] for g in factory.build(built.model, frozen_phase).param_groups} == {1e-3}
+    assert {g["lr"] for g in factory.build(built.model, strategy.phase(1)).param_groups} == {1e-4}
+
+
+def test_freeze_noop_trains_every_parameter_in_every_phase(make_cfg):
+    cfg = make_cfg("experiment=seed_resnet50_imagewoof", "model=resnet18")
+    built = models.build_model(num_classes=10, pretrained=False, **cfg.model)
+    strategy = freeze.as_published(freeze.build_freeze(stages=built.stages, total_epochs=10, **cfg.freeze), **cfg.defects)
+    assert strategy.phase(0).trainable == {n for n, _ in built.model.named_parameters()}
+    fixed = make_cfg("experiment=seed_resnet50_imagewoof_fixed", "model=resnet18")
+    strategy = freeze.as_published(freeze.build_freeze(stages=built.stages, total_epochs=10, **fixed.freeze),
+                                   **fixed.defects)
+    assert strategy.phase(0).trainable == set(built.head_params)
+
+
+def test_defects_are_off_unless_a_preset_or_the_user_switches_them_on(make_cfg):
+    cfg = make_cfg()
+    assert dict(cfg.defects) == {"freeze_by_name": None, "freeze_noop": False, "sigmoid_before_loss": False}
+    strategy = freeze.build_freeze(stages=[["body"], ["head"]], total_epochs=2, **cfg.freeze)
+    assert freeze.as_published(strategy, **cfg.defects) is strategy
+
+
+def test_keep_optimizer_state_carries_the_heads_adam_moments_over_the_unfreeze(make_cfg):
+    """One optimizer over every parameter (write-ups A and B): at the unfreeze the head keeps its
+    step count and moments; the backbone starts fresh. Checked against a plain torch Adam run
+    over the same batches with requires_grad switched as the write-ups' script does."""
+    cfg = make_cfg(*TINY, "pretrained=false", "model=resnet18", "freeze=freeze_unfreeze", "freeze.epochs=1",
+                   "epochs=2", "optimizer=adam", "optimizer.lr=1e-3", "optimizer.weight_decay=0",
+                   "freeze.backbone_lr=1e-4", "freeze.head_lr=1e-4", "freeze.train_bn=true",
+                   "freeze.keep_optimizer_state=true", "schedule=constant", "schedule.warmup_epochs=0",
+                   "amp=false", "channels_last=false")
+    splits, built = run.prepare(cfg)
+    batches = list(run.make_loaders(cfg, splits, built, torch.device("cpu"))["train"])
+    theirs = models.build_model(num_classes=len(splits.classes), pretrained=False, **cfg.model).model
+    theirs.load_state_dict(built.model.state_dict())
+    strategy = freeze.build_freeze(stages=built.stages, total_epochs=2, **cfg.freeze)
+    engine.fit(built.model, batches, batches[:1], strategy, optim.OptimizerFactory(**cfg.optimizer),
+               schedules.build_schedule(epochs=2, steps_per_epoch=len(batches), **cfg.schedule), torch.device("cpu"),
+               engine.TrainOptions(epochs=2))
+    adam = torch.optim.Adam(theirs.parameters(), lr=1e-3)
+    head = set(built.head_params)
+    for epoch in range(2):
+        for name, param in theirs.named_parameters():
+            param.requires_grad_(epoch == 1 or name in head)
+        if epoch == 1:
+            adam.param_groups[0]["lr"] = 1e-4
+        theirs.train()
+        for images, labels in batches:
+            loss = torch.nn.functional.cross_entropy(theirs(images), labels)
+            adam.zero_grad(set_to_none=True)
+            loss.backward()
+            adam.step()
+    for (name, ours), expected in zip(built.model.state_dict().items(), theirs.state_dict().values()):
+        torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-6, msg=name)

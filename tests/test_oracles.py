@@ -110,6 +110,66 @@ def test_onecycle_equals_one_cycle_lr(epochs, steps_per_epoch, pct_start, div_fa
     assert_same_every_step(schedule, theirs)
 
 
+@pytest.mark.parametrize("optimizer_name", ["adam", "sgd"])
+@pytest.mark.parametrize("epochs, steps_per_epoch, pct_start", [(5, 8, 0.3), (3, 7, 0.3), (2, 5, 0.45)])
+def test_onecycle_cycles_momentum_and_lr_as_one_cycle_lr(optimizer_name, epochs, steps_per_epoch, pct_start):
+    """torch's default cycle_momentum=True: beta1 (Adam) or momentum (SGD) at every step, with the lr."""
+    total = epochs * steps_per_epoch
+    schedule = build_schedule("onecycle", epochs, steps_per_epoch, pct_start=pct_start)
+    make = {"adam": lambda p: torch.optim.Adam(p, lr=1e-3), "sgd": lambda p: torch.optim.SGD(p, lr=1e-3, momentum=0.9)}
+    key = "betas" if optimizer_name == "adam" else "momentum"
+    ours_opt, their_opt = make[optimizer_name]([nn.Parameter(torch.zeros(1))]), make[optimizer_name]([nn.Parameter(torch.zeros(1))])
+    ours_opt.param_groups[0]["base_lr"] = 1e-3
+    theirs = S.OneCycleLR(their_opt, max_lr=1e-3, total_steps=total, pct_start=pct_start)
+    for step in range(total):
+        schedule.apply(ours_opt, step)
+        ours, torch_group = ours_opt.param_groups[0], their_opt.param_groups[0]
+        assert ours["lr"] == pytest.approx(torch_group["lr"], rel=1e-9), f"lr at step {step}"
+        assert ours[key] == pytest.approx(torch_group[key], rel=1e-12), f"{key} at step {step}"
+        their_opt.step()
+        theirs.step()
+
+
+def test_onecycle_without_cycle_momentum_leaves_momentum_alone():
+    schedule = build_schedule("onecycle", 2, 5, cycle_momentum=False)
+    optimizer = torch.optim.Adam([nn.Parameter(torch.zeros(1))], lr=1.0, betas=(0.8, 0.99))
+    optimizer.param_groups[0]["base_lr"] = 1.0
+    for step in range(10):
+        schedule.apply(optimizer, step)
+        assert optimizer.param_groups[0]["betas"] == (0.8, 0.99)
+
+
+def test_writeup_c_training_steps_equal_a_plain_torch_loop():
+    """Write-up C's step (Adam, OneCycleLR with beta1 cycling, gradient values clipped at 0.1,
+    cross-entropy on sigmoid outputs) through tlbench's training core gives the same weights as a
+    plain torch loop after every step."""
+    torch.manual_seed(0)
+    images, labels = torch.randn(24, 5), torch.randint(0, 3, (24,))
+    batches = [(images[i:i + 6], labels[i:i + 6]) for i in range(0, 24, 6)]
+    epochs = 3
+    ours_model = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 3))
+    their_model = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 3))
+    their_model.load_state_dict(ours_model.state_dict())
+    their_opt = torch.optim.Adam(their_model.parameters(), lr=1e-2, weight_decay=1e-4)
+    their_sched = S.OneCycleLR(their_opt, max_lr=1e-2, epochs=epochs, steps_per_epoch=len(batches))
+    for _ in range(epochs):
+        for x, y in batches:
+            loss = nn.functional.cross_entropy(torch.sigmoid(their_model(x)), y)
+            their_opt.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_value_(their_model.parameters(), 0.1)
+            their_opt.step()
+            their_sched.step()
+    groups = [{"params": list(ours_model.parameters()), "lr": 1e-2, "base_lr": 1e-2, "weight_decay": 1e-4}]
+    ours_opt = torch.optim.Adam(groups, lr=1e-2, weight_decay=1e-4)
+    schedule = build_schedule("onecycle", epochs, len(batches))
+    options = engine.TrainOptions(epochs=epochs, clip_grad_value=0.1, sigmoid_before_loss=True)
+    for epoch in range(epochs):
+        engine.train_one_epoch(ours_model, batches, ours_opt, schedule, epoch * len(batches), torch.device("cpu"), options)
+    for (name, ours), theirs in zip(ours_model.state_dict().items(), their_model.state_dict().values()):
+        torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=1e-7, msg=name)
+
+
 # ---------------------------------------------------------------- plateau vs ReduceLROnPlateau
 
 MODES = {"val_loss": "min", "val_acc": "max"}

@@ -13,7 +13,7 @@ from torch import nn
 
 from tlbench import checkpoint
 from tlbench.freeze import FreezeStrategy, apply_phase, set_train_mode
-from tlbench.optim import OptimizerFactory
+from tlbench.optim import OptimizerFactory, carry_state
 from tlbench.schedules import LrSchedule
 
 log = logging.getLogger("tlbench")
@@ -25,6 +25,7 @@ class TrainOptions:
     amp: bool = False                   # bf16 autocast
     channels_last: bool = False
     label_smoothing: float = 0.0
+    sigmoid_before_loss: bool = False   # write-up C's defect: cross-entropy on sigmoid(logits); predictions unchanged
     clip_grad_norm: float | None = None
     clip_grad_value: float | None = None
     best_checkpoint: Path | None = None  # where to keep the best-val-acc state_dict, or None
@@ -62,7 +63,9 @@ def fit(model: nn.Module, train_loader, val_loader, freeze: FreezeStrategy, opti
                 schedule.phase_changed()
             phase = freeze.phase(epoch)
             trainable = apply_phase(plain, phase)
-            optimizer = optimizers.build(plain, phase)
+            previous, optimizer = optimizer, optimizers.build(plain, phase)
+            if freeze.keep_optimizer_state and previous is not None:
+                carry_state(previous, optimizer)
         set_train_mode(plain, freeze.train_bn, freeze.bn_eval)
         started = time.perf_counter()
         train = train_one_epoch(model, train_loader, optimizer, schedule, epoch * len(train_loader), device,
@@ -125,12 +128,10 @@ def train_one_epoch(model, loader, optimizer, schedule, first_step, device, opti
     started = time.perf_counter()
     for i, (images, labels) in enumerate(batches):
         images, labels = _to_device(images, labels, device, options.channels_last)
-        factor = schedule.factor(first_step + i)
-        for group in optimizer.param_groups:
-            group["lr"] = group["base_lr"] * factor
+        schedule.apply(optimizer, first_step + i)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=options.amp):
             logits = model(images)
-        loss = F.cross_entropy(logits.float(), labels, label_smoothing=options.label_smoothing)
+        loss = F.cross_entropy(_loss_input(logits, options), labels, label_smoothing=options.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         _clip(model, options)
@@ -157,17 +158,22 @@ def _check_finite(losses, desc) -> None:
 
 @torch.no_grad()
 def evaluate(model, loader, device, options) -> tuple[float, float]:
-    """Mean cross-entropy (no label smoothing) and accuracy over the whole split."""
+    """Mean cross-entropy (no label smoothing; on sigmoid outputs under `sigmoid_before_loss`, as
+    write-up C measured it) and accuracy over the whole split."""
     model.eval()
     loss_sum, correct, seen = 0.0, 0, 0
     for images, labels in loader:
         images, labels = _to_device(images, labels, device, options.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=options.amp):
             logits = model(images)
-        loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum").item()
+        loss_sum += F.cross_entropy(_loss_input(logits, options), labels, reduction="sum").item()
         correct += (logits.argmax(1) == labels).sum().item()
         seen += len(labels)
     return loss_sum / seen, correct / seen
+
+
+def _loss_input(logits, options):
+    return torch.sigmoid(logits.float()) if options.sigmoid_before_loss else logits.float()
 
 
 def _to_device(images, labels, device, channels_last):

@@ -1,6 +1,8 @@
 """Image files on disk: ImageFolder trees and `<path> <label>` list files, validated up front
 so that a typo or a missing folder fails at startup, naming the path and the fix."""
 
+import logging
+from collections import Counter
 from pathlib import Path
 
 from PIL import Image
@@ -8,6 +10,11 @@ from torch.utils.data import Dataset
 from torchvision.datasets import ImageFolder
 
 from tlbench.errors import BadImageError, ConfigError, DataNotFoundError
+
+# Where a list entry was found: relative paths are tried against the list's folder, then the cwd.
+LIST_FOLDER, WORKING_DIR, ABSOLUTE = "list folder", "working directory", "absolute"
+
+log = logging.getLogger("tlbench")
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
 
@@ -70,38 +77,79 @@ class FileListDataset(Dataset):
         return load_rgb(path), label
 
 
-def read_file_list(list_path, allow_absolute_paths: bool = False) -> list[tuple[Path, int]]:
-    """Relative paths resolve against the list's own folder, and may not leave it unless
-    `allow_absolute_paths` (a shared list must not point a run at arbitrary files)."""
+def read_file_lists(lists: dict) -> tuple[dict[str, list[tuple[Path, int]]], str]:
+    """{split: samples} for {split: list file}, and how their relative paths were resolved, for
+    DataSplits.source. Paths found only against the working directory make the run depend on where
+    it is started, so that is logged once, with the fix."""
+    cwd = Path.cwd()
+    samples, bases, from_cwd = {}, Counter(), []
+    for split, list_path in lists.items():
+        samples[split], found = read_file_list(list_path, cwd)
+        bases.update(found)
+        if found[WORKING_DIR]:
+            from_cwd.append(str(list_path))
+    if from_cwd:
+        log.warning("%d image paths in %s were found relative to the working directory %s, not to the list "
+                    "file's folder: this run depends on the directory it is started from. To avoid that, write "
+                    "the paths relative to the list file's folder (`../` is allowed) or as absolute paths",
+                    bases[WORKING_DIR], ", ".join(from_cwd), cwd)
+    return samples, describe_bases(bases, cwd)
+
+
+def read_file_list(list_path, cwd: Path) -> tuple[list[tuple[Path, int]], Counter]:
+    """The samples of one `<image path> <integer label>` list, and how many paths were found
+    against each base (LIST_FOLDER, WORKING_DIR, ABSOLUTE)."""
     list_path = Path(list_path).expanduser()
     if not list_path.is_file():
         raise DataNotFoundError(f"file list {str(list_path)!r} does not exist; set dataset.train_list / "
-                                "dataset.val_list to text files of `<image path> <integer label>` lines")
-    base = list_path.parent.resolve()
-    samples = []
+                                "dataset.test_list to text files of `<image path> <integer label>` lines")
+    # absolute(), not resolve(): symlinks and `..` stay for the OS to follow when the image is opened,
+    # as `ls` would; resolving first, or normalising `link/..` by hand, can land on another folder.
+    bases = (list_path.parent.absolute(), cwd)
+    samples, found = [], Counter()
     for number, line in enumerate(list_path.read_text().splitlines(), start=1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
-        samples.append(_parse_line(line, f"{list_path}:{number}", base, allow_absolute_paths))
+        path, label, base = _parse_line(line, f"{list_path}:{number}", bases)
+        samples.append((path, label))
+        found[base] += 1
     if not samples:
         raise DataNotFoundError(f"file list {list_path} has no samples")
-    return samples
+    return samples, found
 
 
-def _parse_line(line, where, base: Path, allow_absolute_paths) -> tuple[Path, int]:
+def _parse_line(line, where, bases: tuple[Path, Path]) -> tuple[Path, int, str]:
     parts = line.rsplit(maxsplit=1)
     if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
         raise ConfigError(f"{where}: cannot parse {line!r}; expected `<image path> <integer label>`")
     raw, label = parts[0].strip(), int(parts[1])
     if label < 0:
         raise ConfigError(f"{where}: label {label} is negative; labels are 0 .. num_classes-1")
-    path = (base / raw).resolve()
-    if not allow_absolute_paths and not path.is_relative_to(base):
-        raise ConfigError(f"{where}: {raw!r} points outside the list's folder {base}; move the images under "
-                          "it or set dataset.allow_absolute_paths=true")
-    if not path.is_file():
-        raise DataNotFoundError(f"{where}: image {raw!r} does not exist (resolved to {path})")
-    return path, label
+    if Path(raw).is_absolute():
+        if not Path(raw).is_file():
+            raise DataNotFoundError(f"{where}: {raw} not found")
+        return Path(raw), label, ABSOLUTE
+    for base, kind in zip(bases, (LIST_FOLDER, WORKING_DIR)):
+        if (base / raw).is_file():
+            return base / raw, label, kind
+    looked_in = " and ".join(dict.fromkeys(map(str, bases)))  # one folder when the list sits in the cwd
+    raise DataNotFoundError(f"{where}: {raw} not found (looked in {looked_in})")
+
+
+def describe_bases(bases: Counter, cwd: Path) -> str:
+    """How list entries were found, e.g. "paths relative to the lists' folder", or a count per base
+    ("3 relative to the lists' folder, 2 to the working directory /home/me") when they mix."""
+    whole = {LIST_FOLDER: "paths relative to the lists' folder", ABSOLUTE: "absolute paths",
+             WORKING_DIR: f"paths relative to the working directory {cwd}"}
+    used = [kind for kind in whole if bases[kind]]
+    if len(used) == 1:
+        return whole[used[0]]
+    parts = [f"{bases[LIST_FOLDER]} relative to the lists' folder"] if bases[LIST_FOLDER] else []
+    if bases[WORKING_DIR]:
+        parts.append(f"{bases[WORKING_DIR]} {'to' if parts else 'relative to'} the working directory {cwd}")
+    if bases[ABSOLUTE]:
+        parts.append(f"{bases[ABSOLUTE]} absolute")
+    return ", ".join(parts)
 
 
 def check_labels(samples, num_classes: int, list_path) -> None:

@@ -5,7 +5,12 @@ the optimizer (so no weight decay or momentum can move it), and BatchNorm layers
 part in eval mode (their running statistics stay put) unless `train_bn=true`. `bn_eval=true`
 keeps every BatchNorm layer in eval mode in every phase, trainable or not (Keras's fine-tuning
 advice): unfreezing then does not switch the features under a trained head from running to batch
-statistics."""
+statistics. `keep_optimizer_state=true` carries the optimizer state (Adam's moments, SGD's momentum)
+of parameters that already trained into the next phase, as one optimizer over every parameter
+does (write-ups A and B); by default each phase starts a fresh optimizer.
+
+`AsPublished` reproduces the write-ups' own freeze code, defects included (the `defects` settings;
+README "Reproducing the write-ups"); nothing uses it unless a preset or the user switches it on."""
 
 from dataclasses import dataclass
 
@@ -35,6 +40,7 @@ class FreezeStrategy:
     """`stages`: parameter names by depth, stem first, the new head last (see models.py)."""
 
     bn_eval = False  # set by build_freeze: every BatchNorm layer in eval mode, in every phase (wins over train_bn)
+    keep_optimizer_state = False  # set by build_freeze: a phase change carries the trained parameters' state
 
     def __init__(self, stages: list[list[str]], train_bn: bool):
         self.stages, self.train_bn = stages, train_bn
@@ -112,12 +118,39 @@ class LayerDecay(FreezeStrategy):
         return self.fixed
 
 
+class AsPublished(FreezeStrategy):
+    """Another strategy's phases as a write-up's freeze code turned them out. `freeze_by_name`:
+    while the strategy freezes anything, the trainable parameters are those whose name contains
+    this substring, not the model's head (write-ups A and B: "every parameter whose name lacks
+    'fc' is frozen", which on torchvision efficientnet_b0 froze the head `classifier.1` and left
+    the squeeze-excitation layers `fc1`/`fc2` training). `freeze_noop`: the freeze has no effect
+    (write-up C's `param.require_grad = False`): every parameter trains in every phase. Either
+    way the parameters train at the lr settings the strategy gave the head in that phase."""
+
+    def __init__(self, inner: FreezeStrategy, freeze_by_name: str | None = None, freeze_noop: bool = False):
+        super().__init__(inner.stages, inner.train_bn)
+        self.inner, self.by_name, self.noop = inner, freeze_by_name, freeze_noop
+        self.bn_eval, self.keep_optimizer_state = inner.bn_eval, inner.keep_optimizer_state
+        everything = self.body + self.head
+        if freeze_by_name is not None:
+            self.named = tuple(n for n in everything if freeze_by_name in n)
+        self.everything = everything
+
+    def phase(self, epoch):
+        phase = self.inner.phase(epoch)
+        if phase.trainable == frozenset(self.everything) or not (self.noop or self.by_name is not None):
+            return phase
+        head = phase.groups[-1]
+        names = self.everything if self.noop else self.named
+        return Phase(phase.name, (ParamGroup(names, lr_scale=head.lr_scale, lr=head.lr),))
+
+
 STRATEGIES = {"none": NoFreeze, "linear_probe": LinearProbe, "freeze_unfreeze": FreezeUnfreeze,
               "gradual": Gradual, "layer_decay": LayerDecay}
 
 
 def build_freeze(name: str, stages, total_epochs: int, train_bn: bool = False, bn_eval: bool = False,
-                 **kwargs) -> FreezeStrategy:
+                 keep_optimizer_state: bool = False, **kwargs) -> FreezeStrategy:
     if name not in STRATEGIES:
         raise ConfigError(f"freeze.name={name!r} is not known; use one of {', '.join(STRATEGIES)}")
     if name == "freeze_unfreeze" and not 0 <= kwargs.get("epochs", 0) <= total_epochs:
@@ -127,8 +160,17 @@ def build_freeze(name: str, stages, total_epochs: int, train_bn: bool = False, b
         strategy = STRATEGIES[name](stages, train_bn, **kwargs)
     except TypeError as err:
         raise ConfigError(f"freeze={name}: {err}") from err
-    strategy.bn_eval = bn_eval
+    strategy.bn_eval, strategy.keep_optimizer_state = bn_eval, keep_optimizer_state
     return strategy
+
+
+def as_published(strategy: FreezeStrategy, freeze_by_name: str | None = None, freeze_noop: bool = False,
+                 **other_defects) -> FreezeStrategy:
+    """`strategy` with the write-ups' freeze defects switched on by the `defects` settings (the
+    others are not about freezing); unchanged when none is."""
+    if freeze_by_name is None and not freeze_noop:
+        return strategy
+    return AsPublished(strategy, freeze_by_name, freeze_noop)
 
 
 def apply_phase(model: nn.Module, phase: Phase) -> int:

@@ -15,9 +15,11 @@ from pathlib import Path
 # Dotted config keys that never change what is trained or measured: where files live, how a
 # job is launched, and speed-only switches.
 NOT_IDENTITY = frozenset({
-    "results_dir", "data_dir", "weights_dir", "hydra", "resume", "keep_checkpoint", "save_best",
+    "results_dir", "data_dir", "weights_dir", "hydra", "published", "resume", "keep_checkpoint", "save_best",
     "device", "devices", "threads", "num_workers", "eval_batch_size", "compile", "channels_last", "deterministic",
     "data.cache_dir", "data.device_budget_gb", "data.decode_workers", "dataset.data_dir", "dataset.download",
+    # removed settings, so results written before their removal keep their identity
+    "dataset.allow_absolute_paths",  # file lists now take absolute paths always (a run that used one trained the same)
 })
 # Keys that point at local files: their content (fingerprints below) stands in for the path.
 CONTENT_KEYS = ("dataset.root", "dataset.train_list", "dataset.test_list", "dataset.val_list", "model.weights_file")
@@ -27,7 +29,9 @@ CONTENT_KEYS = ("dataset.root", "dataset.train_list", "dataset.test_list", "data
 LATER_SETTINGS = {
     "freeze.bn_eval": False, "dataset.on_bad_image": "fail",
     "model.head_init": "library", "optimizer.filter_bias_and_bn": False, "dataset.val_split": 0,
-    "dataset.split_seed": 0,
+    "dataset.split_seed": 0, "freeze.keep_optimizer_state": False, "defects.freeze_by_name": None,
+    "defects.freeze_noop": False, "defects.sigmoid_before_loss": False, "schedule.cycle_momentum": False,
+    "schedule.base_momentum": 0.85, "schedule.max_momentum": 0.95,
 }
 # Schema-1 names of settings renamed in schema 2 (one meaning per name), per data set where it differs.
 RENAMED_IN_SCHEMA_2 = {"dataset.val_fraction": "dataset.test_fraction", "dataset.val_size": "dataset.test_size",

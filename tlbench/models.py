@@ -25,8 +25,9 @@ SOURCES = ("timm", "torchvision")
 # standard deviation of 5-10 and the first loss is several times ln(C), so large gradients tear
 # at the pretrained backbone before the head has learned anything. `zeros` starts every run at
 # loss ln(C) with no gradient into the backbone until the head has moved; `normal` is the small
-# Gaussian of linear-probe practice (MAE, DINO: std 0.01); `library` keeps the builder's own init.
-HEAD_INITS = ("zeros", "normal", "library")
+# Gaussian of linear-probe practice (MAE, DINO: std 0.01); `library` keeps the builder's own init;
+# `linear` is a fresh nn.Linear's own init (kaiming-uniform), the head the write-ups built by hand.
+HEAD_INITS = ("zeros", "normal", "library", "linear")
 HEAD_INIT_NORMAL_STD = 0.01
 
 
@@ -77,11 +78,14 @@ def check_head_init(head_init: str) -> None:
 
 @torch.no_grad()
 def init_head(head: nn.Module, head_init: str) -> None:
-    """Re-initialises every Linear/Conv weight of the head (zeros or N(0, 0.01^2)); biases to zero."""
+    """Re-initialises every Linear/Conv weight of the head (zeros or N(0, 0.01^2); biases to zero),
+    or resets it as torch builds it (`linear`)."""
     if head_init == "library":
         return
     for module in head.modules():
-        if isinstance(module, (nn.Linear, nn.Conv2d)):
+        if isinstance(module, (nn.Linear, nn.Conv2d)) and head_init == "linear":
+            module.reset_parameters()
+        elif isinstance(module, (nn.Linear, nn.Conv2d)):
             if head_init == "zeros":
                 module.weight.zero_()
             else:

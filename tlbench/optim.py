@@ -52,3 +52,13 @@ def no_weight_decay_names(model: nn.Module) -> set[str]:
     model lists in `no_weight_decay()`."""
     listed = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
     return {n for n, p in model.named_parameters() if p.ndim <= 1 or n.endswith(".bias") or n in listed}
+
+
+def carry_state(previous: torch.optim.Optimizer, optimizer: torch.optim.Optimizer) -> None:
+    """Hands the state of every parameter `previous` trained that `optimizer` also trains on to
+    it (Adam's step count and moments, SGD's momentum buffer): what one optimizer kept across a
+    phase change would have. Parameters new to `optimizer` start fresh, as in torch."""
+    trained = {p for group in optimizer.param_groups for p in group["params"]}
+    for param, state in previous.state.items():
+        if param in trained:
+            optimizer.state[param] = state

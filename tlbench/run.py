@@ -64,6 +64,7 @@ def _train(cfg, output_dir: Path, result: dict, history: engine.History, resume_
     options = engine.TrainOptions(
         epochs=cfg.epochs, amp=devices.resolve_flag(cfg.amp, device),
         channels_last=devices.resolve_flag(cfg.channels_last, device), label_smoothing=cfg.label_smoothing,
+        sigmoid_before_loss=cfg.defects.sigmoid_before_loss,
         clip_grad_norm=cfg.clip_grad_norm, clip_grad_value=cfg.clip_grad_value,
         best_checkpoint=output_dir / "best.pt" if cfg.save_best else None, show_progress=sys.stderr.isatty(),
         checkpoint=output_dir / checkpoint.CHECKPOINT_FILE, checkpoint_info={"run_id": result["run_id"]})
@@ -74,8 +75,8 @@ def _train(cfg, output_dir: Path, result: dict, history: engine.History, resume_
         torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest kernels
     if cfg.compile:
         model = torch.compile(model)
-    engine.fit(model, loaders["train"], loaders["val"],
-               freeze.build_freeze(stages=built.stages, total_epochs=cfg.epochs, **cfg.freeze),
+    strategy = freeze.build_freeze(stages=built.stages, total_epochs=cfg.epochs, **cfg.freeze)
+    engine.fit(model, loaders["train"], loaders["val"], freeze.as_published(strategy, **cfg.defects),
                optim.OptimizerFactory(**cfg.optimizer, fused=device.type == "cuda"),
                schedules.build_schedule(epochs=cfg.epochs, steps_per_epoch=len(loaders["train"]), **cfg.schedule),
                device, options, history, resume=resume_from, test_loader=loaders.get("test"),

@@ -39,6 +39,16 @@ def one_cycle(step, total_steps, pct_start=0.3, div_factor=25.0, final_div_facto
     return _cos_anneal(1.0, end, min(1.0, (step - peak) / fall) if fall > 0 else 1.0)
 
 
+def one_cycle_momentum(step, total_steps, pct_start=0.3, base_momentum=0.85, max_momentum=0.95):
+    """torch OneCycleLR's momentum (Adam's beta1) with `cycle_momentum=True`: the mirror image of
+    the lr, from max_momentum down to base_momentum while the lr rises, then back up."""
+    peak = float(pct_start * total_steps) - 1
+    if step <= peak:
+        return _cos_anneal(max_momentum, base_momentum, step / peak if peak > 0 else 1.0)
+    fall = total_steps - 1 - peak
+    return _cos_anneal(base_momentum, max_momentum, min(1.0, (step - peak) / fall) if fall > 0 else 1.0)
+
+
 def _cos_anneal(start, end, pct):
     """OneCycleLR._annealing_cos: from `start` at pct 0 to `end` at pct 1."""
     return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1)
@@ -73,11 +83,27 @@ class Plateau:
 
 
 class LrSchedule:
-    def __init__(self, name: str, shape, plateau: Plateau | None = None):
-        self.name, self.shape, self.plateau = name, shape, plateau
+    """`momentum`: None, or a function of the step giving the momentum (SGD) or beta1 (Adam,
+    AdamW) to set before that step, as torch's OneCycleLR does with `cycle_momentum=True`."""
+
+    def __init__(self, name: str, shape, plateau: Plateau | None = None, momentum=None):
+        self.name, self.shape, self.plateau, self.momentum = name, shape, plateau, momentum
 
     def factor(self, step: int) -> float:
         return self.shape(step) * (self.plateau.scale if self.plateau else 1.0)
+
+    def apply(self, optimizer, step: int) -> None:
+        """Sets every param group's lr (and momentum or beta1, when the schedule cycles it) for `step`."""
+        factor = self.factor(step)
+        momentum = self.momentum(step) if self.momentum else None
+        for group in optimizer.param_groups:
+            group["lr"] = group["base_lr"] * factor
+            if momentum is None:
+                continue
+            if "betas" in group:
+                group["betas"] = (momentum, group["betas"][1])
+            else:
+                group["momentum"] = momentum
 
     def epoch_end(self, metrics: dict) -> None:
         if self.plateau:
@@ -103,6 +129,8 @@ def build_schedule(name: str, epochs: int, steps_per_epoch: int, **kwargs) -> Lr
     try:
         schedule = _make(name, total, steps_per_epoch, warmup, kwargs)
         schedule.factor(0)  # a wrong keyword fails here, before training
+        if schedule.momentum:
+            schedule.momentum(0)
     except TypeError as err:
         raise ConfigError(f"schedule={name}: {err}") from err
     return schedule
@@ -117,7 +145,11 @@ def _make(name, total, steps_per_epoch, warmup, kwargs) -> LrSchedule:
         return LrSchedule(name, partial(step_decay, total_steps=total, steps_per_epoch=steps_per_epoch,
                                         warmup_steps=warmup, **kwargs))
     if name == "onecycle":
-        return LrSchedule(name, partial(one_cycle, total_steps=total, **kwargs))
+        momentum = {k: kwargs.pop(k) for k in ("base_momentum", "max_momentum") if k in kwargs}
+        cycled = kwargs.pop("cycle_momentum", True)
+        return LrSchedule(name, partial(one_cycle, total_steps=total, **kwargs),
+                          momentum=partial(one_cycle_momentum, total_steps=total, pct_start=kwargs.get("pct_start", 0.3),
+                                           **momentum) if cycled else None)
     if name == "plateau":
         return LrSchedule(name, partial(constant, total_steps=total, warmup_steps=warmup), Plateau(**kwargs))
     raise ConfigError(f"schedule.name={name!r} is not known; use constant, cosine, step, onecycle or plateau")

@@ -121,6 +121,18 @@ class Training:
             _require(getattr(self, key) in AUTO_FLAGS, key, getattr(self, key), "must be auto, true or false")
 
 
+@dataclass
+class Defects:
+    """The write-ups' mistakes, each reproducible on purpose (conf/config.yaml `defects`)."""
+    freeze_by_name: Optional[str] = None
+    freeze_noop: bool = False
+    sigmoid_before_loss: bool = False
+
+    def __post_init__(self):
+        _require(self.freeze_by_name != "", "defects.freeze_by_name", self.freeze_by_name,
+                 "would match every parameter; use null (off) or a substring such as fc")
+
+
 def checked(schema, values, prefix: str = ""):
     """`values` (a mapping) typed and range-checked as `schema`; keys the schema does not have
     are left to their own checks. Raises ConfigError naming the key."""
@@ -140,12 +152,22 @@ def validate(cfg) -> None:
     checked(Training, cfg)
     checked(DatasetSplits, cfg.dataset, "dataset.")
     checked(DataPath, cfg.data, "data.")
+    defects(cfg.get("defects") or {})
     augment(cfg.augment)
 
 
+def defects(values) -> Defects:
+    return _closed(Defects, values, "defects")
+
+
 def augment(values) -> Augment:
-    unknown = sorted(set(values) - {f.name for f in fields(Augment)})
+    return _closed(Augment, values, "augment")
+
+
+def _closed(schema, values, group: str):
+    """`values` checked as `schema`, which is the whole group: an unknown key fails, naming the known ones."""
+    unknown = sorted(set(values) - {f.name for f in fields(schema)})
     if unknown:
-        raise ConfigError(f"augment does not take {', '.join(unknown)}; it takes "
-                          f"{', '.join(f.name for f in fields(Augment))}")
-    return checked(Augment, values, "augment.")
+        raise ConfigError(f"{group} does not take {', '.join(unknown)}; it takes "
+                          f"{', '.join(f.name for f in fields(schema))}")
+    return checked(schema, values, f"{group}.")
