@@ -12,10 +12,13 @@ from pathlib import Path
 def make_result(model="resnet18", pretrained=True, seed=0, test_acc=(0.5, 0.7, 0.8),
                 val_acc=None, train_acc=None, val_loss=None, test_loss=None, train_loss=None,
                 time_s=10.0, phases=None, status="ok", lr=0.001, freeze="freeze_unfreeze",
-                iters_per_epoch=20, val_is_test=False, **config_extra) -> dict:
+                iters_per_epoch=20, val_is_test=False, dataset_extra=None, trainable_params=None,
+                **config_extra) -> dict:
     """A schema-2 result dict whose epochs follow the given per-epoch lists. val_acc defaults
     to test_acc (the val-best and test-best epochs agree unless a test says otherwise);
-    val_is_test=True is a run with dataset.val_split=0, whose val is the test split."""
+    val_is_test=True is a run with dataset.val_split=0, whose val is the test split.
+    dataset_extra: more `dataset.*` settings (e.g. root); trainable_params: {phase: count} in
+    the per-epoch history; config_extra: top-level settings such as published or defects."""
     test_acc = list(test_acc)
     n = len(test_acc)
     val_acc = list(test_acc if val_is_test or val_acc is None else val_acc)
@@ -25,11 +28,11 @@ def make_result(model="resnet18", pretrained=True, seed=0, test_acc=(0.5, 0.7, 0
     val_loss = test_loss if val_is_test else val_loss or [2.0 - v for v in val_acc]
     train_loss = train_loss or [2.0 - t for t in train_acc]
     phases = phases or ["head"] + ["all"] * (n - 1)
-    params = {"head": 5130, "all": 11_181_642}
+    params = {"head": 5130, "all": 11_181_642, **(trainable_params or {})}
     config = {
         "model": {"name": model, "source": "torchvision"},
         "dataset": {"name": "cifar10", "image_size": 32, "val_split": 0 if val_is_test else 0.1,
-                    "split_seed": 0},
+                    "split_seed": 0, **(dataset_extra or {})},
         "optimizer": {"name": "adam", "lr": lr, "weight_decay": 0.0},
         "schedule": {"name": "plateau"}, "freeze": {"name": freeze, "epochs": 1},
         "augment": {"flip": True, "mean": [0.5, 0.5, 0.5]},
@@ -67,6 +70,28 @@ def make_result(model="resnet18", pretrained=True, seed=0, test_acc=(0.5, 0.7, 0
                 "device": "cpu", "device_name": "cpu", "git_sha": None, "hostname": "test"},
         "error": None if status == "ok" else {"type": "RuntimeError", "message": "CUDA OOM"},
     }
+
+
+def published_block(writeup="A", variant="as_published", numbers=None, setting=None,
+                    notes=("One run per number in the write-up: no seeds, no interval.",)) -> dict:
+    """A write-up preset's `published` config block, write-up A's unless told otherwise."""
+    return {
+        "writeup": writeup, "title": f"write-up {writeup}", "variant": variant,
+        "setting": setting or [
+            {"key": "model.name", "value": "resnet18"},
+            {"key": "dataset.name", "value": "cifar10"},
+            {"key": "dataset.root", "value": None, "means": "torchvision's pickled CIFAR-10"}],
+        "numbers": numbers or [
+            {"metric": "test_acc", "epoch": 10, "pretrained": True, "value": 0.7985,
+             "what": "test accuracy at epoch 10 (run on CPU)"}],
+        "notes": list(notes),
+    }
+
+
+def defects_block(freeze_by_name=None, freeze_noop=False, sigmoid_before_loss=False) -> dict:
+    """The `defects` config block; all off by default, as in conf/config.yaml."""
+    return {"freeze_by_name": freeze_by_name, "freeze_noop": freeze_noop,
+            "sigmoid_before_loss": sigmoid_before_loss}
 
 
 def as_schema_1(result: dict) -> dict:

@@ -6,6 +6,7 @@ import torch
 from conftest import TINY
 
 from tlbench import engine, freeze, models, optim, run, schedules
+from tlbench.errors import ConfigError
 
 
 def train_with_snapshots(make_cfg, *overrides):
@@ -206,3 +207,11 @@ def test_keep_optimizer_state_carries_the_heads_adam_moments_over_the_unfreeze(m
             adam.step()
     for (name, ours), expected in zip(built.model.state_dict().items(), theirs.state_dict().values()):
         torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_freeze_by_name_that_matches_nothing_fails_before_training(make_cfg, tmp_path):
+    """tf_efficientnet_lite0 has no parameter named *fc*: write-up B's rule would freeze all of it
+    (its script would then fail at loss.backward())."""
+    with pytest.raises(ConfigError, match="defects.freeze_by_name='fc' matches no parameter name"):
+        run.run(writeup_b_preset(make_cfg, "experiment=seed_efficientnet_b0_cifar10", "model=tf_efficientnet_lite0",
+                                 "model.source=timm"), output_dir=tmp_path / "run")

@@ -83,7 +83,8 @@ def test_a_folder_holding_another_configuration_is_archived_not_resumed(make_cfg
     other = run(make_cfg(*TINY, "pretrained=false", "epochs=1", "optimizer.lr=0.002"), output_dir=folder)
     assert other["status"] == "ok" and other["resumes"] == []
     (kept,) = (folder / "archive").iterdir()
-    assert {p.name for p in kept.iterdir()} == {"result.archived.json", checkpoint.CHECKPOINT_FILE}
+    assert {p.name for p in kept.iterdir()} == {"result.archived.json", checkpoint.CHECKPOINT_FILE, "model.safetensors",
+                                                "model.json"}
 
 
 def test_a_sweep_killed_during_its_second_run_finishes_when_the_same_command_runs_again(tmp_path):
@@ -158,13 +159,15 @@ def test_a_resumed_attempt_that_fails_at_startup_keeps_the_epochs_already_record
     assert (folder / checkpoint.CHECKPOINT_FILE).is_file()
 
 
-def test_save_best_writes_weights_the_model_loads_strictly(make_cfg, tmp_path):
+def test_a_run_keeps_its_final_and_best_models_loadable_strictly_by_timm(make_cfg, tmp_path):
+    import safetensors.torch
     import timm
-    import torch
 
     run(make_cfg(*TINY, "pretrained=false", "epochs=3", "save_best=true"), output_dir=tmp_path / "run")
-    state = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
-    timm.create_model("resnet18", num_classes=4).load_state_dict(state)  # strict: every key, plain names
+    for stem in ("model", "best"):
+        state = safetensors.torch.load_file(tmp_path / "run" / f"{stem}.safetensors")
+        timm.create_model("resnet18", num_classes=4).load_state_dict(state)  # strict: every key, plain names
+    assert not (tmp_path / "run" / "best.pt").exists(), "best.pt is converted into best.safetensors"
     assert not list((tmp_path / "run").glob(".*tmp")), "a temporary file was left behind"
 
 

@@ -4,6 +4,7 @@ asked with dataset.val_split=0), and everything that selects reads val only."""
 import json
 
 import pytest
+import safetensors.torch
 import torch
 
 from conftest import TINY
@@ -73,8 +74,9 @@ def test_best_epoch_best_pt_and_plateau_read_val_even_when_test_disagrees(make_c
     summary = result["summary"]
     assert (summary["best_epoch"], summary["best_val_acc"], summary["test_acc_at_best_val"]) == (2, 0.90, 0.40)
     assert summary["final_test_acc"] == 0.98
-    best = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
-    assert all(torch.equal(best[k], snapshots[1][k]) for k in best), "best.pt is not the val-best epoch's weights"
+    best = safetensors.torch.load_file(tmp_path / "run" / "best.safetensors")
+    assert all(torch.equal(best[k], snapshots[1][k]) for k in best), "best is not the val-best epoch's weights"
+    assert json.loads((tmp_path / "run" / "best.json").read_text())["epoch"] == 2
     # plateau on val_acc, patience 0: val falls after epoch 3, so epoch 4 runs at half the lr; had it
     # read test (which falls after epoch 2), epoch 3 would have been halved instead
     lrs = [e["lr"] for e in result["epochs"]]

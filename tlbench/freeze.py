@@ -134,6 +134,10 @@ class AsPublished(FreezeStrategy):
         everything = self.body + self.head
         if freeze_by_name is not None:
             self.named = tuple(n for n in everything if freeze_by_name in n)
+            if not self.named:  # the write-ups' code would fail at loss.backward(): nothing requires a gradient
+                raise ConfigError(f"defects.freeze_by_name={freeze_by_name!r} matches no parameter name of this "
+                                  "model, so its frozen phase would train nothing; set defects.freeze_by_name=null "
+                                  "(freeze by the model's head) or a substring its names contain")
         self.everything = everything
 
     def phase(self, epoch):

@@ -16,6 +16,7 @@ from pathlib import Path
 # job is launched, and speed-only switches.
 NOT_IDENTITY = frozenset({
     "results_dir", "data_dir", "weights_dir", "hydra", "published", "resume", "keep_checkpoint", "save_best",
+    "save_model",
     "device", "devices", "threads", "num_workers", "eval_batch_size", "compile", "channels_last", "deterministic",
     "data.cache_dir", "data.device_budget_gb", "data.decode_workers", "dataset.data_dir", "dataset.download",
     # removed settings, so results written before their removal keep their identity

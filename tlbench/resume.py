@@ -14,7 +14,8 @@ from tlbench import checkpoint, results
 log = logging.getLogger("tlbench")
 RESULT_FILE = results.RESULT_FILE
 ARCHIVED_RESULT = "result.archived.json"  # not named result.json, so reports do not count it twice
-RUN_FILES = (RESULT_FILE, checkpoint.CHECKPOINT_FILE, "best.pt")
+RUN_FILES = (RESULT_FILE, checkpoint.CHECKPOINT_FILE, "best.pt", "model.safetensors", "model.json",
+             "best.safetensors", "best.json")
 
 
 @dataclass

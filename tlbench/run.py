@@ -10,8 +10,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
-from tlbench import (augment, checkpoint, data, devices, engine, freeze, identity, image_check, models, optim, results,
-                     resume, schedules, settings, tensor_data)
+from tlbench import (augment, checkpoint, data, devices, engine, export, freeze, identity, image_check, models, optim,
+                     results, resume, schedules, settings, tensor_data)
 from tlbench.errors import DataNotFoundError, StartupError, WeightsNotFoundError
 
 log = logging.getLogger("tlbench")
@@ -82,6 +82,29 @@ def _train(cfg, output_dir: Path, result: dict, history: engine.History, resume_
                device, options, history, resume=resume_from, test_loader=loaders.get("test"),
                on_epoch_end=lambda record: results.write_json_atomic(results.update(result, history),
                                                                      output_dir / RESULT_FILE))
+    if cfg.save_model:
+        keep_models(cfg, output_dir, getattr(model, "_orig_mod", model), splits, built, result, history)
+
+
+def keep_models(cfg, output_dir: Path, model, splits, built, result: dict, history: engine.History) -> None:
+    """The final model as model.safetensors + model.json (tlbench/export.py), and the best-val-acc
+    epoch's (save_best's best.pt) as best.safetensors + best.json, with what predicting needs."""
+    mean, std = augment.resolve_normalization(cfg.normalize, built.mean, built.std)
+    meta = {"model": {"name": cfg.model.name, "source": cfg.model.source,
+                      "kwargs": OmegaConf.to_container(cfg.model.kwargs) if cfg.model.get("kwargs") else None},
+            "classes": list(splits.classes), "run_id": result["run_id"],
+            "preprocessing": {"image_size": splits.image_size, "input_size": cfg.input_size or splits.image_size,
+                              "mean": list(mean), "std": list(std)},
+            "chosen_on": "test" if splits.val_is_test else "val"}
+    last = history.epochs[-1]
+    export.save_model(output_dir, "model", model.state_dict(),
+                      {**meta, "which": "final", "epoch": last["epoch"], "test_acc": last["test_acc"]})
+    best_pt = output_dir / "best.pt"
+    if best_pt.exists():
+        best = max(history.epochs, key=lambda e: e["val_acc"])  # the first epoch with the highest val_acc
+        export.save_model(output_dir, "best", torch.load(best_pt, map_location="cpu", weights_only=True),
+                          {**meta, "which": "best", "epoch": best["epoch"], "test_acc": best["test_acc"]})
+        best_pt.unlink()
 
 
 def check_settings(cfg) -> None:

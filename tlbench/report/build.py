@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tlbench.report import charts, compare, tables
+from tlbench.report import charts, compare, published, tables
 from tlbench.report.document import Bullets, Heading, Image, Paragraph, Table, to_html, to_markdown
 from tlbench.report.findings import findings
 from tlbench.report.groups import add_group_keys, group_label
@@ -87,14 +87,86 @@ def draw_charts(out_dir: Path, runs, epochs, losses, deltas, metric, fraction, f
         steps = _with_run_info(losses, runs)
         if len(steps):
             drawn["loss"] = charts.iteration_loss(steps, out_dir / "train_loss_per_iteration.png")
+        drawn.update(writeup_charts(out_dir, runs, epochs, losses))
+    return drawn
+
+
+def writeup_charts(out_dir: Path, runs, epochs, losses) -> dict:
+    """Write-up A's two charts per run, for every group of the write-up presets' runs:
+    training loss per step, and train vs test accuracy and loss per epoch ({name: [png]})."""
+    cited = published.cited_runs(runs)
+    if cited.empty:
+        return {}
+    variant = published.variant_of(cited).str.replace("_", " ")
+    panels = cited[["path"]].assign(panel=[f"{w} {v}: {s}, {i}" for w, v, s, i in zip(
+        cited[published.PUBLISHED + "writeup"], variant, cited["setting"], cited["init"])])
+    by_epoch, steps = epochs.merge(panels, on="path"), losses.merge(panels, on="path")
+    drawn = {}
+    for name, split, label, scale in (("accuracy", "acc", "accuracy (%)", 100), ("loss", "loss", "loss", 1)):
+        columns = {f"train_{split}": "train", f"test_{split}": "test"}
+        if len(by_epoch) and set(columns) <= set(by_epoch.columns):
+            drawn[f"writeup_{name}"] = charts.curves_by_setting(
+                by_epoch, "epoch", columns, label, f"Train vs test {name} per epoch",
+                out_dir / f"writeup_train_test_{name}_per_epoch.png", scale=scale)
+    if len(steps):
+        thinned = charts.thinned_losses(steps, keep=("panel",))
+        drawn["writeup_steps"] = charts.curves_by_setting(
+            thinned, "iteration", {"train_loss": "train"}, charts.loss_label(thinned),
+            "Training loss per optimizer step", out_dir / "writeup_train_loss_per_iteration.png")
     return drawn
 
 
 def _image(drawn: dict, name: str, alt: str) -> list:
-    return [Image(drawn[name], alt)] if name in drawn else []
+    """The chart's Image block(s): a grid split over several PNGs gives one each."""
+    found = drawn.get(name, [])
+    return [Image(path, alt) for path in (found if isinstance(found, list) else [found])]
 
 
-def report_blocks(sources, runs, summary, deltas, drawn, metric, fraction, threshold) -> list:
+def writeup_blocks(runs, comparison, costs, drawn, metric) -> list:
+    """"Published vs measured" and "What the write-ups' defects cost", when some finished runs
+    come from a write-up preset (their config has a published block)."""
+    if published.cited_runs(runs).empty:
+        return []
+    blocks = [
+        Heading("Published vs measured"),
+        Paragraph("Each number a write-up published, beside the mean over seeds of the same "
+                  "metric at the same epoch, per group of runs of its preset with the same init "
+                  "(as published: the write-up's defects reproduced; fixed: the same protocol "
+                  "with them corrected). 95% CI: Student t over seeds; 'published inside CI?' is "
+                  "n/a without an interval. 'Differs from the write-up' names each setting of "
+                  "the write-up (published.setting) that these runs did not share."),
+        *([Table(tables.published_table(comparison))] if len(comparison) else
+          [Paragraph("These presets list no published numbers.")]),
+        Paragraph("The presets and their caveats:"), Bullets(published.preset_notes(runs)),
+    ]
+    steps = _image(drawn, "writeup_steps", "training loss per optimizer step, per setting")
+    epochs = [*_image(drawn, "writeup_accuracy", "train vs test accuracy per epoch, per setting"),
+              *_image(drawn, "writeup_loss", "train vs test loss per epoch, per setting")]
+    if steps or epochs:
+        blocks += [Heading("The write-ups' charts, drawn from these runs", level=3),
+                   Paragraph(f"One panel per setting (write-up, variant, setting, init); "
+                             f"{charts.SEED_BAND_TEXT}. Dashed lines: freeze phase change."),
+                   *steps, *epochs]
+    return blocks + defect_cost_blocks(runs, costs, metric)
+
+
+def defect_cost_blocks(runs, costs, metric) -> list:
+    """The as-published vs fixed table, and why a write-up has no row."""
+    blocks = [Heading("What the write-ups' defects cost"),
+              Paragraph(f"Each write-up's as-published runs beside its fixed twin's with the "
+                        f"same init, model, data and epochs: {tables.headline_name(f'final_{metric}')}, "
+                        "and fixed − as published with its 95% CI (paired t by seed when both "
+                        "ran the same seeds, otherwise Welch t). Trainable params: in the first "
+                        "freeze phase, where a freeze rule that misses the head or freezes "
+                        "nothing shows.")]
+    if len(costs):
+        blocks += [Table(tables.defect_cost_table(costs))]
+    gaps = published.uncompared_writeups(runs, costs)
+    return blocks + ([Bullets(gaps)] if gaps else [])
+
+
+def report_blocks(sources, runs, summary, deltas, drawn, metric, fraction, threshold,
+                  comparison=None, costs=None) -> list:
     n_ok = len(compare.finished(runs))
     blocks = [
         Heading(TITLE, level=1),
@@ -104,6 +176,7 @@ def report_blocks(sources, runs, summary, deltas, drawn, metric, fraction, thres
                   f"and at {100 * threshold:g}%."),
         *_test_selection_note(runs),
         Heading("Findings"), Paragraph(findings(runs, summary, deltas, metric, threshold)),
+        *writeup_blocks(runs, _or_empty(comparison), _or_empty(costs), drawn, metric),
         Heading("Pretrained vs random init"),
     ]
     if len(deltas):
@@ -129,6 +202,10 @@ def report_blocks(sources, runs, summary, deltas, drawn, metric, fraction, thres
     blocks += [Heading("Definitions"), Bullets(DEFINITIONS), Heading("Environment"),
                Bullets(_environment(runs))]
     return blocks
+
+
+def _or_empty(table) -> pd.DataFrame:
+    return pd.DataFrame() if table is None else table
 
 
 def _test_selection_note(runs: pd.DataFrame) -> list:
@@ -158,8 +235,9 @@ def _environment(runs: pd.DataFrame) -> list[str]:
 
 def write_report(paths, out_dir=None, metric: str = "test_acc", threshold: float = 0.9,
                  fraction: float = 0.9, font: str | None = None) -> Path:
-    """Write report.md, report.html, runs.csv, summary.csv, pretrained_vs_random.csv and
-    the chart PNGs into `out_dir` (default: the single folder given, else ./report).
+    """Write report.md, report.html, runs.csv, summary.csv, pretrained_vs_random.csv, the
+    chart PNGs and, when runs come from write-up presets, published_vs_measured.csv and
+    defect_cost.csv into `out_dir` (default: the single folder given, else ./report).
     Returns the path of report.md."""
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
     out_dir = Path(out_dir) if out_dir else default_out_dir(paths)
@@ -168,8 +246,15 @@ def write_report(paths, out_dir=None, metric: str = "test_acc", threshold: float
     runs.to_csv(out_dir / "runs.csv", index=False)
     summary.to_csv(out_dir / "summary.csv", index=False)
     deltas.to_csv(out_dir / "pretrained_vs_random.csv", index=False)
+    comparison = published.published_vs_measured(runs, epochs)
+    costs = published.defect_cost(runs, epochs, metric)
+    if len(comparison):
+        comparison.to_csv(out_dir / "published_vs_measured.csv", index=False)
+    if len(costs):
+        costs.to_csv(out_dir / "defect_cost.csv", index=False)
     drawn = draw_charts(out_dir, runs, epochs, losses, deltas, metric, fraction, font)
-    blocks = report_blocks(paths, runs, summary, deltas, drawn, metric, fraction, threshold)
+    blocks = report_blocks(paths, runs, summary, deltas, drawn, metric, fraction, threshold,
+                           comparison, costs)
     (out_dir / "report.md").write_text(to_markdown(blocks), encoding="utf-8")
     (out_dir / "report.html").write_text(to_html(blocks, TITLE), encoding="utf-8")
     return out_dir / "report.md"

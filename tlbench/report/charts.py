@@ -8,6 +8,7 @@ seaborn is imported here, inside the functions' module, never at `import tlbench
 from __future__ import annotations
 
 import contextlib
+import textwrap
 import warnings
 from pathlib import Path
 
@@ -27,6 +28,11 @@ INIT_COLORS = {"pretrained": "#1f77b4", "random": "#ff7f0e", "unknown": "#7f7f7f
 # Enough points to show the shape of a loss curve; more only slows drawing.
 MAX_LOSS_POINTS = 1500
 DPI = 110
+# Panels per PNG in the per-setting grids (6 rows of 4): more would shrink each below reading size.
+MAX_PANELS = 24
+# seaborn's errorbar for the per-setting grids: a band from the lowest to the highest seed.
+SEED_BAND = ("pi", 100)
+SEED_BAND_TEXT = "line: mean over seeds; band: lowest to highest seed (seaborn errorbar=('pi', 100))"
 
 
 def font_available(family: str) -> bool:
@@ -59,8 +65,9 @@ def chart_style(font: str | None = None):
         yield
 
 
-def _figure(n_panels: int = 1, width_in: float = 5.2, height_in: float = 3.8):
-    columns = min(n_panels, 3)
+def _figure(n_panels: int = 1, width_in: float = 5.2, height_in: float = 3.8,
+            max_columns: int = 3):
+    columns = min(n_panels, max_columns)
     rows = -(-n_panels // columns)
     figure = Figure(figsize=(width_in * columns, height_in * rows), layout="constrained")
     axes = figure.subplots(rows, columns, squeeze=False, sharey=True).ravel()
@@ -182,6 +189,19 @@ def _block_mean(losses: pd.DataFrame) -> pd.DataFrame:
                                     train_loss=("train_loss", "mean")).assign(block=block)
 
 
+def thinned_losses(losses: pd.DataFrame, keep=("init",)) -> pd.DataFrame:
+    """Each run's steps averaged into at most MAX_LOSS_POINTS points, with `path`, the run's
+    `keep` columns and the `block` size."""
+    frames = [_block_mean(run).assign(path=p, **{c: run[c].iloc[0] for c in keep})
+              for p, run in losses.groupby("path", sort=False)]
+    return pd.concat(frames, ignore_index=True)
+
+
+def loss_label(thinned: pd.DataFrame) -> str:
+    block = int(thinned["block"].max())
+    return "training loss" + (f" (mean of every {block} steps)" if block > 1 else "")
+
+
 def iteration_loss(losses: pd.DataFrame, path: Path) -> Path:
     """Training loss per optimizer step, one line per run, one panel per model."""
     import seaborn as sns
@@ -189,16 +209,45 @@ def iteration_loss(losses: pd.DataFrame, path: Path) -> Path:
     models = list(dict.fromkeys(losses["model"]))
     figure, axes = _figure(len(models))
     for ax, model in zip(axes, models):
-        runs = losses[losses["model"] == model]
-        frames = [_block_mean(run).assign(path=p, init=run["init"].iloc[0])
-                  for p, run in runs.groupby("path", sort=False)]
-        data = pd.concat(frames, ignore_index=True)
+        data = thinned_losses(losses[losses["model"] == model])
         sns.lineplot(data=data, x="iteration", y="train_loss", hue="init",
                      hue_order=_inits(data), palette=INIT_COLORS, units="path",
                      estimator=None, linewidth=1, alpha=0.7, ax=ax)
-        block = int(data["block"].max())
-        note = f" (mean of every {block} steps)" if block > 1 else ""
-        ax.set(title=str(model), xlabel="optimizer step", ylabel=f"training loss{note}")
+        ax.set(title=str(model), xlabel="optimizer step", ylabel=loss_label(data))
         ax.legend(title=None, fontsize="small")
     figure.suptitle("Training loss per optimizer step, one line per run")
     return _save(figure, path)
+
+
+def curves_by_setting(data: pd.DataFrame, x: str, series: dict, ylabel: str, title: str,
+                      path: Path, scale: float = 1.0) -> list[Path]:
+    """The write-ups' per-run charts for groups of seeds: one panel per `panel` value, one line
+    per column in `series` ({column: legend label}, e.g. train and test), the mean over seeds
+    with a lowest-to-highest band (SEED_BAND). Dashed lines mark freeze phase changes when `x`
+    is the epoch. Beyond MAX_PANELS panels the grid continues in <name>_2.png, <name>_3.png..."""
+    import seaborn as sns
+
+    long = data.melt(id_vars=[x, "path", "panel"], value_vars=list(series), var_name="split",
+                     value_name="value").assign(split=lambda d: d["split"].map(series))
+    long["value"] *= scale
+    panels = sorted(data["panel"].unique(), key=str)
+    pages = [panels[start:start + MAX_PANELS] for start in range(0, len(panels), MAX_PANELS)]
+    drawn = []
+    for number, page in enumerate(pages, start=1):
+        figure, axes = _figure(len(page), width_in=4.4, height_in=3.3, max_columns=4)
+        for ax, panel in zip(axes, page):
+            sns.lineplot(data=long[long["panel"] == panel], x=x, y="value", hue="split",
+                         hue_order=list(series.values()), estimator="mean", errorbar=SEED_BAND,
+                         linewidth=1.3, legend=ax is axes[0] and len(series) > 1, ax=ax)
+            changes = _phase_changes(data[data["panel"] == panel]) if x == "epoch" else []
+            for boundary in changes:
+                ax.axvline(boundary, color="0.35", linestyle="--", linewidth=1)
+            ax.set_title(textwrap.fill(str(panel), 44), fontsize="small")
+            ax.set(xlabel=x.replace("iteration", "optimizer step"), ylabel=ylabel)
+        if len(series) > 1:
+            axes[0].legend(title=None, fontsize="small")
+        part = f" (part {number} of {len(pages)})" if len(pages) > 1 else ""
+        figure.suptitle(f"{title}{part}\n{SEED_BAND_TEXT}", fontsize="medium")
+        name = path if number == 1 else path.with_name(f"{path.stem}_{number}{path.suffix}")
+        drawn.append(_save(figure, name))
+    return drawn

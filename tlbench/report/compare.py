@@ -15,11 +15,13 @@ def finished(runs: pd.DataFrame) -> pd.DataFrame:
     return runs[runs["status"] == "ok"]
 
 
+def first_column(runs: pd.DataFrame, names, default: pd.Series) -> pd.Series:
+    """The first of the named columns the table has (a top-level field or its config key)."""
+    return next((runs[name] for name in names if name in runs.columns), default)
+
+
 def seed_of(runs: pd.DataFrame) -> pd.Series:
-    for column in ("seed", "config.seed"):
-        if column in runs.columns:
-            return runs[column]
-    return pd.Series(range(len(runs)), index=runs.index)
+    return first_column(runs, ("seed", "config.seed"), pd.Series(range(len(runs)), index=runs.index))
 
 
 def setting_columns(runs: pd.DataFrame) -> list[str]:

@@ -14,6 +14,8 @@ import math
 
 import pandas as pd
 
+from tlbench.identity import LATER_SETTINGS
+
 IDENTITY_PREFIX = "identity."
 # Top-level fields the training core writes for people; they name each group in tables.
 DESCRIPTIVE = ["model", "dataset", "pretrained", "freeze", "optimizer", "schedule"]
@@ -29,10 +31,10 @@ def is_pretrained_column(column: str) -> bool:
     return column.split(".")[-1] == "pretrained"
 
 
-def _key(row: pd.Series, columns: list[str]) -> str:
+def key_of(row: pd.Series, columns: list[str]) -> str:
     """A hashable, NaN-safe identity for the given columns (JSON text)."""
     def plain(value):
-        if value is None or (isinstance(value, float) and math.isnan(value)):
+        if _missing(value):
             return None
         return value.item() if hasattr(value, "item") else value
     return json.dumps([plain(row[c]) for c in columns], default=str)
@@ -43,8 +45,8 @@ def add_group_keys(runs: pd.DataFrame) -> pd.DataFrame:
     columns = group_columns(runs)
     pair = [c for c in columns if not is_pretrained_column(c)]
     runs = runs.copy()
-    runs["group_key"] = runs.apply(_key, axis=1, columns=columns) if len(runs) else []
-    runs["pair_key"] = runs.apply(_key, axis=1, columns=pair) if len(runs) else []
+    runs["group_key"] = runs.apply(key_of, axis=1, columns=columns) if len(runs) else []
+    runs["pair_key"] = runs.apply(key_of, axis=1, columns=pair) if len(runs) else []
     runs["init"] = runs["pretrained"].map({True: "pretrained", False: "random"}) \
         if "pretrained" in runs.columns else "unknown"
     return runs
@@ -69,11 +71,26 @@ def label_columns(runs: pd.DataFrame, always=("model",)) -> list[str]:
     return shown
 
 
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def label_value(row: pd.Series, column: str):
+    """The run's value of a group column. An identity leaves out a setting at the value runs
+    had before it existed (tlbench.identity.LATER_SETTINGS: dataset.val_split=0, defects off), so
+    a missing one reads as that value; null as the YAML spells it."""
+    value, key = row[column], column.removeprefix(IDENTITY_PREFIX)
+    if _missing(value) and column.startswith(IDENTITY_PREFIX) and key in LATER_SETTINGS:
+        value = LATER_SETTINGS[key]
+        return "null" if value is None else value
+    return value
+
+
 def group_label(row: pd.Series, columns: list[str]) -> str:
     """Human label such as "resnet18, freeze=linear_probe" for chart axes and findings."""
     parts = []
     for column in columns:
-        value = row[column]
+        value = label_value(row, column)
         value = f"{value:.4g}" if isinstance(value, float) else value  # a searched lr is 0.01296, not 17 digits
         parts.append(str(value) if column == "model" else f"{short_name(column)}={value}")
     return ", ".join(parts)

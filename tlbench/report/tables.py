@@ -172,3 +172,65 @@ def failed_table(runs: pd.DataFrame) -> pd.DataFrame:
                "error.type": "error", "error.message": "message"}
     present = [c for c in columns if c in failed.columns]
     return failed[present].rename(columns=columns).astype(str)
+
+
+def _percent_interval(low, high, n) -> str:
+    """An interval already in percent or points, 2 decimals (published numbers carry 2)."""
+    return interval(low, high, n, scale=1.0, decimals=2)
+
+
+def published_table(comparison: pd.DataFrame) -> pd.DataFrame:
+    """Published vs measured, one row per number and group; a run that never reached the
+    number's epoch says so where the measured mean would be."""
+    measured = comparison["note"].isna()
+    comparison = comparison.astype(object)  # text cells fill in where numbers are missing
+    table = pd.DataFrame({
+        "write-up": comparison["writeup"],
+        "variant": comparison["variant"].str.replace("_", " "),
+        "setting": comparison["setting"].fillna("–"), "init": comparison["init"].fillna("–"),
+        "published number": [f"{what} [{metric}, epoch {epoch}]" for what, metric, epoch in zip(
+            comparison["what"], comparison["metric"], comparison["epoch"])],
+        "published": (comparison["published_pct"] / 100).map(lambda v: pct(v, 2)),
+        "measured mean": [pct(v / 100, 2) if ok else note for v, ok, note in zip(
+            comparison["measured_mean_pct"], measured, comparison["note"])],
+        "95% CI (%)": [_percent_interval(lo, hi, n) if ok else "–" for lo, hi, n, ok in zip(
+            comparison["ci_low_pct"], comparison["ci_high_pct"], comparison["n_seeds"], measured)],
+        "n seeds": comparison["n_seeds"].astype(int).astype(str),
+        "measured − published (points)": (comparison["difference_points"] / 100).map(
+            lambda v: points(v, 2)),
+        "published inside CI?": comparison["published_inside_ci"].fillna("n/a"),
+        "differs from the write-up": comparison["differs_from_writeup"].fillna("").replace(
+            "", "nothing"),
+    })
+    return table.reset_index(drop=True)
+
+
+def _phase_params(phase, count) -> str:
+    return "–" if _nan(count) else f"{integer(count)} ({phase})"
+
+
+def _estimate_text(costs: pd.DataFrame, prefix: str, unit: str) -> list[str]:
+    """"79.00% (77.73 to 80.27)" from <prefix>_mean_pct, _ci_low_pct, _ci_high_pct, _n;
+    a signed "+1.20 (...)" for points."""
+    form = "{:+.2f}" if unit == "points" else "{:.2f}%"
+    columns = [f"{prefix}_{part}_{unit}" for part in ("mean", "ci_low", "ci_high")]
+    return [f"{form.format(mean)} ({_percent_interval(low, high, n)})" for mean, low, high, n
+            in zip(*(costs[c] for c in columns), costs[f"{prefix}_n"])]
+
+
+def defect_cost_table(costs: pd.DataFrame) -> pd.DataFrame:
+    """What fixing a write-up's defects changed, in points of the final accuracy."""
+    first_phase = {name: [_phase_params(p, c) for p, c in zip(
+        costs[f"{name}_first_phase"], costs[f"{name}_first_phase_trainable_params"])]
+        for name in ("as_published", "fixed")}
+    return pd.DataFrame({
+        "write-up": costs["writeup"], "setting": costs["setting"], "init": costs["init"],
+        "defects in the as-published runs": costs["defects"],
+        f"{headline_name(costs['metric'].iloc[0])}: as published (95% CI)":
+            _estimate_text(costs, "as_published", "pct"),
+        "fixed (95% CI)": _estimate_text(costs, "fixed", "pct"),
+        "fixed − as published, points (95% CI)": _estimate_text(costs, "difference", "points"),
+        "interval": costs["method"].map({"paired": "paired t", "welch": "Welch t"}),
+        "trainable params in the first phase: as published": first_phase["as_published"],
+        "trainable params in the first phase: fixed": first_phase["fixed"],
+    })
