@@ -164,7 +164,7 @@ def test_a_full_disk_at_the_final_write_keeps_the_previous_result_and_the_run_re
     real_dump = json.dump
 
     def dump_until_the_disk_is_full(data, handle, **kwargs):
-        if data["status"] == "ok":  # the final write: half the file, then ENOSPC
+        if data.get("status") == "ok":  # result.json's final write: half the file, then ENOSPC
             handle.write(json.dumps(data)[:100])
             raise OSError(errno.ENOSPC, "No space left on device")
         real_dump(data, handle, **kwargs)
@@ -176,7 +176,8 @@ def test_a_full_disk_at_the_final_write_keeps_the_previous_result_and_the_run_re
             run(make_cfg(*overrides), output_dir=folder)
     previous = json.loads((folder / "result.json").read_text())
     assert previous["status"] == "running" and len(previous["epochs"]) == 2, "the last good write was lost"
-    assert sorted(p.name for p in folder.iterdir()) == ["checkpoint.pt", "result.json"], "a temporary file was left"
+    assert sorted(p.name for p in folder.iterdir()) == ["checkpoint.pt", "model.json", "model.safetensors",
+                                                        "result.json"], "a temporary file was left"
 
     finished = run(make_cfg(*overrides), output_dir=folder)  # the same command again, with space
     assert finished["status"] == "ok" and finished["epochs"] == previous["epochs"]
