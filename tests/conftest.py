@@ -45,7 +45,7 @@ def subprocess_env(tmp_path) -> dict:
 
 
 # Small, fast settings for real training in tests: 32 px synthetic images, 2 epochs.
-TINY = ["dataset=synthetic", "epochs=2", "batch_size=32", "augment=none"]
+TINY = ["dataset=synthetic", "epochs=2", "batch_size=32", "augment=none", "checkpoint_every_s=0"]
 
 
 @pytest.fixture

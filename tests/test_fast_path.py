@@ -140,16 +140,69 @@ def assert_same_eval_inputs(source_size, input_size):
     assert float((tensor - pil).abs().mean()) <= 0.005, (source_size, input_size)
 
 
-def test_bench_runs_end_to_end_and_writes_json(tmp_path, capsys):
+def test_bench_check_prints_a_verdict_per_target_and_writes_json(tmp_path, capsys):
+    """Any device (CPU here, CUDA where there is one), a few tiny steps: the mechanics, not the speed."""
+    import json
+    import statistics
+
     from tlbench import bench
 
     out = tmp_path / "bench.json"
-    rows = bench.main(["--models", "resnet18", "--sizes", "32", "--steps", "1", "--warmup", "1",
-                       "--eval-images", "64", "--out", str(out)])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # on a busy 2-core machine two OpenMP threads spin: measured 36 s instead of 4
+    try:
+        status = bench.main(["--check", "--models", "resnet18", "--sizes", "32", "--steps", "2", "--windows", "2",
+                             "--warmup", "1", "--eval-images", "64", "--out", str(out)])
+    finally:
+        torch.set_num_threads(threads)
     printed = capsys.readouterr().out
-    assert "resnet18 @ 32 px: seed loop" in printed and "target resnet18 @ 32 px on cpu:" in printed
-    import json
-
     stored = json.loads(out.read_text())
-    assert stored["rows"][0]["tlbench_images_per_s"] == rows[0]["tlbench_images_per_s"] > 0
+    (row,) = stored["rows"]
+    assert "resnet18 @ 32 px: seed loop" in printed
+    for name in ("seed_loop", "tlbench", "ceiling", "eval"):
+        windows = row[f"{name}_windows_images_per_s"]
+        assert len(windows) == 2 and row[f"{name}_images_per_s"] == statistics.median(windows) > 0
+    verdicts = [line for line in printed.splitlines() if line.startswith(("PASS ", "FAIL "))]
+    assert verdicts == stored["checks"]["lines"] and any("resnet18 @ 32 px on" in line for line in verdicts)
+    all_passed = all(line.startswith("PASS") for line in verdicts)
+    assert stored["checks"]["passed"] == all_passed and status == (0 if all_passed else 1)
     assert stored["peak_host_rss_mib"] > 0
+
+
+def test_bench_judges_each_target_of_the_device_and_requires_them_all_under_check():
+    from tlbench import bench
+
+    def row(model, px, rate, ceiling, seed, eval_share):
+        return {"model": model, "input_px": px, "tlbench_images_per_s": rate, "tlbench_batch_size": 512,
+                "fraction_of_ceiling": rate / ceiling, "speedup_vs_seed_loop": rate / seed,
+                "eval_fraction_of_epoch": eval_share}
+
+    cuda = torch.device("cuda")
+    lines = bench.check_lines([row("resnet18", 32, 41_202, 57_971, 5_444, 0.03)], cuda, require_all=True)
+    assert [line for ok, line in lines] == [
+        "PASS resnet18 @ 32 px on cuda: tlbench loop 41,202 img/s at batch 512 >= 40,000",
+        "FAIL resnet18 @ 32 px on cuda: tlbench loop at 71% of the ceiling >= 80%",  # README's first H100 run
+        "PASS resnet18 @ 32 px on cuda: evaluation 3% of a CIFAR-10 epoch <= 15%",
+        "FAIL efficientnet_b0 @ 224 px on cuda: not measured (--models efficientnet_b0 --sizes 224)"]
+    assert [ok for ok, _ in lines] == [True, False, True, False]
+    assert len(bench.check_lines([], cuda, require_all=False)) == 0, "without --check, unmeasured targets are skipped"
+    cpu = [ok for ok, _ in bench.check_lines([row("resnet18", 32, 832, 901, 448, 0.05)], torch.device("cpu"), True)]
+    assert cpu == [True, True, True]  # README's second CPU run: 92% of the ceiling, 1.86x the seed loop
+
+
+def test_bench_seed_loop_numerics_are_the_write_ups_and_are_restored_afterwards():
+    from tlbench import bench
+
+    flags = [(torch.backends.cuda.matmul, "allow_tf32"), (torch.backends.cudnn, "allow_tf32"),
+             (torch.backends.cudnn, "benchmark")]
+    saved = [getattr(owner, name) for owner, name in flags]
+    try:
+        for owner, name in flags:
+            setattr(owner, name, True)
+        with pytest.raises(RuntimeError), bench.writeup_numerics(torch.device("cuda")):  # flags only: no GPU needed
+            assert [getattr(owner, name) for owner, name in flags] == [False, False, False]
+            raise RuntimeError("a failing seed loop still restores them")
+        assert [getattr(owner, name) for owner, name in flags] == [True, True, True]
+    finally:
+        for (owner, name), value in zip(flags, saved):
+            setattr(owner, name, value)

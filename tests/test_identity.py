@@ -57,7 +57,9 @@ def test_different_data_or_weights_are_different_experiments(make_cfg, image_tre
 
 # Written out here, not read from identity.py, so that a training setting wrongly added to the
 # module's list (say batch_size) fails this test.
-WHERE_AND_HOW_FAST = ("results_dir", "data_dir", "weights_dir", "resume", "keep_checkpoint", "save_best", "save_model", "device",
+WHERE_AND_HOW_FAST = ("results_dir", "data_dir", "weights_dir", "resume", "run_lock", "keep_checkpoint",
+                      "checkpoint_every_s",
+                      "save_best", "save_model", "device",
                       "devices", "threads", "num_workers", "eval_batch_size", "compile", "channels_last",
                       "deterministic", "data.cache_dir", "data.device_budget_gb", "data.decode_workers",
                       "dataset.data_dir", "dataset.download",

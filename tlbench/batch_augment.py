@@ -91,8 +91,9 @@ def shift_hue(images: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
 
 
 def _hsv_to_rgb(h, s, v) -> torch.Tensor:
-    k = torch.tensor([5.0, 3.0, 1.0], device=h.device)[None, :, None, None]
-    k = (k + h.unsqueeze(1) * 6) % 6
+    # k = (n + 6h) mod 6 for n = 5, 3, 1 (r, g, b); Python scalars, as torch.tensor([5, 3, 1], device=cuda)
+    # would be a blocking host-to-device copy per batch
+    k = torch.stack([(h * 6 + n) % 6 for n in (5.0, 3.0, 1.0)], dim=1)
     return v.unsqueeze(1) - v.unsqueeze(1) * s.unsqueeze(1) * (torch.minimum(k, 4 - k).clamp(0, 1))
 
 
@@ -142,8 +143,18 @@ def center_crop(images: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def normalize(images: torch.Tensor, mean, std) -> torch.Tensor:
-    """uint8 or [0, 1] float in; normalized float32 out."""
+    """uint8 or [0, 1] float in; normalized float32 out. `mean`, `std`: per channel, as numbers or
+    as tensors; in a loop on a GPU pass tensors already there (`to_device`), since building them
+    from numbers is a blocking host-to-device copy per call."""
     images = images.float() / 255 if images.dtype == torch.uint8 else images.float()
-    mean = torch.tensor(mean, device=images.device)[None, :, None, None]
-    std = torch.tensor(std, device=images.device)[None, :, None, None]
+    mean = torch.as_tensor(mean, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
+    std = torch.as_tensor(std, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
     return (images - mean) / std
+
+
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor copied to `device` without making the host wait: on CUDA a copy from ordinary
+    (pageable) memory waits for all queued GPU work, a non-blocking one from pinned memory does not."""
+    if device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)

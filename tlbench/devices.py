@@ -1,16 +1,26 @@
 """Device choice, mixed precision and seeding: passed explicitly, never global."""
 
+import contextlib
+import logging
 import os
 import random
+import re
+import time
+from pathlib import Path
 
 import numpy as np
 import torch
+from filelock import FileLock, Timeout
 
 from tlbench.errors import ConfigError
 
+log = logging.getLogger("tlbench")
+CLAIMS_FOLDER = ".devices"  # in the sweep folder: one lock file per entry of `devices`
 
-def resolve_device(requested: str) -> torch.device:
-    """`auto` picks cuda, then Apple mps, then cpu (the order of write-up D)."""
+
+def resolve_device(requested: str, setting: str = "device") -> torch.device:
+    """`auto` picks cuda, then Apple mps, then cpu (the order of write-up D). `setting`: the
+    config key named in errors."""
     if requested == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -20,20 +30,94 @@ def resolve_device(requested: str) -> torch.device:
     try:
         device = torch.device(requested)
     except RuntimeError as err:
-        raise ConfigError(f"device={requested!r} is not a device; use auto, cpu, cuda, cuda:N or mps") from err
+        raise ConfigError(f"{setting}={requested!r} is not a device; use auto, cpu, cuda, cuda:N or mps") from err
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device={requested!r} but CUDA is not available here; use device=auto or device=cpu")
+        raise ConfigError(f"{setting}={requested!r} but CUDA is not available here; use device=auto or device=cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"{setting}={requested!r} but this machine has {_gpus(torch.cuda.device_count())}")
     if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError(f"device={requested!r} but MPS is not available here; use device=auto or device=cpu")
+        raise ConfigError(f"{setting}={requested!r} but MPS is not available here; use device=auto or device=cpu")
     return device
 
 
+def check_devices(device: str, devices) -> list[torch.device]:
+    """Every device this run may train on (`device`, or each entry of `devices`), checked at
+    startup: a GPU number beyond those present fails now, not with a CUDA error after decoding."""
+    if not devices:
+        return [resolve_device(device)]
+    if isinstance(devices, str) or not all(isinstance(name, str) for name in devices):
+        raise ConfigError(f"devices={devices!r} must be a list of devices, e.g. devices=[cuda:0,cuda:1]")
+    return [resolve_device(name, f"devices[{i}]") for i, name in enumerate(devices)]
+
+
+def _gpus(count: int) -> str:
+    """`2 GPUs: use cuda:0, cuda:1`, naming CUDA_VISIBLE_DEVICES when it hides some."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    names = ", ".join(f"cuda:{i}" for i in range(count))
+    hidden = f" visible (CUDA_VISIBLE_DEVICES={visible})" if visible else ""
+    return f"{count} GPU{'s' * (count != 1)}{hidden}: use {names}"
+
+
+def select(device: torch.device) -> None:
+    """Makes the job's GPU the process's current CUDA device, so what allocates on "the current
+    device" (pinned host memory, the DataLoader's pin-memory thread, cuDNN and cuBLAS handles)
+    does so there instead of opening a context on GPU 0. A no-op off CUDA."""
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)
+
+
 def job_device(device: str, devices: list | None, job_num: int | None) -> str:
-    """With a `devices` list, job i of a sweep takes devices[i mod N] (parallel launchers put one
-    job on each GPU); a single run takes the first. Without one, `device` as given."""
+    """With a `devices` list, job i of a sweep takes devices[i mod N]; a single run takes the
+    first. Without one, `device` as given. Parallel jobs claim a free device instead
+    (`claim_device`); this is its fallback when there is no sweep folder to claim in."""
     if not devices:
         return device
     return str(list(devices)[(job_num or 0) % len(devices)])
+
+
+@contextlib.contextmanager
+def claim_device(device: str, devices: list | None, job_num: int | None, claims_dir: Path | None,
+                 poll_s: float = 1.0):
+    """Yields the device this job trains on, held for the job's whole run.
+
+    Jobs that run side by side on this machine (`claims_dir`: a folder their sweep shares)
+    claim a free entry of `devices` with a lock file per entry: job i tries devices[i mod N]
+    first, then the others in order, and waits when all are taken. So a slow job never has a
+    second one queued behind it on its GPU while another GPU idles (i mod N would). A device
+    listed twice takes two jobs at once. The OS drops a lock when its process dies, so a killed
+    job frees its device. Without `devices`, or without `claims_dir`: `job_device`'s choice."""
+    if not devices or claims_dir is None or job_num is None:
+        yield job_device(device, devices, job_num)
+        return
+    names = [str(name) for name in devices]
+    first = job_num % len(names)
+    order = [(i, names[i]) for i in [*range(first, len(names)), *range(first)]]
+    Path(claims_dir).mkdir(parents=True, exist_ok=True)
+    locks = {i: FileLock(Path(claims_dir) / claim_file(i, name)) for i, name in order}
+    waiting_since = None
+    while True:
+        for i, name in order:
+            try:
+                locks[i].acquire(timeout=0)
+            except Timeout:
+                continue
+            waited = f" after waiting {time.monotonic() - waiting_since:.0f} s" if waiting_since is not None else ""
+            log.info("job %d claimed devices[%d]=%s%s", job_num, i, name, waited)
+            try:
+                yield name
+            finally:
+                locks[i].release()
+            return
+        if waiting_since is None:
+            waiting_since = time.monotonic()
+            log.info("job %d: every device of devices=[%s] is taken by another job of the sweep; waiting for one",
+                     job_num, ",".join(names))
+        time.sleep(poll_s)
+
+
+def claim_file(position: int, name: str) -> str:
+    """The lock file of entry `position` of `devices`: `1-cuda-1.lock`."""
+    return f"{position}-{re.sub(r'[^a-z0-9.]', '-', name)}.lock"
 
 
 def set_threads(requested, launcher: dict | None) -> int:

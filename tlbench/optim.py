@@ -18,19 +18,26 @@ class OptimizerFactory:
         """`filter_bias_and_bn`: no weight decay on 1-D parameters (biases, normalization scales and
         shifts) nor on the model's own `no_weight_decay()` names (position embeddings, class
         tokens), timm's rule (`create_optimizer_v2`); false decays every parameter, as plain torch.
-        `fused`: one CUDA kernel for the whole update (set by the run on CUDA, not by users)."""
+        `fused`: one CUDA kernel for the whole update (set by the run on CUDA, not by users). A
+        user's `optimizer.foreach` (true or false) picks the implementation instead: torch refuses
+        fused and foreach together, so fused is then left off."""
         if name not in OPTIMIZERS:
             raise ConfigError(f"optimizer.name={name!r} is not known; use one of {', '.join(OPTIMIZERS)}")
         if lr <= 0:
             raise ConfigError(f"optimizer.lr={lr} must be positive")
-        self.name, self.lr, self.weight_decay, self.kwargs, self.fused = name, lr, weight_decay, kwargs, fused
+        self.name, self.lr, self.weight_decay, self.kwargs = name, lr, weight_decay, kwargs
+        self.fused = fused and "foreach" not in kwargs
         self.filter_bias_and_bn = filter_bias_and_bn
         if "betas" in kwargs:
             self.kwargs["betas"] = tuple(kwargs["betas"])
-        try:  # fail on a bad keyword now, not at the first phase change
-            OPTIMIZERS[name]([nn.Parameter(torch.zeros(1))], lr=lr, weight_decay=weight_decay, **self.kwargs)
-        except TypeError as err:
-            raise ConfigError(f"optimizer={name}: {err}") from err
+        extra = {"fused": True} if self.fused else {}
+        try:  # fail on a bad keyword, or one the fused kernels refuse, now rather than at the first phase change
+            OPTIMIZERS[name]([nn.Parameter(torch.zeros(1))], lr=lr, weight_decay=weight_decay, **self.kwargs, **extra)
+        except (TypeError, ValueError, RuntimeError) as err:
+            refused_by_fused = self.fused and "fused" in str(err)
+            hint = ("; on CUDA tlbench uses the fused kernels (fused=True): add +optimizer.foreach=true (or false) "
+                    "to use the foreach (or single-tensor) kernels instead" if refused_by_fused else "")
+            raise ConfigError(f"optimizer={name}: {err}{hint}") from err
 
     def build(self, model: nn.Module, phase: Phase) -> torch.optim.Optimizer:
         params = dict(model.named_parameters())

@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from tlbench import (augment, checkpoint, data, devices, engine, export, freeze, identity, image_check, models, optim,
-                     results, resume, schedules, settings, tensor_data)
+                     results, resume, runlock, schedules, settings, tensor_data)
 from tlbench.errors import DataNotFoundError, StartupError, WeightsNotFoundError
 
 log = logging.getLogger("tlbench")
@@ -20,30 +20,41 @@ RESULT_FILE = results.RESULT_FILE
 
 def run(cfg: DictConfig, output_dir=None) -> dict:
     """Trains one configuration; writes `<output_dir>/result.json` (status ok or failed) and
-    returns it. A failure is recorded in the file, then re-raised. What an earlier attempt left
-    in the folder decides the start (resume.py): a complete run with the same run_id is skipped,
-    an unfinished one goes on from its last epoch checkpoint, anything else is archived."""
+    returns it. A failure is recorded in the file, then re-raised. One process at a time trains a
+    folder (runlock.py): one that another live process holds is left to it (run_lock=skip; returned
+    as status "held", no metrics, nothing written) or waited for (run_lock=wait). What an earlier
+    attempt left in the folder decides the start (resume.py): a complete run with the same run_id
+    is skipped, an unfinished one goes on from its last epoch checkpoint, anything else is archived."""
     output_dir = Path(output_dir or _hydra_output_dir() or cfg.results_dir)
     config = OmegaConf.to_container(cfg, resolve=True)
     config.pop("hydra", None)
     result = results.new_result(config, identity.fingerprint_paths(config))
-    plan = resume.plan(output_dir, result["run_id"], cfg.resume)
-    if plan.action == "skip":
-        return plan.previous
-    history = engine.History()
-    if plan.action == "resume":  # the epochs so far stay in result.json even if this attempt fails early
-        result = results.resumed(plan.previous, config, after_epoch=plan.state["epoch"])
-        history = engine.History(**plan.state["history"])
-    result_path = output_dir / RESULT_FILE
-    results.write_json_atomic(result, result_path)  # fails now if the folder is not writable
     try:
-        _train(cfg, output_dir, result, history, plan.state)
-    except BaseException as err:
-        results.write_json_atomic(results.finish(result, history, err), result_path)
-        raise  # the checkpoint stays: running the same command again resumes from it
-    results.write_json_atomic(results.finish(result, history, None), result_path)
-    if not cfg.keep_checkpoint:
-        (output_dir / checkpoint.CHECKPOINT_FILE).unlink(missing_ok=True)
+        lock = runlock.take(output_dir, cfg.run_lock)  # before anything reads the folder: never resume a live run
+    except runlock.RunHeld as held:
+        log.warning("%s", held)
+        # best_val_acc is a search's objective: none here, as this process trained nothing
+        return {"run_id": result["run_id"], "status": "held", "held_by": held.holder,
+                "summary": {"best_val_acc": None}}
+    with lock:
+        plan = resume.plan(output_dir, result["run_id"], cfg.resume)
+        if plan.action == "skip":
+            return plan.previous
+        history = engine.History()
+        if plan.action == "resume":  # the epochs so far stay in result.json even if this attempt fails early
+            result = results.resumed(plan.previous, config, after_epoch=plan.state["epoch"])
+            history = engine.History(**plan.state["history"])
+            results.update(result, history)  # the epochs after the last save are trained again: drop them now
+        result_path = output_dir / RESULT_FILE
+        results.write_json_atomic(result, result_path)  # fails now if the folder is not writable
+        try:
+            _train(cfg, output_dir, result, history, plan.state)
+        except BaseException as err:
+            results.write_json_atomic(results.finish(result, history, err), result_path)
+            raise  # the checkpoint stays: running the same command again resumes from it
+        results.write_json_atomic(results.finish(result, history, None), result_path)
+        if not cfg.keep_checkpoint:
+            (output_dir / checkpoint.CHECKPOINT_FILE).unlink(missing_ok=True)
     log.info("wrote %s: final test acc %.2f%%", result_path, 100 * result["summary"]["final_test_acc"])
     return result
 
@@ -51,7 +62,14 @@ def run(cfg: DictConfig, output_dir=None) -> dict:
 def _train(cfg, output_dir: Path, result: dict, history: engine.History, resume_from: dict | None) -> None:
     check_settings(cfg)
     job_num, launcher = _hydra_job()
-    device = devices.resolve_device(devices.job_device(cfg.device, cfg.devices, job_num))
+    # Jobs running side by side each hold a free entry of `devices` for their whole run.
+    with devices.claim_device(cfg.device, cfg.devices, job_num, _claims_dir(launcher)) as requested:
+        _train_on(devices.resolve_device(requested), cfg, output_dir, result, history, resume_from, job_num, launcher)
+
+
+def _train_on(device, cfg, output_dir: Path, result: dict, history: engine.History, resume_from: dict | None,
+              job_num: int | None, launcher: dict | None) -> None:
+    devices.select(device)
     threads = devices.set_threads(cfg.threads, launcher)
     result["seeds"] = devices.seed_everything(cfg.seed)
     result["deterministic"] = devices.set_deterministic(cfg.deterministic, device)
@@ -67,7 +85,8 @@ def _train(cfg, output_dir: Path, result: dict, history: engine.History, resume_
         sigmoid_before_loss=cfg.defects.sigmoid_before_loss,
         clip_grad_norm=cfg.clip_grad_norm, clip_grad_value=cfg.clip_grad_value,
         best_checkpoint=output_dir / "best.pt" if cfg.save_best else None, show_progress=sys.stderr.isatty(),
-        checkpoint=output_dir / checkpoint.CHECKPOINT_FILE, checkpoint_info={"run_id": result["run_id"]})
+        checkpoint=output_dir / checkpoint.CHECKPOINT_FILE, checkpoint_info={"run_id": result["run_id"]},
+        checkpoint_every_s=cfg.checkpoint_every_s)
     model = built.model.to(device)
     if options.channels_last:
         model = models.channels_last(model)
@@ -76,8 +95,12 @@ def _train(cfg, output_dir: Path, result: dict, history: engine.History, resume_
     if cfg.compile:
         model = torch.compile(model)
     strategy = freeze.build_freeze(stages=built.stages, total_epochs=cfg.epochs, **cfg.freeze)
-    engine.fit(model, loaders["train"], loaders["val"], freeze.as_published(strategy, **cfg.defects),
-               optim.OptimizerFactory(**cfg.optimizer, fused=device.type == "cuda"),
+    optimizers = optim.OptimizerFactory(**cfg.optimizer, fused=device.type == "cuda")
+    if resume_from is not None:  # maybe written on other hardware: fitted to this device, reseeds recorded
+        kernels = {"fused": optimizers.fused or None, "foreach": optimizers.kwargs.get("foreach")}
+        resume_from, reseeded = checkpoint.portable(resume_from, loaders["train"], device, kernels)
+        result["resumes"][-1]["rng"] = checkpoint.describe(reseeded)
+    engine.fit(model, loaders["train"], loaders["val"], freeze.as_published(strategy, **cfg.defects), optimizers,
                schedules.build_schedule(epochs=cfg.epochs, steps_per_epoch=len(loaders["train"]), **cfg.schedule),
                device, options, history, resume=resume_from, test_loader=loaders.get("test"),
                on_epoch_end=lambda record: results.write_json_atomic(results.update(result, history),
@@ -111,10 +134,12 @@ def check_settings(cfg) -> None:
     """Every setting, before any data loads: the shared groups by their schemas (settings.py)."""
     settings.validate(cfg)
     models.check_head_init(cfg.model.head_init)
+    targets = devices.check_devices(cfg.device, cfg.devices)  # e.g. cuda:3 on a 2-GPU machine fails now
     # Build the cheap objects once now, so a bad freeze, optimizer or schedule setting fails before
-    # any data loads (the freeze strategy on placeholder stages: only its settings are checked).
+    # any data loads (the freeze strategy on placeholder stages: only its settings are checked; the
+    # optimizer with the kernels it gets on the target device: fused on CUDA).
     freeze.build_freeze(stages=[["body"], ["head"]], total_epochs=cfg.epochs, **cfg.freeze)
-    optim.OptimizerFactory(**cfg.optimizer)
+    optim.OptimizerFactory(**cfg.optimizer, fused=any(target.type == "cuda" for target in targets))
     schedules.build_schedule(epochs=cfg.epochs, steps_per_epoch=1, **cfg.schedule)
 
 
@@ -198,6 +223,17 @@ def _hydra_output_dir() -> str | None:
     from hydra.core.hydra_config import HydraConfig
 
     return HydraConfig.get().runtime.output_dir if HydraConfig.initialized() else None
+
+
+def _claims_dir(launcher: dict | None) -> Path | None:
+    """Where the jobs of a sweep claim devices: in the sweep folder when the launcher runs jobs
+    side by side on this machine (joblib's n_jobs); None otherwise (submitit's may run on other
+    machines, each given its own GPU by SLURM)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not launcher or "n_jobs" not in launcher:
+        return None
+    return Path(HydraConfig.get().sweep.dir) / devices.CLAIMS_FOLDER
 
 
 def _hydra_job() -> tuple[int | None, dict | None]:

@@ -104,6 +104,7 @@ class Training:
     input_size: Optional[int] = None
     amp: Any = "auto"
     channels_last: Any = "auto"
+    checkpoint_every_s: float = 0.0
 
     def __post_init__(self):
         for key in ("epochs", "batch_size"):
@@ -119,6 +120,8 @@ class Training:
                  "must be a positive size in pixels or null (= dataset.image_size)")
         for key in ("amp", "channels_last"):
             _require(getattr(self, key) in AUTO_FLAGS, key, getattr(self, key), "must be auto, true or false")
+        _require(self.checkpoint_every_s >= 0, "checkpoint_every_s", self.checkpoint_every_s,
+                 "must be >= 0 seconds (0 = save after every epoch)")
 
 
 @dataclass

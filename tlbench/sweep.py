@@ -13,6 +13,7 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
+from tlbench import runlock
 from tlbench.identity import is_identity_key
 from tlbench.results import RESULT_FILE
 
@@ -40,9 +41,15 @@ def register_resolvers() -> None:
 
 
 def failed_runs(sweep_dir) -> list[tuple[Path, str]]:
-    """Runs directly under the sweep folder (`<job>/result.json`) that are not ok."""
+    """Runs directly under the sweep folder (`<job>/result.json`) that are not ok, less those that
+    another live process is training now (the same command started twice: see runlock.py)."""
     failed = []
     for path in sorted(Path(sweep_dir).glob(f"*/{RESULT_FILE}")):
+        holder = runlock.live_holder(path.parent)
+        if holder:
+            log.warning("run %s is still being trained by %s: not counted as failed", path.parent,
+                        runlock.describe(holder))
+            continue
         try:
             result = json.loads(path.read_text())
         except (OSError, ValueError) as err:

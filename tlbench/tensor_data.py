@@ -65,23 +65,38 @@ def cached_split(dataset: Dataset, size: int, cache_dir, name: str, split: str, 
         return CachedSplit(images, labels, None, True, skipped)
     path = Path(cache_dir).expanduser() / f"{name}-{split}-{size}px-v{CACHE_FORMAT}-{key}.pt"
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Parallel jobs needing the same split: the first decodes while the others wait for the lock,
-    # then read its file. The write itself is atomic too (temporary file, fsync, os.replace).
+    # Parallel jobs needing the same split: the first decodes (or repairs a damaged file) while the
+    # others wait for the lock, then read its file. The write is atomic (temporary file, fsync, os.replace).
     with FileLock(path.with_name(path.name + ".lock")):
-        if path.is_file():
-            return _read_cache(path, split, on_bad_image)
+        cached = _read_cache(path, split, on_bad_image, size, len(dataset)) if path.is_file() else None
+        if cached is not None:
+            return cached
         images, labels, skipped = decode(dataset, size, workers, on_bad_image)
         checkpoint.write_atomic({"images": images, "labels": labels, "skipped": skipped}, path)
     return CachedSplit(images, labels, path, True, skipped)
 
 
-def _read_cache(path: Path, split: str, on_bad_image: str) -> CachedSplit:
-    stored = torch.load(path, map_location="cpu", weights_only=True)
-    if stored["skipped"] and on_bad_image == "fail":
-        raise BadImageError(f"{len(stored['skipped'])} image(s) of the {split} split cannot be decoded, e.g. "
-                            f"{stored['skipped'][0]}; delete or replace them, or set dataset.on_bad_image=skip",
-                            path=stored["skipped"][0])
-    return CachedSplit(stored["images"], stored["labels"], path, False, stored["skipped"])
+def _read_cache(path: Path, split: str, on_bad_image: str, size: int, count: int) -> CachedSplit | None:
+    """The cached split, or None when the file is damaged (truncated, overwritten, not what
+    `decode` writes for this split): the caller decodes again and rewrites it, so a damaged
+    cache costs one decode and never fails a run."""
+    try:
+        stored = torch.load(path, map_location="cpu", weights_only=True)
+        images, labels, skipped = stored["images"], stored["labels"], stored["skipped"]
+        if not (isinstance(images, torch.Tensor) and images.dtype == torch.uint8 and images.dim() == 4
+                and tuple(images.shape[-2:]) == (size, size) and isinstance(labels, torch.Tensor)
+                and labels.dtype == torch.int64 and labels.shape == (len(images),) and isinstance(skipped, list)
+                and len(images) + len(skipped) == count):
+            raise ValueError(f"it does not hold this split's {count} images at {size} px (uint8, int64 labels)")
+    except Exception as err:  # noqa: BLE001 - whatever is wrong with the file, decoding again mends it
+        why = ": ".join([type(err).__name__, *str(err).splitlines()[:1]])
+        log.warning("the decode cache %s cannot be read (%s); decoding the %s split again and rewriting the file",
+                    path, why, split)
+        return None
+    if skipped and on_bad_image == "fail":
+        raise BadImageError(f"{len(skipped)} image(s) of the {split} split cannot be decoded, e.g. "
+                            f"{skipped[0]}; delete or replace them, or set dataset.on_bad_image=skip", path=skipped[0])
+    return CachedSplit(images, labels, path, False, skipped)
 
 
 def decode(dataset: Dataset, size: int, workers: int = 0,
@@ -103,12 +118,19 @@ class BatchTransform:
     def __init__(self, image_size, input_size, mean, std, train=True, **augment):
         self.image_size, self.input_size, self.mean, self.std, self.train = image_size, input_size, mean, std, train
         self.augment = settings.augment(augment if train else {})
+        self._stats = {}  # device -> (mean, std) tensors there, made on the first batch, not on every one
 
     def __call__(self, images: torch.Tensor, generator) -> torch.Tensor:
         if self.train:
             images = self._augment(images, generator)
         images = ops.resize(images.float() / 255, self.input_size)
-        return ops.normalize(images, self.mean, self.std)
+        return ops.normalize(images, *self._stats_on(images.device))
+
+    def _stats_on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        if device not in self._stats:
+            self._stats[device] = tuple(ops.to_device(torch.tensor(values, dtype=torch.float32), device)
+                                        for values in (self.mean, self.std))
+        return self._stats[device]
 
     def _augment(self, x, generator):
         aug = self.augment
@@ -155,11 +177,15 @@ class DeviceBatches:
 
     def __iter__(self):
         count = len(self.labels)
+        # The order is drawn on the host (the same order on every device, and in checkpoints) and
+        # copied to the device once per epoch: a copy per batch would make the host wait for the GPU.
         order = torch.randperm(count, generator=self.order_generator) if self.shuffle else torch.arange(count)
+        device_order = ops.to_device(order, self.device)
         for start in range(0, count, self.batch_size):
-            index = order[start:start + self.batch_size]
+            index = device_order[start:start + self.batch_size]
             if self.on_device:
-                images = self.images[index.to(self.device)]
+                images = self.images[index]
             else:  # streaming: gather on the host, copy one uint8 batch
-                images = self.images[index].pin_memory().to(self.device, non_blocking=True)
-            yield self.transform(images, self.augment_generator), self.labels[index.to(self.device)]
+                host_index = order[start:start + self.batch_size]
+                images = self.images[host_index].pin_memory().to(self.device, non_blocking=True)
+            yield self.transform(images, self.augment_generator), self.labels[index]
