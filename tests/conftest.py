@@ -61,3 +61,18 @@ def image_tree(tmp_path):
             for i in range(count):
                 Image.new("RGB", (40, 40), (index * 200, 30 * i, 90)).save(folder / f"{i}.png")
     return root
+
+
+def interrupt_after_epoch(monkeypatch, epoch: int | None = None):
+    """Saves the checkpoint of `epoch` (None: the first one saved) as usual, then stops the
+    process's run like Ctrl-C would."""
+    from tlbench import checkpoint, engine
+
+    save = checkpoint.save
+
+    def save_then_stop(state, path):
+        save(state, path)
+        if epoch is None or state["epoch"] == epoch:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine.checkpoint, "save", save_then_stop)

@@ -13,9 +13,9 @@ from contextlib import nullcontext
 
 import pytest
 import torch
-from conftest import TINY, subprocess_env, tlbench_command
+from conftest import TINY, interrupt_after_epoch, subprocess_env, tlbench_command
 
-from tlbench import checkpoint, devices, engine, optim
+from tlbench import checkpoint, devices, optim
 from tlbench.errors import ConfigError
 from tlbench.run import check_settings, run
 
@@ -217,14 +217,8 @@ def as_if_written_elsewhere(folder, form: str) -> None:
 
 def test_a_checkpoint_from_a_2_gpu_sweep_resumes_on_the_cpu_and_records_the_reseed(make_cfg, tmp_path, monkeypatch):
     uninterrupted = run(make_cfg(*RESUMABLE), output_dir=tmp_path / "uninterrupted")
-    save = checkpoint.save
-
-    def save_then_stop(state, path):
-        save(state, path)
-        raise KeyboardInterrupt
-
     with monkeypatch.context() as patch:
-        patch.setattr(engine.checkpoint, "save", save_then_stop)
+        interrupt_after_epoch(patch)
         with pytest.raises(KeyboardInterrupt):
             run(make_cfg(*RESUMABLE), output_dir=tmp_path / "stopped")
 

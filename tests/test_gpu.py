@@ -15,7 +15,7 @@ import time
 
 import pytest
 import torch
-from conftest import TINY, subprocess_env, tlbench_command
+from conftest import TINY, interrupt_after_epoch, subprocess_env, tlbench_command
 
 from tlbench import checkpoint, engine
 from tlbench.errors import ConfigError
@@ -114,14 +114,8 @@ def test_a_checkpoint_written_on_one_device_resumes_on_the_other(make_cfg, tmp_p
     into a generator of the other device type, so it is reseeded, and the run says so."""
     overrides = [*TINY, "pretrained=false", "save_model=false", "augment=crop_flip", "checkpoint_every_s=0",
                  "epochs=3"]
-    save = checkpoint.save
-
-    def save_then_stop(state, path):
-        save(state, path)
-        raise KeyboardInterrupt
-
     with monkeypatch.context() as patch:
-        patch.setattr(engine.checkpoint, "save", save_then_stop)
+        interrupt_after_epoch(patch)
         with pytest.raises(KeyboardInterrupt):
             run(make_cfg(*overrides, f"device={first}"), output_dir=tmp_path / "run")
     assert checkpoint.load(tmp_path / "run" / checkpoint.CHECKPOINT_FILE)["rng"]["loader"][1]["device"] == first

@@ -9,9 +9,9 @@ import subprocess
 import time
 
 import pytest
-from conftest import TINY, subprocess_env, tlbench_command
+from conftest import TINY, interrupt_after_epoch, subprocess_env, tlbench_command
 
-from tlbench import checkpoint, engine
+from tlbench import checkpoint
 from tlbench.run import run
 
 # Augmentation, a head-then-all freeze schedule and a stateful plateau schedule: resuming must
@@ -25,18 +25,6 @@ def metrics(result: dict) -> tuple:
     """Everything a resumed run must reproduce exactly: per-epoch numbers and every step's loss."""
     epochs = [{k: v for k, v in e.items() if k not in TIMING} for e in result["epochs"]]
     return epochs, result["iter_loss"], {k: v for k, v in result["summary"].items() if k != "total_time_s"}
-
-
-def interrupt_after_epoch(monkeypatch, epoch: int):
-    """Saves the checkpoint of `epoch` as usual, then stops the process's run like Ctrl-C would."""
-    save = checkpoint.save
-
-    def save_then_stop(state, path):
-        save(state, path)
-        if state["epoch"] == epoch:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(engine.checkpoint, "save", save_then_stop)
 
 
 @pytest.mark.parametrize("pipeline, stop_after", [("tensor", 1), ("tensor", 2), ("pil", 2)])
