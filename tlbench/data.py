@@ -38,6 +38,7 @@ class DataSplits:
     source: str  # where the images came from, for the JSON
     val: Dataset | None = None
     val_source: str = "official validation split"
+    train_subset: str = "all"  # which part of train trains: all, a fraction or K per class (nested draws)
     on_bad_image: str = "fail"  # what the loaders do with undecodable files (image_check.py)
     skipped: dict[str, list[str]] = field(default_factory=dict)  # per split, filled when the loaders read
 
@@ -83,17 +84,22 @@ def offline() -> bool:
 
 
 def build_dataset(name: str, val_split: float = 0.1, split_seed: int = 0, train_fraction: float = 1.0,
-                  test_fraction: float = 1.0, on_bad_image: str = "fail", **kwargs) -> DataSplits:
+                  train_per_class: int | None = None, subset_seed: int = 0, test_fraction: float = 1.0,
+                  on_bad_image: str = "fail", **kwargs) -> DataSplits:
     """`val_split`: the stratified fraction of the training split held out for validation (drawn
     with `split_seed`, not the run's seed, so every run of a sweep validates on the same images);
     0 = validate on the test split (the write-ups' protocol: every "best" number is then selected
-    on the reported split). `train_fraction` / `test_fraction`: stratified parts kept of what is
-    left for training, and of the test split."""
+    on the reported split). What is left for training can be cut to `train_fraction` of every
+    class or to `train_per_class` images of every class (k-shot), drawn with `subset_seed`: the
+    validation split stays the same for every size, and the draws are nested (the 10-shot subset
+    holds the 5-shot one), so a data-efficiency curve changes one thing at a time.
+    `test_fraction`: a stratified part of the test split (fixed seed)."""
     if name not in BUILDERS:
         raise ConfigError(f"dataset.name={name!r} is not known; use one of {', '.join(BUILDERS)}")
     builder = BUILDERS[name]
     settings.checked(settings.DatasetSplits, dict(val_split=val_split, split_seed=split_seed, on_bad_image=on_bad_image,
-                                                  train_fraction=train_fraction, test_fraction=test_fraction,
+                                                  train_fraction=train_fraction, train_per_class=train_per_class,
+                                                  subset_seed=subset_seed, test_fraction=test_fraction,
                                                   image_size=kwargs.get("image_size", 1)), "dataset.")
     accepted = inspect.signature(builder).parameters
     if "split_seed" in accepted:
@@ -104,8 +110,7 @@ def build_dataset(name: str, val_split: float = 0.1, split_seed: int = 0, train_
     splits = builder(**kwargs)
     splits.on_bad_image = on_bad_image
     _carve_validation(splits, val_split, split_seed)
-    if train_fraction < 1:
-        splits.train = subset(splits.train, stratified_indices(targets_of(splits.train), train_fraction))
+    _cut_training(splits, train_fraction, train_per_class, subset_seed)
     if test_fraction < 1:
         kept = subset(splits.test, stratified_indices(targets_of(splits.test), test_fraction))
         splits.val = kept if splits.val_is_test else splits.val
@@ -135,6 +140,23 @@ def _carve_validation(splits: DataSplits, val_split: float, split_seed: int) -> 
     splits.val_source = f"{val_split:g} of train, stratified, split_seed={split_seed}"
 
 
+def _cut_training(splits: DataSplits, fraction: float, per_class: int | None, seed: int) -> None:
+    if per_class is None and fraction == 1:
+        return
+    targets = targets_of(splits.train)
+    if per_class is not None:
+        counts = np.bincount(targets, minlength=len(splits.classes))
+        present = [label for label in range(len(counts)) if counts[label]]
+        fewest = min(present, key=lambda label: counts[label])
+        if counts[fewest] < per_class:
+            raise ConfigError(f"dataset.train_per_class={per_class} but class {splits.classes[fewest]!r} has only "
+                              f"{counts[fewest]} training images left after the val split; use at most "
+                              f"{counts[fewest]}, or dataset.train_fraction")
+    splits.train = subset(splits.train, stratified_indices(targets, fraction, seed, per_class))
+    how = f"{per_class} per class" if per_class is not None else f"{fraction:g} of every class"
+    splits.train_subset = f"{how}, subset_seed={seed}"
+
+
 def subset(dataset: Dataset, indices: list[int]) -> Dataset:
     """In-memory images stay in-memory tensors (the fast path resizes them without decoding)."""
     if isinstance(dataset, TensorImages):
@@ -150,15 +172,17 @@ def targets_of(dataset: Dataset) -> list[int]:
     return list(dataset.targets)
 
 
-def stratified_indices(targets, fraction: float, seed: int = 0) -> list[int]:
-    """The same `fraction` of every class, chosen with a fixed seed (not the run's seed), so
-    that every run of a sweep sees the same images."""
+def stratified_indices(targets, fraction: float, seed: int = 0, per_class: int | None = None) -> list[int]:
+    """The same `fraction` of every class (or `per_class` images of each), chosen with a fixed
+    seed (not the run's seed), so that every run of a sweep sees the same images. Each class's
+    members are shuffled by one draw that does not depend on how many are kept, so a larger
+    subset always contains a smaller one drawn with the same seed."""
     targets = np.asarray(targets)
     rng = np.random.default_rng(seed)
     chosen = []
     for label in np.unique(targets):
         members = np.flatnonzero(targets == label)
-        keep = max(1, round(len(members) * fraction))
+        keep = per_class if per_class is not None else max(1, round(len(members) * fraction))
         chosen.extend(rng.permutation(members)[:keep].tolist())
     return sorted(chosen)
 

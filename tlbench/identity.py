@@ -34,7 +34,10 @@ LATER_SETTINGS = {
     "dataset.split_seed": 0, "freeze.keep_optimizer_state": False, "defects.freeze_by_name": None,
     "defects.freeze_noop": False, "defects.sigmoid_before_loss": False, "schedule.cycle_momentum": False,
     "schedule.base_momentum": 0.85, "schedule.max_momentum": 0.95,
+    "dataset.train_per_class": None, "dataset.subset_seed": 0,
 }
+# Settings that some data set options gained later than the others, left out at their old behaviour there only.
+LATER_FOR_DATASET = {"digits": {"dataset.train_fraction": 1.0}, "synthetic": {"dataset.train_fraction": 1.0}}
 # Schema-1 names of settings renamed in schema 2 (one meaning per name), per data set where it differs.
 RENAMED_IN_SCHEMA_2 = {"dataset.val_fraction": "dataset.test_fraction", "dataset.val_size": "dataset.test_size",
                        "dataset.val_list": "dataset.test_list"}
@@ -53,9 +56,10 @@ def experiment(config: dict, fingerprints: dict | None = None) -> dict:
     its content, only the same path can be known to be the same data)."""
     flat = _flatten(json.loads(json.dumps(config, default=str)))
     fingerprints = fingerprints or {}
+    later = {**LATER_SETTINGS, **LATER_FOR_DATASET.get(flat.get("dataset.name"), {})}
     kept = {}
     for key, value in flat.items():
-        if not is_identity_key(key) or (key in LATER_SETTINGS and LATER_SETTINGS[key] == value):
+        if not is_identity_key(key) or (key in later and later[key] == value):
             continue
         kept[key] = {"content": fingerprints[key]} if key in fingerprints and value is not None else value
     return kept

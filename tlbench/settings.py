@@ -6,6 +6,7 @@ freeze) are checked by building their object once with the given keywords (run.c
 The augmentation settings have one description, `Augment`, that drives both pipelines (the
 per-image torchvision one in augment.py and the batched one in tensor_data.py)."""
 
+import math
 from dataclasses import dataclass, fields
 from typing import Any, Optional
 
@@ -61,6 +62,8 @@ class DatasetSplits:
     """The keys every data set option shares (its own keys are checked by its builder)."""
     image_size: int = 32
     train_fraction: float = 1.0
+    train_per_class: Optional[int] = None
+    subset_seed: int = 0
     test_fraction: float = 1.0
     val_split: float = 0.1
     split_seed: int = 0
@@ -70,6 +73,11 @@ class DatasetSplits:
         _require(self.image_size > 0, "dataset.image_size", self.image_size, "must be a positive size in pixels")
         for key in ("train_fraction", "test_fraction"):
             _require(0 < getattr(self, key) <= 1, f"dataset.{key}", getattr(self, key), "must be in (0, 1]")
+        _require(self.train_per_class is None or self.train_per_class >= 1, "dataset.train_per_class",
+                 self.train_per_class, "must be a positive number of training images per class, or null (all)")
+        _require(self.train_per_class is None or self.train_fraction == 1, "dataset.train_per_class",
+                 self.train_per_class, f"and dataset.train_fraction={self.train_fraction} both choose the training "
+                 "subset; set one of them (the other to null / 1.0)")
         _require(0 <= self.val_split < 1, "dataset.val_split", self.val_split,
                  "must be in [0, 1): the fraction of train held out to select on (0 = validate on test)")
         _require(self.on_bad_image in BAD_IMAGE_CHOICES, "dataset.on_bad_image", self.on_bad_image,
@@ -136,6 +144,31 @@ class Defects:
                  "would match every parameter; use null (off) or a substring such as fc")
 
 
+@dataclass
+class LrFind:
+    """The `lr_find` block: the LR finder's ramp (tlbench/lr_find.py; fastai's lr_find defaults)."""
+    start_lr: float = 1e-7
+    end_lr: float = 10.0
+    steps: int = 100
+    stop_factor: float = 4.0      # stop once the smoothed loss exceeds this multiple of its minimum
+    beta: float = 0.98            # exponential smoothing of the loss (bias-corrected)
+
+    def __post_init__(self):
+        _require(0 < self.start_lr < self.end_lr, "lr_find.start_lr", self.start_lr,
+                 f"must be positive and below lr_find.end_lr={self.end_lr}")
+        _require(self.steps >= 10, "lr_find.steps", self.steps,
+                 "must be at least 10 (the suggestion leaves out the first tenth and the last 5 points)")
+        _require(self.stop_factor > 1, "lr_find.stop_factor", self.stop_factor, "must be above 1")
+        _require(0 <= self.beta < 1, "lr_find.beta", self.beta, "must be in [0, 1)")
+
+
+def learning_rate(value) -> None:
+    """`optimizer.lr`: a positive number, or `find` (the LR finder picks it per freeze phase)."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    _require(value == "find" or (number and 0 < value and math.isfinite(value)), "optimizer.lr", value,
+             "must be a positive number (e.g. 1e-3) or find (the LR finder picks it: README \"LR finder\")")
+
+
 def checked(schema, values, prefix: str = ""):
     """`values` (a mapping) typed and range-checked as `schema`; keys the schema does not have
     are left to their own checks. Raises ConfigError naming the key."""
@@ -157,6 +190,8 @@ def validate(cfg) -> None:
     checked(DataPath, cfg.data, "data.")
     defects(cfg.get("defects") or {})
     augment(cfg.augment)
+    learning_rate(cfg.optimizer.get("lr"))
+    lr_find(cfg.get("lr_find") or {})
 
 
 def defects(values) -> Defects:
@@ -165,6 +200,10 @@ def defects(values) -> Defects:
 
 def augment(values) -> Augment:
     return _closed(Augment, values, "augment")
+
+
+def lr_find(values) -> LrFind:
+    return _closed(LrFind, values, "lr_find")
 
 
 def _closed(schema, values, group: str):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tlbench.report import charts, compare, published, tables
+from tlbench.report import charts, compare, efficiency, published, tables
 from tlbench.report.document import Bullets, Heading, Image, Paragraph, Table, to_html, to_markdown
 from tlbench.report.findings import findings
 from tlbench.report.groups import add_group_keys, group_label
@@ -62,7 +62,7 @@ def _with_run_info(frame: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     return frame.drop(columns=["run_id"], errors="ignore").merge(ok, on="path")
 
 
-def draw_charts(out_dir: Path, runs, epochs, losses, deltas, metric, fraction, font) -> dict:
+def draw_charts(out_dir: Path, runs, epochs, losses, deltas, metric, fraction, font, points=None) -> dict:
     """Every chart the data allows, as {name: png path}."""
     drawn = {}
     ok = compare.finished(runs)
@@ -87,6 +87,9 @@ def draw_charts(out_dir: Path, runs, epochs, losses, deltas, metric, fraction, f
         steps = _with_run_info(losses, runs)
         if len(steps):
             drawn["loss"] = charts.iteration_loss(steps, out_dir / "train_loss_per_iteration.png")
+        if points is not None and len(points):
+            drawn["efficiency"] = charts.data_efficiency(
+                points, f"{tables.metric_name(metric)} at val-best epoch (%)", out_dir / "data_efficiency.png")
         drawn.update(writeup_charts(out_dir, runs, epochs, losses))
     return drawn
 
@@ -165,8 +168,29 @@ def defect_cost_blocks(runs, costs, metric) -> list:
     return blocks + ([Bullets(gaps)] if gaps else [])
 
 
+def efficiency_blocks(points, multipliers, drawn, metric) -> list:
+    """"Data efficiency", when some setting ran at two or more training-set sizes."""
+    if points.empty:
+        return []
+    column = f"{metric}_at_best_val"
+    blocks = [Heading("Data efficiency"),
+              Paragraph(f"{tables.headline_name(column).capitalize()} against the number of labelled training "
+                        "images (dataset.train_per_class or dataset.train_fraction; nested subsets drawn with "
+                        "dataset.subset_seed, the val and test splits the same at every size), mean over seeds "
+                        "with its 95% t CI."),
+              *_image(drawn, "efficiency", "accuracy against training-set size, pretrained and random init"),
+              Table(efficiency.points_table(points))]
+    if len(multipliers):
+        blocks += [Paragraph("Data multiplier: how many times more labelled images random init needs to "
+                             "reach the pretrained mean at each size, read from the random-init curve "
+                             "interpolated on a log axis (censored, not extrapolated, outside the sizes "
+                             "tried); 95% interval: bootstrap over the seeds of every point."),
+                   Table(efficiency.multiplier_table(multipliers))]
+    return blocks
+
+
 def report_blocks(sources, runs, summary, deltas, drawn, metric, fraction, threshold,
-                  comparison=None, costs=None) -> list:
+                  comparison=None, costs=None, points=None, multipliers=None) -> list:
     n_ok = len(compare.finished(runs))
     blocks = [
         Heading(TITLE, level=1),
@@ -184,6 +208,7 @@ def report_blocks(sources, runs, summary, deltas, drawn, metric, fraction, thres
     else:
         blocks += [Paragraph("No settings differ only in pretrained; nothing to pair.")]
     blocks += _image(drawn, "deltas", "pretrained minus random accuracy with 95% CI")
+    blocks += efficiency_blocks(_or_empty(points), _or_empty(multipliers), drawn, metric)
     if len(summary):
         blocks += [
             Heading("Accuracy by setting"), Table(tables.accuracy_table(summary, metric)),
@@ -252,9 +277,15 @@ def write_report(paths, out_dir=None, metric: str = "test_acc", threshold: float
         comparison.to_csv(out_dir / "published_vs_measured.csv", index=False)
     if len(costs):
         costs.to_csv(out_dir / "defect_cost.csv", index=False)
-    drawn = draw_charts(out_dir, runs, epochs, losses, deltas, metric, fraction, font)
+    points = efficiency.efficiency_points(runs, f"{metric}_at_best_val")
+    multipliers = efficiency.data_multiplier(points)
+    if len(points):
+        points.drop(columns="values").to_csv(out_dir / "data_efficiency.csv", index=False)
+    if len(multipliers):
+        multipliers.to_csv(out_dir / "data_multiplier.csv", index=False)
+    drawn = draw_charts(out_dir, runs, epochs, losses, deltas, metric, fraction, font, points)
     blocks = report_blocks(paths, runs, summary, deltas, drawn, metric, fraction, threshold,
-                           comparison, costs)
+                           comparison, costs, points, multipliers)
     (out_dir / "report.md").write_text(to_markdown(blocks), encoding="utf-8")
     (out_dir / "report.html").write_text(to_html(blocks, TITLE), encoding="utf-8")
     return out_dir / "report.md"

@@ -251,3 +251,25 @@ def curves_by_setting(data: pd.DataFrame, x: str, series: dict, ylabel: str, tit
         name = path if number == 1 else path.with_name(f"{path.stem}_{number}{path.suffix}")
         drawn.append(_save(figure, name))
     return drawn
+
+
+def data_efficiency(points: pd.DataFrame, ylabel: str, path: Path) -> Path:
+    """Accuracy against training images (log axis), one panel per setting, pretrained and random
+    init as lines (mean over seeds) with their 95% t interval as a band."""
+    settings = list(dict.fromkeys(points["setting"]))
+    figure, axes = _figure(len(settings))
+    for ax, setting in zip(axes, settings):
+        data = points[points["setting"] == setting]
+        for init in _inits(data):
+            line = data[data["init"] == init].sort_values("train_size")
+            color = INIT_COLORS.get(init, INIT_COLORS["unknown"])
+            ax.plot(line["train_size"], 100 * line["mean"], marker="o", color=color, label=init)
+            banded = line[line["n"] >= 2]
+            ax.fill_between(banded["train_size"], 100 * banded["ci_low"], 100 * banded["ci_high"],
+                            color=color, alpha=0.2, linewidth=0)
+        ax.set_xscale("log")
+        ax.set(title="\n".join(textwrap.wrap(str(setting), 48)), xlabel="training images (log scale)",
+               ylabel=ylabel)
+        ax.legend(title=None, fontsize="small")
+    figure.suptitle("Accuracy vs training images (bands: 95% CI)", fontsize="medium")
+    return _save(figure, path)
