@@ -4,7 +4,7 @@ import pytest
 import torch
 from conftest import CONF
 
-from tlbench import augment, data, freeze, models, optim, schedules
+from tlbench import augment, data, freeze, models, optim, probes, schedules
 from tlbench.errors import ConfigError, DataNotFoundError
 from tlbench.run import check_settings
 
@@ -22,7 +22,7 @@ def test_every_group_has_its_documented_options():
             "synthetic"} <= set(options("dataset"))
     assert set(options("optimizer")) == {"sgd", "adam", "adamw"}
     assert set(options("schedule")) == {"constant", "plateau", "onecycle", "cosine", "step"}
-    assert set(options("freeze")) == {"none", "linear_probe", "freeze_unfreeze", "gradual", "layer_decay"}
+    assert {"none", "linear_probe", "freeze_unfreeze", "gradual", "layer_decay", "logreg", "knn"} <= set(options("freeze"))
     assert {"quickstart", "seed_resnet18_cifar10", "seed_efficientnet_b0_cifar10", "seed_resnet50_imagewoof",
             "seed_resnet18_food20"} <= set(options("experiment"))
 
@@ -88,7 +88,7 @@ def test_schedule_option_builds_and_stays_positive(make_cfg, option):
     assert all(0 <= f <= 1 + 1e-9 for f in factors)
 
 
-@pytest.mark.parametrize("option", options("freeze"))
+@pytest.mark.parametrize("option", [o for o in options("freeze") if o not in probes.PROBES])  # probes: test_probes.py
 def test_freeze_option_builds(make_cfg, option):
     stages = [["a"], ["b"], ["head"]]
     strategy = freeze.build_freeze(stages=stages, total_epochs=10, **make_cfg(f"freeze={option}").freeze)
@@ -149,6 +149,6 @@ def test_unknown_group_option_lists_the_valid_ones(make_cfg):
     from hydra.errors import MissingConfigException
 
     with pytest.raises(MissingConfigException, match=r"Could not find 'freeze/linear'\s+Available options in "
-                                                     r"'freeze':\s+freeze_unfreeze\s+gradual\s+layer_decay\s+"
-                                                     r"linear_probe\s+none"):
+                                                     r"'freeze':\s+bitfit\s+freeze_unfreeze\s+gradual\s+knn\s+"
+                                                     r"layer_decay\s+linear_probe\s+logreg\s+lora\s+none"):
         make_cfg("freeze=linear")

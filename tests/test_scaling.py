@@ -15,7 +15,8 @@ from conftest import REPO, TINY, subprocess_env, tlbench_command
 
 SWEEP = [*TINY, "pretrained=false", "seed=0,1", "optimizer.lr=0.001,0.01"]
 # Report columns that hold timings or say where and how a run ran, not what it measured.
-VOLATILE = ("time", "_s_", "seconds", "images_per_s", "path", "started_at", "finished_at", "env.", "config.threads")
+VOLATILE = ("time", "_s_", "seconds", "images_per_s", "path", "started_at", "finished_at", "env.", "config.threads",
+            "wall_s", "peak_host_mib")
 
 
 def sweep(tmp_path, folder, *args, timeout=300):

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tlbench import checkpoint
+from tlbench.compiled import IGNORE_INDEX, Compiled
 from tlbench.freeze import FreezeStrategy, apply_phase, set_train_mode
 from tlbench.optim import OptimizerFactory, carry_state
 from tlbench.schedules import LrSchedule
@@ -42,6 +43,7 @@ class History:
     epochs: list[dict] = field(default_factory=list)
     iter_loss: list[float] = field(default_factory=list)
     iters_per_epoch: int = 0
+    compile: dict | None = None  # compile=true: Compiled.record (result.json `compile`); None = eager
 
 
 def fit(model: nn.Module, train_loader, val_loader, freeze: FreezeStrategy, optimizers: OptimizerFactory,
@@ -64,11 +66,16 @@ def fit(model: nn.Module, train_loader, val_loader, freeze: FreezeStrategy, opti
     history = history if history is not None else History()
     history.iters_per_epoch = len(train_loader)
     plain = getattr(model, "_orig_mod", model)  # torch.compile's wrapper renames parameters
+    total_params = sum(p.numel() for p in plain.parameters())
     phase, optimizer, trainable, best_val_acc, first_epoch = None, None, 0, -1.0, 0
-    best_state, last_saved = None, time.monotonic()
+    best_state, last_saved, warmed = None, time.monotonic(), None
     if resume is not None:
         first_epoch, best_val_acc = resume["epoch"], resume["best_val_acc"]
         phase, trainable, optimizer = _restore(plain, freeze, optimizers, schedule, train_loader, history, resume)
+    if isinstance(model, Compiled):
+        model.resume(history.compile)
+        history.compile = model.record
+        model.record["dropped_train_images"] = getattr(train_loader, "dropped", 0)  # per epoch (StaticBatches)
     for epoch in range(first_epoch, options.epochs):
         if freeze.phase(epoch) != phase:  # a phase change rebuilds the optimizer over the new set
             if phase is not None:
@@ -79,7 +86,12 @@ def fit(model: nn.Module, train_loader, val_loader, freeze: FreezeStrategy, opti
             if freeze.keep_optimizer_state and previous is not None:
                 carry_state(previous, optimizer)
         set_train_mode(plain, freeze.train_bn, freeze.bn_eval)
-        started = time.perf_counter()
+        compile_s = 0.0
+        if isinstance(model, Compiled) and warmed != phase:  # a new phase, or this attempt's first epoch
+            compile_s = model.compile_phase(epoch + 1, phase.name, lambda: warm_up(
+                model, val_loader, train_loader.batch_size, device, options, freeze))
+            warmed = phase
+        started = time.perf_counter()  # compile time stays out of time_s and images_per_s
         train = train_one_epoch(model, train_loader, optimizer, schedule, epoch * len(train_loader), device,
                                 options, desc=f"epoch {epoch + 1}/{options.epochs}")
         train_time_s = time.perf_counter() - started
@@ -88,7 +100,10 @@ def fit(model: nn.Module, train_loader, val_loader, freeze: FreezeStrategy, opti
         record = dict(epoch=epoch + 1, train_loss=train["loss"], train_acc=train["acc"], val_loss=val_loss,
                       val_acc=val_acc, test_loss=test_loss, test_acc=test_acc, lr=optimizer.param_groups[-1]["lr"],
                       time_s=time.perf_counter() - started, images_per_s=train["images"] / train_time_s,
-                      trainable_params=trainable, freeze_phase=phase.name)
+                      trainable_params=trainable, trainable_fraction=trainable / total_params,
+                      freeze_phase=phase.name, train_images=train["images"], compile_s=compile_s)
+        if isinstance(model, Compiled):
+            model.check_timed(epoch + 1)
         history.epochs.append(record)
         history.iter_loss.extend(train["iter_loss"])
         schedule.epoch_end(record)
@@ -124,7 +139,8 @@ def _restore(model, freeze, optimizers, schedule, train_loader, history, state) 
     end of epoch `state["epoch"]`; returns (phase, trainable count, optimizer)."""
     if state["history"]["iters_per_epoch"] != len(train_loader):
         raise ValueError(f"the checkpoint was made with {state['history']['iters_per_epoch']} steps per epoch, "
-                         f"this run has {len(train_loader)}: the data or batch size changed")
+                         f"this run has {len(train_loader)}: the data, batch size or compile setting changed "
+                         f"(compile=true drops the partial last batch)")
     phase = freeze.phase(state["epoch"] - 1)
     if phase.name != state["phase"]:
         raise ValueError(f"the checkpoint's freeze phase is {state['phase']!r}, the strategy says {phase.name!r} "
@@ -138,6 +154,33 @@ def _restore(model, freeze, optimizers, schedule, train_loader, history, state) 
     history.iter_loss[:] = state["history"]["iter_loss"]
     checkpoint.restore_rng(state["rng"], train_loader)
     return phase, trainable, optimizer
+
+
+def warm_up(model, val_loader, batch_size, device, options, freeze) -> None:
+    """Compiles the current phase's graphs before its epoch is timed: one training step's forward
+    and backward and one evaluation batch, at the shapes and modes training uses (the first val
+    batch, which draws no random numbers, cut or tiled to `batch_size` for the step). Leaves no
+    trace: BatchNorm statistics, gradients, random states and train/eval modes are put back."""
+    plain = model._orig_mod
+    images, _ = _to_device(next(iter(val_loader))[0], torch.zeros(0), device, options.channels_last)
+    train_images = images.repeat(math.ceil(batch_size / len(images)), 1, 1, 1)[:batch_size]
+    buffers = {name: buffer.clone() for name, buffer in plain.named_buffers()}
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=options.amp):
+            logits = model(train_images)
+        labels = torch.zeros(batch_size, dtype=torch.long, device=device)
+        F.cross_entropy(_loss_input(logits, options), labels, label_smoothing=options.label_smoothing).backward()
+        model.eval()
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=options.amp):
+            model(images)
+    with torch.no_grad():
+        for name, buffer in plain.named_buffers():
+            buffer.copy_(buffers[name])
+    for param in plain.parameters():
+        param.grad = None
+    set_train_mode(plain, freeze.train_bn, freeze.bn_eval)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)  # the warm-up's kernels finish inside compile_s, not in the epoch
 
 
 def train_one_epoch(model, loader, optimizer, schedule, first_step, device, options, desc="") -> dict:
@@ -196,17 +239,19 @@ def evaluate(model, loader, device, options) -> tuple[float, float]:
     write-up C measured it) and accuracy over the whole split. The per-batch loss sums and correct
     counts stay on the device and are read back once, at the end of the split."""
     model.eval()
-    loss_sums, corrects, seen = [], [], 0
+    loss_sums, corrects, counts = [], [], []
     for images, labels in loader:
         images, labels = _to_device(images, labels, device, options.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=options.amp):
             logits = model(images)
+        # padding samples (compile=true's static shapes) carry IGNORE_INDEX: no loss, never correct, not counted
         loss_sums.append(F.cross_entropy(_loss_input(logits, options), labels, reduction="sum"))
         corrects.append((logits.argmax(1) == labels).sum())
-        seen += len(labels)
-    # float32 holds each batch's count exactly (< 2**24); summed in Python as before, in batch order
-    loss_sums, corrects = torch.stack([torch.stack(loss_sums), torch.stack(corrects).float()]).tolist()
-    return sum(loss_sums) / seen, sum(corrects) / seen
+        counts.append((labels != IGNORE_INDEX).sum())
+    # float32 holds each batch's counts exactly (< 2**24); summed in Python as before, in batch order
+    loss_sums, corrects, counts = torch.stack([torch.stack(loss_sums), torch.stack(corrects).float(),
+                                               torch.stack(counts).float()]).tolist()
+    return sum(loss_sums) / sum(counts), sum(corrects) / sum(counts)
 
 
 def _loss_input(logits, options):

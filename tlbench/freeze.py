@@ -12,6 +12,7 @@ does (write-ups A and B); by default each phase starts a fresh optimizer.
 `AsPublished` reproduces the write-ups' own freeze code, defects included (the `defects` settings;
 README "Reproducing the write-ups"); nothing uses it unless a preset or the user switches it on."""
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from torch import nn
@@ -118,6 +119,48 @@ class LayerDecay(FreezeStrategy):
         return self.fixed
 
 
+class BitFit(FreezeStrategy):
+    """BitFit (Ben Zaken et al., 2022): only the biases, the normalisation layers' affine
+    parameters (`norm_params`, found from the model's layer types: adapters.norm_param_names) and
+    the new head train, at `lr_ratio` x lr."""
+
+    def __init__(self, stages, train_bn, norm_params=(), lr_ratio=1.0):
+        super().__init__(stages, train_bn)
+        if lr_ratio <= 0:
+            raise ConfigError(f"freeze.lr_ratio={lr_ratio} must be positive")
+        norms = set(norm_params)
+        self.names = tuple(n for n in self.body if n.rsplit(".", 1)[-1] == "bias" or n in norms) + self.head
+        self.lr_ratio = lr_ratio
+
+    def phase(self, epoch):
+        return Phase("bitfit", (ParamGroup(self.names, lr_scale=self.lr_ratio),))
+
+
+class Lora(FreezeStrategy):
+    """LoRA (Hu et al., 2021) through peft: the adapters injected into the model (adapters.py;
+    `adapter_params`, their names) and the new head train, at `lr_ratio` x lr; every original
+    weight stays frozen. `rank`, `alpha`, `dropout` and `target_modules` are peft's LoraConfig
+    r, lora_alpha, lora_dropout and target_modules, checked here and applied by
+    adapters.inject_lora before the strategy is built."""
+
+    def __init__(self, stages, train_bn, adapter_params=(), rank=4, alpha=8.0, dropout=0.0,
+                 target_modules="auto", lr_ratio=1.0):
+        super().__init__(stages, train_bn)
+        if not (isinstance(rank, int) and rank >= 1):
+            raise ConfigError(f"freeze.rank={rank!r} must be a positive integer (LoRA's r)")
+        if alpha <= 0 or not 0 <= dropout < 1 or lr_ratio <= 0:
+            raise ConfigError(f"freeze.alpha={alpha} and freeze.lr_ratio={lr_ratio} must be positive and "
+                              f"freeze.dropout={dropout} in [0, 1)")
+        if target_modules != "auto" and not (isinstance(target_modules, Sequence) and not isinstance(target_modules, str)
+                                             and len(target_modules)):
+            raise ConfigError(f"freeze.target_modules={target_modules!r} must be auto or a list of regular "
+                              "expressions of module names, e.g. ['.*qkv']")
+        self.names, self.lr_ratio = tuple(adapter_params) + self.head, lr_ratio
+
+    def phase(self, epoch):
+        return Phase("lora", (ParamGroup(self.names, lr_scale=self.lr_ratio),))
+
+
 class AsPublished(FreezeStrategy):
     """Another strategy's phases as a write-up's freeze code turned them out. `freeze_by_name`:
     while the strategy freezes anything, the trainable parameters are those whose name contains
@@ -150,11 +193,19 @@ class AsPublished(FreezeStrategy):
 
 
 STRATEGIES = {"none": NoFreeze, "linear_probe": LinearProbe, "freeze_unfreeze": FreezeUnfreeze,
-              "gradual": Gradual, "layer_decay": LayerDecay}
+              "gradual": Gradual, "layer_decay": LayerDecay, "bitfit": BitFit, "lora": Lora}
+# What the model tells a strategy beyond its stages: the names of its normalisation-layer
+# parameters (BitFit) and of its injected adapters (LoRA).
+MODEL_FACTS = {"bitfit": "norm_params", "lora": "adapter_params"}
 
 
 def build_freeze(name: str, stages, total_epochs: int, train_bn: bool = False, bn_eval: bool = False,
-                 keep_optimizer_state: bool = False, **kwargs) -> FreezeStrategy:
+                 keep_optimizer_state: bool = False, norm_params=(), adapter_params=(), **kwargs) -> FreezeStrategy:
+    """`norm_params`, `adapter_params`: parameter names from the model (adapters.py), used by
+    the strategies that need them (MODEL_FACTS)."""
+    facts = {"norm_params": norm_params, "adapter_params": adapter_params}
+    if name in MODEL_FACTS:
+        kwargs[MODEL_FACTS[name]] = facts[MODEL_FACTS[name]]
     if name not in STRATEGIES:
         raise ConfigError(f"freeze.name={name!r} is not known; use one of {', '.join(STRATEGIES)}")
     if name == "freeze_unfreeze" and not 0 <= kwargs.get("epochs", 0) <= total_epochs:

@@ -35,6 +35,9 @@ LATER_SETTINGS = {
     "defects.freeze_noop": False, "defects.sigmoid_before_loss": False, "schedule.cycle_momentum": False,
     "schedule.base_momentum": 0.85, "schedule.max_momentum": 0.95,
     "dataset.train_per_class": None, "dataset.subset_seed": 0,
+    # the LR finder's ramp: it acts only with optimizer.lr=find, which older runs never had
+    "lr_find.start_lr": 1e-7, "lr_find.end_lr": 10.0, "lr_find.steps": 100, "lr_find.stop_factor": 4.0,
+    "lr_find.beta": 0.98,
 }
 # Settings that some data set options gained later than the others, left out at their old behaviour there only.
 LATER_FOR_DATASET = {"digits": {"dataset.train_fraction": 1.0}, "synthetic": {"dataset.train_fraction": 1.0}}

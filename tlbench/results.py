@@ -2,8 +2,9 @@
 
 schema_version 2: schema_version, run_id, identity, fingerprints, status ("ok"|"failed"|"interrupted"|"running"),
 config, model, dataset, pretrained, freeze, optimizer, schedule, seed, epochs[] (train_*, val_*, test_*),
-iter_loss[], iters_per_epoch, summary, model_info, data_info, seeds, deterministic, env, error, started_at,
-finished_at, resumes[]. Version 1 had no test split (its val was the test split) and no identity."""
+iter_loss[], iters_per_epoch, summary, model_info, data_info, cost (tlbench/cost.py), compile (tlbench/compiled.py;
+null without compile=true), seeds, deterministic, env, error, started_at, finished_at, resumes[]. Version 1 had no
+test split (its val was the test split) and no identity."""
 
 import json
 import os
@@ -29,8 +30,8 @@ def new_result(config: dict, fingerprints: dict | None = None) -> dict:
         "pretrained": bool(config["pretrained"]), "freeze": config["freeze"]["name"],
         "optimizer": config["optimizer"]["name"], "schedule": config["schedule"]["name"],
         "seed": config["seed"], "epochs": [], "iter_loss": [], "iters_per_epoch": None, "summary": None,
-        "model_info": None, "data_info": None, "seeds": None, "deterministic": None, "env": None, "error": None,
-        "started_at": _now(), "finished_at": None, "resumes": [],
+        "model_info": None, "data_info": None, "cost": None, "compile": None, "seeds": None, "deterministic": None,
+        "env": None, "error": None, "started_at": _now(), "finished_at": None, "resumes": [],
     }
 
 
@@ -62,7 +63,7 @@ def summarize(epochs: list[dict]) -> dict | None:
 def update(result: dict, history) -> dict:
     """`history`: the core's History (epochs, iter_loss, iters_per_epoch), complete or partial."""
     result.update(epochs=history.epochs, iter_loss=history.iter_loss, iters_per_epoch=history.iters_per_epoch or None,
-                  summary=summarize(history.epochs))
+                  summary=summarize(history.epochs), compile=history.compile)
     return result
 
 

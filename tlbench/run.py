@@ -4,14 +4,15 @@ everything below receives objects."""
 
 import logging
 import sys
+import time
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
-from tlbench import (augment, checkpoint, data, devices, engine, export, freeze, identity, image_check, models, optim,
-                     results, resume, runlock, schedules, settings, tensor_data)
+from tlbench import (adapters, augment, checkpoint, compiled, cost, data, devices, engine, export, freeze, identity, image_check,
+                     lr_find, models, optim, probes, results, resume, runlock, schedules, settings, tensor_data)
 from tlbench.errors import DataNotFoundError, StartupError, WeightsNotFoundError
 
 log = logging.getLogger("tlbench")
@@ -69,44 +70,87 @@ def _train(cfg, output_dir: Path, result: dict, history: engine.History, resume_
 
 def _train_on(device, cfg, output_dir: Path, result: dict, history: engine.History, resume_from: dict | None,
               job_num: int | None, launcher: dict | None) -> None:
+    started = time.perf_counter()
     devices.select(device)
     threads = devices.set_threads(cfg.threads, launcher)
     result["seeds"] = devices.seed_everything(cfg.seed)
     result["deterministic"] = devices.set_deterministic(cfg.deterministic, device)
     splits, built = prepare(cfg)
     result["env"] = {**results.env_info(device, devices.device_name(device)), "threads": threads, "job_num": job_num}
+    if probes.is_probe(cfg.freeze):  # freeze=knn / logreg: features once and a fitted classifier, no training loop
+        probes.run_probe(cfg, splits, built, device, result, history)
+        result["data_info"] = data_info(splits)
+        result["cost"] = run_cost(cfg, built.model.to(device), splits, history, started, device)
+        return
+    strategy = build_strategy(cfg, built)  # freeze=lora: adapters injected here, before the model moves or compiles
     loaders = make_loaders(cfg, splits, built, device)
     result["data_info"] = data_info(splits)
+    if cfg.compile:  # static shapes, so a short last batch compiles no graph of its own (compiled.StaticBatches)
+        sizes = {name: result["data_info"][f"{name}_size"] for name in loaders}
+        loaders = compiled.static_loaders(loaders, sizes, cfg.batch_size, cfg.eval_batch_size or 2 * cfg.batch_size)
     result["model_info"] = {"weights_source": built.weights_source, "total_params": models.count_params(built.model),
                             "head_params": built.head_params, "stages": len(built.stages), **built.info}
-    options = engine.TrainOptions(
-        epochs=cfg.epochs, amp=devices.resolve_flag(cfg.amp, device),
-        channels_last=devices.resolve_flag(cfg.channels_last, device), label_smoothing=cfg.label_smoothing,
-        sigmoid_before_loss=cfg.defects.sigmoid_before_loss,
-        clip_grad_norm=cfg.clip_grad_norm, clip_grad_value=cfg.clip_grad_value,
-        best_checkpoint=output_dir / "best.pt" if cfg.save_best else None, show_progress=sys.stderr.isatty(),
+    options = core_options(
+        cfg, device, best_checkpoint=output_dir / "best.pt" if cfg.save_best else None,
+        show_progress=sys.stderr.isatty(),
         checkpoint=output_dir / checkpoint.CHECKPOINT_FILE, checkpoint_info={"run_id": result["run_id"]},
         checkpoint_every_s=cfg.checkpoint_every_s)
     model = built.model.to(device)
+    gmacs = cost.forward_gmacs(model, cfg.input_size or splits.image_size, device)  # before compile: no tracing
     if options.channels_last:
         model = models.channels_last(model)
     if device.type == "cuda" and not cfg.deterministic:
         torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest kernels
     if cfg.compile:
-        model = torch.compile(model)
-    strategy = freeze.build_freeze(stages=built.stages, total_epochs=cfg.epochs, **cfg.freeze)
-    optimizers = optim.OptimizerFactory(**cfg.optimizer, fused=device.type == "cuda")
+        model = compiled.Compiled(model, compiled.graphs_needed(strategy, cfg.epochs))
+    optimizers = lr_find.optimizer_factory(cfg, device.type == "cuda", loaders["train"], device, options,  # lr=find:
+                                           strategy, output_dir / "lr_find", result)  # one LR per freeze phase
     if resume_from is not None:  # maybe written on other hardware: fitted to this device, reseeds recorded
         kernels = {"fused": optimizers.fused or None, "foreach": optimizers.kwargs.get("foreach")}
         resume_from, reseeded = checkpoint.portable(resume_from, loaders["train"], device, kernels)
         result["resumes"][-1]["rng"] = checkpoint.describe(reseeded)
-    engine.fit(model, loaders["train"], loaders["val"], freeze.as_published(strategy, **cfg.defects), optimizers,
+    engine.fit(model, loaders["train"], loaders["val"], strategy, optimizers,
                schedules.build_schedule(epochs=cfg.epochs, steps_per_epoch=len(loaders["train"]), **cfg.schedule),
                device, options, history, resume=resume_from, test_loader=loaders.get("test"),
                on_epoch_end=lambda record: results.write_json_atomic(results.update(result, history),
                                                                      output_dir / RESULT_FILE))
+    result["cost"] = cost.summary(models.count_params(built.model), history.epochs, gmacs,
+                                  cfg.input_size or splits.image_size, time.perf_counter() - started, device)
     if cfg.save_model:
         keep_models(cfg, output_dir, getattr(model, "_orig_mod", model), splits, built, result, history)
+
+
+def build_strategy(cfg, built: models.BuiltModel) -> freeze.FreezeStrategy:
+    """The run's freeze strategy with the write-ups' defects applied (`defects.*`). What a strategy
+    needs to know of the model comes from the model: its normalisation-layer parameters (bitfit),
+    its LoRA adapters (lora: injected into `built.model` here, recorded in `built.info`)."""
+    facts = {}
+    if cfg.freeze.name == "bitfit":
+        facts["norm_params"] = adapters.norm_param_names(built.model)
+    if cfg.freeze.name == "lora":
+        built.info["lora"] = adapters.inject_lora(built.model, built.info["head_module"], cfg.freeze.rank,
+                                                  cfg.freeze.alpha, cfg.freeze.dropout,
+                                                  OmegaConf.to_container(cfg.freeze, resolve=True)["target_modules"])
+        facts["adapter_params"] = adapters.adapter_param_names(built.model)
+    strategy = freeze.build_freeze(stages=built.stages, total_epochs=cfg.epochs, **cfg.freeze, **facts)
+    return freeze.as_published(strategy, **cfg.defects)
+
+
+def run_cost(cfg, model, splits, history: engine.History, started: float, device) -> dict:
+    """result.json `cost` of a run whose model is `model` (wall time since `started`)."""
+    input_size = cfg.input_size or splits.image_size
+    return cost.summary(models.count_params(model), history.epochs, cost.forward_gmacs(model, input_size, device),
+                        input_size, time.perf_counter() - started, device)
+
+
+def core_options(cfg, device, **where) -> engine.TrainOptions:
+    """How the training core steps (precision, memory format, loss, clipping), shared by the run and
+    the LR finder; `where`: the run's checkpoint and progress settings."""
+    return engine.TrainOptions(
+        epochs=cfg.epochs, amp=devices.resolve_flag(cfg.amp, device),
+        channels_last=devices.resolve_flag(cfg.channels_last, device), label_smoothing=cfg.label_smoothing,
+        sigmoid_before_loss=cfg.defects.sigmoid_before_loss,
+        clip_grad_norm=cfg.clip_grad_norm, clip_grad_value=cfg.clip_grad_value, **where)
 
 
 def keep_models(cfg, output_dir: Path, model, splits, built, result: dict, history: engine.History) -> None:
@@ -120,12 +164,14 @@ def keep_models(cfg, output_dir: Path, model, splits, built, result: dict, histo
                               "mean": list(mean), "std": list(std)},
             "chosen_on": "test" if splits.val_is_test else "val"}
     last = history.epochs[-1]
-    export.save_model(output_dir, "model", model.state_dict(),
+    adapted = "lora" in built.info  # saved with the adapters merged: the plain architecture, as predict rebuilds it
+    export.save_model(output_dir, "model", (adapters.merged(model) if adapted else model).state_dict(),
                       {**meta, "which": "final", "epoch": last["epoch"], "test_acc": last["test_acc"]})
     best_pt = output_dir / "best.pt"
     if best_pt.exists():
         best = max(history.epochs, key=lambda e: e["val_acc"])  # the first epoch with the highest val_acc
-        export.save_model(output_dir, "best", torch.load(best_pt, map_location="cpu", weights_only=True),
+        state = torch.load(best_pt, map_location="cpu", weights_only=True)
+        export.save_model(output_dir, "best", adapters.merged(model, state).state_dict() if adapted else state,
                           {**meta, "which": "best", "epoch": best["epoch"], "test_acc": best["test_acc"]})
         best_pt.unlink()
 
@@ -138,8 +184,12 @@ def check_settings(cfg) -> None:
     # Build the cheap objects once now, so a bad freeze, optimizer or schedule setting fails before
     # any data loads (the freeze strategy on placeholder stages: only its settings are checked; the
     # optimizer with the kernels it gets on the target device: fused on CUDA).
-    freeze.build_freeze(stages=[["body"], ["head"]], total_epochs=cfg.epochs, **cfg.freeze)
-    optim.OptimizerFactory(**cfg.optimizer, fused=any(target.type == "cuda" for target in targets))
+    if probes.is_probe(cfg.freeze):
+        probes.check_settings(cfg.freeze, cfg.dataset.val_split)
+    else:
+        freeze.build_freeze(stages=[["body"], ["head"]], total_epochs=cfg.epochs, **cfg.freeze)
+    optim.OptimizerFactory(**lr_find.factory_settings(cfg.optimizer),  # optimizer.lr=find: the other keys
+                           fused=any(target.type == "cuda" for target in targets))
     schedules.build_schedule(epochs=cfg.epochs, steps_per_epoch=1, **cfg.schedule)
 
 

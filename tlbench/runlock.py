@@ -15,7 +15,13 @@ node) leaves the file behind, so whoever finds it decides whether its holder is 
 - another host: its processes cannot be seen from here, so the holder refreshes the file's
   modification time every HEARTBEAT_S seconds, and a lock not refreshed for STALE_AFTER_S is
   taken to be a dead process's (a crashed node, a node that lost the folder). The two hosts'
-  clocks must agree to within that.
+  clocks must agree to within that;
+- a SLURM job requeued (preempted, timed out, `scontrol requeue`, a failed node): SLURM starts it
+  again under the same job id with SLURM_RESTART_COUNT one higher, once it has ended (or, for a
+  failed node, given up) the earlier attempt, so a lock taken by an earlier attempt of this very
+  job is taken to be gone whatever its host. Without this, an attempt killed without clean-up
+  (SLURM's SIGKILL after KillWait: submitit ignores the SIGTERM before it) on another node would
+  make its requeued job skip the run for STALE_AFTER_S, and the job would end without training it.
 A stale lock is taken over with a warning naming its dead holder."""
 
 import contextlib
@@ -118,6 +124,11 @@ def stale_because(holder: dict | None, age_s: float) -> str | None:
     since the lock file was last refreshed."""
     if holder is None:
         return f"its lock file is unreadable (last written {age_s:.0f} s ago)"
+    attempt = _slurm_attempt()
+    if attempt and holder.get("slurm_job") == attempt["slurm_job"] \
+            and holder.get("slurm_restart", 0) < attempt["slurm_restart"]:
+        return (f"SLURM has requeued job {attempt['slurm_job']} since that attempt (restart "
+                f"{holder.get('slurm_restart', 0)}; this is restart {attempt['slurm_restart']})")
     if holder["host"] != socket.gethostname():
         if age_s > STALE_AFTER_S:
             return (f"its lock was last refreshed {age_s / 60:.0f} min ago; a live holder refreshes it every "
@@ -143,12 +154,24 @@ def describe(holder: dict | None) -> str:
         shown = since.strftime("%H:%M:%S" if since.date() == datetime.now().date() else "%Y-%m-%d %H:%M:%S")
     except (TypeError, ValueError):
         shown = "an unknown time"
-    return f"pid {holder['pid']} on host {holder['host']} since {shown}"
+    job = f" (SLURM job {holder['slurm_job']})" if holder.get("slurm_job") else ""
+    return f"pid {holder['pid']} on host {holder['host']}{job} since {shown}"
 
 
 def _record() -> dict:
     return {"pid": os.getpid(), "host": socket.gethostname(),
-            "started_at": datetime.now().isoformat(timespec="seconds"), "process_start": _proc_stat(os.getpid())[1]}
+            "started_at": datetime.now().isoformat(timespec="seconds"), "process_start": _proc_stat(os.getpid())[1],
+            **_slurm_attempt()}
+
+
+def _slurm_attempt() -> dict:
+    """{"slurm_job": "1234", "slurm_restart": 1} inside a SLURM job (SLURM_RESTART_COUNT counts its
+    requeues, absent or 0 before the first), {} elsewhere."""
+    job = os.environ.get("SLURM_JOB_ID")
+    if not job:
+        return {}
+    restart = os.environ.get("SLURM_RESTART_COUNT", "0")
+    return {"slurm_job": job, "slurm_restart": int(restart) if restart.isdigit() else 0}
 
 
 def _create(path: Path, record: dict) -> bool:

@@ -1,6 +1,7 @@
 """The fast data path: decode a split once into a uint8 tensor at the training resolution, cache
-it on disk, keep it on the training device when it fits a memory budget (else in pinned host
-memory, copied one uint8 batch at a time), and augment whole batches there (batch_augment.py)."""
+it on disk, keep it on the training device when it fits a memory budget (else stream it from host
+memory, one uint8 batch at a time through two reused staging buffers: HostBatches), and augment
+whole batches there (batch_augment.py)."""
 
 import hashlib
 import logging
@@ -154,14 +155,22 @@ class BatchTransform:
 
 
 class DeviceBatches:
-    """An iterable of (images, labels) batches, like a DataLoader, from a cached split."""
+    """An iterable of (images, labels) batches, like a DataLoader, from a cached split: gathered on
+    the device when the split is kept there, else streamed from host memory (HostBatches). Both
+    give the same batches bit for bit and draw the same random numbers in the same order.
+    `stream`: None = stream when the split is over `device_budget_bytes` on an accelerator (on a
+    CPU the split is in host memory already, streaming would only add a copy); True/False force it."""
 
     def __init__(self, split: CachedSplit, batch_size: int, transform: BatchTransform, device: torch.device,
-                 shuffle: bool, seed: int, device_budget_bytes: float):
-        self.on_device = device.type == "cpu" or split.images.numel() <= device_budget_bytes
-        self.images = split.images.to(device) if self.on_device else split.images
-        if not self.on_device and device.type == "cuda":
-            self.images = self.images.pin_memory()
+                 shuffle: bool, seed: int, device_budget_bytes: float, stream: bool | None = None):
+        if stream is None:
+            stream = device.type != "cpu" and split.images.numel() > device_budget_bytes
+            if stream:
+                log.info("streaming a split of %d MiB from host memory: over data.device_budget_gb=%g",
+                         split.images.numel() // 2**20, device_budget_bytes / 2**30)
+        self.on_device = not stream
+        self.images = split.images.to(device) if self.on_device else split.images  # streaming: no copy of the split
+        self.host = None if self.on_device else HostBatches(split.images, batch_size, device)
         self.labels, self.device = split.labels.to(device), device
         self.batch_size, self.transform, self.shuffle = batch_size, transform, shuffle
         self.order_generator = torch.Generator().manual_seed(seed)
@@ -181,11 +190,71 @@ class DeviceBatches:
         # copied to the device once per epoch: a copy per batch would make the host wait for the GPU.
         order = torch.randperm(count, generator=self.order_generator) if self.shuffle else torch.arange(count)
         device_order = ops.to_device(order, self.device)
-        for start in range(0, count, self.batch_size):
+        starts = range(0, count, self.batch_size)
+        if self.on_device:
+            images = (self.images[device_order[start:start + self.batch_size]] for start in starts)
+        else:
+            images = self.host.batches(order)
+        for start, batch in zip(starts, images):
             index = device_order[start:start + self.batch_size]
-            if self.on_device:
-                images = self.images[index]
-            else:  # streaming: gather on the host, copy one uint8 batch
-                host_index = order[start:start + self.batch_size]
-                images = self.images[host_index].pin_memory().to(self.device, non_blocking=True)
-            yield self.transform(images, self.augment_generator), self.labels[index]
+            yield self.transform(batch, self.augment_generator), self.labels[index]
+
+
+class HostBatches:
+    """Batches of a host tensor, copied to `device` through two staging buffers allocated once at
+    the largest batch size and reused (double buffering): batch k+1 is gathered into one buffer
+    and copied while batch k, from the other, trains.
+
+    The split itself stays in ordinary (pageable) memory: the DMA engine reads only the staging
+    buffers, and the gather into them is a host memcpy that runs as fast from pageable memory.
+    Pinning the split would instead hold a second, page-locked copy of it, rounded up to a power of
+    two by PyTorch's pinned allocator, which keeps it cached even once it is freed.
+
+    On CUDA the buffers are pinned and each copy runs non_blocking on a side stream; an event per
+    buffer marks its copy's end: the consumer's stream waits on it before using the batch, and the
+    host waits on it before gathering into that buffer again. The device tensor handed out was
+    allocated on the side stream, so it is recorded on the consumer's stream (`record_stream`):
+    its memory is not reused until the work queued there on it has run. Elsewhere (CPU, MPS) the buffers are
+    plain memory and each copy is synchronous (on a CPU a copy all the same, so that no batch
+    handed out aliases a buffer that is about to be overwritten). One iteration at a time."""
+
+    def __init__(self, images: torch.Tensor, batch_size: int, device: torch.device):
+        self.images, self.batch_size, self.device = images, batch_size, device
+        cuda = device.type == "cuda"
+        shape = (min(batch_size, len(images)), *images.shape[1:])
+        self.staging = tuple(torch.empty(shape, dtype=images.dtype, pin_memory=cuda) for _ in range(2))
+        self.stream = torch.cuda.Stream(device) if cuda else None
+        self.copied = tuple(torch.cuda.Event() for _ in range(2)) if cuda else (None, None)
+
+    def batches(self, order: torch.Tensor):
+        """Yields `images[order]` on the device, `batch_size` images at a time (the last batch may be
+        smaller); each batch's successor is already being copied when it is handed out."""
+        size = self.batch_size
+        starts = range(0, len(order), size)
+        pending = self._put(0, order[:size])
+        for k, start in enumerate(starts):
+            batch = self._take(k % 2, pending)
+            if k + 1 < len(starts):
+                pending = self._put((k + 1) % 2, order[start + size:start + 2 * size])
+            yield batch
+
+    def _put(self, slot: int, index: torch.Tensor) -> torch.Tensor:
+        """Gathers `images[index]` into staging buffer `slot` and starts its copy to the device."""
+        if self.copied[slot] is not None:
+            self.copied[slot].synchronize()  # this buffer's previous copy has finished reading it
+        staged = self.staging[slot][:len(index)]
+        torch.index_select(self.images, 0, index, out=staged)
+        if self.stream is None:
+            return staged.to(self.device, copy=True)
+        with torch.cuda.stream(self.stream):
+            on_device = staged.to(self.device, non_blocking=True)
+            self.copied[slot].record(self.stream)
+        return on_device
+
+    def _take(self, slot: int, on_device: torch.Tensor) -> torch.Tensor:
+        """The batch copied from buffer `slot`, safe to use on the current stream."""
+        if self.stream is not None:
+            consumer = torch.cuda.current_stream(self.device)
+            consumer.wait_event(self.copied[slot])
+            on_device.record_stream(consumer)
+        return on_device

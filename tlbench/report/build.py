@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tlbench.report import charts, compare, efficiency, published, tables
+from tlbench.report import across, charts, compare, efficiency, frontier, published, tables
 from tlbench.report.document import Bullets, Heading, Image, Paragraph, Table, to_html, to_markdown
 from tlbench.report.findings import findings
 from tlbench.report.groups import add_group_keys, group_label
@@ -87,11 +87,40 @@ def draw_charts(out_dir: Path, runs, epochs, losses, deltas, metric, fraction, f
         steps = _with_run_info(losses, runs)
         if len(steps):
             drawn["loss"] = charts.iteration_loss(steps, out_dir / "train_loss_per_iteration.png")
+        drawn.update(frontier_charts(out_dir, runs, metric))
         if points is not None and len(points):
             drawn["efficiency"] = charts.data_efficiency(
                 points, f"{tables.metric_name(metric)} at val-best epoch (%)", out_dir / "data_efficiency.png")
         drawn.update(writeup_charts(out_dir, runs, epochs, losses))
     return drawn
+
+
+def frontier_charts(out_dir: Path, runs, metric) -> dict:
+    """Accuracy against each recorded cost (frontier.COSTS), when runs recorded it."""
+    points, drawn = frontier.group_points(runs, f"{metric}_at_best_val"), {}
+    for cost, (label, unit) in frontier.COSTS.items():
+        if len(points) and points[cost].notna().any():
+            drawn[f"frontier {cost}"] = charts.cost_frontier(
+                points, cost, frontier.on_frontier(points, cost), f"{label} ({unit})",
+                f"{tables.metric_name(metric)} at val-best epoch (%)", out_dir / f"frontier_{cost.split('.')[-1]}.png")
+    return drawn
+
+
+def frontier_blocks(runs, drawn, metric) -> list:
+    """"Accuracy against cost": per cost, the frontier's chart and table."""
+    points = frontier.group_points(runs, f"{metric}_at_best_val")
+    costs = [c for c in frontier.COSTS if len(points) and points[c].notna().any()]
+    if not costs:
+        return []
+    blocks = [Heading("Accuracy against cost"),
+              Paragraph(f"Each group of seeds at its mean {tables.headline_name(f'{metric}_at_best_val')} and "
+                        "mean cost (result.json `cost`: wall time of the run, forward GMACs per image at its "
+                        "input size). The frontier: the settings that no other setting on the same data set "
+                        "beats on both (at least as accurate and at most as costly)."),]
+    for cost in costs:
+        blocks += [*_image(drawn, f"frontier {cost}", f"accuracy against {frontier.COSTS[cost][0]}"),
+                   Table(frontier.frontier_table(points, cost))]
+    return blocks
 
 
 def writeup_charts(out_dir: Path, runs, epochs, losses) -> dict:
@@ -189,8 +218,41 @@ def efficiency_blocks(points, multipliers, drawn, metric) -> list:
     return blocks
 
 
+def across_blocks(runs, metric, out_dir: Path | None = None) -> list:
+    """"Across data sets", when finished runs cover two or more data sets."""
+    found = across.cells(runs, f"{metric}_at_best_val")
+    ranked = across.ranking(found)
+    if ranked.empty:
+        return []
+    if out_dir is not None:
+        ranked.to_csv(out_dir / "ranking_across_datasets.csv", index=False)
+    blocks = [Heading("Across data sets"),
+              Paragraph(f"{tables.headline_name(f'{metric}_at_best_val').capitalize()} (mean over seeds) and rank "
+                        "(1 = best, ties share the mean rank) of every setting measured on all these data sets; "
+                        "mean accuracy with a bootstrap 95% interval over the seeds of every cell (how sure the "
+                        "average over these data sets is, not how it generalises to others)."),
+              Table(across.ranking_text(ranked))]
+    found_tests = across.tests(found)
+    if not found_tests:
+        return blocks + [Paragraph("Significance tests need at least three data sets (Demšar 2006).")]
+    friedman = found_tests["friedman"]
+    if friedman:
+        blocks.append(Paragraph(f"Friedman test over {friedman['methods']} settings and {friedman['data sets']} data "
+                                f"sets: chi-square {friedman['statistic']:.2f}, p = {friedman['p']:.3g}."))
+    pairs = found_tests["pairs"]
+    if out_dir is not None:
+        pairs.to_csv(out_dir / "wilcoxon_pairs.csv", index=False)
+    shown = pairs.assign(**{"mean difference": pairs["mean difference"].map(lambda v: f"{100 * v:+.1f}"),
+                            "p": pairs["p"].map("{:.3g}".format),
+                            "p adjusted (BH)": pairs["p adjusted (BH)"].map("{:.3g}".format)})
+    return blocks + [Paragraph("Pairwise Wilcoxon signed-rank tests over the data sets (two-sided; p adjusted "
+                               "for the number of pairs, Benjamini-Hochberg). With few data sets the smallest "
+                               "possible p is large (0.25 for three), so 'no difference found' is the honest "
+                               "reading of a large p, not 'equal'."), Table(shown)]
+
+
 def report_blocks(sources, runs, summary, deltas, drawn, metric, fraction, threshold,
-                  comparison=None, costs=None, points=None, multipliers=None) -> list:
+                  comparison=None, costs=None, points=None, multipliers=None, out_dir=None) -> list:
     n_ok = len(compare.finished(runs))
     blocks = [
         Heading(TITLE, level=1),
@@ -209,6 +271,7 @@ def report_blocks(sources, runs, summary, deltas, drawn, metric, fraction, thres
         blocks += [Paragraph("No settings differ only in pretrained; nothing to pair.")]
     blocks += _image(drawn, "deltas", "pretrained minus random accuracy with 95% CI")
     blocks += efficiency_blocks(_or_empty(points), _or_empty(multipliers), drawn, metric)
+    blocks += across_blocks(runs, metric, out_dir)
     if len(summary):
         blocks += [
             Heading("Accuracy by setting"), Table(tables.accuracy_table(summary, metric)),
@@ -220,6 +283,7 @@ def report_blocks(sources, runs, summary, deltas, drawn, metric, fraction, thres
             *_image(drawn, "overfitting", "final train minus test accuracy"),
             Heading("Cost"), Table(tables.cost_table(summary)),
             *_image(drawn, "loss", "training loss per optimizer step"),
+            *frontier_blocks(runs, drawn, metric),
         ]
     failed = tables.failed_table(runs)
     if len(failed):
@@ -285,7 +349,7 @@ def write_report(paths, out_dir=None, metric: str = "test_acc", threshold: float
         multipliers.to_csv(out_dir / "data_multiplier.csv", index=False)
     drawn = draw_charts(out_dir, runs, epochs, losses, deltas, metric, fraction, font, points)
     blocks = report_blocks(paths, runs, summary, deltas, drawn, metric, fraction, threshold,
-                           comparison, costs, points, multipliers)
+                           comparison, costs, points, multipliers, out_dir)
     (out_dir / "report.md").write_text(to_markdown(blocks), encoding="utf-8")
     (out_dir / "report.html").write_text(to_html(blocks, TITLE), encoding="utf-8")
     return out_dir / "report.md"

@@ -273,3 +273,29 @@ def data_efficiency(points: pd.DataFrame, ylabel: str, path: Path) -> Path:
         ax.legend(title=None, fontsize="small")
     figure.suptitle("Accuracy vs training images (bands: 95% CI)", fontsize="medium")
     return _save(figure, path)
+
+
+def cost_frontier(points: pd.DataFrame, cost: str, frontier: pd.Series, xlabel: str, ylabel: str,
+                  path: Path) -> Path:
+    """Each group of seeds as a dot (colour: init) at (mean cost, mean accuracy), one panel per
+    data set, with the frontier of non-dominated settings as a step line through its points."""
+    datasets = list(dict.fromkeys(points["dataset"]))
+    figure, axes = _figure(len(datasets))
+    for ax, dataset in zip(axes, datasets):
+        data = points[points["dataset"] == dataset].dropna(subset=[cost])
+        for init in _inits(data):
+            mine = data[data["init"] == init]
+            ax.scatter(mine[cost], 100 * mine["accuracy"], color=INIT_COLORS.get(init, INIT_COLORS["unknown"]),
+                       label=init, edgecolor="black", linewidth=0.6, zorder=3)
+        best = data[frontier.loc[data.index]].sort_values(cost)
+        ax.step(best[cost], 100 * best["accuracy"], where="post", color="0.25", linewidth=1.2,
+                label="frontier", zorder=2)
+        for _, row in best.iterrows():
+            ax.annotate("\n".join(textwrap.wrap(str(row["setting"]), 28)), (row[cost], 100 * row["accuracy"]),
+                        fontsize="x-small", xytext=(4, -10), textcoords="offset points")
+        if (data[cost] > 0).all() and data[cost].max() > 10 * data[cost].min():
+            ax.set_xscale("log")
+        ax.set(title=str(dataset), xlabel=xlabel, ylabel=ylabel)
+        ax.legend(title=None, fontsize="small")
+    figure.suptitle(f"Accuracy vs {xlabel}: the frontier of settings nothing beats on both", fontsize="medium")
+    return _save(figure, path)

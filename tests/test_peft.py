@@ -1,0 +1,96 @@
+"""Parameter-efficient fine-tuning: freeze=bitfit (biases, norm layers and the head) and
+freeze=lora (peft adapters and the head), trained for real on tiny data."""
+
+import json
+
+import pytest
+import torch
+
+from conftest import TINY, interrupt_after_epoch
+from tlbench import adapters, export
+from tlbench.run import run
+
+pytest.importorskip("peft", reason="the `peft` extra is not installed")
+
+SMALL = [*TINY, "pretrained=false", "dataset.image_size=32", "epochs=2", "save_best=true"]
+
+
+def weights_of(folder) -> dict:
+    return torch.load(folder / "checkpoint.pt", map_location="cpu", weights_only=True)["model"]
+
+
+def initial_model(cfg):
+    """The model a run of `cfg` starts from (seeded as run() seeds it)."""
+    from tlbench import devices, run as run_module
+
+    devices.seed_everything(cfg.seed)
+    return run_module.prepare(cfg)[1].model
+
+
+def test_bitfit_trains_exactly_the_biases_norm_layers_and_head(make_cfg, tmp_path):
+    cfg = make_cfg(*SMALL, "epochs=1", "keep_checkpoint=true", "freeze=bitfit", "optimizer.lr=0.05")
+    model = initial_model(cfg)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = run(cfg, output_dir=tmp_path / "bitfit")
+    after = weights_of(tmp_path / "bitfit")
+    norms = {n for n in adapters.norm_param_names(model)}
+    expected = {n for n, _ in model.named_parameters() if n.endswith(".bias") or n in norms or n.startswith("fc.")}
+    moved = {n for n, _ in model.named_parameters() if not torch.equal(before[n], after[n])}
+    assert moved == expected  # every one of them trained, and nothing else did
+    assert {"fc.weight", "bn1.weight", "layer1.0.bn1.bias"} <= expected and "conv1.weight" not in expected
+    first = result["epochs"][0]
+    assert first["freeze_phase"] == "bitfit"
+    assert first["trainable_params"] == sum(p.numel() for n, p in model.named_parameters() if n in expected)
+    assert first["trainable_fraction"] == pytest.approx(first["trainable_params"] / result["model_info"]["total_params"])
+
+
+@pytest.mark.parametrize("model, extra", [("tf_efficientnet_lite0", []),
+                                          ("deit_tiny", ["+model.kwargs.img_size=32"])])
+def test_lora_trains_under_5_percent_and_saves_the_merged_plain_model(make_cfg, tmp_path, model, extra):
+    out = tmp_path / model
+    result = run(make_cfg(*SMALL, f"model={model}", *extra, "freeze=lora", "keep_checkpoint=true",
+                          "optimizer.lr=0.01"), output_dir=out)
+    assert result["status"] == "ok"
+    first = result["epochs"][0]
+    assert first["freeze_phase"] == "lora" and 0 < first["trainable_fraction"] < 0.05, first
+    assert result["model_info"]["lora"]["targets"] > 0
+    trained = weights_of(out)
+    assert any("lora_B" in k and trained[k].abs().sum() > 0 for k in trained), "the adapters never trained"
+
+    plain, meta = export.load_model(out)  # rebuilt as the plain architecture: no adapter names
+    assert not adapters.adapter_param_names(plain)
+    adapted = rebuild_adapted(make_cfg(*SMALL, f"model={model}", *extra, "freeze=lora"), trained)
+    images = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(plain.eval()(images), adapted.eval()(images), atol=1e-4, rtol=1e-4)
+
+
+def rebuild_adapted(cfg, state):
+    from tlbench import run as run_module
+
+    splits, built = run_module.prepare(cfg)
+    run_module.build_strategy(cfg, built)
+    built.model.load_state_dict(state)
+    return built.model
+
+
+def test_a_lora_run_resumes_exactly(make_cfg, tmp_path, monkeypatch):
+    overrides = [*SMALL, "epochs=3", "model=tf_efficientnet_lite0", "freeze=lora", "optimizer.lr=0.01"]
+    uninterrupted = run(make_cfg(*overrides), output_dir=tmp_path / "whole")
+    with monkeypatch.context() as patch:
+        interrupt_after_epoch(patch, 1)
+        with pytest.raises(KeyboardInterrupt):
+            run(make_cfg(*overrides), output_dir=tmp_path / "resumed")
+    resumed = run(make_cfg(*overrides), output_dir=tmp_path / "resumed")
+    assert [r["after_epoch"] for r in resumed["resumes"]] == [1]
+    assert resumed["iter_loss"] == uninterrupted["iter_loss"]
+    assert [e["test_acc"] for e in resumed["epochs"]] == [e["test_acc"] for e in uninterrupted["epochs"]]
+
+
+@pytest.mark.parametrize("override, needle", [("freeze.rank=0", "freeze.rank=0 must be a positive integer"),
+                                              ("freeze.target_modules=[nothing]", "matches no Linear or Conv2d")])
+def test_bad_lora_settings_fail_before_training_naming_the_key(make_cfg, tmp_path, override, needle):
+    from tlbench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=needle):
+        run(make_cfg(*SMALL, "freeze=lora", override), output_dir=tmp_path / "bad")

@@ -1,0 +1,126 @@
+"""Comparisons across data sets: which setting (model, strategy, init, ...) ranks best over
+several data sets, and whether the differences hold up (Demšar 2006: Friedman test over the
+ranks, pairwise Wilcoxon signed-rank tests over the data sets, p-values adjusted for the number of
+pairs with scipy's Benjamini-Hochberg procedure).
+
+A data set is a run's `identity.dataset.*` (its name, root or lists by content, image size and
+splits) less the training-subset size; a setting is everything else but the seed. Only settings
+measured on every data set enter the ranking (the tests need complete blocks). Each cell is the
+mean over seeds of the test accuracy at the val-best epoch. The aggregate mean's interval
+resamples the seeds of every cell (bootstrap, percentile): it says how sure the average over
+these data sets is, not how it would generalise to other data sets."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from tlbench.report.compare import finished
+from tlbench.report.efficiency import SIZE_KEYS
+from tlbench.report.groups import group_columns, group_label, is_pretrained_column, key_of, label_columns
+
+BOOTSTRAP_DRAWS = 2000
+
+
+def _dataset_columns(runs: pd.DataFrame) -> list[str]:
+    return [c for c in group_columns(runs) if (c == "dataset" or c.startswith("identity.dataset.")) and c not in SIZE_KEYS]
+
+
+def cells(runs: pd.DataFrame, column: str) -> pd.DataFrame:
+    """One row per setting and data set: the seeds' values of `column` and their mean."""
+    ok = finished(runs)
+    if ok.empty or column not in ok.columns:
+        return pd.DataFrame()
+    data_columns = _dataset_columns(ok)
+    setting_columns = [c for c in group_columns(ok) if c not in data_columns and c != "identity.pretrained"]
+    ok = ok.assign(data_key=[key_of(r, data_columns) for _, r in ok.iterrows()],
+                   method_key=[key_of(r, setting_columns) + r["init"] for _, r in ok.iterrows()])
+    labels = [c for c in label_columns(ok) if c in setting_columns and not is_pretrained_column(c)]
+    names = {}
+    for key, name in ok.drop_duplicates("data_key")[["data_key", "dataset"]].itertuples(index=False):
+        taken = sum(1 for n in names.values() if n.split(" #")[0] == name)
+        names[key] = name if not taken else f"{name} #{taken + 1}"
+    rows = []
+    for (method, data_key), cell in ok.groupby(["method_key", "data_key"], sort=False):
+        first = cell.iloc[0]
+        rows.append({"method": f"{group_label(first, labels)}, {first['init']}", "dataset": names[data_key],
+                     "mean": cell[column].mean(), "values": json.dumps(cell[column].tolist())})
+    return pd.DataFrame(rows)
+
+
+def complete_table(found: pd.DataFrame) -> pd.DataFrame:
+    """Methods x data sets of mean accuracy, only methods measured on every data set."""
+    if found.empty or found["dataset"].nunique() < 2:
+        return pd.DataFrame()
+    table = found.pivot_table(index="method", columns="dataset", values="mean", aggfunc="first")
+    return table.dropna()
+
+
+def ranking(found: pd.DataFrame) -> pd.DataFrame:
+    """Per method: accuracy and rank on each data set (1 = best, ties share the mean rank), the
+    mean rank, and the aggregate mean accuracy with its bootstrap 95% interval; best mean rank first."""
+    table = complete_table(found)
+    if len(table) < 2:
+        return pd.DataFrame()
+    ranks = table.rank(axis=0, ascending=False, method="average")
+    out = pd.DataFrame(index=table.index)
+    for dataset in table.columns:
+        out[f"{dataset} accuracy"] = table[dataset]
+        out[f"{dataset} rank"] = ranks[dataset]
+    out["mean rank"] = ranks.mean(axis=1)
+    out["mean accuracy"] = table.mean(axis=1)
+    low, high = _bootstrap_means(found, table)
+    out["mean accuracy ci_low"], out["mean accuracy ci_high"] = low, high
+    return out.sort_values(["mean rank", "mean accuracy"], ascending=[True, False]).reset_index()
+
+
+def _bootstrap_means(found: pd.DataFrame, table: pd.DataFrame) -> tuple[list, list]:
+    rng, lows, highs = np.random.default_rng(0), [], []
+    values = {(m, d): np.array(json.loads(v)) for m, d, v in found[["method", "dataset", "values"]].itertuples(index=False)}
+    for method in table.index:
+        draws = np.zeros(BOOTSTRAP_DRAWS)
+        for dataset in table.columns:
+            seeds = values[(method, dataset)]
+            draws += rng.choice(seeds, (BOOTSTRAP_DRAWS, len(seeds))).mean(axis=1)
+        draws /= len(table.columns)
+        lows.append(float(np.quantile(draws, 0.025)))
+        highs.append(float(np.quantile(draws, 0.975)))
+    return lows, highs
+
+
+def tests(found: pd.DataFrame) -> dict:
+    """Friedman over all ranked methods (needs 3 or more methods and 3 or more data sets) and
+    pairwise two-sided Wilcoxon signed-rank tests over the data sets, BH-adjusted."""
+    table = complete_table(found)
+    if len(table) < 2 or table.shape[1] < 3:
+        return {}
+    friedman = stats.friedmanchisquare(*table.to_numpy()) if len(table) >= 3 else None
+    pairs = []
+    for a, b in itertools.combinations(table.index, 2):
+        difference = table.loc[a] - table.loc[b]
+        p = 1.0 if np.allclose(difference, 0) else float(stats.wilcoxon(table.loc[a], table.loc[b]).pvalue)
+        pairs.append({"a": a, "b": b, "mean difference": float(difference.mean()),
+                      "a better on": int((difference > 0).sum()), "data sets": table.shape[1], "p": p})
+    pairs = pd.DataFrame(pairs)
+    pairs["p adjusted (BH)"] = stats.false_discovery_control(pairs["p"].to_numpy(), method="bh")
+    return {"friedman": None if friedman is None else {"statistic": float(friedman.statistic),
+                                                       "p": float(friedman.pvalue),
+                                                       "methods": len(table), "data sets": table.shape[1]},
+            "pairs": pairs}
+
+
+def ranking_text(ranked: pd.DataFrame) -> pd.DataFrame:
+    """The ranking for people: percents and ranks."""
+    shown = pd.DataFrame({"setting": ranked["method"]})
+    for column in ranked.columns:
+        if column.endswith(" accuracy") and column != "mean accuracy":
+            dataset = column.removesuffix(" accuracy")
+            shown[dataset] = [f"{100 * a:.1f}% ({r:g})" for a, r in zip(ranked[column], ranked[f"{dataset} rank"])]
+    shown["mean rank"] = ranked["mean rank"].map("{:.2f}".format)
+    shown["mean accuracy (95% CI)"] = [f"{100 * m:.1f}% ({100 * lo:.1f} to {100 * hi:.1f})" for m, lo, hi in zip(
+        ranked["mean accuracy"], ranked["mean accuracy ci_low"], ranked["mean accuracy ci_high"])]
+    return shown
