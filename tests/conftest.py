@@ -9,8 +9,10 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from tlbench.configs import CONFIG_NAME, config_dir
+
 REPO = Path(__file__).resolve().parents[1]
-CONF = REPO / "conf"
+CONF = config_dir()
 SHARED = REPO.parent / "shared"
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
@@ -23,11 +25,20 @@ def offline(monkeypatch):
 
 
 @pytest.fixture
+def one_thread():
+    """Tiny tensors: a second OpenMP thread only spins on a busy machine (this file sets two)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def make_cfg(tmp_path):
     """make_cfg("model=resnet18", "epochs=1") -> a DictConfig, as `python -m tlbench` would build."""
     def _make(*overrides):
         with initialize_config_dir(str(CONF), version_base="1.3"):
-            return compose("config", overrides=[f"results_dir={tmp_path / 'results'}",
+            return compose(CONFIG_NAME, overrides=[f"results_dir={tmp_path / 'results'}",
                                                 f"weights_dir={tmp_path / 'weights'}",
                                                 f"data_dir={tmp_path / 'data'}", *overrides])
     return _make

@@ -19,12 +19,7 @@ from tlbench.run import run
 SMALL = [*TINY, "model.name=test_resnet", "pretrained=false", "threads=1", "lr_find.steps=60"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small_cnn() -> nn.Module:

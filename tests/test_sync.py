@@ -28,13 +28,7 @@ WRITEUP_AUGMENT = dict(pad=2, hflip=0.5, color_jitter=[0.2, 0.2, 0.2, 0.1], rota
 CROP_AUGMENT = dict(random_resized_crop=[0.3, 1.0], pad=1, pad_mode="symmetric", vflip=0.5)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: a second OpenMP thread only spins on a busy machine (conftest sets two)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class CountReads(TorchFunctionMode):

@@ -1,4 +1,5 @@
-"""`python -m tlbench [overrides]` / `python -m tlbench -m a=1,2 b=x,y` (a sweep)."""
+"""`python -m tlbench [overrides]` / `python -m tlbench -m a=1,2 b=x,y` (a sweep); the console script
+`tlbench` is this `main`."""
 
 import logging
 
@@ -7,13 +8,14 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from tlbench.configs import CONFIG_NAME, config_dir
 from tlbench.sweep import register_resolvers
 
 log = logging.getLogger("tlbench")
 register_resolvers()  # conf/config.yaml names the sweep folder with tlbench.sweep_name
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=CONFIG_NAME)
 def main(cfg: DictConfig) -> float | None:
     """Returns the run's best val accuracy: the objective a search sweeper (Optuna) maximizes;
     None for a failed run of a sweep (a search records that trial as failed and goes on)."""

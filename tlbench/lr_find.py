@@ -372,11 +372,12 @@ def compose(overrides: list[str]):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
+    from tlbench.configs import CONFIG_NAME, config_dir
     from tlbench.sweep import register_resolvers
 
     register_resolvers()
-    with initialize_config_dir(str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"):
-        return hydra_compose("config", overrides=overrides)
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        return hydra_compose(CONFIG_NAME, overrides=overrides)
 
 
 if __name__ == "__main__":

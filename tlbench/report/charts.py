@@ -265,13 +265,14 @@ def data_efficiency(points: pd.DataFrame, ylabel: str, path: Path) -> Path:
             color = INIT_COLORS.get(init, INIT_COLORS["unknown"])
             ax.plot(line["train_size"], 100 * line["mean"], marker="o", color=color, label=init)
             banded = line[line["n"] >= 2]
-            ax.fill_between(banded["train_size"], 100 * banded["ci_low"], 100 * banded["ci_high"],
-                            color=color, alpha=0.2, linewidth=0)
+            ax.fill_between(banded["train_size"], (100 * banded["ci_low"]).clip(lower=0),  # an accuracy is in
+                            (100 * banded["ci_high"]).clip(upper=100), color=color, alpha=0.2, linewidth=0)  # [0, 100]
         ax.set_xscale("log")
+        ax.set_ylim(0, 100)
         ax.set(title="\n".join(textwrap.wrap(str(setting), 48)), xlabel="training images (log scale)",
                ylabel=ylabel)
         ax.legend(title=None, fontsize="small")
-    figure.suptitle("Accuracy vs training images (bands: 95% CI)", fontsize="medium")
+    figure.suptitle("Accuracy vs training images (bands: 95% CI over seeds, cut to 0-100%)", fontsize="medium")
     return _save(figure, path)
 
 
@@ -290,12 +291,12 @@ def cost_frontier(points: pd.DataFrame, cost: str, frontier: pd.Series, xlabel: 
         best = data[frontier.loc[data.index]].sort_values(cost)
         ax.step(best[cost], 100 * best["accuracy"], where="post", color="0.25", linewidth=1.2,
                 label="frontier", zorder=2)
-        for _, row in best.iterrows():
-            ax.annotate("\n".join(textwrap.wrap(str(row["setting"]), 28)), (row[cost], 100 * row["accuracy"]),
-                        fontsize="x-small", xytext=(4, -10), textcoords="offset points")
+        for number, (_, row) in enumerate(best.iterrows(), start=1):  # the # column of the frontier's table
+            ax.annotate(str(number), (row[cost], 100 * row["accuracy"]), fontsize="small", fontweight="bold",
+                        xytext=(4, 4), textcoords="offset points")
         if (data[cost] > 0).all() and data[cost].max() > 10 * data[cost].min():
             ax.set_xscale("log")
         ax.set(title=str(dataset), xlabel=xlabel, ylabel=ylabel)
         ax.legend(title=None, fontsize="small")
-    figure.suptitle(f"Accuracy vs {xlabel}: the frontier of settings nothing beats on both", fontsize="medium")
+    figure.suptitle(f"Accuracy vs {xlabel}\n(numbered: the frontier, as in its table)", fontsize="medium")
     return _save(figure, path)

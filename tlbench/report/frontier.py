@@ -50,7 +50,8 @@ def frontier_table(points: pd.DataFrame, cost: str) -> pd.DataFrame:
     chosen = points[on_frontier(points, cost)].sort_values(["dataset", cost])
     interval = ["n = 1, no interval" if n < 2 else f"{100 * lo:.1f} to {100 * hi:.1f}"
                 for n, lo, hi in zip(chosen["n"], chosen["ci_low"], chosen["ci_high"])]
-    return pd.DataFrame({"dataset": chosen["dataset"], "setting": chosen["setting"], "init": chosen["init"],
+    number = chosen.groupby("dataset", sort=False).cumcount() + 1  # as numbered in the chart
+    return pd.DataFrame({"dataset": chosen["dataset"], "#": number, "setting": chosen["setting"], "init": chosen["init"],
                          "n": chosen["n"], "accuracy": chosen["accuracy"].map(lambda v: f"{100 * v:.1f}%"),
                          "95% CI": interval, f"{label} ({unit})": chosen[cost].map(lambda v: f"{v:.3g}"),
                          "trainable params": chosen["trainable_params"].map(

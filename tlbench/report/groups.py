@@ -59,14 +59,21 @@ def short_name(column: str) -> str:
 
 
 def label_columns(runs: pd.DataFrame, always=("model",)) -> list[str]:
-    """Group columns worth showing: `model` plus any that vary across these runs,
-    skipping config columns that repeat a descriptive top-level field."""
+    """Group columns worth showing: `model`, the descriptive fields that vary, and any other
+    setting that varies among runs sharing the descriptive fields (a setting only one freeze
+    option has, such as freeze.C_grid of logreg, names nothing the word `logreg` does not)."""
+    descriptive = [c for c in DESCRIPTIVE if c in runs.columns]
     shown = []
     for column in group_columns(runs):
         if column.startswith(IDENTITY_PREFIX) and short_name(column) in DESCRIPTIVE:
             continue
         values = runs[column].astype(str)
-        if column in always or values.nunique(dropna=False) > 1:
+        if column in descriptive:
+            varies = values.nunique(dropna=False) > 1
+        else:
+            varies = bool(len(runs)) and values.groupby(
+                [runs[c].astype(str) for c in descriptive] or [pd.Series(0, index=runs.index)]).nunique().gt(1).any()
+        if column in always or varies:
             shown.append(column)
     return shown
 
