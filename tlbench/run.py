@@ -95,14 +95,7 @@ def _train_on(device, cfg, output_dir: Path, result: dict, history: engine.Histo
         show_progress=sys.stderr.isatty(),
         checkpoint=output_dir / checkpoint.CHECKPOINT_FILE, checkpoint_info={"run_id": result["run_id"]},
         checkpoint_every_s=cfg.checkpoint_every_s)
-    model = built.model.to(device)
-    gmacs = cost.forward_gmacs(model, cfg.input_size or splits.image_size, device)  # before compile: no tracing
-    if options.channels_last:
-        model = models.channels_last(model)
-    if device.type == "cuda" and not cfg.deterministic:
-        torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest kernels
-    if cfg.compile:
-        model = compiled.Compiled(model, compiled.graphs_needed(strategy, cfg.epochs))
+    model = _placed_model(cfg, built, device, options, strategy)
     optimizers = lr_find.optimizer_factory(cfg, device.type == "cuda", loaders["train"], device, options,  # lr=find:
                                            strategy, output_dir / "lr_find", result)  # one LR per freeze phase
     if resume_from is not None:  # maybe written on other hardware: fitted to this device, reseeds recorded
@@ -114,10 +107,21 @@ def _train_on(device, cfg, output_dir: Path, result: dict, history: engine.Histo
                device, options, history, resume=resume_from, test_loader=loaders.get("test"),
                on_epoch_end=lambda record: results.write_json_atomic(results.update(result, history),
                                                                      output_dir / RESULT_FILE))
-    result["cost"] = cost.summary(models.count_params(built.model), history.epochs, gmacs,
-                                  cfg.input_size or splits.image_size, time.perf_counter() - started, device)
+    result["cost"] = run_cost(cfg, built.model, splits, history, started, device)
     if cfg.save_model:
         keep_models(cfg, output_dir, getattr(model, "_orig_mod", model), splits, built, result, history)
+
+
+def _placed_model(cfg, built: models.BuiltModel, device, options, strategy) -> torch.nn.Module:
+    """The model on `device` as it trains: channels_last, cuDNN autotuning and torch.compile as asked."""
+    model = built.model.to(device)
+    if options.channels_last:
+        model = models.channels_last(model)
+    if device.type == "cuda" and not cfg.deterministic:
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest kernels
+    if cfg.compile:
+        model = compiled.Compiled(model, compiled.graphs_needed(strategy, cfg.epochs))
+    return model
 
 
 def build_strategy(cfg, built: models.BuiltModel) -> freeze.FreezeStrategy:
@@ -137,7 +141,8 @@ def build_strategy(cfg, built: models.BuiltModel) -> freeze.FreezeStrategy:
 
 
 def run_cost(cfg, model, splits, history: engine.History, started: float, device) -> dict:
-    """result.json `cost` of a run whose model is `model` (wall time since `started`)."""
+    """result.json `cost` of a run whose (uncompiled) model is `model`, wall time since `started`;
+    its GMACs are counted after training, in eval mode, so nothing it trained moves."""
     input_size = cfg.input_size or splits.image_size
     return cost.summary(models.count_params(model), history.epochs, cost.forward_gmacs(model, input_size, device),
                         input_size, time.perf_counter() - started, device)
