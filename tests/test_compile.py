@@ -126,9 +126,9 @@ def test_static_batches_drop_the_short_training_batch_and_pad_evaluation_exactly
     padded = compiled.StaticBatches(plain, 8, 37, train=False)
     assert [len(labels) for _, labels in padded] == [8] * 5
     options = engine.TrainOptions(epochs=1)
-    loss, acc = engine.evaluate(model, padded, cpu, options)
-    plain_loss, plain_acc = engine.evaluate(model, plain, cpu, options)
-    assert acc == plain_acc and loss == pytest.approx(plain_loss, rel=1e-6)
+    loss, acc, mean_class_acc = engine.evaluate(model, padded, cpu, options)
+    plain_loss, plain_acc, plain_mean_class_acc = engine.evaluate(model, plain, cpu, options)
+    assert acc == plain_acc and mean_class_acc == plain_mean_class_acc and loss == pytest.approx(plain_loss, rel=1e-6)
     with pytest.raises(Exception, match="batch_size=64"):
         compiled.StaticBatches(plain, 64, 37, train=True)
 

@@ -124,7 +124,7 @@ def test_seed_preset_a_matches_the_write_up(make_cfg):
     (["schedule=plateau", "schedule.monitor=train_loss"], "schedule.monitor='train_loss'"),
     (["dataset.image_size=-5"], "dataset.image_size=-5 must be a positive size"),
     (["dataset.train_fraction=1.5"], r"dataset.train_fraction=1.5 must be in \(0, 1\]"),
-    (["dataset.val_split=1"], r"dataset.val_split=1.0 must be in \[0, 1\)"),
+    (["dataset.val_split=1.5"], r"dataset.val_split=1.5 must be a fraction in \[0, 1\)"),
     (["augment.pad_mode=wrap"], "augment.pad_mode='wrap' is not known; use one of constant, reflect, edge, symmetric"),
     (["augment.hflip=often"], "augment.hflip: Value 'often'"),
     (["+augment.blur=3"], "augment does not take blur"),

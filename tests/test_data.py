@@ -139,28 +139,28 @@ def test_filelist_errors_name_the_file_and_line(food_lists, line, message):
     bad = food_lists / "bad.txt"
     bad.write_text(f"images/1.jpg 1\n{line}\n")
     with pytest.raises((ConfigError, DataNotFoundError), match=f"bad.txt:2: {re.escape(message)}"):
-        data.filelist(bad, food_lists / "test.txt")
+        data.local.filelist(bad, food_lists / "test.txt")
 
 
 def test_filelist_label_out_of_range(food_lists):
     with pytest.raises(ConfigError, match="label 2 is out of range for dataset.num_classes=2"):
-        data.filelist(food_lists / "train.txt", food_lists / "test.txt", num_classes=2)
+        data.local.filelist(food_lists / "train.txt", food_lists / "test.txt", num_classes=2)
 
 
 def test_imagefolder_reads_train_and_test(image_tree):
-    splits = data.imagefolder(image_tree)
+    splits = data.local.imagefolder(image_tree)
     assert splits.classes == ["cat", "dog"] and len(splits.train) == 6 and len(splits.test) == 4
 
 
 def test_imagefolder_errors_are_specific(image_tree, tmp_path):
     with pytest.raises(DataNotFoundError, match="does not exist"):
-        data.imagefolder(tmp_path / "nowhere")
+        data.local.imagefolder(tmp_path / "nowhere")
     (image_tree / "train" / "bird").mkdir()
     with pytest.raises(DataNotFoundError, match="class folder .*bird holds no images"):
-        data.imagefolder(image_tree)
+        data.local.imagefolder(image_tree)
     Image.new("RGB", (8, 8)).save(image_tree / "train" / "bird" / "0.png")
     with pytest.raises(DataNotFoundError, match=r"different classes: only in train: \['bird'\]"):
-        data.imagefolder(image_tree)
+        data.local.imagefolder(image_tree)
 
 
 def test_fraction_keeps_every_class_and_is_independent_of_the_run_seed():
@@ -234,6 +234,6 @@ def test_a_download_that_fails_fastais_published_check_is_kept_aside_and_not_ext
     archive.write_bytes(b"\x1f\x8b" + b"not the real archive" * 100)
     with pytest.raises(DataNotFoundError, match=r"is not fast.ai's imagewoof archive: size 2002 .* expected 92612825 "
                                                 r"and 3559b194123981a540b87132dbda412f .* kept as .*\.rejected"):
-        data.imagewoof(tmp_path, download=True)
+        data.fastai.imagewoof(tmp_path, download=True)
     assert not archive.exists() and (tmp_path / "imagewoof2-160.tgz.rejected").is_file()
     assert not (tmp_path / "imagewoof2-160").exists(), "a rejected archive was extracted"

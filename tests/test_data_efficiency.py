@@ -47,7 +47,28 @@ def test_fractions_are_nested_and_the_subset_seed_draws_another_subset():
     assert image_hashes(digits(train_per_class=5, subset_seed=1).val) == image_hashes(digits().val)
 
 
+def test_a_total_of_training_images_is_shared_in_proportion_nested_and_exact():
+    """VTAB-1k's 1,000 examples: `train_images=N` keeps exactly N, every class in proportion to its
+    size (Webster's divisor method, one image at a time, so a larger N never drops an image)."""
+    targets = [0] * 50 + [1] * 30 + [2] * 10 + [3] * 7 + [4] * 3
+    previous = set()
+    for total in range(1, 101):
+        chosen = set(data.stratified_indices(targets, 1.0, seed=0, total=total))
+        assert len(chosen) == total and previous <= chosen, total
+        previous = chosen
+    per_class = pd.Series([targets[i] for i in data.stratified_indices(targets, 1.0, seed=0, total=20)]).value_counts()
+    assert per_class.to_dict() == {0: 10, 1: 6, 2: 2, 3: 1, 4: 1}  # 20 x 50/100, 30/100, ... rounded
+    splits = digits(train_images=100, val_split=200)
+    assert (len(splits.train), len(splits.val)) == (100, 200)
+    assert splits.train_subset == "100 images, classes in proportion, subset_seed=0"
+    assert splits.val_source == "200 images of train, stratified, split_seed=0"
+    assert image_hashes(splits.test) == image_hashes(digits().test)
+
+
 @pytest.mark.parametrize("settings, needle", [
+    (dict(train_images=100_000), "dataset.train_images=100000 but only"),
+    (dict(train_images=10, train_per_class=2), "each chooses the training subset"),
+    (dict(val_split=1.5), "or an integer number of images"),
     (dict(train_per_class=1000), "dataset.train_per_class=1000 but class"),
     (dict(train_per_class=0), "dataset.train_per_class=0 must be a positive number"),
     (dict(train_per_class=5, train_fraction=0.5), "set one of them"),
@@ -67,6 +88,10 @@ def test_a_k_shot_run_records_its_subset_and_keeps_its_own_identity(make_cfg, tm
     assert info["val_size"] == 144  # the same val split as the full set's
     ids = {identity.run_id(resolved(make_cfg("dataset=digits", f"dataset.train_per_class={k}"))) for k in (None, 3, 5)}
     assert len(ids) == 3
+    # train_images came later: a run that leaves it unset keeps the run_id it had before the key existed
+    config = resolved(make_cfg("dataset=digits"))
+    before = {**config, "dataset": {k: v for k, v in config["dataset"].items() if k != "train_images"}}
+    assert identity.run_id(config) == identity.run_id(before)
 
 
 def test_an_older_digits_run_keeps_its_run_id():

@@ -87,7 +87,7 @@ def test_batch_transform_returns_normalized_float_at_input_size():
 
 
 def test_cache_is_reused_and_rebuilt_when_the_source_changes(image_tree, tmp_path):
-    splits = data.imagefolder(image_tree, image_size=16)
+    splits = data.local.imagefolder(image_tree, image_size=16)
     first = tensor_data.cached_split(splits.train, 16, tmp_path / "cache", "tree", "train")
     assert first.decoded and first.path.is_file() and first.images.shape == (6, 3, 16, 16)
     second = tensor_data.cached_split(splits.train, 16, tmp_path / "cache", "tree", "train")
@@ -97,7 +97,7 @@ def test_cache_is_reused_and_rebuilt_when_the_source_changes(image_tree, tmp_pat
 
     Image.new("RGB", (40, 40), (255, 255, 255)).save(changed)
     os.utime(changed, ns=(1, 10**18))
-    third = tensor_data.cached_split(data.imagefolder(image_tree, 16).train, 16, tmp_path / "cache", "tree", "train")
+    third = tensor_data.cached_split(data.local.imagefolder(image_tree, 16).train, 16, tmp_path / "cache", "tree", "train")
     assert third.decoded and third.path != first.path
     assert not torch.equal(third.images, first.images)
     assert not list((tmp_path / "cache").glob(".*tmp"))
@@ -129,7 +129,7 @@ def assert_same_eval_inputs(source_size, input_size):
     from tlbench import augment
 
     mean, std = augment.NORMALIZATIONS["imagenet"]
-    images = data.synthetic(train_size=64, test_size=4, image_size=source_size, noise=1.0).train
+    images = data.memory.synthetic(train_size=64, test_size=4, image_size=source_size, noise=1.0).train
     cached = tensor_data.cached_split(images, 32, None, "synthetic", "train")
     tensor = tensor_data.BatchTransform(32, input_size or 32, mean, std, train=False)(cached.images, gen())
     pil_transform = augment.eval_transform(32, mean, std, input_size=input_size)

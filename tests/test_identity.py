@@ -90,7 +90,7 @@ def perturbed(value):
 def test_every_setting_that_changes_training_changes_the_run_id(make_cfg, overrides):
     config = resolved(make_cfg(*overrides))
     base = identity.run_id(config)
-    flat = identity._flatten(config)
+    flat = identity.flatten(config)
     assert "batch_size" in flat and "optimizer.lr" in flat
     for key, value in flat.items():
         changed = identity._unflatten({**flat, key: perturbed(value)})

@@ -152,7 +152,7 @@ def test_bad_probe_settings_fail_at_startup_naming_the_value_and_the_fix(make_cf
 def test_every_probe_setting_is_part_of_the_run_id(make_cfg, probe):
     config = OmegaConf.to_container(make_cfg(f"freeze={probe}"), resolve=True)
     base = identity.run_id(config)
-    flat = identity._flatten(config)
+    flat = identity.flatten(config)
     assert any(key.startswith("freeze.") and key != "freeze.name" for key in flat)
     for key, value in flat.items():
         moved = identity.run_id(identity._unflatten({**flat, key: perturbed(value)})) != base

@@ -112,7 +112,7 @@ from tlbench import data, tensor_data
 root, cache, start = sys.argv[1:]
 while not Path(start).exists():
     time.sleep(0.005)
-split = tensor_data.cached_split(data.imagefolder(root, 32).train, 32, cache, "tree", "train")
+split = tensor_data.cached_split(data.local.imagefolder(root, 32).train, 32, cache, "tree", "train")
 print(split.decoded, hashlib.sha256(split.images.numpy().tobytes()).hexdigest())
 """
 

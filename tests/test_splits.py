@@ -61,7 +61,8 @@ def test_best_epoch_best_pt_and_plateau_read_val_even_when_test_disagrees(make_c
     def fit(model, train_loader, val_loader, *args, test_loader=None, on_epoch_end=None, **kwargs):
         assert test_loader is not None and test_loader is not val_loader
         names = {id(val_loader): "val", id(test_loader): "test"}
-        monkeypatch.setattr(engine, "evaluate", lambda m, loader, d, o: next(scripted[names[id(loader)]]))
+        # (loss, top-1, mean per-class): synthetic's metric is top1, so the per-class value must select nothing
+        monkeypatch.setattr(engine, "evaluate", lambda m, loader, d, o: (*next(scripted[names[id(loader)]]), 0.5))
 
         def record(epoch_record):
             snapshots.append({k: v.clone() for k, v in model.state_dict().items()})

@@ -170,8 +170,8 @@ def test_cuda_steps_and_evaluation_batches_never_synchronize():
         batches = Strict(device_batches(4 * 49, 4, cuda, augment=augment))
         result = trainer(model, cuda, 49, show_progress=True, **fast)(batches)
         assert result["images"] == 4 * 49 and len(result["iter_loss"]) == 49
-    loss, acc = evaluator(model, cuda, **fast)(Strict(device_batches(40, 8, cuda, train=False)))
-    assert loss > 0 and 0 <= acc <= 1
+    loss, acc, mean_class_acc = evaluator(model, cuda, **fast)(Strict(device_batches(40, 8, cuda, train=False)))
+    assert loss > 0 and 0 <= acc <= 1 and 0 <= mean_class_acc <= 1
 
 
 class Strict:

@@ -17,14 +17,16 @@ register_resolvers()  # conf/config.yaml names the sweep folder with tlbench.swe
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=CONFIG_NAME)
 def main(cfg: DictConfig) -> float | None:
-    """Returns the run's best val accuracy: the objective a search sweeper (Optuna) maximizes;
-    None for a failed run of a sweep (a search records that trial as failed and goes on)."""
+    """Returns the run's best val accuracy in the data set's metric (results.objective): what a
+    search sweeper (Optuna) maximizes; None for a failed run of a sweep (a search records that
+    trial as failed and goes on)."""
+    from tlbench.results import objective
     from tlbench.run import run  # imported here so `--help` and config errors stay fast
 
     if HydraConfig.get().mode != RunMode.MULTIRUN:
-        return run(cfg)["summary"]["best_val_acc"]
+        return objective(run(cfg)["summary"])
     try:
-        return run(cfg)["summary"]["best_val_acc"]
+        return objective(run(cfg)["summary"])
     except Exception as err:  # noqa: BLE001 - one failed run must not stop its siblings
         # result.json already records the failure; tlbench.sweep exits non-zero at the sweep's end.
         log.error("run failed, the sweep goes on: %s: %s", type(err).__name__, err)

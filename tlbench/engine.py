@@ -30,7 +30,9 @@ class TrainOptions:
     sigmoid_before_loss: bool = False   # write-up C's defect: cross-entropy on sigmoid(logits); predictions unchanged
     clip_grad_norm: float | None = None
     clip_grad_value: float | None = None
-    best_checkpoint: Path | None = None  # where to keep the best-val-acc state_dict, or None
+    best_checkpoint: Path | None = None  # where to keep the best epoch's state_dict, or None
+    select_on: str = "val_acc"           # the epoch record's field that picks the best epoch: the data set's
+                                         # metric on val (results.selection_field: val_mean_class_acc for some)
     checkpoint: Path | None = None       # where to save the full training state (see checkpoint_every_s)
     checkpoint_every_s: float = 0.0      # save when this long has passed since the last save (or the start),
                                          # and after the last epoch; 0 = after every epoch
@@ -49,12 +51,13 @@ class History:
 def fit(model: nn.Module, train_loader, val_loader, freeze: FreezeStrategy, optimizers: OptimizerFactory,
         schedule: LrSchedule, device: torch.device, options: TrainOptions, history: History | None = None,
         on_epoch_end=None, resume: dict | None = None, test_loader=None) -> History:
-    """Trains `options.epochs` epochs, evaluating on `val_loader` (what selects: the best epoch,
-    best.pt, the plateau rule) and on `test_loader` (what is reported; None = val is the test
-    split, and test metrics repeat val's). `history` is filled in place, so a caller that catches an
-    exception still has every epoch completed before it. `on_epoch_end(record)` is called after
-    each epoch, once its checkpoint (if one is due) is written. `resume`: a state loaded by
-    checkpoint.load, from which training goes on exactly as if it had never stopped.
+    """Trains `options.epochs` epochs, evaluating on `val_loader` (what selects: the best epoch and
+    best.pt, on `options.select_on`, and the plateau rule) and on `test_loader` (what is reported;
+    None = val is the test split, and test metrics repeat val's). `history` is filled in place, so
+    a caller that catches an exception still has every epoch completed before it.
+    `on_epoch_end(record)` is called after each epoch, once its checkpoint (if one is due) is
+    written. `resume`: a state loaded by checkpoint.load, from which training goes on exactly as
+    if it had never stopped.
 
     The full state is saved to `options.checkpoint` once `checkpoint_every_s` has passed since the
     last save (or the start) and after the last epoch: a resnet18 + Adam checkpoint (128 MiB,
@@ -95,10 +98,12 @@ def fit(model: nn.Module, train_loader, val_loader, freeze: FreezeStrategy, opti
         train = train_one_epoch(model, train_loader, optimizer, schedule, epoch * len(train_loader), device,
                                 options, desc=f"epoch {epoch + 1}/{options.epochs}")
         train_time_s = time.perf_counter() - started
-        val_loss, val_acc = evaluate(model, val_loader, device, options)
-        test_loss, test_acc = evaluate(model, test_loader, device, options) if test_loader else (val_loss, val_acc)
+        val_loss, val_acc, val_mean_class_acc = evaluate(model, val_loader, device, options)
+        test_loss, test_acc, test_mean_class_acc = (evaluate(model, test_loader, device, options) if test_loader
+                                                    else (val_loss, val_acc, val_mean_class_acc))
         record = dict(epoch=epoch + 1, train_loss=train["loss"], train_acc=train["acc"], val_loss=val_loss,
-                      val_acc=val_acc, test_loss=test_loss, test_acc=test_acc, lr=optimizer.param_groups[-1]["lr"],
+                      val_acc=val_acc, val_mean_class_acc=val_mean_class_acc, test_loss=test_loss, test_acc=test_acc,
+                      test_mean_class_acc=test_mean_class_acc, lr=optimizer.param_groups[-1]["lr"],
                       time_s=time.perf_counter() - started, images_per_s=train["images"] / train_time_s,
                       trainable_params=trainable, trainable_fraction=trainable / total_params,
                       freeze_phase=phase.name, train_images=train["images"], compile_s=compile_s)
@@ -107,9 +112,9 @@ def fit(model: nn.Module, train_loader, val_loader, freeze: FreezeStrategy, opti
         history.epochs.append(record)
         history.iter_loss.extend(train["iter_loss"])
         schedule.epoch_end(record)
-        if options.best_checkpoint and val_acc > best_val_acc:
+        if options.best_checkpoint and record[options.select_on] > best_val_acc:
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in plain.state_dict().items()}
-        best_val_acc = max(best_val_acc, val_acc)
+        best_val_acc = max(best_val_acc, record[options.select_on])  # saved as best_val_acc, whichever field
         saved = ""
         if epoch + 1 == options.epochs or time.monotonic() - last_saved >= options.checkpoint_every_s:
             save_started = time.monotonic()
@@ -234,24 +239,48 @@ def _check_finite(losses, done, desc) -> list[float]:
 
 
 @torch.no_grad()
-def evaluate(model, loader, device, options) -> tuple[float, float]:
-    """Mean cross-entropy (no label smoothing; on sigmoid outputs under `sigmoid_before_loss`, as
-    write-up C measured it) and accuracy over the whole split. The per-batch loss sums and correct
-    counts stay on the device and are read back once, at the end of the split."""
+def evaluate(model, loader, device, options) -> tuple[float, float, float]:
+    """(mean cross-entropy, top-1 accuracy, mean per-class accuracy) over the whole split. The
+    loss has no label smoothing (on sigmoid outputs under `sigmoid_before_loss`, as write-up C
+    measured it); the per-class mean is over the classes present in the split (scikit-learn's
+    balanced_accuracy_score). The per-batch loss sums and correct counts and the per-class tallies
+    stay on the device and are read back together once, at the end of the split."""
     model.eval()
-    loss_sums, corrects, counts = [], [], []
+    loss_sums, corrects, counts, hits, totals = [], [], [], 0, 0
     for images, labels in loader:
         images, labels = _to_device(images, labels, device, options.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=options.amp):
             logits = model(images)
         # padding samples (compile=true's static shapes) carry IGNORE_INDEX: no loss, never correct, not counted
         loss_sums.append(F.cross_entropy(_loss_input(logits, options), labels, reduction="sum"))
-        corrects.append((logits.argmax(1) == labels).sum())
+        correct = logits.argmax(1) == labels
+        corrects.append(correct.sum())
         counts.append((labels != IGNORE_INDEX).sum())
-    # float32 holds each batch's counts exactly (< 2**24); summed in Python as before, in batch order
-    loss_sums, corrects, counts = torch.stack([torch.stack(loss_sums), torch.stack(corrects).float(),
-                                               torch.stack(counts).float()]).tolist()
-    return sum(loss_sums) / sum(counts), sum(corrects) / sum(counts)
+        # a (batch x classes) comparison, not bincount or one_hot, which read the labels' maximum back
+        member = labels[:, None] == torch.arange(logits.shape[1], device=device)  # padding is in no class
+        hits, totals = hits + (member & correct[:, None]).sum(0), totals + member.sum(0)
+    # float32 holds each batch's counts and each class's tallies exactly (< 2**24); summed in Python as
+    # before, in batch order
+    loss_sums, corrects, counts, hits, totals = _read_together(
+        torch.stack(loss_sums), torch.stack(corrects), torch.stack(counts), hits, totals)
+    return sum(loss_sums) / sum(counts), sum(corrects) / sum(counts), mean_class_accuracy(hits, totals)
+
+
+def mean_class_accuracy(hits, totals) -> float:
+    """The mean over classes with images (`totals` > 0) of hits / totals: Kornblith et al.'s
+    mean per-class accuracy, balanced_accuracy_score in scikit-learn."""
+    rates = [hit / total for hit, total in zip(hits, totals) if total > 0]
+    return sum(rates) / len(rates)
+
+
+def _read_together(*tensors) -> list[list[float]]:
+    """The tensors' values as float32, in one transfer to the host."""
+    values = torch.cat([tensor.float().flatten() for tensor in tensors]).tolist()
+    out, start = [], 0
+    for tensor in tensors:
+        out.append(values[start:start + tensor.numel()])
+        start += tensor.numel()
+    return out
 
 
 def _loss_input(logits, options):

@@ -18,13 +18,17 @@ NOT_IDENTITY = frozenset({
     "results_dir", "data_dir", "weights_dir", "hydra", "published", "resume", "run_lock", "keep_checkpoint",
     "save_best", "save_model",
     "device", "devices", "threads", "num_workers", "eval_batch_size", "compile", "channels_last", "deterministic",
-    "checkpoint_every_s",
+    "checkpoint_every_s", "logger",  # trackers only copy result.json (tlbench/loggers.py)
     "data.cache_dir", "data.device_budget_gb", "data.decode_workers", "dataset.data_dir", "dataset.download",
     # removed settings, so results written before their removal keep their identity
     "dataset.allow_absolute_paths",  # file lists now take absolute paths always (a run that used one trained the same)
 })
 # Keys that point at local files: their content (fingerprints below) stands in for the path.
-CONTENT_KEYS = ("dataset.root", "dataset.train_list", "dataset.test_list", "dataset.val_list", "model.weights_file")
+CONTENT_KEYS = ("dataset.root", "dataset.train_list", "dataset.test_list", "dataset.val_list", "dataset.path",
+                "model.weights_file")
+# Files whose bytes join a folder's fingerprint: a Hugging Face save_to_disk folder's state.json holds
+# the data's own fingerprint, which follows content that the Arrow files' sizes alone may not.
+READ_IN_FOLDERS = frozenset({"state.json"})
 # Settings added after schema 1 first shipped, with the value whose behaviour an older result.json
 # had: at that value they are left out, so an experiment keeps its identity across upgrades (and
 # the report groups a schema-1 run with the schema-2 run that repeats its protocol).
@@ -34,7 +38,7 @@ LATER_SETTINGS = {
     "dataset.split_seed": 0, "freeze.keep_optimizer_state": False, "defects.freeze_by_name": None,
     "defects.freeze_noop": False, "defects.sigmoid_before_loss": False, "schedule.cycle_momentum": False,
     "schedule.base_momentum": 0.85, "schedule.max_momentum": 0.95,
-    "dataset.train_per_class": None, "dataset.subset_seed": 0,
+    "dataset.train_per_class": None, "dataset.subset_seed": 0, "dataset.train_images": None,
     # the LR finder's ramp: it acts only with optimizer.lr=find, which older runs never had
     "lr_find.start_lr": 1e-7, "lr_find.end_lr": 10.0, "lr_find.steps": 100, "lr_find.stop_factor": 4.0,
     "lr_find.beta": 0.98,
@@ -57,7 +61,7 @@ def experiment(config: dict, fingerprints: dict | None = None) -> dict:
     """The config that defines the experiment: a pruned deep copy, with each local file key in
     CONTENT_KEYS replaced by its fingerprint when one is given (else its path is kept: without
     its content, only the same path can be known to be the same data)."""
-    flat = _flatten(json.loads(json.dumps(config, default=str)))
+    flat = flatten(json.loads(json.dumps(config, default=str)))
     fingerprints = fingerprints or {}
     later = {**LATER_SETTINGS, **LATER_FOR_DATASET.get(flat.get("dataset.name"), {})}
     kept = {}
@@ -76,14 +80,14 @@ def run_id(config: dict, fingerprints: dict | None = None) -> str:
 
 def upgrade_schema_1_config(config: dict) -> dict:
     """A schema-1 config under schema-2 names (a copy), so old runs group with new ones."""
-    flat = _flatten(json.loads(json.dumps(config, default=str)))
+    flat = flatten(json.loads(json.dumps(config, default=str)))
     renamed = {**RENAMED_IN_SCHEMA_2, **(DIGITS_RENAMED if flat.get("dataset.name") == "digits" else {})}
     return _unflatten({renamed.get(key, key): value for key, value in flat.items()})
 
 
 def fingerprint_paths(config: dict) -> dict:
     """{dotted key: content fingerprint} for every local file or folder the config points at."""
-    flat = _flatten(config)
+    flat = flatten(config)
     found = {}
     for key in CONTENT_KEYS:
         path = flat.get(key)
@@ -96,7 +100,8 @@ def fingerprint(path: Path) -> str:
     """A file: sha256 of its bytes (weights, list files). A folder (an ImageFolder root): its
     layout, i.e. every file's path relative to the root with its size, so the same images copied
     to another machine match and one added, removed or resized image does not. File contents are
-    not read (60,000 CIFAR files take a second to list, minutes to hash)."""
+    not read (60,000 CIFAR files take a second to list, minutes to hash), except the small records
+    in READ_IN_FOLDERS."""
     digest = hashlib.sha256()
     if path.is_file():
         with open(path, "rb") as handle:
@@ -109,15 +114,18 @@ def fingerprint(path: Path) -> str:
         for name in sorted(files):
             size = os.stat(os.path.join(folder, name)).st_size
             digest.update(f"{os.path.relpath(os.path.join(folder, name), path)}|{size}\n".encode())
+            if name in READ_IN_FOLDERS:
+                digest.update(Path(folder, name).read_bytes())
             count, total = count + 1, total + size
     return f"tree:{digest.hexdigest()[:16]}:{count}files:{total}bytes"
 
 
-def _flatten(mapping: dict, prefix: str = "") -> dict:
+def flatten(mapping: dict, prefix: str = "") -> dict:
+    """{"optimizer.lr": 0.001, ...}: a nested config as dotted keys (empty sections kept as values)."""
     flat = {}
     for key, value in mapping.items():
         if isinstance(value, dict) and value:
-            flat.update(_flatten(value, f"{prefix}{key}."))
+            flat.update(flatten(value, f"{prefix}{key}."))
         else:
             flat[f"{prefix}{key}"] = value
     return flat

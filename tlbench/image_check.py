@@ -59,7 +59,8 @@ def read_all(dataset: Dataset, transform, on_bad_image: str, workers: int = 0, b
 
 def without_bad_images(dataset: Dataset, on_bad_image: str, workers: int = 0) -> tuple[Dataset, list[str]]:
     """For the PIL path: the same data set minus undecodable files (reads each file once)."""
-    if on_bad_image == "fail" or not hasattr(_root(dataset), "samples"):
+    root = _root(dataset)  # image files, or rows of encoded images (data/hf.py): in-memory tensors always decode
+    if on_bad_image == "fail" or not (hasattr(root, "samples") or getattr(root, "encoded_images", False)):
         return dataset, []
     _, _, kept, bad = read_all(dataset, lambda image: torch.zeros(0), on_bad_image, workers)
     return (Subset(dataset, kept) if bad else dataset), bad

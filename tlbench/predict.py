@@ -23,7 +23,8 @@ import torch
 from PIL import UnidentifiedImageError
 from torch import nn
 
-from tlbench import atomic, devices, export, folders
+from tlbench import atomic, devices, export
+from tlbench.data import folders
 from tlbench.errors import BadImageError, ConfigError, DataNotFoundError, WeightsMismatchError
 
 DEFAULT_CSV = "predictions.csv"

@@ -6,11 +6,12 @@ beside fine-tuning runs.
 
 logreg: multinomial logistic regression, L-BFGS (scikit-learn), features standardized with the
 train split's mean and std (`standardize`). C (scikit-learn's inverse L2 strength) is chosen on
-the val split from `C_grid`: the highest val accuracy, then the lowest val loss, then the smallest
-C; test is never looked at. Then, as Kornblith et al. (and VTAB's train800val200) do, the chosen C
-is refitted on train + val (`refit_on: train_val`; `train` keeps the model that was selected).
-val_* in the record are the selected train-only model's (the numbers C was chosen by), test_* the
-final model's, train_* the final model's on the train split.
+the val split from `C_grid`: the highest val accuracy in the data set's metric (top-1, or mean
+per-class accuracy where that is what is reported: DataSplits.metric), then the lowest val loss,
+then the smallest C; test is never looked at. Then, as Kornblith et al. (and VTAB's
+train800val200) do, the chosen C is refitted on train + val (`refit_on: train_val`; `train` keeps
+the model that was selected). val_* in the record are the selected train-only model's (the numbers
+C was chosen by), test_* the final model's, train_* the final model's on the train split.
 
 knn: L2-normalised features, cosine similarity, the k nearest training images vote with weight
 exp(similarity / temperature) (DINO eval_knn.py: k=20, T=0.07). val is voted by the train split,
@@ -28,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tlbench import devices, features, settings
+from tlbench import devices, engine, features, results, settings
 from tlbench.errors import ConfigError
 
 log = logging.getLogger("tlbench")
@@ -110,7 +111,8 @@ def run_probe(cfg, splits, built, device, result: dict, history) -> None:
     num_classes, dim = len(splits.classes), train.features.shape[1]
     fit_started = time.perf_counter()
     if cfg.freeze.name == "logreg":
-        metrics, details = logreg(train, val, test, probe, num_classes, val_is_test="test" not in found)
+        metrics, details = logreg(train, val, test, probe, num_classes, val_is_test="test" not in found,
+                                  metric=splits.metric)
         trainable = details["classifier_params"] = dim * num_classes + num_classes
     else:
         bank = train if "test" not in found else _joined(train, val)
@@ -135,9 +137,10 @@ def run_probe(cfg, splits, built, device, result: dict, history) -> None:
 
 # ---------------------------------------------------------------- logistic regression
 
-def logreg(train, val, test, probe: Logreg, num_classes: int, val_is_test: bool = False) -> tuple[dict, dict]:
+def logreg(train, val, test, probe: Logreg, num_classes: int, val_is_test: bool = False,
+           metric: str = "top1") -> tuple[dict, dict]:
     """(epoch metrics, details for result.json). The grid is walked from the smallest C (strongest
-    regularization) up, each fit warm-started from the previous one."""
+    regularization) up, each fit warm-started from the previous one; C is chosen on val's `metric`."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
@@ -148,28 +151,30 @@ def logreg(train, val, test, probe: Logreg, num_classes: int, val_is_test: bool 
     y_train, y_val, y_test = (split.labels.numpy() for split in (train, val, test))
     grid = sorted(float(c) for c in probe.C_grid)
     model = LogisticRegression(max_iter=probe.max_iter, warm_start=True)
-    val_acc, val_loss, n_iter, selected, best = [], [], [], None, None
+    chosen_on = results.selection_field(metric).removeprefix("val_")  # "acc" or "mean_class_acc"
+    val_scores, n_iter, selected, best = [], [], None, None
     # One BLAS thread: measured on the 2-core CPU under load, an L-BFGS fit on digits features took
     # 0.25 s with 1 OpenBLAS thread and 8.6 s with 2 (spinning threads descheduled); 10k x 1536: 3.9 vs 27 s.
     with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="blas"):
         warnings.simplefilter("ignore", ConvergenceWarning)  # recorded instead: n_iter == max_iter
         for c in grid:
             model.set_params(C=c).fit(x_train, y_train)
-            acc, loss = _scores(model, x_val, y_val, num_classes)
-            val_acc.append(acc), val_loss.append(loss), n_iter.append(int(model.n_iter_.max()))
-            if best is None or (acc, -loss) > best:  # ties keep the smaller C
-                best, selected = (acc, -loss), copy.deepcopy(model)
+            scores = _scores(model, x_val, y_val, num_classes)
+            val_scores.append(scores), n_iter.append(int(model.n_iter_.max()))
+            if best is None or (scores[chosen_on], -scores["loss"]) > best:  # ties keep the smaller C
+                best, selected = (scores[chosen_on], -scores["loss"]), copy.deepcopy(model)
         chosen = selected.C
         final = selected
         if probe.refit_on == "train_val" and not val_is_test:
             final = LogisticRegression(C=chosen, max_iter=probe.max_iter).fit(
                 _stack(x_train, x_val), _stack(y_train, y_val))
-    train_acc, train_loss = _scores(final, x_train, y_train, num_classes)
-    test_acc, test_loss = _scores(final, x_test, y_test, num_classes)
-    metrics = dict(train_loss=train_loss, train_acc=train_acc, val_loss=val_loss[grid.index(chosen)],
-                   val_acc=val_acc[grid.index(chosen)], test_loss=test_loss, test_acc=test_acc)
-    details = {"C": chosen, "C_grid": grid, "val_acc_grid": val_acc, "val_loss_grid": val_loss,
-               "n_iter_grid": n_iter, "max_iter": probe.max_iter, "standardize": probe.standardize,
+    metrics = _record(_scores(final, x_train, y_train, num_classes), val_scores[grid.index(chosen)],
+                      _scores(final, x_test, y_test, num_classes))
+    details = {"C": chosen, "C_grid": grid, "C_chosen_on": f"val_{chosen_on}",
+               "val_acc_grid": [v["acc"] for v in val_scores],
+               "val_mean_class_acc_grid": [v["mean_class_acc"] for v in val_scores],
+               "val_loss_grid": [v["loss"] for v in val_scores], "n_iter_grid": n_iter, "max_iter": probe.max_iter,
+               "standardize": probe.standardize,
                "refit_on": probe.refit_on if not val_is_test else "train",
                "fit_images": len(y_train) + (len(y_val) if final is not selected else 0)}
     return metrics, details
@@ -184,15 +189,31 @@ def _stack(a, b):
     return np.concatenate([a, b])
 
 
-def _scores(model, x, y, num_classes: int) -> tuple[float, float]:
-    """(accuracy, mean cross-entropy) with a probability column for every class, also ones the
-    model never saw."""
+def _scores(model, x, y, num_classes: int) -> dict:
+    """acc (top-1), mean_class_acc and loss (mean cross-entropy) with a probability column for
+    every class, also ones the model never saw."""
     from sklearn.metrics import log_loss
 
     proba = np.zeros((len(y), num_classes))
     proba[:, model.classes_] = model.predict_proba(x)
     proba /= proba.sum(1, keepdims=True)  # float32 features give float32 rows that sum to 1 only to 1e-7
-    return float((proba.argmax(1) == y).mean()), float(log_loss(y, proba, labels=list(range(num_classes))))
+    predicted = proba.argmax(1)
+    return {"acc": float((predicted == y).mean()), "mean_class_acc": _mean_class_acc(predicted, y, num_classes),
+            "loss": float(log_loss(y, proba, labels=list(range(num_classes))))}
+
+
+def _mean_class_acc(predicted: np.ndarray, labels: np.ndarray, num_classes: int) -> float:
+    """engine.evaluate's mean per-class accuracy (over the classes present in `labels`)."""
+    totals = np.bincount(labels, minlength=num_classes)
+    hits = np.bincount(labels[predicted == labels], minlength=num_classes)
+    return engine.mean_class_accuracy(hits.tolist(), totals.tolist())
+
+
+def _record(train: dict, val: dict, test: dict) -> dict:
+    """The epoch record's metrics from each split's scores; train's are top-1 only, as in training."""
+    return dict(train_loss=train["loss"], train_acc=train["acc"], val_loss=val["loss"], val_acc=val["acc"],
+                val_mean_class_acc=val["mean_class_acc"], test_loss=test["loss"], test_acc=test["acc"],
+                test_mean_class_acc=test["mean_class_acc"])
 
 
 # ---------------------------------------------------------------- k-NN
@@ -205,9 +226,11 @@ def knn(train, val, test, bank, probe: Knn, num_classes: int, device) -> tuple[d
         proba = knn_proba(voters.features, voters.labels, queries.features, k, probe.temperature, num_classes,
                           device, leave_one_out=leave_out)
         labels = queries.labels.to(proba.device)
-        scores[f"{name}_acc"] = (proba.argmax(1) == labels).float().mean().item()
-        scores[f"{name}_loss"] = -proba.gather(1, labels[:, None]).clamp_min(KNN_PROB_FLOOR).log().mean().item()
-    metrics = {key: scores[key] for key in ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")}
+        predicted = proba.argmax(1)
+        scores[name] = {"acc": (predicted == labels).float().mean().item(),
+                        "mean_class_acc": _mean_class_acc(predicted.cpu().numpy(), labels.cpu().numpy(), num_classes),
+                        "loss": -proba.gather(1, labels[:, None]).clamp_min(KNN_PROB_FLOOR).log().mean().item()}
+    metrics = _record(scores["train"], scores["val"], scores["test"])
     details = {"k": probe.k, "k_used": k, "temperature": probe.temperature,
                "bank": {"train": "train, leaving each image out", "val": "train",
                         "test": "train + val" if bank is not train else "train"},

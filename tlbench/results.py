@@ -1,10 +1,19 @@
 """The one JSON file per run (`result.json`, schema below and in README) and how it is written.
 
 schema_version 2: schema_version, run_id, identity, fingerprints, status ("ok"|"failed"|"interrupted"|"running"),
-config, model, dataset, pretrained, freeze, optimizer, schedule, seed, epochs[] (train_*, val_*, test_*),
+config, model, dataset, metric, pretrained, freeze, optimizer, schedule, seed, epochs[] (train_*, val_*, test_*),
 iter_loss[], iters_per_epoch, summary, model_info, data_info, cost (tlbench/cost.py), compile (tlbench/compiled.py;
 null without compile=true), seeds, deterministic, env, error, started_at, finished_at, resumes[]. Version 1 had no
-test split (its val was the test split) and no identity."""
+test split (its val was the test split) and no identity.
+
+`metric` (also data_info.metric) is the accuracy the literature reports for the data set
+(DataSplits.metric): "top1", or "mean_per_class" (Kornblith et al. 2019: FGVC Aircraft,
+Oxford-IIIT Pets, Caltech-101, Flowers-102); null while the data is not built yet, and absent in
+files from before it, which are top1. Every epoch record has both: val_acc / test_acc (top-1) and
+val_mean_class_acc / test_mean_class_acc (the mean over the classes present in the split of each
+class's accuracy); train_acc is top-1. The metric picks the best epoch (on val; best.safetensors,
+plateau with monitor=val_acc, a search's objective `best_val_metric`) and fills the summary's
+*_metric fields (summarize); with top1 they equal the *_acc ones."""
 
 import json
 import os
@@ -19,6 +28,8 @@ from tlbench.errors import ResultsWriteError
 
 SCHEMA_VERSION = 2  # 2: train / val / test splits; selection on val, test reported
 RESULT_FILE = "result.json"  # one per run folder; the report reads these and nothing else
+# The data set's metric (tlbench.data.splits.METRICS) -> the epoch fields holding it on (val, test).
+METRIC_FIELDS = {"top1": ("val_acc", "test_acc"), "mean_per_class": ("val_mean_class_acc", "test_mean_class_acc")}
 
 
 def new_result(config: dict, fingerprints: dict | None = None) -> dict:
@@ -26,7 +37,7 @@ def new_result(config: dict, fingerprints: dict | None = None) -> dict:
     return {
         "schema_version": SCHEMA_VERSION, "run_id": identity.run_id(config, fingerprints), "status": "running",
         "identity": identity.experiment(config, fingerprints), "fingerprints": fingerprints or {}, "config": config,
-        "model": config["model"]["name"], "dataset": config["dataset"]["name"],
+        "model": config["model"]["name"], "dataset": config["dataset"]["name"], "metric": None,
         "pretrained": bool(config["pretrained"]), "freeze": config["freeze"]["name"],
         "optimizer": config["optimizer"]["name"], "schedule": config["schedule"]["name"],
         "seed": config["seed"], "epochs": [], "iter_loss": [], "iters_per_epoch": None, "summary": None,
@@ -43,27 +54,54 @@ def resumed(previous: dict, config: dict, after_epoch: int) -> dict:
     return result
 
 
-def summarize(epochs: list[dict]) -> dict | None:
+def metric_fields(metric: str | None) -> tuple[str, str]:
+    """(val field, test field) of the epoch records that hold the data set's `metric`."""
+    metric = metric or "top1"  # null (data not built yet) or absent (older files): top-1
+    if metric not in METRIC_FIELDS:
+        raise ValueError(f"metric={metric!r} is not known; use one of {', '.join(METRIC_FIELDS)}")
+    return METRIC_FIELDS[metric]
+
+
+def selection_field(metric: str | None) -> str:
+    """The epoch record's field that selects (the best epoch, best.pt): the metric on val."""
+    return metric_fields(metric)[0]
+
+
+def best_epoch(epochs: list[dict], metric: str | None = "top1") -> dict:
+    """The first epoch with the highest val value of the data set's metric."""
+    return max(epochs, key=lambda e: e[selection_field(metric)])
+
+
+def summarize(epochs: list[dict], metric: str | None = "top1") -> dict | None:
     """Accuracies are fractions in [0, 1]. The best epoch is chosen on val only (the first wins a
-    tie); the test split is reported at the last epoch and at that chosen epoch, never maximized.
-    overfit_gap = final train acc - final test acc."""
+    tie), on the data set's `metric`; the test split is reported at the last epoch and at that
+    chosen epoch, never maximized. *_acc are top-1 (best_val_acc and test_acc_at_best_val: at the
+    chosen epoch), *_metric the data set's metric. overfit_gap = final train acc - final test acc."""
     if not epochs:
         return None
-    best = max(epochs, key=lambda e: e["val_acc"])
-    final = epochs[-1]
+    best, final = best_epoch(epochs, metric), epochs[-1]
+    val, test = metric_fields(metric)
     return {
         "final_test_acc": final["test_acc"], "test_acc_at_best_val": best["test_acc"],
         "final_val_acc": final["val_acc"], "best_val_acc": best["val_acc"], "best_epoch": best["epoch"],
         "final_train_acc": final["train_acc"], "final_val_loss": final["val_loss"],
         "final_test_loss": final["test_loss"], "overfit_gap": final["train_acc"] - final["test_acc"],
         "total_time_s": sum(e["time_s"] for e in epochs),
+        "metric": metric or "top1", "final_test_metric": final[test], "test_metric_at_best_val": best[test],
+        "final_val_metric": final[val], "best_val_metric": best[val],
     }
+
+
+def objective(summary: dict) -> float | None:
+    """What a search maximizes: the best val value of the data set's metric (best_val_acc in files
+    from before it, and in the placeholder of a run another process holds)."""
+    return summary.get("best_val_metric", summary.get("best_val_acc"))
 
 
 def update(result: dict, history) -> dict:
     """`history`: the core's History (epochs, iter_loss, iters_per_epoch), complete or partial."""
     result.update(epochs=history.epochs, iter_loss=history.iter_loss, iters_per_epoch=history.iters_per_epoch or None,
-                  summary=summarize(history.epochs), compile=history.compile)
+                  summary=summarize(history.epochs, result.get("metric")), compile=history.compile)
     return result
 
 

@@ -12,7 +12,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from tlbench import (adapters, augment, checkpoint, compiled, cost, data, devices, engine, export, freeze, identity, image_check,
-                     lr_find, models, optim, probes, results, resume, runlock, schedules, settings, tensor_data)
+                     loggers, lr_find, models, optim, probes, results, resume, runlock, schedules, settings,
+                     tensor_data)
 from tlbench.errors import DataNotFoundError, StartupError, WeightsNotFoundError
 
 log = logging.getLogger("tlbench")
@@ -39,7 +40,10 @@ def run(cfg: DictConfig, output_dir=None) -> dict:
                 "summary": {"best_val_acc": None}}
     with lock:
         plan = resume.plan(output_dir, result["run_id"], cfg.resume)
-        if plan.action == "skip":
+        trackers = loggers.build(config.get("logger"), loggers.RunInfo(result["run_id"], output_dir,
+                                                                       _sweep_name() or loggers.DEFAULT_EXPERIMENT))
+        if plan.action == "skip":  # a logger added to a finished command gets its copy; nothing trains
+            trackers.copy(plan.previous)
             return plan.previous
         history = engine.History()
         if plan.action == "resume":  # the epochs so far stay in result.json even if this attempt fails early
@@ -48,34 +52,41 @@ def run(cfg: DictConfig, output_dir=None) -> dict:
             results.update(result, history)  # the epochs after the last save are trained again: drop them now
         result_path = output_dir / RESULT_FILE
         results.write_json_atomic(result, result_path)  # fails now if the folder is not writable
+        trackers.start(result)  # each logger copies result.json as it grows, and never fails the run
         try:
-            _train(cfg, output_dir, result, history, plan.state)
+            _train(cfg, output_dir, result, history, plan.state, trackers.update)
         except BaseException as err:
             results.write_json_atomic(results.finish(result, history, err), result_path)
+            trackers.finish(result)
             raise  # the checkpoint stays: running the same command again resumes from it
         results.write_json_atomic(results.finish(result, history, None), result_path)
+        trackers.finish(result)
         if not cfg.keep_checkpoint:
             (output_dir / checkpoint.CHECKPOINT_FILE).unlink(missing_ok=True)
     log.info("wrote %s: final test acc %.2f%%", result_path, 100 * result["summary"]["final_test_acc"])
     return result
 
 
-def _train(cfg, output_dir: Path, result: dict, history: engine.History, resume_from: dict | None) -> None:
+def _train(cfg, output_dir: Path, result: dict, history: engine.History, resume_from: dict | None,
+           on_epoch=None) -> None:
+    """`on_epoch(result)`: called after each epoch's result.json is written."""
     check_settings(cfg)
     job_num, launcher = _hydra_job()
     # Jobs running side by side each hold a free entry of `devices` for their whole run.
     with devices.claim_device(cfg.device, cfg.devices, job_num, _claims_dir(launcher)) as requested:
-        _train_on(devices.resolve_device(requested), cfg, output_dir, result, history, resume_from, job_num, launcher)
+        _train_on(devices.resolve_device(requested), cfg, output_dir, result, history, resume_from, job_num, launcher,
+                  on_epoch)
 
 
 def _train_on(device, cfg, output_dir: Path, result: dict, history: engine.History, resume_from: dict | None,
-              job_num: int | None, launcher: dict | None) -> None:
+              job_num: int | None, launcher: dict | None, on_epoch=None) -> None:
     started = time.perf_counter()
     devices.select(device)
     threads = devices.set_threads(cfg.threads, launcher)
     result["seeds"] = devices.seed_everything(cfg.seed)
     result["deterministic"] = devices.set_deterministic(cfg.deterministic, device)
     splits, built = prepare(cfg)
+    result["metric"] = splits.metric  # what selects and what the summary's *_metric fields hold
     result["env"] = {**results.env_info(device, devices.device_name(device)), "threads": threads, "job_num": job_num}
     if probes.is_probe(cfg.freeze):  # freeze=knn / logreg: features once and a fitted classifier, no training loop
         probes.run_probe(cfg, splits, built, device, result, history)
@@ -94,7 +105,7 @@ def _train_on(device, cfg, output_dir: Path, result: dict, history: engine.Histo
         cfg, device, best_checkpoint=output_dir / "best.pt" if cfg.save_best else None,
         show_progress=sys.stderr.isatty(),
         checkpoint=output_dir / checkpoint.CHECKPOINT_FILE, checkpoint_info={"run_id": result["run_id"]},
-        checkpoint_every_s=cfg.checkpoint_every_s)
+        checkpoint_every_s=cfg.checkpoint_every_s, select_on=results.selection_field(splits.metric))
     model = _placed_model(cfg, built, device, options, strategy)
     optimizers = lr_find.optimizer_factory(cfg, device.type == "cuda", loaders["train"], device, options,  # lr=find:
                                            strategy, output_dir / "lr_find", result)  # one LR per freeze phase
@@ -103,13 +114,19 @@ def _train_on(device, cfg, output_dir: Path, result: dict, history: engine.Histo
         resume_from, reseeded = checkpoint.portable(resume_from, loaders["train"], device, kernels)
         result["resumes"][-1]["rng"] = checkpoint.describe(reseeded)
     engine.fit(model, loaders["train"], loaders["val"], strategy, optimizers,
-               schedules.build_schedule(epochs=cfg.epochs, steps_per_epoch=len(loaders["train"]), **cfg.schedule),
+               schedules.build_schedule(epochs=cfg.epochs, steps_per_epoch=len(loaders["train"]),
+                                        **schedule_settings(cfg.schedule, splits.metric)),
                device, options, history, resume=resume_from, test_loader=loaders.get("test"),
-               on_epoch_end=lambda record: results.write_json_atomic(results.update(result, history),
-                                                                     output_dir / RESULT_FILE))
+               on_epoch_end=lambda record: _epoch_done(result, history, output_dir, on_epoch))
     result["cost"] = run_cost(cfg, built.model, splits, history, started, device)
     if cfg.save_model:
         keep_models(cfg, output_dir, getattr(model, "_orig_mod", model), splits, built, result, history)
+
+
+def _epoch_done(result: dict, history: engine.History, output_dir: Path, on_epoch) -> None:
+    results.write_json_atomic(results.update(result, history), output_dir / RESULT_FILE)
+    if on_epoch:
+        on_epoch(result)
 
 
 def _placed_model(cfg, built: models.BuiltModel, device, options, strategy) -> torch.nn.Module:
@@ -159,8 +176,9 @@ def core_options(cfg, device, **where) -> engine.TrainOptions:
 
 
 def keep_models(cfg, output_dir: Path, model, splits, built, result: dict, history: engine.History) -> None:
-    """The final model as model.safetensors + model.json (tlbench/export.py), and the best-val-acc
-    epoch's (save_best's best.pt) as best.safetensors + best.json, with what predicting needs."""
+    """The final model as model.safetensors + model.json (tlbench/export.py), and the val-best
+    epoch's (save_best's best.pt; chosen on the data set's metric) as best.safetensors + best.json,
+    with what predicting needs."""
     mean, std = augment.resolve_normalization(cfg.normalize, built.mean, built.std)
     meta = {"model": {"name": cfg.model.name, "source": cfg.model.source,
                       "kwargs": OmegaConf.to_container(cfg.model.kwargs) if cfg.model.get("kwargs") else None},
@@ -174,11 +192,20 @@ def keep_models(cfg, output_dir: Path, model, splits, built, result: dict, histo
                       {**meta, "which": "final", "epoch": last["epoch"], "test_acc": last["test_acc"]})
     best_pt = output_dir / "best.pt"
     if best_pt.exists():
-        best = max(history.epochs, key=lambda e: e["val_acc"])  # the first epoch with the highest val_acc
+        best = results.best_epoch(history.epochs, splits.metric)  # the epoch best.pt holds
         state = torch.load(best_pt, map_location="cpu", weights_only=True)
         export.save_model(output_dir, "best", adapters.merged(model, state).state_dict() if adapted else state,
                           {**meta, "which": "best", "epoch": best["epoch"], "test_acc": best["test_acc"]})
         best_pt.unlink()
+
+
+def schedule_settings(schedule_cfg, metric: str) -> dict:
+    """The schedule group's settings; a plateau watching val_acc watches the data set's metric on
+    val (val_mean_class_acc where mean per-class accuracy is the reported one), as selection does."""
+    settings = dict(schedule_cfg)
+    if settings.get("monitor") == "val_acc":
+        settings["monitor"] = results.selection_field(metric)
+    return settings
 
 
 def check_settings(cfg) -> None:
@@ -226,7 +253,7 @@ def data_info(splits: data.DataSplits) -> dict:
         sizes["test_size"] = sizes["val_size"]
     return {"source": splits.source, "classes": splits.classes, "num_classes": len(splits.classes), **sizes,
             "val_is_test": splits.val_is_test, "val_source": splits.val_source, "train_subset": splits.train_subset,
-            "image_size": splits.image_size,
+            "image_size": splits.image_size, "metric": splits.metric,
             "skipped_images": image_check.summary({name: splits.skipped.get(name, []) for name in splits.named()})}
 
 
@@ -290,6 +317,16 @@ def _claims_dir(launcher: dict | None) -> Path | None:
     if not launcher or "n_jobs" not in launcher:
         return None
     return Path(HydraConfig.get().sweep.dir) / devices.CLAIMS_FOLDER
+
+
+def _sweep_name() -> str | None:
+    """The sweep folder's name in a multirun (the loggers' experiment); None outside one."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    return Path(HydraConfig.get().sweep.dir).name
 
 
 def _hydra_job() -> tuple[int | None, dict | None]:

@@ -59,7 +59,8 @@ class Plateau:
     without improvement of `monitor`, the scale is multiplied by `factor`."""
 
     def __init__(self, monitor="val_loss", factor=0.5, patience=2):
-        if monitor not in ("val_loss", "val_acc"):
+        # val_mean_class_acc: what run.py watches for val_acc where the data set reports mean per-class accuracy
+        if monitor not in ("val_loss", "val_acc", "val_mean_class_acc"):
             raise ConfigError(f"schedule.monitor={monitor!r}; use val_loss (lower is better) or val_acc")
         self.monitor, self.factor, self.patience = monitor, factor, patience
         self.best, self.bad_epochs, self.scale = None, 0, 1.0

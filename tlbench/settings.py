@@ -63,6 +63,7 @@ class DatasetSplits:
     image_size: int = 32
     train_fraction: float = 1.0
     train_per_class: Optional[int] = None
+    train_images: Optional[int] = None
     subset_seed: int = 0
     test_fraction: float = 1.0
     val_split: float = 0.1
@@ -78,8 +79,16 @@ class DatasetSplits:
         _require(self.train_per_class is None or self.train_fraction == 1, "dataset.train_per_class",
                  self.train_per_class, f"and dataset.train_fraction={self.train_fraction} both choose the training "
                  "subset; set one of them (the other to null / 1.0)")
-        _require(0 <= self.val_split < 1, "dataset.val_split", self.val_split,
-                 "must be in [0, 1): the fraction of train held out to select on (0 = validate on test)")
+        _require(self.train_images is None or self.train_images >= 1, "dataset.train_images",
+                 self.train_images, "must be a positive number of training images in all, or null (all)")
+        _require(self.train_images is None or (self.train_per_class is None and self.train_fraction == 1),
+                 "dataset.train_images", self.train_images, f"with dataset.train_per_class={self.train_per_class} / "
+                 f"dataset.train_fraction={self.train_fraction}: each chooses the training subset; set one of "
+                 "them (the others to null / 1.0)")
+        count = self.val_split >= 1 and float(self.val_split).is_integer()  # typed float here: 200 arrives as 200.0
+        _require(count or 0 <= self.val_split < 1, "dataset.val_split", self.val_split,
+                 "must be a fraction in [0, 1) of train held out to select on (0 = validate on test), or an "
+                 "integer number of images (e.g. 200)")
         _require(self.on_bad_image in BAD_IMAGE_CHOICES, "dataset.on_bad_image", self.on_bad_image,
                  "is not known; use fail (stop, naming the file) or skip (leave undecodable files out and count them)")
 

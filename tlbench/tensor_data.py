@@ -44,6 +44,8 @@ def fingerprint(dataset: Dataset) -> str | None:
             return None
         digest.update(parent.encode())
         digest.update(torch.as_tensor(dataset.indices).numpy().tobytes())
+    elif getattr(dataset, "source_fingerprint", None):  # the source identifies itself (data/hf.py)
+        digest.update(dataset.source_fingerprint.encode())
     elif hasattr(dataset, "samples"):
         for path, label in dataset.samples:
             stat = os.stat(path)

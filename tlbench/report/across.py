@@ -6,9 +6,10 @@ pairs with scipy's Benjamini-Hochberg procedure).
 A data set is a run's `identity.dataset.*` (its name, root or lists by content, image size and
 splits) less the training-subset size; a setting is everything else but the seed. Only settings
 measured on every data set enter the ranking (the tests need complete blocks). Each cell is the
-mean over seeds of the test accuracy at the val-best epoch. The aggregate mean's interval
-resamples the seeds of every cell (bootstrap, percentile): it says how sure the average over
-these data sets is, not how it would generalise to other data sets."""
+mean over seeds of the test accuracy at the val-best epoch, in the data set's own metric (top-1,
+or mean per-class accuracy where that is what is reported; load.py), so each data set ranks on its
+own. The aggregate mean's interval resamples the seeds of every cell (bootstrap, percentile): it
+says how sure the average over these data sets is, not how it would generalise to other data sets."""
 
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ from scipy import stats
 from tlbench.report.compare import finished
 from tlbench.report.efficiency import SIZE_KEYS
 from tlbench.report.groups import group_columns, group_label, is_pretrained_column, key_of, label_columns
+from tlbench.report.load import follows_dataset_metric
+from tlbench.report.tables import METRIC_NAMES
 
 BOOTSTRAP_DRAWS = 2000
 
@@ -31,24 +34,29 @@ def _dataset_columns(runs: pd.DataFrame) -> list[str]:
 
 
 def cells(runs: pd.DataFrame, column: str) -> pd.DataFrame:
-    """One row per setting and data set: the seeds' values of `column` and their mean."""
+    """One row per setting and data set: the seeds' values of `column` and their mean; when `column`
+    is read in each data set's metric, the cell's `metric` and a data set name that says which when
+    it is not top-1 ("pets (mean per-class)")."""
     ok = finished(runs)
     if ok.empty or column not in ok.columns:
         return pd.DataFrame()
+    ok = ok.assign(metric=ok["metric"] if follows_dataset_metric(column) and "metric" in ok.columns else None)
     data_columns = _dataset_columns(ok)
     setting_columns = [c for c in group_columns(ok) if c not in data_columns and c != "identity.pretrained"]
     ok = ok.assign(data_key=[key_of(r, data_columns) for _, r in ok.iterrows()],
                    method_key=[key_of(r, setting_columns) + r["init"] for _, r in ok.iterrows()])
     labels = [c for c in label_columns(ok) if c in setting_columns and not is_pretrained_column(c)]
     names = {}
-    for key, name in ok.drop_duplicates("data_key")[["data_key", "dataset"]].itertuples(index=False):
+    for key, name, kind in ok.drop_duplicates("data_key")[["data_key", "dataset", "metric"]].itertuples(index=False):
+        name = f"{name} ({METRIC_NAMES[kind]})" if kind in METRIC_NAMES and kind != "top1" else name
         taken = sum(1 for n in names.values() if n.split(" #")[0] == name)
         names[key] = name if not taken else f"{name} #{taken + 1}"
     rows = []
     for (method, data_key), cell in ok.groupby(["method_key", "data_key"], sort=False):
         first = cell.iloc[0]
         rows.append({"method": f"{group_label(first, labels)}, {first['init']}", "dataset": names[data_key],
-                     "mean": cell[column].mean(), "values": json.dumps(cell[column].tolist())})
+                     "metric": first["metric"], "mean": cell[column].mean(),
+                     "values": json.dumps(cell[column].tolist())})
     return pd.DataFrame(rows)
 
 

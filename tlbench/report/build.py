@@ -10,7 +10,7 @@ from tlbench.report import across, charts, compare, efficiency, frontier, publis
 from tlbench.report.document import Bullets, Heading, Image, Paragraph, Table, to_html, to_markdown
 from tlbench.report.findings import findings
 from tlbench.report.groups import add_group_keys, group_label
-from tlbench.report.load import epochs_table, iter_loss_table, read_results, runs_table
+from tlbench.report.load import DATASET_METRIC_FIELDS, epochs_table, iter_loss_table, read_results, runs_table
 from tlbench.report.metrics import add_run_metrics
 
 TITLE = "tlbench transfer-learning report"
@@ -31,7 +31,11 @@ DEFINITIONS = [
     "seconds: cumulative time_s up to that epoch. 'never': the run did not get there.",
     "AUC: mean of the metric over recorded epochs (area under the per-epoch curve divided "
     "by the number of epochs), in [0, 1].",
-    "Overfitting gap: train_acc − test_acc; first divergence: first epoch where val loss "
+    "Accuracy: each data set's own metric (result.json `metric`): top-1, or mean per-class accuracy (the "
+    "mean over the classes of the split of each class's accuracy) where the literature reports it (Kornblith "
+    "et al. 2019: FGVC Aircraft, Oxford-IIIT Pets, Caltech-101, Flowers-102). val_acc, test_acc, the "
+    "val-best epoch and every headline are read in it; val_top1_acc and test_top1_acc keep top-1.",
+    "Overfitting gap: train_acc − test_acc, both top-1; first divergence: first epoch where val loss "
     "rose while train loss fell, compared with the epoch before.",
     "Failed or unfinished runs (status other than ok) are listed but left out of every "
     "statistic and chart.",
@@ -58,7 +62,7 @@ def analyse(paths, metric: str = "test_acc", fraction: float = 0.9, threshold: f
 
 def _with_run_info(frame: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     """Per-epoch or per-step rows of finished runs, tagged with model and init."""
-    ok = compare.finished(runs)[["path", "model", "init"]]
+    ok = compare.finished(runs)[[c for c in ("path", "model", "init", "metric") if c in runs.columns]]
     return frame.drop(columns=["run_id"], errors="ignore").merge(ok, on="path")
 
 
@@ -66,6 +70,7 @@ def draw_charts(out_dir: Path, runs, epochs, losses, deltas, metric, fraction, f
     """Every chart the data allows, as {name: png path}."""
     drawn = {}
     ok = compare.finished(runs)
+    name = tables.metric_name(metric, tables.metric_kinds(ok))
     with charts.chart_style(font):
         curves = _with_run_info(epochs, runs)
         if len(curves) and metric in curves.columns:
@@ -79,7 +84,7 @@ def draw_charts(out_dir: Path, runs, epochs, losses, deltas, metric, fraction, f
         if len(ok):
             drawn["convergence"] = charts.per_setting(
                 ok, "epochs_to_fraction", "epochs",
-                f"Epochs until {100 * fraction:g}% of own best {tables.metric_name(metric)}",
+                f"Epochs until {100 * fraction:g}% of own best {name}",
                 out_dir / "convergence_speed.png")
             drawn["overfitting"] = charts.per_setting(
                 ok, "overfit_gap", "train − test accuracy (points)",
@@ -90,7 +95,8 @@ def draw_charts(out_dir: Path, runs, epochs, losses, deltas, metric, fraction, f
         drawn.update(frontier_charts(out_dir, runs, metric))
         if points is not None and len(points):
             drawn["efficiency"] = charts.data_efficiency(
-                points, f"{tables.metric_name(metric)} at val-best epoch (%)", out_dir / "data_efficiency.png")
+                points, f"{tables.metric_name(metric, tables.metric_kinds(points))} at val-best epoch (%)",
+                out_dir / "data_efficiency.png")
         drawn.update(writeup_charts(out_dir, runs, epochs, losses))
     return drawn
 
@@ -98,11 +104,12 @@ def draw_charts(out_dir: Path, runs, epochs, losses, deltas, metric, fraction, f
 def frontier_charts(out_dir: Path, runs, metric) -> dict:
     """Accuracy against each recorded cost (frontier.COSTS), when runs recorded it."""
     points, drawn = frontier.group_points(runs, f"{metric}_at_best_val"), {}
+    name = tables.metric_name(metric, tables.metric_kinds(points))
     for cost, (label, unit) in frontier.COSTS.items():
         if len(points) and points[cost].notna().any():
             drawn[f"frontier {cost}"] = charts.cost_frontier(
                 points, cost, frontier.on_frontier(points, cost), f"{label} ({unit})",
-                f"{tables.metric_name(metric)} at val-best epoch (%)", out_dir / f"frontier_{cost.split('.')[-1]}.png")
+                f"{name} at val-best epoch (%)", out_dir / f"frontier_{cost.split('.')[-1]}.png")
     return drawn
 
 
@@ -113,7 +120,8 @@ def frontier_blocks(runs, drawn, metric) -> list:
     if not costs:
         return []
     blocks = [Heading("Accuracy against cost"),
-              Paragraph(f"Each group of seeds at its mean {tables.headline_name(f'{metric}_at_best_val')} and "
+              Paragraph(f"Each group of seeds at its mean "
+                        f"{tables.headline_name(f'{metric}_at_best_val', tables.metric_kinds(points))} and "
                         "mean cost (result.json `cost`: wall time of the run, forward GMACs per image at its "
                         "input size). The frontier: the settings that no other setting on the same data set "
                         "beats on both (at least as accurate and at most as costly)."),]
@@ -203,8 +211,9 @@ def efficiency_blocks(points, multipliers, drawn, metric) -> list:
         return []
     column = f"{metric}_at_best_val"
     blocks = [Heading("Data efficiency"),
-              Paragraph(f"{tables.headline_name(column).capitalize()} against the number of labelled training "
-                        "images (dataset.train_per_class or dataset.train_fraction; nested subsets drawn with "
+              Paragraph(f"{tables.headline_name(column, tables.metric_kinds(points)).capitalize()} against the "
+                        "number of labelled training images (dataset.train_per_class or dataset.train_fraction; "
+                        "nested subsets drawn with "
                         "dataset.subset_seed, the val and test splits the same at every size), mean over seeds "
                         "with its 95% t CI."),
               *_image(drawn, "efficiency", "accuracy against training-set size, pretrained and random init"),
@@ -224,11 +233,13 @@ def across_blocks(runs, metric, out_dir: Path | None = None) -> list:
     ranked = across.ranking(found)
     if ranked.empty:
         return []
+    kinds = tables.metric_kinds(found)
     if out_dir is not None:
         ranked.to_csv(out_dir / "ranking_across_datasets.csv", index=False)
     blocks = [Heading("Across data sets"),
-              Paragraph(f"{tables.headline_name(f'{metric}_at_best_val').capitalize()} (mean over seeds) and rank "
-                        "(1 = best, ties share the mean rank) of every setting measured on all these data sets; "
+              Paragraph(f"{tables.headline_name(f'{metric}_at_best_val', kinds).capitalize()} (mean over seeds) "
+                        "and rank (1 = best, ties share the mean rank) of every setting measured on all these data "
+                        "sets; "
                         "mean accuracy with a bootstrap 95% interval over the seeds of every cell (how sure the "
                         "average over these data sets is, not how it generalises to others)."),
               Table(across.ranking_text(ranked))]
@@ -258,8 +269,8 @@ def report_blocks(sources, runs, summary, deltas, drawn, metric, fraction, thres
         Heading(TITLE, level=1),
         Paragraph(f"Sources: {', '.join(map(str, sources))}. {len(runs)} runs "
                   f"({n_ok} finished, {len(runs) - n_ok} failed or unfinished). "
-                  f"Compared metric: {metric}; convergence at {100 * fraction:g}% of own best "
-                  f"and at {100 * threshold:g}%."),
+                  f"Compared metric: {metric}{_dataset_metrics_note(runs, metric)}; convergence at "
+                  f"{100 * fraction:g}% of own best and at {100 * threshold:g}%."),
         *_test_selection_note(runs),
         Heading("Findings"), Paragraph(findings(runs, summary, deltas, metric, threshold)),
         *writeup_blocks(runs, _or_empty(comparison), _or_empty(costs), drawn, metric),
@@ -291,6 +302,17 @@ def report_blocks(sources, runs, summary, deltas, drawn, metric, fraction, thres
     blocks += [Heading("Definitions"), Bullets(DEFINITIONS), Heading("Environment"),
                Bullets(_environment(runs))]
     return blocks
+
+
+def _dataset_metrics_note(runs: pd.DataFrame, metric: str) -> str:
+    """Which accuracy the compared metric is on which data sets, when some report mean per-class
+    accuracy (runs' `metric`, load.py); nothing when every data set is top-1, as before."""
+    if metric not in DATASET_METRIC_FIELDS or "mean_per_class" not in tables.metric_kinds(runs):
+        return ""
+    names = runs.get("dataset", pd.Series("data", index=runs.index)).astype(str)
+    parts = [f"{tables.METRIC_NAMES[kind]} accuracy on {', '.join(sorted(set(names[runs['metric'] == kind])))}"
+             for kind in tables.metric_kinds(runs)]
+    return f", in each data set's own metric: {'; '.join(parts)}"
 
 
 def _or_empty(table) -> pd.DataFrame:

@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from tlbench.report.metrics import headline_columns
-from tlbench.report.tables import headline_name, metric_name
+from tlbench.report.tables import headline_name, metric_kinds, metric_name
 
 INIT_ORDER = ["pretrained", "random"]
 INIT_COLORS = {"pretrained": "#1f77b4", "random": "#ff7f0e", "unknown": "#7f7f7f"}
@@ -93,6 +93,7 @@ def accuracy_curves(epochs: pd.DataFrame, metric: str, path: Path) -> Path:
 
     models = list(dict.fromkeys(epochs["model"]))
     figure, axes = _figure(len(models))
+    name = metric_name(metric, metric_kinds(epochs))  # the runs' `metric` column: each data set's own
     for ax, model in zip(axes, models):
         data = epochs[epochs["model"] == model].assign(percent=lambda d: 100 * d[metric])
         sns.lineplot(data=data, x="epoch", y="percent", hue="init", hue_order=_inits(data),
@@ -105,9 +106,9 @@ def accuracy_curves(epochs: pd.DataFrame, metric: str, path: Path) -> Path:
             handles.append(Line2D([], [], color="0.35", linestyle="--"))
             labels.append("freeze phase change")
         ax.legend(handles, labels, title=None, fontsize="small")
-        ax.set(title=str(model), xlabel="epoch", ylabel=f"{metric_name(metric)} (%)")
+        ax.set(title=str(model), xlabel="epoch", ylabel=f"{name} (%)")
         ax.xaxis.get_major_locator().set_params(integer=True)
-    figure.suptitle(f"{metric_name(metric).capitalize()} per epoch, one line per run")
+    figure.suptitle(f"{name.capitalize()} per epoch, one line per run")
     return _save(figure, path)
 
 
@@ -137,7 +138,7 @@ def pretrained_deltas(deltas: pd.DataFrame, labels: list[str], metric: str, path
         low = 100 * deltas[f"{col}_ci_low"].to_numpy(dtype=float)
         high = 100 * deltas[f"{col}_ci_high"].to_numpy(dtype=float)
         errors = np.nan_to_num(np.vstack([values - low, high - values]), nan=0.0)
-        ax.bar(x + offset, values, width, color=color, label=headline_name(column))
+        ax.bar(x + offset, values, width, color=color, label=headline_name(column, metric_kinds(deltas)))
         has_ci = ~np.isnan(low)
         ax.errorbar((x + offset)[has_ci], values[has_ci], yerr=errors[:, has_ci], fmt="none",
                     ecolor="black", capsize=4, linewidth=1.2)

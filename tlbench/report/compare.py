@@ -44,8 +44,9 @@ def _estimate_columns(prefix: str, estimate: Estimate) -> dict:
 
 
 def group_summary(runs: pd.DataFrame, metric: str = "test_acc") -> pd.DataFrame:
-    """One row per group of finished runs (same config except seed): n, seeds, val_is_test,
-    and mean / std / 95% t CI / n of every per-run metric. Sorted by mean final metric."""
+    """One row per group of finished runs (same config except seed): n, seeds, val_is_test, the
+    data set's metric, and mean / std / 95% t CI / n of every per-run metric. Sorted by mean final
+    metric."""
     ok = finished(runs)
     labels = setting_columns(ok)
     phase_columns = [c for c in ok.columns if c.startswith("trainable_params.")]
@@ -57,6 +58,7 @@ def group_summary(runs: pd.DataFrame, metric: str = "test_acc") -> pd.DataFrame:
         row["n"] = len(group)
         row["seeds"] = " ".join(str(s) for s in sorted(seed_of(group).tolist(), key=str))
         row["val_is_test"] = any_val_is_test(group)
+        row["metric"] = first.get("metric", "top1")  # the data set's: what val_acc and test_acc hold (load.py)
         for column in metric_columns(metric):
             row.update(_estimate_columns(column, mean_ci(group[column])))
         for column in phase_columns:
@@ -109,6 +111,7 @@ def pretrained_deltas(runs: pd.DataFrame, metric: str = "test_acc") -> pd.DataFr
                         f"delta_{column}_n": estimate.n})
             row["method"] = estimate.method
         row["val_is_test"] = any_val_is_test(group)
+        row["metric"] = first.get("metric", "top1")
         row["pair_key"] = key
         rows.append(row)
     table = pd.DataFrame(rows)

@@ -21,7 +21,9 @@ import pandas as pd
 
 from tlbench.report.compare import finished
 from tlbench.report.groups import group_columns, group_label, is_pretrained_column, key_of, label_columns
+from tlbench.report.load import follows_dataset_metric
 from tlbench.report.stats import mean_ci
+from tlbench.report.tables import METRIC_NAMES
 
 SIZE_KEYS = ("identity.dataset.train_per_class", "identity.dataset.train_fraction")
 SIZE_COLUMN = "data_info.train_size"
@@ -34,8 +36,9 @@ def curve_columns(runs: pd.DataFrame) -> list[str]:
 
 
 def efficiency_points(runs: pd.DataFrame, column: str) -> pd.DataFrame:
-    """One row per curve, init and training-set size: mean and 95% t CI of `column` over seeds.
-    Empty unless some curve has at least two sizes."""
+    """One row per curve, init and training-set size: mean and 95% t CI of `column` over seeds
+    (`metric`: the data set's, when `column` is read in it). Empty unless some curve has at least
+    two sizes."""
     ok = finished(runs)
     if ok.empty or SIZE_COLUMN not in ok.columns or column not in ok.columns:
         return pd.DataFrame()
@@ -46,9 +49,10 @@ def efficiency_points(runs: pd.DataFrame, column: str) -> pd.DataFrame:
     rows = []
     for (curve, init, size), cell in ok.groupby(["curve_key", "init", SIZE_COLUMN], sort=False):
         estimate = mean_ci(cell[column])
-        rows.append({"setting": group_label(cell.iloc[0], labels), "init": init, "train_size": int(size),
-                     "n": estimate.n, "mean": estimate.mean, "ci_low": estimate.ci_low,
-                     "ci_high": estimate.ci_high, "values": json.dumps(cell[column].tolist()),
+        first = cell.iloc[0]
+        rows.append({"setting": group_label(first, labels), "init": init, "train_size": int(size),
+                     "metric": first.get("metric") if follows_dataset_metric(column) else None,
+                     "n": estimate.n, "mean": estimate.mean, "ci_low": estimate.ci_low, "ci_high": estimate.ci_high, "values": json.dumps(cell[column].tolist()),
                      "curve_key": curve})
     points = pd.DataFrame(rows)
     sizes = points.groupby("curve_key")["train_size"].nunique()
@@ -150,6 +154,8 @@ def multiplier_table(multipliers: pd.DataFrame) -> pd.DataFrame:
 def points_table(points: pd.DataFrame) -> pd.DataFrame:
     interval = [("n = 1, no interval" if n < 2 else f"{100 * lo:.1f} to {100 * hi:.1f}")
                 for n, lo, hi in zip(points["n"], points["ci_low"], points["ci_high"])]
+    metric = points["metric"] if "metric" in points.columns else pd.Series(None, index=points.index)
     return pd.DataFrame({"setting": points["setting"], "init": points["init"],
                          "train images": points["train_size"].map("{:,}".format), "n": points["n"],
-                         "mean": points["mean"].map(lambda v: f"{100 * v:.1f}%"), "95% CI": interval})
+                         "mean": points["mean"].map(lambda v: f"{100 * v:.1f}%"),
+                         "metric": metric.map(lambda kind: METRIC_NAMES.get(kind, "–")), "95% CI": interval})

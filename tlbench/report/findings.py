@@ -7,7 +7,7 @@ import math
 import pandas as pd
 
 from tlbench.report.metrics import headline_columns
-from tlbench.report.tables import headline_name, metric_name, pct
+from tlbench.report.tables import headline_name, metric_kinds, metric_name, pct
 
 
 def _subject(row: pd.Series, settings: list[str]) -> str:
@@ -23,7 +23,7 @@ def delta_sentence(row: pd.Series, settings: list[str], column: str) -> str:
     n = 1; a warning when the val-best epoch was chosen on the test split."""
     col = f"delta_{column}"
     value, low, high, n = row[col], row[f"{col}_ci_low"], row[f"{col}_ci_high"], row[f"{col}_n"]
-    what = headline_name(column)
+    what = headline_name(column, _kinds(row))
     verb = "raised" if value > 0 else "lowered" if value < 0 else "did not change"
     size = f" by {abs(100 * value):.1f} points" if value != 0 else ""
     if row["method"] == "paired":
@@ -41,6 +41,11 @@ def delta_sentence(row: pd.Series, settings: list[str], column: str) -> str:
     if low <= 0 <= high:
         sentence += "; the interval includes zero, so these seeds do not settle the sign"
     return sentence + _test_selection_caveat(row, column) + "."
+
+
+def _kinds(row: pd.Series) -> list[str]:
+    """The row's data-set metric, for headline_name (none in tables without a metric column)."""
+    return [row["metric"]] if isinstance(row.get("metric"), str) else []
 
 
 def _test_selection_caveat(row: pd.Series, column: str) -> str:
@@ -62,13 +67,13 @@ def findings(runs: pd.DataFrame, summary: pd.DataFrame, deltas: pd.DataFrame,
         top = summary.iloc[0]
         settings = list(summary.columns[: summary.columns.get_loc("init")])
         sentences.append(
-            f"The highest mean final {metric_name(metric)} was "
+            f"The highest mean final {metric_name(metric, _kinds(top))} was "
             f"{pct(top[f'final_{metric}_mean'])}, by {_subject(top, settings)} with "
             f"{top['init']} weights (n = {top['n']}).")
         never = int((summary["epochs_to_threshold_n"] == 0).sum())
         if never:
             sentences.append(f"{never} of {len(summary)} settings never reached "
-                             f"{100 * threshold:g}% {metric_name(metric)} in any seed.")
+                             f"{100 * threshold:g}% {metric_name(metric, metric_kinds(summary))} in any seed.")
     if len(deltas):
         settings = list(deltas.columns[: deltas.columns.get_loc("n_pretrained")])
         # The val-selected number first: it is what early stopping on val would report.

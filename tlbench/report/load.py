@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from tlbench import identity
-from tlbench.results import RESULT_FILE
+from tlbench.results import METRIC_FIELDS, RESULT_FILE
 
 RESULT_FILENAME = RESULT_FILE
 KNOWN_SCHEMA_VERSION = 2
@@ -23,6 +23,10 @@ KNOWN_SCHEMA_VERSION = 2
 SCHEMA_1_VAL_SOURCE = "test split (schema 1: val was the test split)"
 # Per-epoch and per-step series get their own long tables instead of run columns.
 SERIES_FIELDS = ("epochs", "iter_loss")
+# The per-epoch fields the report reads in each data set's own metric (result.json `metric`): a
+# mean_per_class run's val_acc / test_acc hold its val_mean_class_acc / test_mean_class_acc, its top-1
+# moves to val_top1_acc / test_top1_acc (every run has those), so each data set is ranked on its own metric.
+DATASET_METRIC_FIELDS = ("val_acc", "test_acc")
 
 
 def find_result_files(paths) -> list[Path]:
@@ -82,6 +86,37 @@ def _read_one(file: Path) -> dict | None:
         upgrade_schema_1(result)
     config = result.get("config") if isinstance(result.get("config"), dict) else {}
     result.setdefault("identity", identity.experiment(config))  # hand-written files may lack it
+    return in_dataset_metric(result)
+
+
+def follows_dataset_metric(column: str) -> bool:
+    """Whether a report column (test_acc, final_test_acc, test_acc_at_best_val) is read in each
+    data set's metric."""
+    return column.removesuffix("_at_best_val").removeprefix("final_") in DATASET_METRIC_FIELDS
+
+
+def dataset_metric(result: dict) -> str:
+    """The run's data set's metric: `metric`, else data_info.metric; files from before either are top1."""
+    data_info = result.get("data_info") if isinstance(result.get("data_info"), dict) else {}
+    return result.get("metric") or data_info.get("metric") or "top1"
+
+
+def in_dataset_metric(result: dict) -> dict:
+    """Read the run in its data set's metric, in place (DATASET_METRIC_FIELDS): `metric` set, and
+    every epoch's val_acc / test_acc the metric's value, with top-1 kept as val_top1_acc / test_top1_acc."""
+    metric = dataset_metric(result)
+    if metric not in METRIC_FIELDS:
+        warnings.warn(f"{result['path']}: metric {metric!r} is not one this report knows "
+                      f"({', '.join(METRIC_FIELDS)}); read as top1. Update tlbench to read it.", stacklevel=4)
+        metric = "top1"
+    result["metric"] = metric
+    for epoch in result.get("epochs") or []:
+        if not isinstance(epoch, dict):
+            continue
+        for shown, value in zip(DATASET_METRIC_FIELDS, METRIC_FIELDS[metric]):
+            if shown in epoch:
+                top1 = epoch.setdefault(shown.replace("_acc", "_top1_acc"), epoch[shown])  # once: read twice, same
+                epoch[shown] = top1 if value == shown else epoch.get(value)
     return result
 
 
@@ -161,8 +196,9 @@ def val_is_test(result: dict):
 
 
 def runs_table(results: list[dict]) -> pd.DataFrame:
-    """One row per run: top-level fields, `val_is_test`, `config.*`, `summary.*`, `env.*`,
-    `data_info.*`, `error.*`, `identity.*` (what groups runs: groups.py), `path`."""
+    """One row per run: top-level fields (`metric`: the data set's, top1 for older files),
+    `val_is_test`, `config.*`, `summary.*`, `env.*`, `data_info.*`, `error.*`, `identity.*` (what
+    groups runs: groups.py), `path`."""
     rows = []
     for result in results:
         fields = {k: v for k, v in result.items() if k not in SERIES_FIELDS}

@@ -17,7 +17,9 @@ the val split only; the test split is read at that epoch, never maximized over e
   when no epoch reaches it.
 - auc_<m>: mean of m over all recorded epochs = area under the step curve of m against
   epoch (each epoch width 1) divided by the number of epochs, so it lies in [0, 1].
-- overfit_gap: train_acc - test_acc at the last epoch; max_overfit_gap: its maximum over epochs.
+- overfit_gap: train_acc - test_acc at the last epoch, both top-1 (test_top1_acc: load.py reads
+  test_acc in the data set's metric, and train_acc is always top-1); max_overfit_gap: its maximum
+  over epochs.
 - first_divergence_epoch: first epoch e >= 2 where val_loss[e] > val_loss[e-1] while
   train_loss[e] < train_loss[e-1]; NaN ("never") if none.
 - total_time_s: sum of time_s; mean_images_per_s: unweighted mean of images_per_s over epochs.
@@ -103,7 +105,8 @@ def run_metrics(epochs: pd.DataFrame, metric: str = "test_acc", fraction: float 
     values = epochs[metric]
     oracle_max = float(values.max())
     chosen = val_best_position(epochs)
-    gap = _column_or_nan(epochs, "train_acc") - _column_or_nan(epochs, "test_acc")
+    test_top1 = epochs["test_top1_acc"] if "test_top1_acc" in epochs.columns else _column_or_nan(epochs, "test_acc")
+    gap = _column_or_nan(epochs, "train_acc") - test_top1
     to_fraction = _first_epoch(epochs, values >= fraction * oracle_max)
     to_threshold = _first_epoch(epochs, values >= threshold)
     return {

@@ -11,18 +11,35 @@ import math
 import pandas as pd
 
 from tlbench.report.compare import finished, seed_of
+from tlbench.report.load import DATASET_METRIC_FIELDS
 from tlbench.report.metrics import headline_columns
 
 NO_INTERVAL = "n = 1, no interval"
+# Each data set's metric (result.json `metric`), as the report names it.
+METRIC_NAMES = {"top1": "top-1", "mean_per_class": "mean per-class"}
 
 
 def _nan(value) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-def metric_name(metric: str) -> str:
-    """test_acc -> "test accuracy" for sentences, titles and axis labels."""
-    return metric.replace("_acc", " accuracy").replace("_", " ")
+def metric_kinds(frame: pd.DataFrame) -> list[str]:
+    """The data sets' metrics among these rows (their `metric` column), in METRIC_NAMES order."""
+    present = set(frame["metric"].dropna()) if "metric" in frame.columns else set()
+    return [kind for kind in METRIC_NAMES if kind in present]
+
+
+def metric_name(metric: str, kinds=()) -> str:
+    """test_acc -> "test accuracy" for sentences, titles and axis labels. val_acc and test_acc are
+    read in each data set's metric (load.py), so rows whose data sets report mean per-class
+    accuracy (`kinds`: metric_kinds) say so: "test mean per-class accuracy", or with top-1 data
+    sets among them "test accuracy (each data set's metric: top-1 or mean per-class)"."""
+    name = metric.replace("_acc", " accuracy").replace("_", " ")
+    if metric not in DATASET_METRIC_FIELDS or "mean_per_class" not in kinds:
+        return name
+    if len(kinds) == 1:
+        return name.replace(" accuracy", " mean per-class accuracy")
+    return f"{name} (each data set's metric: {' or '.join(METRIC_NAMES[k] for k in kinds)})"
 
 
 def headline_kind(column: str) -> str:
@@ -30,12 +47,19 @@ def headline_kind(column: str) -> str:
     return "val-best epoch" if column.endswith("_at_best_val") else "final"
 
 
-def headline_name(column: str) -> str:
+def headline_name(column: str, kinds=()) -> str:
     """final_test_acc -> "final test accuracy";
-    test_acc_at_best_val -> "test accuracy at the val-best epoch"."""
+    test_acc_at_best_val -> "test accuracy at the val-best epoch" (`kinds`: as metric_name)."""
     if column.endswith("_at_best_val"):
-        return f"{metric_name(column.removesuffix('_at_best_val'))} at the val-best epoch"
-    return f"final {metric_name(column.removeprefix('final_'))}"
+        return f"{metric_name(column.removesuffix('_at_best_val'), kinds)} at the val-best epoch"
+    return f"final {metric_name(column.removeprefix('final_'), kinds)}"
+
+
+def dataset_metric_text(metric: str, kinds) -> list[str]:
+    """Per row, which accuracy its headline numbers are (the data set's metric), when `metric`
+    follows the data set's metric; "top-1" for rows without one."""
+    follows = metric in DATASET_METRIC_FIELDS
+    return [METRIC_NAMES.get(kind, "top-1") if follows else metric_name(metric) for kind in kinds]
 
 
 def chosen_on(val_is_test) -> str:
@@ -89,12 +113,15 @@ def accuracy_table(summary: pd.DataFrame, metric: str) -> pd.DataFrame:
     test split would be picked by looking at the numbers it reports."""
     table = _settings(summary)
     table["init"], table["n"] = summary["init"], summary["n"].astype(str)
+    kinds = metric_kinds(summary)
+    if kinds:
+        table["metric"] = dataset_metric_text(metric, summary["metric"])
     for col in headline_columns(metric):
-        table[headline_name(col)] = summary[f"{col}_mean"].map(pct)
+        table[headline_name(col, kinds)] = summary[f"{col}_mean"].map(pct)
         table[f"{headline_kind(col)} 95% CI (%)"] = [interval(lo, hi, n) for lo, hi, n in zip(
             summary[f"{col}_ci_low"], summary[f"{col}_ci_high"], summary[f"{col}_n"])]
     table["val-best epoch chosen on"] = summary["val_is_test"].map(chosen_on)
-    table[f"AUC {metric_name(metric)}"] = summary[f"auc_{metric}_mean"].map(lambda v: pct(v, 2))
+    table[f"AUC {metric_name(metric, kinds)}"] = summary[f"auc_{metric}_mean"].map(lambda v: pct(v, 2))
     return table
 
 
@@ -102,9 +129,10 @@ def pretrained_table(deltas: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Headline: pretrained minus random, in percentage points, at the final and the
     val-best epoch."""
     table = _settings(deltas, first_stat="n_pretrained")
+    kinds = metric_kinds(deltas)
     for col in headline_columns(metric):
         delta = f"delta_{col}"
-        table[f"Δ {headline_name(col)} (points)"] = deltas[delta].map(points)
+        table[f"Δ {headline_name(col, kinds)} (points)"] = deltas[delta].map(points)
         table[f"{headline_kind(col)} 95% CI (points)"] = [interval(lo, hi, n) for lo, hi, n in zip(
             deltas[f"{delta}_ci_low"], deltas[f"{delta}_ci_high"], deltas[f"{delta}_n"])]
     table["seeds (pretrained / random)"] = [
