@@ -28,7 +28,7 @@ from tlbench.errors import ResultsWriteError
 
 SCHEMA_VERSION = 2  # 2: train / val / test splits; selection on val, test reported
 RESULT_FILE = "result.json"  # one per run folder; the report reads these and nothing else
-# The data set's metric (tlbench.data.splits.METRICS) -> the epoch fields holding it on (val, test).
+# The data set's metric (DataSplits.metric; the one list of metrics) -> the epoch fields holding it on (val, test).
 METRIC_FIELDS = {"top1": ("val_acc", "test_acc"), "mean_per_class": ("val_mean_class_acc", "test_mean_class_acc")}
 
 

@@ -10,7 +10,7 @@ import inspect
 
 from tlbench import settings
 from tlbench.data import cifar, fastai, hf, local, memory, transfer
-from tlbench.data.splits import (METRICS, DataSplits, TensorImages, Transformed, carve_validation, cut_training,
+from tlbench.data.splits import (DataSplits, TensorImages, Transformed, carve_validation, cut_training,
                                  offline, stratified_indices, subset, targets_of)
 from tlbench.errors import ConfigError
 
@@ -24,7 +24,7 @@ BUILDERS = {
     "hf": hf.hf,
 }
 
-__all__ = ["BUILDERS", "METRICS", "DataSplits", "TensorImages", "Transformed", "build_dataset", "offline",
+__all__ = ["BUILDERS", "DataSplits", "TensorImages", "Transformed", "build_dataset", "offline",
            "stratified_indices", "subset", "targets_of"]
 
 

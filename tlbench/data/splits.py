@@ -12,9 +12,6 @@ from torch.utils.data import Dataset, Subset
 
 from tlbench.errors import ConfigError
 
-METRICS = ("top1", "mean_per_class")  # top-1 accuracy over images, or the mean of per-class accuracies
-
-
 @dataclass
 class DataSplits:
     """Three splits: `train` to fit, `val` to select on (best epoch, plateau, search objective), and
@@ -29,7 +26,7 @@ class DataSplits:
     val: Dataset | None = None
     val_source: str = "official validation split"
     train_subset: str = "all"  # which part of train trains: all, a fraction or K per class (nested draws)
-    metric: str = "top1"  # what the literature reports for this set (METRICS); result.json and the report use it
+    metric: str = "top1"  # what the literature reports: top1 or mean_per_class (results.METRIC_FIELDS, the one list)
     on_bad_image: str = "fail"  # what the loaders do with undecodable files (image_check.py)
     skipped: dict[str, list[str]] = field(default_factory=dict)  # per split, filled when the loaders read
 
