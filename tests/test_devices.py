@@ -263,3 +263,27 @@ def test_joblib_jobs_claim_their_devices_in_the_sweep_folder(tmp_path):
     assert sorted(re.findall(r"job \d claimed devices\[\d\]=cpu", logs)) == ["job 0 claimed devices[0]=cpu",
                                                                               "job 1 claimed devices[1]=cpu"], logs
     assert sorted(p.name for p in (folder / devices.CLAIMS_FOLDER).iterdir()) == ["0-cpu.lock", "1-cpu.lock"]
+
+
+@pytest.mark.parametrize("model, depthwise", [("tf_efficientnet_lite0", True), ("mobilenetv3_small_100", True),
+                                              ("resnet18", False), ("vit_tiny_patch16_224", False)])
+def test_channels_last_auto_is_on_for_cuda_and_for_depthwise_models_on_a_cpu(model, depthwise):
+    import timm
+
+    from tlbench import models
+
+    assert models.has_depthwise_conv(timm.create_model(model, num_classes=2)) is depthwise
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert devices.resolve_channels_last("auto", cpu, depthwise) is depthwise
+    assert devices.resolve_channels_last("auto", cuda, depthwise) is True
+    assert devices.resolve_channels_last(False, cuda, depthwise) is False
+    assert devices.resolve_channels_last(True, cpu, False) is True
+    with pytest.raises(ConfigError, match="'fast'"):
+        devices.resolve_channels_last("fast", cpu, depthwise)
+
+
+def test_a_run_records_the_memory_format_and_precision_it_used(make_cfg, tmp_path):
+    result = run(make_cfg(*TINY, "pretrained=false", "epochs=1"), output_dir=tmp_path / "run")
+    assert result["env"]["channels_last"] is False and result["env"]["amp"] is False  # resnet18 on a CPU
+    forced = run(make_cfg(*TINY, "pretrained=false", "epochs=1", "channels_last=true"), output_dir=tmp_path / "forced")
+    assert forced["env"]["channels_last"] is True

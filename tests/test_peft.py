@@ -74,6 +74,35 @@ def rebuild_adapted(cfg, state):
     return built.model
 
 
+def test_lora_scores_val_and_test_on_the_merged_weights_with_the_adapted_models_numbers(make_cfg, tmp_path,
+                                                                                        monkeypatch):
+    """Val and test see a copy with the adapters merged (faster: no adapter branch per layer);
+    its numbers are those of the adapted model the run trains, which it leaves as it was."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    from tlbench import engine, run as run_module
+
+    scored_models = []
+    real_evaluate = engine.evaluate
+
+    def spy(model, loader, device, options):
+        scored_models.append(any(isinstance(m, BaseTunerLayer) for m in model.modules()))
+        return real_evaluate(model, loader, device, options)
+
+    monkeypatch.setattr(engine, "evaluate", spy)
+    cfg = make_cfg(*SMALL, "epochs=1", "model=tf_efficientnet_lite0", "freeze=lora", "keep_checkpoint=true",
+                   "optimizer.lr=0.01")
+    result = run(cfg, output_dir=tmp_path / "lora")
+    assert scored_models == [False, False]  # val and test, each on a merged plain copy
+    assert result["env"]["channels_last"] is True  # auto on a CPU: lite0 has depthwise convolutions
+    adapted = rebuild_adapted(cfg, weights_of(tmp_path / "lora"))  # the trained weights, adapters separate
+    splits, built = run_module.prepare(cfg)
+    loaders = run_module.make_loaders(cfg, splits, built, torch.device("cpu"))
+    val_loss, val_acc, _ = real_evaluate(adapted, loaders["val"], torch.device("cpu"), engine.TrainOptions(epochs=1))
+    last = result["epochs"][-1]
+    assert last["val_acc"] == val_acc and last["val_loss"] == pytest.approx(val_loss, rel=1e-5)
+
+
 def test_a_lora_run_resumes_exactly(make_cfg, tmp_path, monkeypatch):
     overrides = [*SMALL, "epochs=3", "model=tf_efficientnet_lite0", "freeze=lora", "optimizer.lr=0.01"]
     uninterrupted = run(make_cfg(*overrides), output_dir=tmp_path / "whole")

@@ -5,6 +5,7 @@ drive it directly. CPU, CUDA (bf16 autocast, channels_last) and MPS run the same
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -38,6 +39,9 @@ class TrainOptions:
                                          # and after the last epoch; 0 = after every epoch
     checkpoint_info: dict = field(default_factory=dict)  # stored with it (the run_id that owns it)
     show_progress: bool = False          # a tqdm bar (on a terminal); plain log lines otherwise
+    eval_view: Callable[[nn.Module], nn.Module] | None = None  # the model that val and test see, made from the
+                                         # trained one each epoch (freeze=lora: adapters.merged, a copy with the
+                                         # adapters merged: 1.3-1.7x faster); None = the trained model itself
 
 
 @dataclass
@@ -98,9 +102,11 @@ def fit(model: nn.Module, train_loader, val_loader, freeze: FreezeStrategy, opti
         train = train_one_epoch(model, train_loader, optimizer, schedule, epoch * len(train_loader), device,
                                 options, desc=f"epoch {epoch + 1}/{options.epochs}")
         train_time_s = time.perf_counter() - started
-        val_loss, val_acc, val_mean_class_acc = evaluate(model, val_loader, device, options)
-        test_loss, test_acc, test_mean_class_acc = (evaluate(model, test_loader, device, options) if test_loader
+        scored = options.eval_view(plain) if options.eval_view and not isinstance(model, Compiled) else model
+        val_loss, val_acc, val_mean_class_acc = evaluate(scored, val_loader, device, options)
+        test_loss, test_acc, test_mean_class_acc = (evaluate(scored, test_loader, device, options) if test_loader
                                                     else (val_loss, val_acc, val_mean_class_acc))
+        del scored
         record = dict(epoch=epoch + 1, train_loss=train["loss"], train_acc=train["acc"], val_loss=val_loss,
                       val_acc=val_acc, val_mean_class_acc=val_mean_class_acc, test_loss=test_loss, test_acc=test_acc,
                       test_mean_class_acc=test_mean_class_acc, lr=optimizer.param_groups[-1]["lr"],

@@ -330,7 +330,7 @@ def find_for_config(cfg, folder: Path, phase_name: str | None = None) -> dict:
     splits, built = run.prepare(cfg)
     strategy = run.build_strategy(cfg, built)  # as the run: before the loaders, and it may add adapters to the model
     loaders = run.make_loaders(cfg, splits, built, device)
-    options = run.core_options(cfg, device)
+    options = run.core_options(cfg, device, built.model)
     model = built.model.to(device)
     if options.channels_last:
         model = models.channels_last(model)

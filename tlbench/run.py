@@ -90,6 +90,7 @@ def _train_on(device, cfg, output_dir: Path, result: dict, history: engine.Histo
     result["env"] = {**results.env_info(device, devices.device_name(device)), "threads": threads, "job_num": job_num}
     if probes.is_probe(cfg.freeze):  # freeze=knn / logreg: features once and a fitted classifier, no training loop
         probes.run_probe(cfg, splits, built, device, result, history)
+        result["env"].update(amp=devices.resolve_flag(cfg.amp, device), channels_last=False)  # as features.py extracts
         result["data_info"] = data_info(splits)
         result["cost"] = run_cost(cfg, built.model.to(device), splits, history, started, device)
         return
@@ -102,10 +103,12 @@ def _train_on(device, cfg, output_dir: Path, result: dict, history: engine.Histo
     result["model_info"] = {"weights_source": built.weights_source, "total_params": models.count_params(built.model),
                             "head_params": built.head_params, "stages": len(built.stages), **built.info}
     options = core_options(
-        cfg, device, best_checkpoint=output_dir / "best.pt" if cfg.save_best else None,
+        cfg, device, built.model, best_checkpoint=output_dir / "best.pt" if cfg.save_best else None,
         show_progress=sys.stderr.isatty(),
         checkpoint=output_dir / checkpoint.CHECKPOINT_FILE, checkpoint_info={"run_id": result["run_id"]},
-        checkpoint_every_s=cfg.checkpoint_every_s, select_on=results.selection_field(splits.metric))
+        checkpoint_every_s=cfg.checkpoint_every_s, select_on=results.selection_field(splits.metric),
+        eval_view=adapters.merged if "lora" in built.info else None)  # val/test on the merged weights: faster
+    result["env"].update(amp=options.amp, channels_last=options.channels_last)
     model = _placed_model(cfg, built, device, options, strategy)
     optimizers = lr_find.optimizer_factory(cfg, device.type == "cuda", loaders["train"], device, options,  # lr=find:
                                            strategy, output_dir / "lr_find", result)  # one LR per freeze phase
@@ -165,12 +168,13 @@ def run_cost(cfg, model, splits, history: engine.History, started: float, device
                         input_size, time.perf_counter() - started, device)
 
 
-def core_options(cfg, device, **where) -> engine.TrainOptions:
-    """How the training core steps (precision, memory format, loss, clipping), shared by the run and
-    the LR finder; `where`: the run's checkpoint and progress settings."""
+def core_options(cfg, device, model, **where) -> engine.TrainOptions:
+    """How the training core steps `model` (precision, memory format, loss, clipping), shared by the
+    run and the LR finder; `where`: the run's checkpoint and progress settings."""
     return engine.TrainOptions(
         epochs=cfg.epochs, amp=devices.resolve_flag(cfg.amp, device),
-        channels_last=devices.resolve_flag(cfg.channels_last, device), label_smoothing=cfg.label_smoothing,
+        channels_last=devices.resolve_channels_last(cfg.channels_last, device, models.has_depthwise_conv(model)),
+        label_smoothing=cfg.label_smoothing,
         sigmoid_before_loss=cfg.defects.sigmoid_before_loss,
         clip_grad_norm=cfg.clip_grad_norm, clip_grad_value=cfg.clip_grad_value, **where)
 
