@@ -39,7 +39,7 @@ def test_convergence_counts_epochs_and_cumulative_seconds(tmp_path):
 
 def test_threshold_never_reached_is_nan_and_reads_never(tmp_path):
     write_sweep(tmp_path, failed=False)
-    runs, _, _, summary, _ = analyse([tmp_path], threshold=0.99)
+    runs, _, _, summary, _, _ = analyse([tmp_path], threshold=0.99)
     assert runs["epochs_to_threshold"].isna().all()
     table = convergence_table(summary, fraction=0.9, threshold=0.99)
     assert set(table["epochs to 99%"]) == {"never"}
@@ -67,7 +67,7 @@ def test_first_divergence_needs_val_loss_up_and_train_loss_down(tmp_path):
 
 def test_no_divergence_reads_never(tmp_path):
     write_sweep(tmp_path, failed=False)
-    runs, _, _, summary, _ = analyse([tmp_path])
+    runs, _, _, summary, _, _ = analyse([tmp_path])
     assert runs["first_divergence_epoch"].isna().all()
     assert overfitting_table(summary, runs).iloc[0, -1] == "never, never, never"
 
@@ -107,7 +107,7 @@ def test_welch_interval_matches_hand_computation():
 
 def test_pretrained_pairs_by_seed_with_paired_t(tmp_path):
     write_sweep(tmp_path)
-    _, _, _, _, deltas = analyse([tmp_path])
+    _, _, _, _, deltas, _ = analyse([tmp_path])
     resnet = deltas.set_index("model").loc["resnet18"]
     # Per-seed differences are 0.10, 0.12, 0.08: mean 0.10, std 0.02.
     half = T_975_DF2 * 0.02 / math.sqrt(3)
@@ -123,7 +123,7 @@ def test_pretrained_pairs_by_seed_with_paired_t(tmp_path):
 
 def test_unequal_seeds_use_welch(tmp_path):
     write_sweep(tmp_path, runs=SWEEP[:5], failed=False)  # pretrained seeds 0-2, random 0-1
-    _, _, _, _, deltas = analyse([tmp_path])
+    _, _, _, _, deltas, _ = analyse([tmp_path])
     assert deltas.loc[0, "method"] == "welch"
     assert deltas.loc[0, "n_pretrained"] == 3 and deltas.loc[0, "n_random"] == 2
 
@@ -131,21 +131,21 @@ def test_unequal_seeds_use_welch(tmp_path):
 def test_runs_differing_in_another_key_are_not_paired(tmp_path):
     write_run(tmp_path, make_result(pretrained=True, lr=0.001))
     write_run(tmp_path, make_result(pretrained=False, lr=0.01))
-    _, _, _, summary, deltas = analyse([tmp_path])
+    _, _, _, summary, deltas, _ = analyse([tmp_path])
     assert len(summary) == 2 and deltas.empty
 
 
 def test_seed_output_dir_and_device_do_not_split_groups(tmp_path):
     write_run(tmp_path, make_result(seed=0))
     write_run(tmp_path, make_result(seed=1, device="cuda"))
-    _, _, _, summary, _ = analyse([tmp_path])
+    _, _, _, summary, _, _ = analyse([tmp_path])
     assert summary["n"].tolist() == [2]
 
 
 def test_failed_and_running_runs_listed_but_excluded_from_statistics(tmp_path):
     write_sweep(tmp_path)
     write_run(tmp_path, make_result(seed=4, test_acc=[0.99], status="running"))
-    runs, _, _, summary, _ = analyse([tmp_path])
+    runs, _, _, summary, _, _ = analyse([tmp_path])
     assert runs["status"].value_counts().to_dict() == {"ok": 8, "failed": 1, "running": 1}
     resnet_pre = summary[(summary["model"] == "resnet18") & (summary["init"] == "pretrained")]
     assert resnet_pre["n"].item() == 3 and resnet_pre["seeds"].item() == "0 1 2"
@@ -238,13 +238,13 @@ def test_runs_from_before_a_setting_existed_group_with_runs_at_its_default_only(
     other["config"]["freeze"]["bn_eval"] = True
     for result in (older, newer, other):
         write_run(tmp_path, result)
-    _, _, _, summary, _ = analyse([tmp_path])
+    _, _, _, summary, _, _ = analyse([tmp_path])
     assert sorted(summary["n"].tolist()) == [1, 2]
     with_bn_eval = make_result(seed=3)
     with_bn_eval["config"]["freeze"]["bn_eval"] = True
     write_run(tmp_path / "b", older)
     write_run(tmp_path / "b", with_bn_eval)
-    _, _, _, summary, _ = analyse([tmp_path / "b"])
+    _, _, _, summary, _, _ = analyse([tmp_path / "b"])
     assert sorted(summary["n"].tolist()) == [1, 1], "an older run was taken for a bn_eval=true run"
 
 
@@ -257,7 +257,7 @@ def test_test_acc_is_read_at_the_val_best_epoch_not_at_its_own_maximum(tmp_path)
     assert m["best_epoch"] == 3
     assert m["test_acc_at_best_val"] == 0.80 and m["final_test_acc"] == 0.78
     assert m["oracle_max_test_acc"] == 0.85  # kept for epochs_to_fraction only
-    runs, _, _, summary, _ = analyse([tmp_path])
+    runs, _, _, summary, _, _ = analyse([tmp_path])
     assert summary["test_acc_at_best_val_mean"].item() == 0.80
     assert not any("oracle" in c or c.startswith("best_") for c in summary.columns)
     shown = accuracy_table(summary, "test_acc").iloc[0].tolist()
@@ -276,7 +276,7 @@ def test_pretrained_deltas_use_the_val_best_epoch_and_the_final_epoch(tmp_path):
                                     val_acc=[0.60, 0.70, 0.80, 0.75]))
     write_run(tmp_path, make_result(pretrained=False, test_acc=[0.50, 0.62, 0.60, 0.58],
                                     val_acc=[0.50, 0.70, 0.60, 0.55]))
-    runs, _, _, summary, deltas = analyse([tmp_path])
+    runs, _, _, summary, deltas, _ = analyse([tmp_path])
     row = deltas.iloc[0]
     assert row["delta_test_acc_at_best_val"] == pytest.approx(0.08)  # 0.28 if test's max leaked
     assert row["delta_final_test_acc"] == pytest.approx(0.07)
@@ -292,7 +292,7 @@ def test_schema_1_file_reads_test_as_its_val_and_is_flagged(tmp_path):
     epochs = load_epochs([tmp_path])
     assert epochs["test_acc"].tolist() == epochs["val_acc"].tolist() == [0.5, 0.7, 0.6]
     assert epochs["test_loss"].tolist() == epochs["val_loss"].tolist()
-    runs, _, _, summary, _ = analyse([tmp_path])
+    runs, _, _, summary, _, _ = analyse([tmp_path])
     assert runs["val_is_test"].tolist() == [True] and summary["val_is_test"].tolist() == [True]
     assert runs["data_info.val_is_test"].tolist() == [True]
     assert runs["final_test_acc"].item() == 0.6 and runs["test_acc_at_best_val"].item() == 0.7
@@ -302,7 +302,7 @@ def test_schema_1_file_reads_test_as_its_val_and_is_flagged(tmp_path):
 def test_val_split_0_run_is_flagged_in_deltas_and_findings(tmp_path):
     for pretrained, accs in ((True, [0.6, 0.8]), (False, [0.5, 0.6])):
         write_run(tmp_path, make_result(pretrained=pretrained, test_acc=accs, val_is_test=True))
-    runs, _, _, summary, deltas = analyse([tmp_path])
+    runs, _, _, summary, deltas, _ = analyse([tmp_path])
     assert runs["val_is_test"].all() and deltas["val_is_test"].tolist() == [True]
     text = findings(runs, summary, deltas, "test_acc", 0.9)
     assert "val-best epoch of resnet18 by 20.0 points (n = 1 seed, no interval); that epoch " \

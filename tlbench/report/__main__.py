@@ -26,6 +26,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--fraction", type=float, default=0.9,
                         help="fraction of a run's own best accuracy for 'epochs to fraction "
                              "of best' (default: 0.9)")
+    parser.add_argument("--tune", default=None, metavar="SETTINGS",
+                        help="comma-separated settings a sweep tried several values of (e.g. "
+                             "optimizer.lr,freeze.lr_ratio): per cell (every other setting the same) keep "
+                             "the value with the best mean val accuracy, never looking at test")
     parser.add_argument("--font", default=None, metavar="FAMILY",
                         help="font family for chart text, e.g. 'Noto Sans CJK JP'; falls back "
                              "to DejaVu Sans with a warning when not installed")
@@ -34,11 +38,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from tlbench.report import tuning
     from tlbench.report.build import write_report
 
     try:
         report = write_report(args.paths, args.out, metric=args.metric,
-                              threshold=args.threshold, fraction=args.fraction, font=args.font)
+                              threshold=args.threshold, fraction=args.fraction, font=args.font,
+                              tune=tuning.parse_keys(args.tune))
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tlbench.report import across, charts, compare, efficiency, frontier, published, tables
+from tlbench.report import across, charts, compare, efficiency, frontier, published, tables, tuning
 from tlbench.report.document import Bullets, Heading, Image, Paragraph, Table, to_html, to_markdown
 from tlbench.report.findings import findings
 from tlbench.report.groups import add_group_keys, group_label
@@ -42,8 +42,9 @@ DEFINITIONS = [
 ]
 
 
-def analyse(paths, metric: str = "test_acc", fraction: float = 0.9, threshold: float = 0.9):
-    """(runs, epochs, losses, summary, deltas) tables for the result files under `paths`."""
+def analyse(paths, metric: str = "test_acc", fraction: float = 0.9, threshold: float = 0.9, tune=()):
+    """(runs, epochs, losses, summary, deltas, tuning) tables for the result files under `paths`;
+    `tune`: settings chosen on val per cell (tuning.py; `tuning` lists the choices, else empty)."""
     results = read_results(paths)
     if not results:
         raise ValueError(f"none of the result.json files under {list(map(str, paths))} "
@@ -52,12 +53,12 @@ def analyse(paths, metric: str = "test_acc", fraction: float = 0.9, threshold: f
     if "model" not in runs.columns:
         runs["model"] = runs.get("config.model.name", "model")
     epochs, losses = epochs_table(results), iter_loss_table(results)
-    runs = add_group_keys(add_run_metrics(runs, epochs, metric, fraction, threshold))
+    runs, choices = tuning.tune(add_group_keys(add_run_metrics(runs, epochs, metric, fraction, threshold)), list(tune))
     ok = compare.finished(runs)
     labels = compare.setting_columns(ok)
     runs["setting"] = [group_label(row, labels) for _, row in runs.iterrows()]
     return (runs, epochs, losses, compare.group_summary(runs, metric),
-            compare.pretrained_deltas(runs, metric))
+            compare.pretrained_deltas(runs, metric), choices)
 
 
 def _with_run_info(frame: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
@@ -262,8 +263,20 @@ def across_blocks(runs, metric, out_dir: Path | None = None) -> list:
                                "reading of a large p, not 'equal'."), Table(shown)]
 
 
+def tuning_blocks(choices: pd.DataFrame, keys: list[str]) -> list:
+    """"Tuned on val", when the report chose settings (--tune)."""
+    if choices.empty:
+        return []
+    return [Heading("Tuned on val"),
+            Paragraph(f"{', '.join(keys)} chosen per cell (every other setting, the init and the training-set "
+                      "size the same) by the highest mean val accuracy at the val-best epoch over the seeds "
+                      "(ties: lower val loss); the runs of the other values are left out of every table and "
+                      "chart below. The test split plays no part in the choice."),
+            Table(tuning.choices_text(choices, keys))]
+
+
 def report_blocks(sources, runs, summary, deltas, drawn, metric, fraction, threshold,
-                  comparison=None, costs=None, points=None, multipliers=None, out_dir=None) -> list:
+                  comparison=None, costs=None, points=None, multipliers=None, out_dir=None, tuned=()) -> list:
     n_ok = len(compare.finished(runs))
     blocks = [
         Heading(TITLE, level=1),
@@ -272,6 +285,7 @@ def report_blocks(sources, runs, summary, deltas, drawn, metric, fraction, thres
                   f"Compared metric: {metric}{_dataset_metrics_note(runs, metric)}; convergence at "
                   f"{100 * fraction:g}% of own best and at {100 * threshold:g}%."),
         *_test_selection_note(runs),
+        *tuned,
         Heading("Findings"), Paragraph(findings(runs, summary, deltas, metric, threshold)),
         *writeup_blocks(runs, _or_empty(comparison), _or_empty(costs), drawn, metric),
         Heading("Pretrained vs random init"),
@@ -345,15 +359,18 @@ def _environment(runs: pd.DataFrame) -> list[str]:
 
 
 def write_report(paths, out_dir=None, metric: str = "test_acc", threshold: float = 0.9,
-                 fraction: float = 0.9, font: str | None = None) -> Path:
+                 fraction: float = 0.9, font: str | None = None, tune=()) -> Path:
     """Write report.md, report.html, runs.csv, summary.csv, pretrained_vs_random.csv, the
     chart PNGs and, when runs come from write-up presets, published_vs_measured.csv and
-    defect_cost.csv into `out_dir` (default: the single folder given, else ./report).
+    defect_cost.csv into `out_dir` (default: the single folder given, else ./report); with `tune`
+    (settings chosen on val, tuning.py) tuning_choices.csv, and every table reads the chosen runs.
     Returns the path of report.md."""
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
     out_dir = Path(out_dir) if out_dir else default_out_dir(paths)
-    runs, epochs, losses, summary, deltas = analyse(paths, metric, fraction, threshold)
+    runs, epochs, losses, summary, deltas, choices = analyse(paths, metric, fraction, threshold, tune)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if len(choices):
+        choices.to_csv(out_dir / "tuning_choices.csv", index=False)
     runs.to_csv(out_dir / "runs.csv", index=False)
     summary.to_csv(out_dir / "summary.csv", index=False)
     deltas.to_csv(out_dir / "pretrained_vs_random.csv", index=False)
@@ -371,7 +388,7 @@ def write_report(paths, out_dir=None, metric: str = "test_acc", threshold: float
         multipliers.to_csv(out_dir / "data_multiplier.csv", index=False)
     drawn = draw_charts(out_dir, runs, epochs, losses, deltas, metric, fraction, font, points)
     blocks = report_blocks(paths, runs, summary, deltas, drawn, metric, fraction, threshold,
-                           comparison, costs, points, multipliers, out_dir)
+                           comparison, costs, points, multipliers, out_dir, tuning_blocks(choices, list(tune)))
     (out_dir / "report.md").write_text(to_markdown(blocks), encoding="utf-8")
     (out_dir / "report.html").write_text(to_html(blocks, TITLE), encoding="utf-8")
     return out_dir / "report.md"

@@ -113,6 +113,8 @@ def run_metrics(epochs: pd.DataFrame, metric: str = "test_acc", fraction: float 
         f"final_{metric}": float(values.iloc[-1]),
         f"{metric}_at_best_val": math.nan if chosen is None else float(values.iloc[chosen]),
         "best_epoch": math.nan if chosen is None else float(epochs["epoch"].iloc[chosen]),
+        "best_val_acc": math.nan if chosen is None else float(_column_or_nan(epochs, "val_acc").iloc[chosen]),
+        "best_val_loss": math.nan if chosen is None else float(_column_or_nan(epochs, "val_loss").iloc[chosen]),
         f"oracle_max_{metric}": oracle_max,
         "epochs_to_fraction": to_fraction[0],
         "seconds_to_fraction": to_fraction[1],
@@ -146,7 +148,7 @@ def add_run_metrics(runs: pd.DataFrame, epochs: pd.DataFrame, metric: str = "tes
     rows = [run_metrics(by_path.get(path, epochs.iloc[:0]), metric, fraction, threshold)
             for path in runs["path"]]
     computed = pd.DataFrame(rows, index=runs.index)
-    for column in [*metric_columns(metric), "best_epoch", f"oracle_max_{metric}"]:
+    for column in [*metric_columns(metric), "best_epoch", "best_val_acc", "best_val_loss", f"oracle_max_{metric}"]:
         if column not in computed.columns:
             computed[column] = math.nan
     return pd.concat([runs, computed], axis=1)
