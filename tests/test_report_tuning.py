@@ -76,3 +76,15 @@ def test_tuning_a_setting_no_run_has_names_it_and_the_settings_that_vary(tmp_pat
 def test_keys_are_read_as_the_config_spells_them():
     assert tuning.parse_keys(" optimizer.lr, identity.freeze.lr_ratio ,") == ["optimizer.lr", "freeze.lr_ratio"]
     assert tuning.parse_keys(None) == []
+
+
+
+def test_values_are_listed_in_numeric_order_and_cells_without_the_setting_are_not_listed(tmp_path):
+    for ratio, val in ((1, 0.50), (3, 0.60), (10, 0.55)):
+        result = make_result(freeze="bitfit", val_acc=[0.4, val], test_acc=[0.4, 0.5])
+        result["config"]["freeze"]["lr_ratio"] = ratio
+        write_run(tmp_path, {**result, "run_id": f"bitfit-{ratio}"})
+    write_run(tmp_path, make_result(freeze="none", val_acc=[0.4, 0.7], test_acc=[0.4, 0.6]))  # has no lr_ratio
+    runs, *_, choices = analyse([tmp_path], tune=["freeze.lr_ratio"])
+    assert choices["val_acc_by_value"].tolist() == ["1: 50.0; 3: 60.0; 10: 55.0"]  # bitfit's cell only
+    assert choices["freeze.lr_ratio"].tolist() == [3] and len(runs) == 2  # bitfit at 3, and the freeze=none run

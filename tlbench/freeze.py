@@ -124,7 +124,7 @@ class BitFit(FreezeStrategy):
     parameters (`norm_params`, found from the model's layer types: adapters.norm_param_names) and
     the new head train, at `lr_ratio` x lr."""
 
-    def __init__(self, stages, train_bn, norm_params=(), lr_ratio=1.0):
+    def __init__(self, stages, train_bn, norm_params=(), lr_ratio=10.0):
         super().__init__(stages, train_bn)
         if lr_ratio <= 0:
             raise ConfigError(f"freeze.lr_ratio={lr_ratio} must be positive")

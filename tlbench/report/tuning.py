@@ -8,8 +8,8 @@ but the seed and the tuned ones: model, data set, size, init, freeze strategy, .
 the tuned settings whose mean val accuracy at the val-best epoch (`best_val_acc`, in the data
 set's metric) over the finished seeds is highest are kept, and every other run of the cell leaves
 the report. Pretrained and random init are separate cells, so each side of a comparison gets its
-own best value. Ties go to the value with the lower mean val loss at that epoch, then to the first
-in sorted order. The test split plays no part in the choice.
+own best value. Ties go to the value with the lower mean val loss at that epoch, then to the smallest
+value. The test split plays no part in the choice.
 
 The tuned settings leave the identity columns (kept as `tuned.<setting>`), so the chosen runs of
 both inits pair up, curves join sizes that chose different values, and every table and chart reads
@@ -23,8 +23,8 @@ import json
 import pandas as pd
 
 from tlbench.report.compare import finished
-from tlbench.report.groups import IDENTITY_PREFIX, add_group_keys, group_columns, group_label, key_of, \
-    label_columns, short_name
+from tlbench.report.groups import IDENTITY_PREFIX, add_group_keys, group_columns, group_label, is_pretrained_column, \
+    key_of, label_columns, short_name
 
 VAL_SCORE = "best_val_acc"
 VAL_LOSS = "best_val_loss"
@@ -47,15 +47,17 @@ def tune(runs: pd.DataFrame, keys: list[str]) -> tuple[pd.DataFrame, pd.DataFram
     runs = runs.assign(cell_key=[key_of(row, cells) for _, row in runs.iterrows()],
                        tuned_key=[key_of(row, columns) for _, row in runs.iterrows()])
     ok = finished(runs)
-    labels = [c for c in label_columns(ok) if c in cells]
+    labels = [c for c in label_columns(ok) if c in cells and not is_pretrained_column(c)]  # init has a column
     chosen, rows = {}, []
     for cell_key, cell in ok.groupby("cell_key", sort=False):
-        scores = cell.groupby("tuned_key", sort=True).agg(
-            val=(VAL_SCORE, "mean"), loss=(VAL_LOSS, "mean"), n=(VAL_SCORE, "size"))
+        scores = cell.groupby("tuned_key").agg(val=(VAL_SCORE, "mean"), loss=(VAL_LOSS, "mean"), n=(VAL_SCORE, "size"))
+        scores = scores.loc[sorted(scores.index, key=_in_value_order)]
         ranked = scores.assign(order=range(len(scores))).sort_values(["val", "loss", "order"],
                                                                      ascending=[False, True, True])
         best = ranked.index[0]
         chosen[cell_key] = best
+        if all(value is None for value in json.loads(best)):
+            continue  # a strategy without these settings (freeze=none has no lr_ratio): nothing was tuned
         first = cell.iloc[0]
         rows.append({"setting": group_label(first, labels), "init": first.get("init"),
                      **{key: value for key, value in zip(keys, json.loads(best))},
@@ -79,6 +81,12 @@ def _check_keys(runs: pd.DataFrame, keys: list[str], columns: list[str]) -> None
                          f"{', '.join(varying) or 'none'} (spell them as in the config, e.g. optimizer.lr)")
     if VAL_SCORE not in runs.columns or finished(runs)[VAL_SCORE].isna().all():
         raise ValueError("--tune chooses on val accuracy, and none of these runs recorded one")
+
+
+def _in_value_order(tuned_key: str) -> list:
+    """Numbers by value (1, 3, 10, not "1", "10", "3"), then other values by their text."""
+    return [(0, value, "") if isinstance(value, (int, float)) and not isinstance(value, bool) else (1, 0, str(value))
+            for value in json.loads(tuned_key)]
 
 
 def _value_text(tuned_key: str) -> str:
