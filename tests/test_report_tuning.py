@@ -88,3 +88,11 @@ def test_values_are_listed_in_numeric_order_and_cells_without_the_setting_are_no
     runs, *_, choices = analyse([tmp_path], tune=["freeze.lr_ratio"])
     assert choices["val_acc_by_value"].tolist() == ["1: 50.0; 3: 60.0; 10: 55.0"]  # bitfit's cell only
     assert choices["freeze.lr_ratio"].tolist() == [3] and len(runs) == 2  # bitfit at 3, and the freeze=none run
+
+
+def test_a_cell_that_validated_on_the_test_split_says_its_choice_saw_test(tmp_path):
+    for lr in (0.001, 0.01):
+        write_run(tmp_path, make_result(lr=lr, val_is_test=True, test_acc=[0.5, 0.6 + lr]))
+    choices = analyse([tmp_path], tune=["optimizer.lr"])[5]
+    assert choices["val_is_test"].tolist() == [True]
+    assert "optimistic" in tuning.choices_text(choices, ["optimizer.lr"])["chosen on"].item()

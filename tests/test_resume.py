@@ -75,7 +75,7 @@ def test_a_folder_holding_another_configuration_is_archived_not_resumed(make_cfg
                                                 "model.json"}
 
 
-def test_a_sweep_killed_during_its_second_run_finishes_when_the_same_command_runs_again(make_cfg, tmp_path):
+def test_a_sweep_killed_during_its_second_run_finishes_when_the_same_command_runs_again(tmp_path):
     """SIGKILL (no clean-up possible) once the second run has checkpointed an epoch; the same
     command then skips the first run and resumes the second from its checkpoint."""
     results_dir = tmp_path / "results"
@@ -104,8 +104,12 @@ def test_a_sweep_killed_during_its_second_run_finishes_when_the_same_command_run
     assert resumed["status"] == "ok" and len(resumed["resumes"]) == 1
     assert resumed["resumes"][0]["after_epoch"] >= max(1, len(killed["epochs"]))
 
-    uninterrupted = run(make_cfg(*settings, "seed=1", f"results_dir={results_dir}"),  # in this process: no start-up
-                        output_dir=tmp_path / "uninterrupted")
+    reference_dir = tmp_path / "uninterrupted"  # a process of its own, as the sweep's runs (threads, state)
+    reference = subprocess.run(tlbench_command(*settings, "seed=1", f"results_dir={results_dir}",
+                                               f"hydra.run.dir={reference_dir}"),
+                               env=env, capture_output=True, text=True, timeout=300)
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    uninterrupted = json.loads((reference_dir / "result.json").read_text())
     assert resumed["run_id"] == uninterrupted["run_id"]
     assert metrics(resumed) == metrics(uninterrupted)
     assert (sweep_dir / "report.md").is_file()

@@ -22,9 +22,10 @@ import json
 
 import pandas as pd
 
-from tlbench.report.compare import finished
+from tlbench.report.compare import any_val_is_test, finished
 from tlbench.report.groups import IDENTITY_PREFIX, add_group_keys, group_columns, group_label, is_pretrained_column, \
     key_of, label_columns, short_name
+from tlbench.report.tables import chosen_on
 
 VAL_SCORE = "best_val_acc"
 VAL_LOSS = "best_val_loss"
@@ -62,6 +63,7 @@ def tune(runs: pd.DataFrame, keys: list[str]) -> tuple[pd.DataFrame, pd.DataFram
         rows.append({"setting": group_label(first, labels), "init": first.get("init"),
                      **{key: value for key, value in zip(keys, json.loads(best))},
                      "tried": len(scores), "val_acc_chosen": scores.loc[best, "val"], "n": int(scores.loc[best, "n"]),
+                     "val_is_test": any_val_is_test(cell),  # then "val" was the test split: the choice saw test
                      "val_acc_by_value": "; ".join(f"{_value_text(k)}: {100 * v:.1f}" for k, v in
                                                    scores["val"].items())})
     chosen_value = runs["cell_key"].map(chosen)
@@ -101,5 +103,6 @@ def choices_text(choices: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
         shown[key] = shown[key].map(lambda v: f"{v:.4g}" if isinstance(v, float) else str(v))
     shown["val accuracy of the choice (%)"] = choices["val_acc_chosen"].map(lambda v: f"{100 * v:.1f}")
     shown["seeds"] = choices["n"]
+    shown["chosen on"] = choices["val_is_test"].map(chosen_on)
     shown["val accuracy per value tried (%)"] = choices["val_acc_by_value"]
     return shown
