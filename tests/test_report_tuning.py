@@ -78,7 +78,6 @@ def test_keys_are_read_as_the_config_spells_them():
     assert tuning.parse_keys(None) == []
 
 
-
 def test_values_are_listed_in_numeric_order_and_cells_without_the_setting_are_not_listed(tmp_path):
     for ratio, val in ((1, 0.50), (3, 0.60), (10, 0.55)):
         result = make_result(freeze="bitfit", val_acc=[0.4, val], test_acc=[0.4, 0.5])

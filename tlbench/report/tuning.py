@@ -91,16 +91,20 @@ def _in_value_order(tuned_key: str) -> list:
             for value in json.loads(tuned_key)]
 
 
+def _shown(value) -> str:
+    """0.001 as 0.001, a searched 0.012963 as 0.01296 (as group labels show floats)."""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def _value_text(tuned_key: str) -> str:
-    values = [f"{v:.4g}" if isinstance(v, float) else str(v) for v in json.loads(tuned_key)]
-    return ", ".join(values)
+    return ", ".join(_shown(value) for value in json.loads(tuned_key))
 
 
 def choices_text(choices: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """The choices for people: percents, one column per tuned setting."""
     shown = choices[["setting", "init", *keys]].copy()
     for key in keys:
-        shown[key] = shown[key].map(lambda v: f"{v:.4g}" if isinstance(v, float) else str(v))
+        shown[key] = shown[key].map(_shown)
     shown["val accuracy of the choice (%)"] = choices["val_acc_chosen"].map(lambda v: f"{100 * v:.1f}")
     shown["seeds"] = choices["n"]
     shown["chosen on"] = choices["val_is_test"].map(chosen_on)
