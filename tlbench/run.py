@@ -28,8 +28,7 @@ def run(cfg: DictConfig, output_dir=None) -> dict:
     attempt left in the folder decides the start (resume.py): a complete run with the same run_id
     is skipped, an unfinished one goes on from its last epoch checkpoint, anything else is archived."""
     output_dir = Path(output_dir or _hydra_output_dir() or cfg.results_dir)
-    config = OmegaConf.to_container(cfg, resolve=True)
-    config.pop("hydra", None)
+    config = resolved_config(cfg)
     result = results.new_result(config, identity.fingerprint_paths(config))
     try:
         lock = runlock.take(output_dir, cfg.run_lock)  # before anything reads the folder: never resume a live run
@@ -65,6 +64,19 @@ def run(cfg: DictConfig, output_dir=None) -> dict:
             (output_dir / checkpoint.CHECKPOINT_FILE).unlink(missing_ok=True)
     log.info("wrote %s: final test acc %.2f%%", result_path, 100 * result["summary"]["final_test_acc"])
     return result
+
+
+def resolved_config(cfg: DictConfig) -> dict:
+    """The composed config as result.json records it (and its run_id is computed from)."""
+    config = OmegaConf.to_container(cfg, resolve=True)
+    config.pop("hydra", None)
+    return config
+
+
+def run_id_of(cfg: DictConfig) -> str:
+    """The run_id that `run(cfg)` gives its result (identity.py: the experiment, local files by content)."""
+    config = resolved_config(cfg)
+    return identity.run_id(config, identity.fingerprint_paths(config))
 
 
 def _train(cfg, output_dir: Path, result: dict, history: engine.History, resume_from: dict | None,
