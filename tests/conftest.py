@@ -77,7 +77,7 @@ def image_tree(tmp_path):
 def interrupt_after_epoch(monkeypatch, epoch: int | None = None):
     """Saves the checkpoint of `epoch` (None: the first one saved) as usual, then stops the
     process's run like Ctrl-C would."""
-    from tlbench import checkpoint, engine
+    from tlbench.training import checkpoint, engine
 
     save = checkpoint.save
 

@@ -6,7 +6,7 @@ import logging
 import torch
 from conftest import TINY
 
-from tlbench.run import run
+from tlbench.runner.run import run
 
 ON_FILES = [*TINY, "dataset=imagefolder", "dataset.image_size=32", "dataset.val_split=0", "epochs=1",
             "batch_size=4", "pretrained=false"]

@@ -9,9 +9,9 @@ from types import SimpleNamespace
 import pytest
 from conftest import TINY
 
-from tlbench import engine
+from tlbench.training import engine
 from tlbench.errors import ConfigError
-from tlbench.run import check_settings, run
+from tlbench.runner.run import check_settings, run
 
 # A freeze phase change (after epoch 2), a stateful plateau schedule and augmentation: what a
 # resume from an earlier save must restore before it trains the lost epochs again.

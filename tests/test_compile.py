@@ -13,8 +13,9 @@ import pytest
 import torch
 from conftest import TINY, interrupt_after_epoch
 
-from tlbench import compiled, engine, tensor_data
-from tlbench.run import run
+from tlbench.training import compiled, engine
+from tlbench.data import tensor_data
+from tlbench.runner.run import run
 
 # timm's smallest ResNet, narrowed: 6 depth stages (stem, 4 layers, head), 21k parameters.
 TINY_RESNET = ["pretrained=false", "model.name=test_resnet",

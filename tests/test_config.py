@@ -4,9 +4,11 @@ import pytest
 import torch
 from conftest import CONF
 
-from tlbench import augment, data, freeze, models, optim, probes, schedules
+from tlbench.data import augment
+from tlbench import data, models, probes
+from tlbench.training import freeze, optim, schedules
 from tlbench.errors import ConfigError, DataNotFoundError
-from tlbench.run import check_settings
+from tlbench.runner.run import check_settings
 
 GROUPS = ["model", "dataset", "augment", "optimizer", "schedule", "freeze", "experiment"]
 

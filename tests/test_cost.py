@@ -10,10 +10,10 @@ from torch import nn
 
 from conftest import TINY
 from report_fixtures import make_result, write_run
-from tlbench import cost
+from tlbench.training import cost
 from tlbench.report import write_report
 from tlbench.report.frontier import on_frontier
-from tlbench.run import run
+from tlbench.runner.run import run
 
 
 def test_gmacs_count_a_hand_computed_layer_and_match_torchvision_s_published_numbers():

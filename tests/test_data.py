@@ -11,7 +11,7 @@ from PIL import Image
 
 from tlbench import data
 from tlbench.errors import BadImageError, ConfigError, DataNotFoundError
-from tlbench.run import run
+from tlbench.runner.run import run
 
 
 @pytest.fixture

@@ -11,11 +11,12 @@ import pytest
 
 from conftest import TINY
 from report_fixtures import make_result, write_run
-from tlbench import data, identity
+from tlbench import data
+from tlbench.records import identity
 from tlbench.errors import ConfigError
 from tlbench.report import write_report
 from tlbench.report.efficiency import size_needed
-from tlbench.run import run
+from tlbench.runner.run import run
 
 
 def image_hashes(dataset) -> set[str]:

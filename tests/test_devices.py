@@ -15,9 +15,10 @@ import pytest
 import torch
 from conftest import TINY, interrupt_after_epoch, subprocess_env, tlbench_command
 
-from tlbench import checkpoint, devices, optim
+from tlbench.training import checkpoint, optim
+from tlbench.runner import devices
 from tlbench.errors import ConfigError
-from tlbench.run import check_settings, run
+from tlbench.runner.run import check_settings, run
 
 
 @pytest.fixture
@@ -73,7 +74,7 @@ def test_the_startup_check_builds_the_optimizer_with_the_fused_kernels_it_gets_o
 
 
 def _all_phase():
-    from tlbench import freeze
+    from tlbench.training import freeze
 
     return freeze.Phase("all", (freeze.ParamGroup(("weight", "bias")),))
 

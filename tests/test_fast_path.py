@@ -9,9 +9,10 @@ import torch.nn.functional as F
 from conftest import TINY
 from torchvision.transforms.v2 import functional as TF
 
-from tlbench import batch_augment as ops
-from tlbench import data, tensor_data
-from tlbench.run import run
+from tlbench.data import batch_augment as ops
+from tlbench import data
+from tlbench.data import tensor_data
+from tlbench.runner.run import run
 
 
 def gen(seed=0):
@@ -126,7 +127,7 @@ def assert_same_eval_inputs(source_size, input_size):
     """augment.eval_transform per image vs BatchTransform(train=False) on the decoded batch. Both
     are deterministic; the only freedom is uint8 rounding in the resize to image_size
     (torchvision's uint8 kernel vs ops.resize): at most one gray level."""
-    from tlbench import augment
+    from tlbench.data import augment
 
     mean, std = augment.NORMALIZATIONS["imagenet"]
     images = data.memory.synthetic(train_size=64, test_size=4, image_size=source_size, noise=1.0).train

@@ -5,7 +5,9 @@ import pytest
 import torch
 from conftest import TINY
 
-from tlbench import engine, freeze, models, optim, run, schedules
+from tlbench.training import engine, freeze, optim, schedules
+from tlbench import models
+from tlbench.runner import run
 from tlbench.errors import ConfigError
 
 

@@ -8,7 +8,7 @@ Adding a setting whose default keeps the old behaviour must leave every value he
 
 import pytest
 
-from tlbench.run import run_id_of
+from tlbench.runner.run import run_id_of
 
 # A file list's identity is its content (sha256 of the list file), so the lists are written with
 # fixed bytes; the image files themselves are not read for the run_id.

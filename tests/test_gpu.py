@@ -17,9 +17,9 @@ import pytest
 import torch
 from conftest import TINY, interrupt_after_epoch, subprocess_env, tlbench_command
 
-from tlbench import checkpoint, engine
+from tlbench.training import checkpoint, engine
 from tlbench.errors import ConfigError
-from tlbench.run import check_settings, run
+from tlbench.runner.run import check_settings, run
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

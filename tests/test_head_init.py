@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from conftest import CONF, SHARED
 from tlbench import models
-from tlbench.run import run
+from tlbench.runner.run import run
 
 MODEL_OPTIONS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
 LITE0 = SHARED / "weights" / "tf_efficientnet_lite0.in1k.pth"

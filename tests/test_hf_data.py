@@ -10,9 +10,11 @@ from PIL import Image
 
 datasets = pytest.importorskip("datasets")
 
-from tlbench import data, identity, tensor_data  # noqa: E402
+from tlbench import data  # noqa: E402
+from tlbench.data import tensor_data  # noqa: E402
+from tlbench.records import identity
 from tlbench.errors import ConfigError, DataNotFoundError  # noqa: E402
-from tlbench.run import run  # noqa: E402
+from tlbench.runner.run import run  # noqa: E402
 
 CLASSES = ["cat", "dog", "eel"]
 COLUMNS = ("dataset.image_column=img", "dataset.label_column=fine")

@@ -8,9 +8,9 @@ import shutil
 import pytest
 from omegaconf import OmegaConf
 
-from tlbench import identity
+from tlbench.records import identity
 from tlbench.report import groups, load
-from tlbench.run import run
+from tlbench.runner.run import run
 
 
 
@@ -99,7 +99,7 @@ def test_every_setting_that_changes_training_changes_the_run_id(make_cfg, overri
 
 
 def test_the_sweep_folder_name_leaves_out_what_the_run_id_leaves_out():
-    from tlbench.sweep import sweep_name
+    from tlbench.runner.sweep import sweep_name
 
     assert sweep_name(["model=resnet18", "threads=1", "data.cache_dir=/c", "hydra.launcher.n_jobs=2"]) == \
         sweep_name(["model=resnet18"])

@@ -17,9 +17,10 @@ from conftest import CONF, TINY, interrupt_after_epoch, subprocess_env, tlbench_
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from tlbench import identity, loggers, sweep
+from tlbench.records import identity
+from tlbench.runner import loggers, sweep
 from tlbench.configs import CONFIG_NAME
-from tlbench.run import run
+from tlbench.runner.run import run
 
 QUICK = [*TINY, "pretrained=false", "save_model=false"]
 INSTALLED = [name for name, package in (("tensorboard", "tensorboard"), ("mlflow", "mlflow"))

@@ -10,9 +10,11 @@ import torch
 from conftest import TINY, interrupt_after_epoch
 from torch import nn
 
-from tlbench import engine, lr_find, settings
+from tlbench.runner import lr_find as lr_find_command
+from tlbench.training import engine, lr_find
+from tlbench.runner import settings
 from tlbench.errors import ConfigError
-from tlbench.run import run
+from tlbench.runner.run import run
 
 # test_resnet (timm, 0.37 M parameters, BatchNorm) trains ~10x faster than resnet18 on this CPU;
 # one thread, since the CPUs may be shared. 60 ramp steps keep the curve's shape at half the cost.
@@ -119,7 +121,7 @@ def test_bad_finder_settings_fail_before_training(make_cfg, tmp_path):
 
 def test_lr_find_runs_before_training_and_the_run_trains_exactly_as_with_that_lr(make_cfg, tmp_path, capsys):
     # The standalone tool on the same overrides measures the same curve (same builders, same seed).
-    assert lr_find.main([*SMALL, f"results_dir={tmp_path / 'results'}", f"data_dir={tmp_path / 'data'}",
+    assert lr_find_command.main([*SMALL, f"results_dir={tmp_path / 'results'}", f"data_dir={tmp_path / 'data'}",
                          "--out", str(tmp_path / "tool")]) == 0
     printed = capsys.readouterr().out
     tool = json.loads((tmp_path / "tool" / "all.json").read_text())

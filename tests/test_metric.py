@@ -14,12 +14,15 @@ from report_fixtures import make_result, write_run
 from test_compile import TINY_RESNET
 from test_probes import PROBE_TINY
 
-from tlbench import engine, probes, results, run as run_module
-from tlbench.compiled import IGNORE_INDEX
-from tlbench.features import SplitFeatures
+from tlbench.training import engine
+from tlbench import probes
+from tlbench.records import results
+from tlbench.runner import run as run_module
+from tlbench.training.compiled import IGNORE_INDEX
+from tlbench.probes.features import SplitFeatures
 from tlbench.report import write_report
 from tlbench.report.build import analyse
-from tlbench.run import run
+from tlbench.runner.run import run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TINY_MODEL = [o for o in TINY_RESNET if not o.startswith("save_model=")]  # these runs keep best.safetensors

@@ -14,9 +14,10 @@ from torch import nn
 from torch.optim import lr_scheduler as S
 from torchvision.transforms.v2 import functional as TF
 
-from tlbench import batch_augment as ops
-from tlbench import engine, tensor_data
-from tlbench.schedules import build_schedule
+from tlbench.data import batch_augment as ops
+from tlbench.training import engine
+from tlbench.data import tensor_data
+from tlbench.training.schedules import build_schedule
 
 # ---------------------------------------------------------------- schedules vs torch schedulers
 
@@ -357,7 +358,7 @@ def test_no_weight_decay_groups_match_timm(name):
     import timm
     from timm.optim._param_groups import param_groups_weight_decay
 
-    from tlbench import freeze, optim
+    from tlbench.training import freeze, optim
 
     with torch.device("meta"):
         model = timm.create_model(name, num_classes=3)

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from conftest import TINY, interrupt_after_epoch
-from tlbench import adapters, export
-from tlbench.run import run
+from tlbench.models import adapters, export
+from tlbench.runner.run import run
 
 pytest.importorskip("peft", reason="the `peft` extra is not installed")
 
@@ -21,7 +21,7 @@ def weights_of(folder) -> dict:
 
 def initial_model(cfg):
     """The model a run of `cfg` starts from (seeded as run() seeds it)."""
-    from tlbench import devices, run as run_module
+    from tlbench.runner import devices, run as run_module
 
     devices.seed_everything(cfg.seed)
     return run_module.prepare(cfg)[1].model
@@ -66,7 +66,7 @@ def test_lora_trains_under_5_percent_and_saves_the_merged_plain_model(make_cfg, 
 
 
 def rebuild_adapted(cfg, state):
-    from tlbench import run as run_module
+    from tlbench.runner import run as run_module
 
     splits, built = run_module.prepare(cfg)
     run_module.build_strategy(cfg, built)
@@ -80,7 +80,8 @@ def test_lora_scores_val_and_test_on_the_merged_weights_with_the_adapted_models_
     its numbers are those of the adapted model the run trains, which it leaves as it was."""
     from peft.tuners.tuners_utils import BaseTunerLayer
 
-    from tlbench import engine, run as run_module
+    from tlbench.training import engine
+    from tlbench.runner import run as run_module
 
     scored_models = []
     real_evaluate = engine.evaluate

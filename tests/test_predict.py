@@ -8,7 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
-from tlbench import augment, export, models, predict
+from tlbench.data import augment
+from tlbench.models import export
+from tlbench import models, predict
 from tlbench.errors import ConfigError, DataNotFoundError, WeightsMismatchError
 
 CLASSES = ["cat", "dog", "bird"]

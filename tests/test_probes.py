@@ -14,11 +14,13 @@ from omegaconf import OmegaConf
 from test_identity import outside_identity, perturbed
 from test_run import assert_valid_result
 
-from tlbench import identity, probes, run as run_module
+from tlbench.records import identity
+from tlbench import probes
+from tlbench.runner import run as run_module
 from tlbench.errors import ConfigError
-from tlbench.features import SplitFeatures
+from tlbench.probes.features import SplitFeatures
 from tlbench.report import load
-from tlbench.run import run
+from tlbench.runner.run import run
 
 LITE0 = SHARED / "weights" / "tf_efficientnet_lite0.in1k.pth"
 PROBE_TINY = [*TINY, "pretrained=false", "model=resnet18", "dataset.train_size=160"]

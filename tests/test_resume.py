@@ -11,8 +11,8 @@ import time
 import pytest
 from conftest import TINY, interrupt_after_epoch, subprocess_env, tlbench_command
 
-from tlbench import checkpoint
-from tlbench.run import run
+from tlbench.training import checkpoint
+from tlbench.runner.run import run
 
 # Augmentation, a head-then-all freeze schedule and a stateful plateau schedule: resuming must
 # restore the data order, the augmentation draws, the freeze phase, the optimizer and the plateau.
@@ -127,7 +127,7 @@ def _wait_for(folder, pattern, process, timeout_s=240):
 
 
 def test_a_resumed_attempt_that_fails_at_startup_keeps_the_epochs_already_recorded(make_cfg, tmp_path, monkeypatch):
-    from tlbench import run as run_module
+    from tlbench.runner import run as run_module
     from tlbench.errors import DataNotFoundError
 
     folder = tmp_path / "run"
@@ -160,7 +160,7 @@ def test_a_run_keeps_its_final_and_best_models_loadable_strictly_by_timm(make_cf
 
 
 def test_the_sweep_folder_is_named_by_what_the_command_trains():
-    from tlbench.sweep import sweep_name
+    from tlbench.runner.sweep import sweep_name
 
     command = ["model=resnet18,efficientnet_b0", "pretrained=true,false", "dataset.root=/data/my set"]
     name = sweep_name(command)

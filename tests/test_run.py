@@ -11,9 +11,9 @@ import pytest
 import torch
 from conftest import TINY, subprocess_env, tlbench_command
 
-from tlbench import results
+from tlbench.records import results
 from tlbench.errors import ResultsWriteError, StartupError, WeightsNotFoundError
-from tlbench.run import run
+from tlbench.runner.run import run
 
 EPOCH_FIELDS = {"epoch": int, "train_loss": float, "train_acc": float, "val_loss": float, "val_acc": float,
                 "test_loss": float, "test_acc": float, "lr": float, "time_s": float, "images_per_s": float, "trainable_params": int, "freeze_phase": str}

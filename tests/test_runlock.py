@@ -15,9 +15,9 @@ import pandas as pd
 import pytest
 from conftest import TINY, subprocess_env, tlbench_command
 
-from tlbench import runlock
+from tlbench.runner import runlock
 from tlbench.errors import ConfigError
-from tlbench.run import run
+from tlbench.runner.run import run
 
 
 def lock_naming(folder, pid: int) -> None:
@@ -130,7 +130,7 @@ def test_an_unknown_run_lock_setting_names_the_choices(tmp_path):
 
 def test_the_sweep_exit_check_does_not_count_a_run_another_live_process_is_training(tmp_path, live_process,
                                                                                     dead_pid):
-    from tlbench.sweep import failed_runs
+    from tlbench.runner.sweep import failed_runs
 
     for job, holder in (("0", live_process.pid), ("1", dead_pid)):
         lock_naming(tmp_path / job, holder)

@@ -51,7 +51,7 @@ def test_joblib_runs_two_jobs_at_once_and_reports_what_a_sequential_sweep_report
 
 
 def test_devices_list_gives_job_i_device_i_mod_n(make_cfg):
-    from tlbench import devices
+    from tlbench.runner import devices
 
     assert [devices.job_device("auto", ["cuda:0", "cuda:1"], i) for i in range(4)] == \
         ["cuda:0", "cuda:1", "cuda:0", "cuda:1"]
@@ -108,7 +108,8 @@ def test_an_optuna_search_of_three_trials_writes_three_results_and_reports_them(
 BUILD_CACHE = """
 import hashlib, sys, time
 from pathlib import Path
-from tlbench import data, tensor_data
+from tlbench import data
+from tlbench.data import tensor_data
 root, cache, start = sys.argv[1:]
 while not Path(start).exists():
     time.sleep(0.005)

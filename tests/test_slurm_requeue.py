@@ -11,8 +11,8 @@ import logging
 import pytest
 from conftest import TINY, interrupt_after_epoch
 
-from tlbench import runlock
-from tlbench.run import run
+from tlbench.runner import runlock
+from tlbench.runner.run import run
 
 
 def lock_of_attempt(folder, job: str, restart: int | None) -> None:

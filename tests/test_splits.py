@@ -8,8 +8,9 @@ import safetensors.torch
 import torch
 
 from conftest import TINY
-from tlbench import data, engine
-from tlbench.run import run
+from tlbench import data
+from tlbench.training import engine
+from tlbench.runner.run import run
 
 
 def sample_ids(dataset) -> set:

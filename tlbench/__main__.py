@@ -9,7 +9,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from tlbench.configs import CONFIG_NAME, config_dir
-from tlbench.sweep import register_resolvers
+from tlbench.runner.sweep import register_resolvers
 
 log = logging.getLogger("tlbench")
 register_resolvers()  # conf/config.yaml names the sweep folder with tlbench.sweep_name
@@ -20,15 +20,15 @@ def main(cfg: DictConfig) -> float | None:
     """Returns the run's best val accuracy in the data set's metric (results.objective): what a
     search sweeper (Optuna) maximizes; None for a failed run of a sweep (a search records that
     trial as failed and goes on)."""
-    from tlbench.results import objective
-    from tlbench.run import run  # imported here so `--help` and config errors stay fast
+    from tlbench.records.results import objective
+    from tlbench.runner.run import run  # imported here so `--help` and config errors stay fast
 
     if HydraConfig.get().mode != RunMode.MULTIRUN:
         return objective(run(cfg)["summary"])
     try:
         return objective(run(cfg)["summary"])
     except Exception as err:  # noqa: BLE001 - one failed run must not stop its siblings
-        # result.json already records the failure; tlbench.sweep exits non-zero at the sweep's end.
+        # result.json already records the failure; tlbench.runner.sweep exits non-zero at the sweep's end.
         log.error("run failed, the sweep goes on: %s: %s", type(err).__name__, err)
         return None
 

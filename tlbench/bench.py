@@ -37,8 +37,10 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
-from tlbench import devices, engine, freeze, optim, schedules, tensor_data
-from tlbench.augment import NORMALIZATIONS
+from tlbench.runner import devices
+from tlbench.training import engine, freeze, optim, schedules, step
+from tlbench.data import tensor_data
+from tlbench.data.augment import NORMALIZATIONS
 
 MEAN, STD = NORMALIZATIONS["cifar"]
 WRITEUP_AUGMENT = dict(pad=4, hflip=0.5, color_jitter=[0.2, 0.2, 0.2, 0.1], rotation_deg=15)
@@ -208,12 +210,7 @@ def ceiling(model, size, batch_size, timing: Timing, options) -> list[float]:
     model.train()
     clock = WindowClock(timing)
     while not clock.finished:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=options.amp):
-            logits = model(x)
-        loss = F.cross_entropy(logits.float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        step.train_step(model, optimizer, x, y, device, options)  # the product's own step, on one resident batch
         clock.step(batch_size)
     return clock.rates
 

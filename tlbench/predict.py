@@ -23,7 +23,9 @@ import torch
 from PIL import UnidentifiedImageError
 from torch import nn
 
-from tlbench import atomic, devices, export
+from tlbench.records import atomic
+from tlbench.runner import devices
+from tlbench.models import export
 from tlbench.data import folders
 from tlbench.errors import BadImageError, ConfigError, DataNotFoundError, WeightsMismatchError
 

@@ -36,7 +36,7 @@ SET = {
     "lora": [*QUICK, "freeze=lora"],
     "resumed_after_kill": QUICK,  # same command: trained again after a kill, must equal quickstart_pretrained
     "writeup_preset": ["experiment=seed_resnet18_cifar10_fixed", "dataset=synthetic", "model.name=resnet18",
-                       "pretrained=false", "batch_size=32", *SMALL],
+                       "pretrained=false", "batch_size=32", "freeze.epochs=1", *SMALL],
 }
 EPOCH_FIELDS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")
 
@@ -57,7 +57,7 @@ def _compose(overrides, root: Path):
 
 
 def _killed_then_resumed(run, cfg, folder: Path) -> dict:
-    engine = _module("tlbench.core.engine", "tlbench.engine")
+    engine = _module("tlbench.training.engine", "tlbench.engine")
     save = engine.checkpoint.save
 
     def save_then_stop(state, path):

@@ -8,7 +8,7 @@ model and augmentation."""
 
 import inspect
 
-from tlbench import settings
+from tlbench import specs
 from tlbench.data import cifar, fastai, hf, local, memory, transfer
 from tlbench.data.splits import (DataSplits, TensorImages, Transformed, carve_validation, cut_training,
                                  offline, stratified_indices, subset, targets_of)
@@ -43,11 +43,9 @@ def build_dataset(name: str, val_split: float = 0.1, split_seed: int = 0, train_
     if name not in BUILDERS:
         raise ConfigError(f"dataset.name={name!r} is not known; use one of {', '.join(BUILDERS)}")
     builder = BUILDERS[name]
-    settings.checked(settings.DatasetSplits, dict(val_split=val_split, split_seed=split_seed, on_bad_image=on_bad_image,
-                                                  train_fraction=train_fraction, train_per_class=train_per_class,
-                                                  train_images=train_images, subset_seed=subset_seed,
-                                                  test_fraction=test_fraction,
-                                                  image_size=kwargs.get("image_size", 1)), "dataset.")
+    specs.DatasetSplits(val_split=val_split, split_seed=split_seed, on_bad_image=on_bad_image,  # range checks
+                        train_fraction=train_fraction, train_per_class=train_per_class, train_images=train_images,
+                        subset_seed=subset_seed, test_fraction=test_fraction, image_size=kwargs.get("image_size", 1))
     accepted = inspect.signature(builder).parameters
     if "split_seed" in accepted:
         kwargs["split_seed"] = split_seed

@@ -1,4 +1,4 @@
-"""Which runs belong together: the same experiment (tlbench.identity) but for the seed.
+"""Which runs belong together: the same experiment (tlbench.records.identity) but for the seed.
 
 Each result.json records its `identity`: the config less where files live and speed-only
 settings, with local data and weights named by their content. A group is the set of runs whose
@@ -14,7 +14,7 @@ import math
 
 import pandas as pd
 
-from tlbench.identity import LATER_SETTINGS
+from tlbench.records.identity import LATER_SETTINGS
 
 IDENTITY_PREFIX = "identity."
 # Top-level fields the training core writes for people; they name each group in tables.
@@ -84,7 +84,7 @@ def _missing(value) -> bool:
 
 def label_value(row: pd.Series, column: str):
     """The run's value of a group column. An identity leaves out a setting at the value runs
-    had before it existed (tlbench.identity.LATER_SETTINGS: dataset.val_split=0, defects off), so
+    had before it existed (tlbench.records.identity.LATER_SETTINGS: dataset.val_split=0, defects off), so
     a missing one reads as that value; null as the YAML spells it."""
     value, key = row[column], column.removeprefix(IDENTITY_PREFIX)
     if _missing(value) and column.startswith(IDENTITY_PREFIX) and key in LATER_SETTINGS:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from tlbench import identity
-from tlbench.results import METRIC_FIELDS, RESULT_FILE
+from tlbench.records import identity
+from tlbench.records.results import METRIC_FIELDS, RESULT_FILE
 
 RESULT_FILENAME = RESULT_FILE
 KNOWN_SCHEMA_VERSION = 2

@@ -13,9 +13,9 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
-from tlbench import runlock
-from tlbench.identity import is_identity_key
-from tlbench.results import RESULT_FILE
+from tlbench.runner import runlock
+from tlbench.records.identity import is_identity_key
+from tlbench.records.results import RESULT_FILE
 
 log = logging.getLogger("tlbench")
 

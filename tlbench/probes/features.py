@@ -10,6 +10,7 @@ named by their content, as identity.py does), the split and its size, and the pr
 (image size, input size, mean, std, bf16 autocast). A sweep of probes over one backbone, or a
 probe run again, extracts once."""
 
+import functools
 import hashlib
 import json
 import logging
@@ -20,10 +21,11 @@ from pathlib import Path
 
 import torch
 from filelock import FileLock
-from omegaconf import OmegaConf
 from torch import nn
 
-from tlbench import augment, checkpoint, tensor_data
+from tlbench.data import tensor_data
+from tlbench.specs import FeatureSpec
+from tlbench.records import atomic
 
 log = logging.getLogger("tlbench")
 FEATURE_FORMAT = 1  # bump when what is stored (or how it is computed) changes: old files then miss
@@ -64,56 +66,53 @@ def weights_fingerprint(model: nn.Module, head_module: str) -> str:
     return "sha256:" + digest.hexdigest()[:16]
 
 
-def cache_key(cfg, built, image_size: int, dataset_identity: dict, weights: str, split: str, size: int,
-              amp: bool) -> dict:
+def cache_key(spec: FeatureSpec, image_size: int, dataset_identity: dict, weights: str, split: str,
+              size: int) -> dict:
     """Everything the features of one split depend on (not where files live, nor the run's seed:
     a seeded random init is in `weights`)."""
-    mean, std = augment.resolve_normalization(cfg.normalize, built.mean, built.std)
-    kwargs = OmegaConf.to_container(cfg.model.kwargs, resolve=True) if cfg.model.get("kwargs") else {}
-    return {"format": FEATURE_FORMAT, "model": {"name": cfg.model.name, "source": cfg.model.source,
-                                                "kwargs": json.loads(json.dumps(kwargs, default=str))},
+    return {"format": FEATURE_FORMAT, "model": {"name": spec.model_name, "source": spec.model_source,
+                                                "kwargs": json.loads(json.dumps(spec.model_kwargs, default=str))},
             "weights": weights, "dataset": dataset_identity, "split": split, "size": size,
-            "preprocessing": {"image_size": image_size, "input_size": cfg.input_size or image_size,
-                              "mean": list(mean), "std": list(std), "amp": amp}}
+            "preprocessing": {"image_size": image_size, "input_size": spec.input_size or image_size,
+                              "mean": list(spec.mean), "std": list(spec.std), "amp": spec.amp}}
 
 
-def split_features(cfg, splits, built, device, dataset_identity: dict, amp: bool) -> tuple[dict, dict]:
+def split_features(spec: FeatureSpec, splits, built, device, dataset_identity: dict) -> tuple[dict, dict]:
     """{split name: SplitFeatures} for every distinct split (splits.named()), and what was used:
     {"weights_fingerprint", "features_from"}. Undecodable files skipped on the way are recorded in
     `splits.skipped`, whether they were found now or when the cache was written."""
     weights = weights_fingerprint(built.model, built.info["head_module"])
     forward, described = feature_function(built)
     built.model.to(device).eval()
-    folder = Path(cfg.data.cache_dir).expanduser() / "features"
+    folder = Path(spec.cache_dir).expanduser() / "features"
     folder.mkdir(parents=True, exist_ok=True)
     found = {}
     for name, dataset in splits.named().items():
-        key = cache_key(cfg, built, splits.image_size, dataset_identity, weights, name, len(dataset), amp)
+        key = cache_key(spec, splits.image_size, dataset_identity, weights, name, len(dataset))
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-        path = folder / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', cfg.model.name)}-{name}-{digest}.pt"
+        path = folder / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', spec.model_name)}-{name}-{digest}.pt"
         with FileLock(path.with_name(path.name + ".lock")):  # parallel jobs on one backbone: one extracts
-            found[name] = _read(path, key) or _extract_and_store(cfg, splits, built, name, dataset, forward,
-                                                                 device, amp, key, path)
+            found[name] = _read(path, key) or _extract_and_store(spec, splits, name, dataset, forward, device, key,
+                                                                 path)
         if found[name].skipped:
             splits.skipped[name] = found[name].skipped
     return found, {"weights_fingerprint": weights, "features_from": described}
 
 
-def _extract_and_store(cfg, splits, built, name, dataset, forward, device, amp, key, path) -> SplitFeatures:
-    mean, std = augment.resolve_normalization(cfg.normalize, built.mean, built.std)
-    cached = tensor_data.cached_split(dataset, splits.image_size, cache_dir=cfg.data.cache_dir, name=cfg.dataset.name,
-                                      split=name, workers=cfg.data.decode_workers, on_bad_image=splits.on_bad_image)
-    transform = tensor_data.BatchTransform(splits.image_size, cfg.input_size or splits.image_size, mean, std,
-                                           train=False)
-    batches = tensor_data.DeviceBatches(cached, cfg.eval_batch_size or 2 * cfg.batch_size, transform, device,
-                                        False, 0, cfg.data.device_budget_gb * 2**30)
+def _extract_and_store(spec: FeatureSpec, splits, name, dataset, forward, device, key, path) -> SplitFeatures:
+    cached = tensor_data.cached_split(dataset, splits.image_size, cache_dir=spec.cache_dir, name=spec.dataset_name,
+                                      split=name, workers=spec.decode_workers, on_bad_image=splits.on_bad_image)
+    transform = tensor_data.BatchTransform(splits.image_size, spec.input_size or splits.image_size, spec.mean,
+                                           spec.std, train=False)
+    batches = tensor_data.DeviceBatches(cached, spec.eval_batch_size, transform, device, False, 0,
+                                        spec.device_budget_gb * 2**30)
     started = time.perf_counter()
-    features, labels = extract(forward, batches, device, amp)
+    features, labels = extract(forward, batches, device, spec.amp)
     extract_s = time.perf_counter() - started
     log.info("extracted %s features of %d %s images in %.1f s (%.0f img/s)", tuple(features.shape[1:]),
              len(labels), name, extract_s, len(labels) / max(extract_s, 1e-9))
-    checkpoint.write_atomic({"key": json.dumps(key, sort_keys=True), "features": features, "labels": labels,
-                             "skipped": list(cached.skipped)}, path)
+    atomic.write_atomic(path, functools.partial(torch.save, {"key": json.dumps(key, sort_keys=True), "features": features, "labels": labels,
+                             "skipped": list(cached.skipped)}))
     return SplitFeatures(features, labels, False, extract_s, path, list(cached.skipped))
 
 

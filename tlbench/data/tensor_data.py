@@ -3,6 +3,7 @@ it on disk, keep it on the training device when it fits a memory budget (else st
 memory, one uint8 batch at a time through two reused staging buffers: HostBatches), and augment
 whole batches there (batch_augment.py)."""
 
+import functools
 import hashlib
 import logging
 import math
@@ -16,8 +17,10 @@ from filelock import FileLock
 from torch.utils.data import Dataset, Subset
 from torchvision.transforms import v2
 
-from tlbench import batch_augment as ops
-from tlbench import checkpoint, image_check, settings
+from tlbench.data import batch_augment as ops
+from tlbench.records import atomic
+from tlbench.data import image_check
+from tlbench import specs
 from tlbench.data import TensorImages
 from tlbench.errors import BadImageError
 
@@ -75,7 +78,7 @@ def cached_split(dataset: Dataset, size: int, cache_dir, name: str, split: str, 
         if cached is not None:
             return cached
         images, labels, skipped = decode(dataset, size, workers, on_bad_image)
-        checkpoint.write_atomic({"images": images, "labels": labels, "skipped": skipped}, path)
+        atomic.write_atomic(path, functools.partial(torch.save, {"images": images, "labels": labels, "skipped": skipped}))
     return CachedSplit(images, labels, path, True, skipped)
 
 
@@ -115,12 +118,12 @@ def decode(dataset: Dataset, size: int, workers: int = 0,
 
 class BatchTransform:
     """The `augment` group's ops on a uint8 batch; returns normalized float at `input_size`.
-    `augment`: the group's keys, checked by settings.Augment (the same description the per-image
+    `augment`: the group's keys, checked by specs.Augment (the same description the per-image
     pipeline reads); ignored when `train` is false."""
 
     def __init__(self, image_size, input_size, mean, std, train=True, **augment):
         self.image_size, self.input_size, self.mean, self.std, self.train = image_size, input_size, mean, std, train
-        self.augment = settings.augment(augment if train else {})
+        self.augment = specs.augment(augment if train else {})
         self._stats = {}  # device -> (mean, std) tensors there, made on the first batch, not on every one
 
     def __call__(self, images: torch.Tensor, generator) -> torch.Tensor:

@@ -26,7 +26,9 @@ from pathlib import Path
 import safetensors.torch
 from torch import nn
 
-from tlbench import atomic, augment, models
+from tlbench.records import atomic
+from tlbench.data import augment
+from tlbench import models
 from tlbench.errors import ConfigError, DataNotFoundError, WeightsMismatchError
 
 FORMAT = "tlbench-model/1"

@@ -13,24 +13,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tlbench import checkpoint
-from tlbench.compiled import IGNORE_INDEX, Compiled
-from tlbench.freeze import FreezeStrategy, apply_phase, set_train_mode
-from tlbench.optim import OptimizerFactory, carry_state
-from tlbench.schedules import LrSchedule
+from tlbench.training import checkpoint
+from tlbench.training.compiled import IGNORE_INDEX
+from tlbench.training.freeze import FreezeStrategy, apply_phase, set_train_mode
+from tlbench.training.optim import OptimizerFactory, carry_state
+from tlbench.training.schedules import LrSchedule
+from tlbench.training.step import StepOptions, forward_loss, loss_input, to_device, train_step
 
 log = logging.getLogger("tlbench")
 
 
-@dataclass
-class TrainOptions:
+@dataclass(kw_only=True)
+class TrainOptions(StepOptions):
+    """How `fit` runs: the step's options (step.StepOptions) and the epochs around it."""
     epochs: int
-    amp: bool = False                   # bf16 autocast
-    channels_last: bool = False
-    label_smoothing: float = 0.0
-    sigmoid_before_loss: bool = False   # write-up C's defect: cross-entropy on sigmoid(logits); predictions unchanged
-    clip_grad_norm: float | None = None
-    clip_grad_value: float | None = None
     best_checkpoint: Path | None = None  # where to keep the best epoch's state_dict, or None
     select_on: str = "val_acc"           # the epoch record's field that picks the best epoch: the data set's
                                          # metric on val (results.selection_field: val_mean_class_acc for some)
@@ -52,97 +48,138 @@ class History:
     compile: dict | None = None  # compile=true: Compiled.record (result.json `compile`); None = eager
 
 
+class FitHooks:
+    """Where a way of running the model plugs into `fit` (compiled.CompileHooks for compile=true);
+    this one runs it eagerly, val and test scored on `eval_view(model)` when one is given."""
+
+    def __init__(self, eval_view: Callable[[nn.Module], nn.Module] | None = None):
+        self.eval_view = eval_view
+
+    def start(self, history: History, train_loader) -> None:
+        """Before the first epoch of this attempt (after a resume's state is restored)."""
+
+    def phase_ready(self, epoch: int, phase_name: str, warm_up: Callable[[], None]) -> float:
+        """A phase's first epoch of this attempt is about to train; returns seconds spent preparing it."""
+        return 0.0
+
+    def scored(self, model: nn.Module) -> nn.Module:
+        """The model that val and test see this epoch."""
+        return self.eval_view(model) if self.eval_view else model
+
+    def epoch_done(self, epoch: int) -> None:
+        """After an epoch's val and test scores."""
+
+
 def fit(model: nn.Module, train_loader, val_loader, freeze: FreezeStrategy, optimizers: OptimizerFactory,
         schedule: LrSchedule, device: torch.device, options: TrainOptions, history: History | None = None,
-        on_epoch_end=None, resume: dict | None = None, test_loader=None) -> History:
+        on_epoch_end=None, resume: dict | None = None, test_loader=None, hooks=None) -> History:
     """Trains `options.epochs` epochs, evaluating on `val_loader` (what selects: the best epoch and
     best.pt, on `options.select_on`, and the plateau rule) and on `test_loader` (what is reported;
     None = val is the test split, and test metrics repeat val's). `history` is filled in place, so
     a caller that catches an exception still has every epoch completed before it.
     `on_epoch_end(record)` is called after each epoch, once its checkpoint (if one is due) is
     written. `resume`: a state loaded by checkpoint.load, from which training goes on exactly as
-    if it had never stopped.
-
-    The full state is saved to `options.checkpoint` once `checkpoint_every_s` has passed since the
-    last save (or the start) and after the last epoch: a resnet18 + Adam checkpoint (128 MiB,
-    fsynced) took 0.2-0.4 s on a local disk, more on network file systems, against 1.2 s for a
-    CIFAR-10 epoch on an H100, while a slow epoch still saves every time. A resume trains the
-    epochs after the last save again. The best epoch's weights wait in host memory and go to
-    `best_checkpoint` at the same moments, so best.pt never holds an epoch newer than the
-    checkpoint a resume starts from."""
+    if it had never stopped. `hooks`: a FitHooks (default: eager, with `options.eval_view`).
+    Checkpoints and best.pt: `_Saver`."""
     history = history if history is not None else History()
     history.iters_per_epoch = len(train_loader)
+    hooks = hooks or FitHooks(options.eval_view)
     plain = getattr(model, "_orig_mod", model)  # torch.compile's wrapper renames parameters
     total_params = sum(p.numel() for p in plain.parameters())
-    phase, optimizer, trainable, best_val_acc, first_epoch = None, None, 0, -1.0, 0
-    best_state, last_saved, warmed = None, time.monotonic(), None
+    phase, optimizer, trainable, first_epoch, prepared = None, None, 0, 0, None
+    saver = _Saver(options, train_loader)
     if resume is not None:
-        first_epoch, best_val_acc = resume["epoch"], resume["best_val_acc"]
+        first_epoch, saver.best_val_acc = resume["epoch"], resume["best_val_acc"]
         phase, trainable, optimizer = _restore(plain, freeze, optimizers, schedule, train_loader, history, resume)
-    if isinstance(model, Compiled):
-        model.resume(history.compile)
-        history.compile = model.record
-        model.record["dropped_train_images"] = getattr(train_loader, "dropped", 0)  # per epoch (StaticBatches)
+    hooks.start(history, train_loader)
     for epoch in range(first_epoch, options.epochs):
         if freeze.phase(epoch) != phase:  # a phase change rebuilds the optimizer over the new set
-            if phase is not None:
-                schedule.phase_changed()
-            phase = freeze.phase(epoch)
-            trainable = apply_phase(plain, phase)
-            previous, optimizer = optimizer, optimizers.build(plain, phase)
-            if freeze.keep_optimizer_state and previous is not None:
-                carry_state(previous, optimizer)
+            phase, trainable, optimizer = _enter_phase(plain, freeze, optimizers, schedule, epoch, phase, optimizer)
         set_train_mode(plain, freeze.train_bn, freeze.bn_eval)
         compile_s = 0.0
-        if isinstance(model, Compiled) and warmed != phase:  # a new phase, or this attempt's first epoch
-            compile_s = model.compile_phase(epoch + 1, phase.name, lambda: warm_up(
+        if prepared != phase:  # a new phase, or this attempt's first epoch
+            compile_s = hooks.phase_ready(epoch + 1, phase.name, lambda: warm_up(
                 model, val_loader, train_loader.batch_size, device, options, freeze))
-            warmed = phase
+            prepared = phase
         started = time.perf_counter()  # compile time stays out of time_s and images_per_s
         train = train_one_epoch(model, train_loader, optimizer, schedule, epoch * len(train_loader), device,
                                 options, desc=f"epoch {epoch + 1}/{options.epochs}")
         train_time_s = time.perf_counter() - started
-        scored = options.eval_view(plain) if options.eval_view and not isinstance(model, Compiled) else model
-        val_loss, val_acc, val_mean_class_acc = evaluate(scored, val_loader, device, options)
-        test_loss, test_acc, test_mean_class_acc = (evaluate(scored, test_loader, device, options) if test_loader
-                                                    else (val_loss, val_acc, val_mean_class_acc))
-        del scored
-        record = dict(epoch=epoch + 1, train_loss=train["loss"], train_acc=train["acc"], val_loss=val_loss,
-                      val_acc=val_acc, val_mean_class_acc=val_mean_class_acc, test_loss=test_loss, test_acc=test_acc,
-                      test_mean_class_acc=test_mean_class_acc, lr=optimizer.param_groups[-1]["lr"],
-                      time_s=time.perf_counter() - started, images_per_s=train["images"] / train_time_s,
-                      trainable_params=trainable, trainable_fraction=trainable / total_params,
-                      freeze_phase=phase.name, train_images=train["images"], compile_s=compile_s)
-        if isinstance(model, Compiled):
-            model.check_timed(epoch + 1)
+        scores = _scores(hooks.scored(model), val_loader, test_loader, device, options)
+        record = dict(epoch=epoch + 1, train_loss=train["loss"], train_acc=train["acc"], **scores,
+                      lr=optimizer.param_groups[-1]["lr"], time_s=time.perf_counter() - started,
+                      images_per_s=train["images"] / train_time_s, trainable_params=trainable,
+                      trainable_fraction=trainable / total_params, freeze_phase=phase.name,
+                      train_images=train["images"], compile_s=compile_s)
+        hooks.epoch_done(epoch + 1)
         history.epochs.append(record)
         history.iter_loss.extend(train["iter_loss"])
         schedule.epoch_end(record)
-        if options.best_checkpoint and record[options.select_on] > best_val_acc:
-            best_state = {k: v.detach().to("cpu", copy=True) for k, v in plain.state_dict().items()}
-        best_val_acc = max(best_val_acc, record[options.select_on])  # saved as best_val_acc, whichever field
-        saved = ""
-        if epoch + 1 == options.epochs or time.monotonic() - last_saved >= options.checkpoint_every_s:
-            save_started = time.monotonic()
-            if best_state is not None:  # best.pt first: the other order, killed between the writes, would resume
-                checkpoint.write_atomic(best_state, options.best_checkpoint)  # a best_val_acc whose weights are lost
-                best_state = None
-            if options.checkpoint:
-                checkpoint.save(dict(**options.checkpoint_info, epoch=epoch + 1, phase=phase.name,
-                                     best_val_acc=best_val_acc, model=plain.state_dict(),
-                                     optimizer=optimizer.state_dict(), schedule=schedule.state_dict(),
-                                     scaler=None,  # bf16 autocast needs no GradScaler
-                                     rng=checkpoint.rng_state(train_loader), history=asdict(history)),
-                                options.checkpoint)
-            last_saved = time.monotonic()
-            saved = f", saved in {last_saved - save_started:.1f} s"
+        saved = saver.epoch_end(record, plain, optimizer, schedule, phase, history)
         if on_epoch_end:
             on_epoch_end(record)
         log.info("epoch %d/%d [%s, %d trainable] train loss %.4f acc %.2f%% | val loss %.4f acc %.2f%% | "
                  "test acc %.2f%% | %.0f img/s, %.1f s%s", epoch + 1, options.epochs, phase.name, trainable,
-                 train["loss"], 100 * train["acc"], val_loss, 100 * val_acc, 100 * test_acc, record["images_per_s"],
-                 record["time_s"], saved)
+                 train["loss"], 100 * train["acc"], record["val_loss"], 100 * record["val_acc"],
+                 100 * record["test_acc"], record["images_per_s"], record["time_s"], saved)
     return history
+
+
+def _enter_phase(model, freeze, optimizers, schedule, epoch, previous_phase, previous_optimizer) -> tuple:
+    """The freeze phase of `epoch` takes over: its requires_grad set, a new optimizer over it
+    (the old one's state carried with `keep_optimizer_state`). Returns (phase, trainable, optimizer)."""
+    if previous_phase is not None:
+        schedule.phase_changed()
+    phase = freeze.phase(epoch)
+    trainable = apply_phase(model, phase)
+    optimizer = optimizers.build(model, phase)
+    if freeze.keep_optimizer_state and previous_optimizer is not None:
+        carry_state(previous_optimizer, optimizer)
+    return phase, trainable, optimizer
+
+
+def _scores(scored, val_loader, test_loader, device, options) -> dict:
+    """The epoch record's val_* and test_* fields (test repeats val when val is the test split)."""
+    val = evaluate(scored, val_loader, device, options)
+    test = evaluate(scored, test_loader, device, options) if test_loader else val
+    return dict(val_loss=val[0], val_acc=val[1], val_mean_class_acc=val[2], test_loss=test[0], test_acc=test[1],
+                test_mean_class_acc=test[2])
+
+
+class _Saver:
+    """Checkpoint cadence and best.pt. The full state is saved to `options.checkpoint` once
+    `checkpoint_every_s` has passed since the last save (or the start) and after the last epoch: a
+    resnet18 + Adam checkpoint (128 MiB, fsynced) took 0.2-0.4 s on a local disk, more on network
+    file systems, against 1.2 s for a CIFAR-10 epoch on an H100, while a slow epoch still saves
+    every time. A resume trains the epochs after the last save again. The best epoch's weights wait
+    in host memory and go to `best_checkpoint` at the same moments, so best.pt never holds an epoch
+    newer than the checkpoint a resume starts from."""
+
+    def __init__(self, options: TrainOptions, train_loader):
+        self.options, self.train_loader = options, train_loader
+        self.best_val_acc, self.best_state, self.last_saved = -1.0, None, time.monotonic()
+
+    def epoch_end(self, record: dict, model, optimizer, schedule, phase, history: History) -> str:
+        """Keeps the epoch's weights if it is the best so far; saves if due. Returns a note for the log."""
+        options = self.options
+        if options.best_checkpoint and record[options.select_on] > self.best_val_acc:
+            self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        self.best_val_acc = max(self.best_val_acc, record[options.select_on])  # saved as best_val_acc, whichever
+        if record["epoch"] != options.epochs and time.monotonic() - self.last_saved < options.checkpoint_every_s:
+            return ""
+        started = time.monotonic()
+        if self.best_state is not None:  # best.pt first: the other order, killed between the writes, would resume
+            checkpoint.write_atomic(self.best_state, options.best_checkpoint)  # a best_val_acc whose weights are lost
+            self.best_state = None
+        if options.checkpoint:
+            checkpoint.save(dict(**options.checkpoint_info, epoch=record["epoch"], phase=phase.name,
+                                 best_val_acc=self.best_val_acc, model=model.state_dict(),
+                                 optimizer=optimizer.state_dict(), schedule=schedule.state_dict(),
+                                 scaler=None,  # bf16 autocast needs no GradScaler
+                                 rng=checkpoint.rng_state(self.train_loader), history=asdict(history)),
+                            options.checkpoint)
+        self.last_saved = time.monotonic()
+        return f", saved in {self.last_saved - started:.1f} s"
 
 
 def _restore(model, freeze, optimizers, schedule, train_loader, history, state) -> tuple:
@@ -173,14 +210,12 @@ def warm_up(model, val_loader, batch_size, device, options, freeze) -> None:
     batch, which draws no random numbers, cut or tiled to `batch_size` for the step). Leaves no
     trace: BatchNorm statistics, gradients, random states and train/eval modes are put back."""
     plain = model._orig_mod
-    images, _ = _to_device(next(iter(val_loader))[0], torch.zeros(0), device, options.channels_last)
+    images, _ = to_device(next(iter(val_loader))[0], torch.zeros(0), device, options.channels_last)
     train_images = images.repeat(math.ceil(batch_size / len(images)), 1, 1, 1)[:batch_size]
     buffers = {name: buffer.clone() for name, buffer in plain.named_buffers()}
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=options.amp):
-            logits = model(train_images)
         labels = torch.zeros(batch_size, dtype=torch.long, device=device)
-        F.cross_entropy(_loss_input(logits, options), labels, label_smoothing=options.label_smoothing).backward()
+        forward_loss(model, train_images, labels, options)[0].backward()  # the step's graphs, without stepping
         model.eval()
         with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=options.amp):
             model(images)
@@ -205,17 +240,10 @@ def train_one_epoch(model, loader, optimizer, schedule, first_step, device, opti
     bar = _progress(loader, desc) if options.show_progress else None
     started = time.perf_counter()
     for i, (images, labels) in enumerate(bar if bar is not None else loader):
-        images, labels = _to_device(images, labels, device, options.channels_last)
         schedule.apply(optimizer, first_step + i)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=options.amp):
-            logits = model(images)
-        loss = F.cross_entropy(_loss_input(logits, options), labels, label_smoothing=options.label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        _clip(model, options)
-        optimizer.step()
-        losses.append(loss.detach())
-        correct += (logits.argmax(1) == labels).sum()
+        loss, batch_correct = train_step(model, optimizer, images, labels, device, options)
+        losses.append(loss)
+        correct += batch_correct
         seen += len(labels)
         if (i + 1) % check_every == 0:
             read += _check_finite(losses[len(read):], len(read), desc)
@@ -254,11 +282,11 @@ def evaluate(model, loader, device, options) -> tuple[float, float, float]:
     model.eval()
     loss_sums, corrects, counts, hits, totals = [], [], [], 0, 0
     for images, labels in loader:
-        images, labels = _to_device(images, labels, device, options.channels_last)
+        images, labels = to_device(images, labels, device, options.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=options.amp):
             logits = model(images)
         # padding samples (compile=true's static shapes) carry IGNORE_INDEX: no loss, never correct, not counted
-        loss_sums.append(F.cross_entropy(_loss_input(logits, options), labels, reduction="sum"))
+        loss_sums.append(F.cross_entropy(loss_input(logits, options), labels, reduction="sum"))
         correct = logits.argmax(1) == labels
         corrects.append(correct.sum())
         counts.append((labels != IGNORE_INDEX).sum())
@@ -287,25 +315,6 @@ def _read_together(*tensors) -> list[list[float]]:
         out.append(values[start:start + tensor.numel()])
         start += tensor.numel()
     return out
-
-
-def _loss_input(logits, options):
-    return torch.sigmoid(logits.float()) if options.sigmoid_before_loss else logits.float()
-
-
-def _to_device(images, labels, device, channels_last):
-    images = images.to(device, non_blocking=True)
-    if channels_last:
-        images = images.contiguous(memory_format=torch.channels_last)
-    return images, labels.to(device, non_blocking=True)
-
-
-def _clip(model, options):
-    params = [p for p in model.parameters() if p.grad is not None]
-    if options.clip_grad_value is not None:
-        nn.utils.clip_grad_value_(params, options.clip_grad_value)
-    if options.clip_grad_norm is not None:
-        nn.utils.clip_grad_norm_(params, options.clip_grad_norm)
 
 
 def _progress(loader, desc):

@@ -3,8 +3,11 @@
 import contextlib
 import logging
 import os
+import platform
 import random
 import re
+import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -194,3 +197,23 @@ def seed_everything(seed: int) -> dict:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     return {"python": seed, "numpy": seed % 2**32, "torch": seed, "data_order": seed}
+
+
+def env_info(device, device_name: str) -> dict:
+    """result.json `env`: the software and the machine a run used."""
+    import timm
+    import torch
+    import torchvision
+
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "timm": timm.__version__, "device": str(device),
+            "device_name": device_name, "git_sha": _git_sha(), "hostname": socket.gethostname(), "pid": os.getpid()}
+
+
+def _git_sha() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=5)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None

@@ -20,7 +20,7 @@ import time
 import torch
 from torch import nn
 
-from tlbench.checkpoint import loader_generators
+from tlbench.training.checkpoint import loader_generators
 from tlbench.errors import ConfigError
 
 log = logging.getLogger("tlbench")
@@ -110,6 +110,30 @@ class Compiled(nn.Module):
             log.warning("compile=true: %d graph(s) compiled during epoch %d, outside the warm-up: its time_s and "
                         "images_per_s include compile time (result.json compile.graphs_in_timed_epochs)", late, epoch)
             self.record["graphs_in_timed_epochs"] += late
+
+
+class CompileHooks:
+    """engine.fit's hooks for a Compiled model: the compile record carried across a resume, each
+    phase's graphs compiled (engine.warm_up) before its first epoch is timed, val and test scored on
+    the compiled model itself (no eval view: its graphs are the ones compiled), and a check that a
+    timed epoch compiled nothing."""
+
+    def __init__(self, model: Compiled):
+        self.model = model
+
+    def start(self, history, train_loader) -> None:
+        self.model.resume(history.compile)
+        history.compile = self.model.record
+        self.model.record["dropped_train_images"] = getattr(train_loader, "dropped", 0)  # per epoch (StaticBatches)
+
+    def phase_ready(self, epoch: int, phase_name: str, warm_up) -> float:
+        return self.model.compile_phase(epoch, phase_name, warm_up)
+
+    def scored(self, model: nn.Module) -> nn.Module:
+        return model
+
+    def epoch_done(self, epoch: int) -> None:
+        self.model.check_timed(epoch)
 
 
 class StaticBatches:

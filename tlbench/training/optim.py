@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from tlbench.errors import ConfigError
-from tlbench.freeze import Phase
+from tlbench.training.freeze import Phase
 
 OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 

@@ -13,7 +13,7 @@ from typing import Callable
 
 import torch
 
-from tlbench import atomic
+from tlbench.records import atomic
 from tlbench.errors import WeightsMismatchError, WeightsNotFoundError
 
 WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")

@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tlbench import atomic, identity
+from tlbench.records import atomic, identity
 from tlbench.errors import ConfigError
 
 log = logging.getLogger("tlbench")

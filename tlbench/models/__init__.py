@@ -11,7 +11,7 @@ import torch
 import torchvision
 from torch import nn
 
-from tlbench import weights as weight_files
+from tlbench.models import weights as weight_files
 from tlbench.errors import ConfigError
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tlbench import atomic
+from tlbench.records import atomic
 
 CHECKPOINT_FILE = "checkpoint.pt"
 FORMAT = 2  # 2: the device of every generator state is stored with it, CUDA for the job's GPU only

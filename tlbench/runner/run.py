@@ -11,10 +11,16 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
-from tlbench import (adapters, augment, checkpoint, compiled, cost, data, devices, engine, export, freeze, identity, image_check,
-                     loggers, lr_find, models, optim, probes, results, resume, runlock, schedules, settings,
-                     tensor_data)
+from tlbench import data, models, probes
+from tlbench.data import augment, image_check, tensor_data
 from tlbench.errors import DataNotFoundError, StartupError, WeightsNotFoundError
+from tlbench.models import adapters, export
+from tlbench.records import identity, results
+from tlbench.runner import devices, loggers, resume, runlock, settings
+from tlbench.specs import FeatureSpec
+from tlbench.training import checkpoint, compiled, cost, engine, freeze, optim, schedules
+from tlbench.training.lr_find import FindingOptimizers
+from tlbench.training.optim import OptimizerFactory
 
 log = logging.getLogger("tlbench")
 RESULT_FILE = results.RESULT_FILE
@@ -99,9 +105,17 @@ def _train_on(device, cfg, output_dir: Path, result: dict, history: engine.Histo
     result["deterministic"] = devices.set_deterministic(cfg.deterministic, device)
     splits, built = prepare(cfg)
     result["metric"] = splits.metric  # what selects and what the summary's *_metric fields hold
-    result["env"] = {**results.env_info(device, devices.device_name(device)), "threads": threads, "job_num": job_num}
-    if probes.is_probe(cfg.freeze):  # freeze=knn / logreg: features once and a fitted classifier, no training loop
-        probes.run_probe(cfg, splits, built, device, result, history)
+    result["env"] = {**devices.env_info(device, devices.device_name(device)), "threads": threads, "job_num": job_num}
+    result["model_info"] = model_info(built)  # before a probe turns a torchvision head into identity
+    if probes.is_probe(cfg.freeze.name):  # freeze=knn / logreg: features once and a fitted classifier, no loop
+        dataset_identity = {k: v for k, v in result["identity"].items() if k.startswith("dataset.")}  # names the
+        outcome = probes.run_probe(settings.probe(cfg.freeze, cfg.dataset.val_split),  # data for the feature cache
+                                   feature_spec(cfg, built, device), splits, built, device, dataset_identity)
+        history.epochs.append(outcome.record)
+        history.iter_loss.append(outcome.record["train_loss"])  # one "step": the fit
+        history.iters_per_epoch = 1
+        result["probe"] = outcome.probe
+        result["model_info"]["feature_dim"] = outcome.feature_dim
         result["env"].update(amp=devices.resolve_flag(cfg.amp, device), channels_last=False)  # as features.py extracts
         result["data_info"] = data_info(splits)
         result["cost"] = run_cost(cfg, built.model.to(device), splits, history, started, device)
@@ -112,8 +126,6 @@ def _train_on(device, cfg, output_dir: Path, result: dict, history: engine.Histo
     if cfg.compile:  # static shapes, so a short last batch compiles no graph of its own (compiled.StaticBatches)
         sizes = {name: result["data_info"][f"{name}_size"] for name in loaders}
         loaders = compiled.static_loaders(loaders, sizes, cfg.batch_size, cfg.eval_batch_size or 2 * cfg.batch_size)
-    result["model_info"] = {"weights_source": built.weights_source, "total_params": models.count_params(built.model),
-                            "head_params": built.head_params, "stages": len(built.stages), **built.info}
     options = core_options(
         cfg, device, built.model, best_checkpoint=output_dir / "best.pt" if cfg.save_best else None,
         show_progress=sys.stderr.isatty(),
@@ -122,7 +134,7 @@ def _train_on(device, cfg, output_dir: Path, result: dict, history: engine.Histo
         eval_view=adapters.merged if "lora" in built.info else None)  # val/test on the merged weights: faster
     result["env"].update(amp=options.amp, channels_last=options.channels_last)
     model = _placed_model(cfg, built, device, options, strategy)
-    optimizers = lr_find.optimizer_factory(cfg, device.type == "cuda", loaders["train"], device, options,  # lr=find:
+    optimizers = optimizer_factory(cfg, device.type == "cuda", loaders["train"], device, options,  # lr=find:
                                            strategy, output_dir / "lr_find", result)  # one LR per freeze phase
     if resume_from is not None:  # maybe written on other hardware: fitted to this device, reseeds recorded
         kernels = {"fused": optimizers.fused or None, "foreach": optimizers.kwargs.get("foreach")}
@@ -132,7 +144,8 @@ def _train_on(device, cfg, output_dir: Path, result: dict, history: engine.Histo
                schedules.build_schedule(epochs=cfg.epochs, steps_per_epoch=len(loaders["train"]),
                                         **schedule_settings(cfg.schedule, splits.metric)),
                device, options, history, resume=resume_from, test_loader=loaders.get("test"),
-               on_epoch_end=lambda record: _epoch_done(result, history, output_dir, on_epoch))
+               on_epoch_end=lambda record: _epoch_done(result, history, output_dir, on_epoch),
+               hooks=compiled.CompileHooks(model) if cfg.compile else None)
     result["cost"] = run_cost(cfg, built.model, splits, history, started, device)
     if cfg.save_model:
         keep_models(cfg, output_dir, getattr(model, "_orig_mod", model), splits, built, result, history)
@@ -154,6 +167,24 @@ def _placed_model(cfg, built: models.BuiltModel, device, options, strategy) -> t
     if cfg.compile:
         model = compiled.Compiled(model, compiled.graphs_needed(strategy, cfg.epochs))
     return model
+
+
+def model_info(built: models.BuiltModel) -> dict:
+    """result.json `model_info` (built.info is a live dict: freeze=lora adds its adapters to it later)."""
+    return {"weights_source": built.weights_source, "total_params": models.count_params(built.model),
+            "head_params": built.head_params, "stages": len(built.stages), **built.info}
+
+
+def feature_spec(cfg, built: models.BuiltModel, device) -> FeatureSpec:
+    """How freeze=knn / logreg extract their features: the evaluation preprocessing of this run."""
+    mean, std = augment.resolve_normalization(cfg.normalize, built.mean, built.std)
+    return FeatureSpec(model_name=cfg.model.name, model_source=cfg.model.source,
+                       model_kwargs=OmegaConf.to_container(cfg.model.kwargs, resolve=True) if cfg.model.get("kwargs")
+                       else {}, mean=mean, std=std, input_size=cfg.input_size,
+                       eval_batch_size=cfg.eval_batch_size or 2 * cfg.batch_size,
+                       amp=devices.resolve_flag(cfg.amp, device), cache_dir=cfg.data.cache_dir,
+                       dataset_name=cfg.dataset.name, decode_workers=cfg.data.decode_workers,
+                       device_budget_gb=cfg.data.device_budget_gb)
 
 
 def build_strategy(cfg, built: models.BuiltModel) -> freeze.FreezeStrategy:
@@ -232,11 +263,11 @@ def check_settings(cfg) -> None:
     # Build the cheap objects once now, so a bad freeze, optimizer or schedule setting fails before
     # any data loads (the freeze strategy on placeholder stages: only its settings are checked; the
     # optimizer with the kernels it gets on the target device: fused on CUDA).
-    if probes.is_probe(cfg.freeze):
-        probes.check_settings(cfg.freeze, cfg.dataset.val_split)
+    if probes.is_probe(cfg.freeze.name):
+        settings.probe(cfg.freeze, cfg.dataset.val_split)
     else:
         freeze.build_freeze(stages=[["body"], ["head"]], total_epochs=cfg.epochs, **cfg.freeze)
-    optim.OptimizerFactory(**lr_find.factory_settings(cfg.optimizer),  # optimizer.lr=find: the other keys
+    optim.OptimizerFactory(**factory_settings(cfg.optimizer),  # optimizer.lr=find: the other keys
                            fused=any(target.type == "cuda" for target in targets))
     schedules.build_schedule(epochs=cfg.epochs, steps_per_epoch=1, **cfg.schedule)
 
@@ -316,6 +347,25 @@ def _pil_loaders(cfg, splits, mean, std, input_size, eval_batch_size, device) ->
             loaders[name] = DataLoader(data.Transformed(readable, transform), batch_size=eval_batch_size,
                                        shuffle=False, **common)
     return loaders
+
+
+def wanted(optimizer_cfg) -> bool:
+    return optimizer_cfg.get("lr") == "find"
+
+
+def factory_settings(optimizer_cfg) -> dict:
+    """The optimizer settings with a numeric placeholder for lr=find (to check the other keys)."""
+    return {**optimizer_cfg, "lr": 1.0} if wanted(optimizer_cfg) else dict(optimizer_cfg)
+
+
+def optimizer_factory(cfg, fused: bool, loader, device, options, strategy, folder: Path,
+                      result: dict) -> OptimizerFactory:
+    """The run's optimizer factory: plain for a numeric optimizer.lr, FindingOptimizers for find
+    (which records each phase's lr in `result["lr_find"]`)."""
+    if not wanted(cfg.optimizer):
+        return OptimizerFactory(**cfg.optimizer, fused=fused)
+    return FindingOptimizers(dict(cfg.optimizer), fused, loader, device, options, strategy, cfg.epochs,
+                             settings.lr_find(cfg.lr_find), folder, result.setdefault("lr_find", []), folder.parent)
 
 
 def _hydra_output_dir() -> str | None:

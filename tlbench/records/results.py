@@ -16,14 +16,10 @@ plateau with monitor=val_acc, a search's objective `best_val_metric`) and fills 
 *_metric fields (summarize); with top1 they equal the *_acc ones."""
 
 import json
-import os
-import platform
-import socket
-import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 
-from tlbench import atomic, identity
+from tlbench.records import atomic, identity
 from tlbench.errors import ResultsWriteError
 
 SCHEMA_VERSION = 2  # 2: train / val / test splits; selection on val, test reported
@@ -113,16 +109,6 @@ def finish(result: dict, history, error: BaseException | None) -> dict:
     return result
 
 
-def env_info(device, device_name: str) -> dict:
-    import timm
-    import torch
-    import torchvision
-
-    return {"python": platform.python_version(), "torch": torch.__version__,
-            "torchvision": torchvision.__version__, "timm": timm.__version__, "device": str(device),
-            "device_name": device_name, "git_sha": _git_sha(), "hostname": socket.gethostname(), "pid": os.getpid()}
-
-
 def write_json_atomic(data: dict, path: Path) -> Path:
     """atomic.write_atomic with JSON; a failure names the fix."""
     try:
@@ -134,15 +120,6 @@ def write_json_atomic(data: dict, path: Path) -> Path:
             f"cannot write {path}: {err.strerror or err}; {kept}free disk space or fix the folder's permissions, or "
             f"write elsewhere (results_dir=..., or hydra.run.dir / hydra.sweep.dir), then run the same command "
             f"again") from err
-
-
-def _git_sha() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                             text=True, timeout=5)
-        return out.stdout.strip() or None if out.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def _now() -> str:

@@ -23,94 +23,48 @@ import copy
 import logging
 import time
 import warnings
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tlbench import devices, engine, features, results, settings
 from tlbench.errors import ConfigError
+from tlbench.probes import features
+from tlbench.records import results
+from tlbench.specs import PROBES, FeatureSpec, Knn, Logreg
+from tlbench.training import engine
 
 log = logging.getLogger("tlbench")
 KNN_PROB_FLOOR = 1e-6
-REFIT_CHOICES = ("train_val", "train")
 QUERY_CHUNK = 1024  # k-NN queries per similarity matrix: 1024 x 50,000 floats = 200 MB for CIFAR-10
 
 
-@dataclass
-class Knn:
-    k: int = 20                  # DINO's default (it also reports 10, 100, 200)
-    temperature: float = 0.07    # DINO's T: votes weighted exp(cosine similarity / T)
-
-    def __post_init__(self):
-        _require(self.k >= 1, "freeze.k", self.k,
-                 "must be a positive integer: the number of nearest training images that vote (DINO: 20)")
-        _require(self.temperature > 0, "freeze.temperature", self.temperature,
-                 "must be positive: votes are weighted exp(similarity / temperature) (DINO: 0.07)")
+def is_probe(freeze_name: str) -> bool:
+    """freeze=knn / logreg: a fitted classifier on frozen features, no training loop."""
+    return freeze_name in PROBES
 
 
 @dataclass
-class Logreg:
-    C_grid: list[float] = field(default_factory=lambda: [10.0 ** e for e in range(-4, 3)])
-    refit_on: str = "train_val"  # Kornblith et al.: refit on train + val with the chosen C
-    standardize: bool = True     # zero mean, unit variance per feature (train statistics): L-BFGS converges
-    max_iter: int = 1000
-
-    def __post_init__(self):
-        grid = list(self.C_grid)
-        _require(len(grid) > 0 and all(c > 0 for c in grid), "freeze.C_grid", grid,
-                 "must be a non-empty list of positive values of C (inverse L2 strength), "
-                 "e.g. freeze.C_grid=[0.001,0.01,0.1,1,10]")
-        _require(self.refit_on in REFIT_CHOICES, "freeze.refit_on", self.refit_on,
-                 "is not known; use train_val (refit the chosen C on train + val, as Kornblith et al.) "
-                 "or train")
-        _require(self.max_iter >= 1, "freeze.max_iter", self.max_iter, "must be a positive integer")
+class ProbeOutcome:
+    record: dict       # the run's one epoch record (freeze_phase "probe")
+    probe: dict        # result.json `probe`
+    feature_dim: int
 
 
-PROBES = {"knn": Knn, "logreg": Logreg}
-
-
-def _require(ok: bool, key: str, value, rule: str) -> None:
-    if not ok:
-        raise ConfigError(f"{key}={value!r} {rule}")
-
-
-def is_probe(freeze_cfg) -> bool:
-    return freeze_cfg.name in PROBES
-
-
-def check_settings(freeze_cfg, val_split: float):
-    """The probe's keys (unknown ones fail, naming the known ones), typed and range-checked."""
-    schema = PROBES[freeze_cfg.name]
-    values = {k: v for k, v in dict(freeze_cfg).items() if k != "name"}
-    unknown = sorted(set(values) - {f.name for f in fields(schema)})
-    if unknown:
-        raise ConfigError(f"freeze={freeze_cfg.name} does not take {', '.join(unknown)}; it takes "
-                          f"{', '.join(f.name for f in fields(schema))}")
-    probe = settings.checked(schema, values, "freeze.")
-    if val_split == 0 and getattr(probe, "refit_on", "train") == "train_val":
-        raise ConfigError("freeze.refit_on=train_val with dataset.val_split=0 would fit the probe on the test "
-                          "split (val is the test split); set freeze.refit_on=train, or dataset.val_split > 0")
-    return probe
-
-
-def run_probe(cfg, splits, built, device, result: dict, history) -> None:
-    """Fills `history` with the probe's one epoch record and `result` with `probe` and
-    `model_info`. `result["identity"]` names the data set for the feature cache."""
-    probe = check_settings(cfg.freeze, cfg.dataset.val_split)
+def run_probe(probe: Knn | Logreg, spec: FeatureSpec, splits, built, device: torch.device,
+              dataset_identity: dict) -> ProbeOutcome:
+    """Extracts (or reads) the features of every split and fits the probe on them.
+    `dataset_identity`: the run identity's `dataset.*` keys, which name the data for the feature
+    cache. A torchvision model's head is replaced by identity in place (features.feature_function)."""
+    method = "logreg" if isinstance(probe, Logreg) else "knn"
     started = time.perf_counter()
-    result["model_info"] = {"weights_source": built.weights_source,  # before a torchvision head becomes identity
-                            "total_params": sum(p.numel() for p in built.model.parameters()),
-                            "head_params": built.head_params, "stages": len(built.stages), **built.info}
-    amp = devices.resolve_flag(cfg.amp, device)
-    dataset_identity = {k: v for k, v in result["identity"].items() if k.startswith("dataset.")}
-    found, used = features.split_features(cfg, splits, built, device, dataset_identity, amp)
+    found, used = features.split_features(spec, splits, built, device, dataset_identity)
     train, val = found["train"], found["val"]
     test = found.get("test", val)  # val_split=0: val is the test split (flagged in data_info)
     num_classes, dim = len(splits.classes), train.features.shape[1]
     fit_started = time.perf_counter()
-    if cfg.freeze.name == "logreg":
+    if method == "logreg":
         metrics, details = logreg(train, val, test, probe, num_classes, val_is_test="test" not in found,
                                   metric=splits.metric)
         trainable = details["classifier_params"] = dim * num_classes + num_classes
@@ -120,19 +74,16 @@ def run_probe(cfg, splits, built, device, result: dict, history) -> None:
         trainable = 0  # a k-NN classifier has no parameters: it keeps the training features
     fit_s = time.perf_counter() - fit_started
     time_s = time.perf_counter() - started
-    history.epochs.append(dict(epoch=1, **metrics, lr=0.0, time_s=time_s, images_per_s=len(train.labels) / time_s,
-                               trainable_params=trainable, freeze_phase="probe"))
-    history.iter_loss.append(metrics["train_loss"])  # one "step": the fit
-    history.iters_per_epoch = 1
+    record = dict(epoch=1, **metrics, lr=0.0, time_s=time_s, images_per_s=len(train.labels) / time_s,
+                  trainable_params=trainable, freeze_phase="probe")
     extract_s = sum(split.extract_s for split in found.values())
-    result["probe"] = {"method": cfg.freeze.name, "feature_dim": dim, "num_classes": num_classes, **details,
-                       "extract_s": extract_s, "fit_s": fit_s,
-                       "cache_hit": all(split.cache_hit for split in found.values()),
-                       "cache": {name: "hit" if split.cache_hit else "miss" for name, split in found.items()}, **used}
-    result["model_info"]["feature_dim"] = dim
+    summary = {"method": method, "feature_dim": dim, "num_classes": num_classes, **details,
+               "extract_s": extract_s, "fit_s": fit_s, "cache_hit": all(split.cache_hit for split in found.values()),
+               "cache": {name: "hit" if split.cache_hit else "miss" for name, split in found.items()}, **used}
     log.info("%s probe: val acc %.2f%% test acc %.2f%% (features %s, %.1f s extracting, %.1f s fitting)",
-             cfg.freeze.name, 100 * metrics["val_acc"], 100 * metrics["test_acc"],
-             "cached" if result["probe"]["cache_hit"] else "extracted", extract_s, fit_s)
+             method, 100 * metrics["val_acc"], 100 * metrics["test_acc"],
+             "cached" if summary["cache_hit"] else "extracted", extract_s, fit_s)
+    return ProbeOutcome(record, summary, dim)
 
 
 # ---------------------------------------------------------------- logistic regression

@@ -8,7 +8,7 @@ order changes the distribution only at the borders of a rotated, shifted 32 px i
 import torch
 from torchvision.transforms import v2
 
-from tlbench import settings
+from tlbench import specs
 from tlbench.errors import ConfigError
 
 NORMALIZATIONS = {
@@ -33,9 +33,9 @@ def resolve_normalization(normalize, model_mean, model_std) -> tuple[tuple, tupl
 
 
 def train_transform(image_size: int, mean, std, input_size=None, **augment) -> v2.Compose:
-    """`augment`: the `augment` group's keys, checked by settings.Augment (the same description
+    """`augment`: the `augment` group's keys, checked by specs.Augment (the same description
     the batched pipeline reads)."""
-    aug = settings.augment(augment)
+    aug = specs.augment(augment)
     ops = [v2.ToImage()]
     if aug.resize:
         ops.append(v2.Resize((aug.resize, aug.resize), antialias=True))

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from tlbench import checkpoint, results
+from tlbench.training import checkpoint
+from tlbench.records import results
 
 log = logging.getLogger("tlbench")
 RESULT_FILE = results.RESULT_FILE

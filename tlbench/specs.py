@@ -1,17 +1,15 @@
-"""The settings every run shares, checked at startup in one style: a dataclass per group whose
-field types OmegaConf enforces (a word where a number belongs fails naming the key), with range
-checks in `__post_init__`. Options whose keys differ per choice (model, optimizer, schedule,
-freeze) are checked by building their object once with the given keywords (run.check_settings).
+"""Typed specs: what the run layer (tlbench/runner/) turns the composed config into, and what
+the code below it takes. Plain dataclasses with their range checks in `__post_init__`: no torch,
+no OmegaConf. Each default here is the code's own; the YAML under conf/ is what a run composes
+(tests/test_config.py holds the two against each other).
 
 The augmentation settings have one description, `Augment`, that drives both pipelines (the
-per-image torchvision one in augment.py and the batched one in tensor_data.py)."""
+per-image torchvision one in data/augment.py and the batched one in data/tensor_data.py)."""
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any, Optional
-
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
 from tlbench.errors import ConfigError
 
@@ -171,54 +169,70 @@ class LrFind:
         _require(0 <= self.beta < 1, "lr_find.beta", self.beta, "must be in [0, 1)")
 
 
-def learning_rate(value) -> None:
-    """`optimizer.lr`: a positive number, or `find` (the LR finder picks it per freeze phase)."""
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    _require(value == "find" or (number and 0 < value and math.isfinite(value)), "optimizer.lr", value,
-             "must be a positive number (e.g. 1e-3) or find (the LR finder picks it: README \"LR finder\")")
+REFIT_CHOICES = ("train_val", "train")
 
 
-def checked(schema, values, prefix: str = ""):
-    """`values` (a mapping) typed and range-checked as `schema`; keys the schema does not have
-    are left to their own checks. Raises ConfigError naming the key."""
-    known = {f.name for f in fields(schema)}
-    if OmegaConf.is_config(values):  # unset keys (???) are left to the code that needs them
-        values = OmegaConf.to_container(values, resolve=True)
-    given = {k: v for k, v in values.items() if k in known}
-    try:
-        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), given))
-    except OmegaConfBaseException as err:
-        key = getattr(err, "full_key", None) or getattr(err, "key", None) or "?"
-        raise ConfigError(f"{prefix}{key}: {err.msg if hasattr(err, 'msg') else err}".splitlines()[0]) from None
+@dataclass
+class Knn:
+    k: int = 20                  # DINO's default (it also reports 10, 100, 200)
+    temperature: float = 0.07    # DINO's T: votes weighted exp(cosine similarity / T)
+
+    def __post_init__(self):
+        _require(self.k >= 1, "freeze.k", self.k,
+                 "must be a positive integer: the number of nearest training images that vote (DINO: 20)")
+        _require(self.temperature > 0, "freeze.temperature", self.temperature,
+                 "must be positive: votes are weighted exp(similarity / temperature) (DINO: 0.07)")
 
 
-def validate(cfg) -> None:
-    """Every shared setting, before any data loads."""
-    checked(Training, cfg)
-    checked(DatasetSplits, cfg.dataset, "dataset.")
-    checked(DataPath, cfg.data, "data.")
-    defects(cfg.get("defects") or {})
-    augment(cfg.augment)
-    learning_rate(cfg.optimizer.get("lr"))
-    lr_find(cfg.get("lr_find") or {})
+@dataclass
+class Logreg:
+    C_grid: list[float] = field(default_factory=lambda: [10.0 ** e for e in range(-4, 3)])
+    refit_on: str = "train_val"  # Kornblith et al.: refit on train + val with the chosen C
+    standardize: bool = True     # zero mean, unit variance per feature (train statistics): L-BFGS converges
+    max_iter: int = 1000
+
+    def __post_init__(self):
+        grid = list(self.C_grid)
+        _require(len(grid) > 0 and all(c > 0 for c in grid), "freeze.C_grid", grid,
+                 "must be a non-empty list of positive values of C (inverse L2 strength), "
+                 "e.g. freeze.C_grid=[0.001,0.01,0.1,1,10]")
+        _require(self.refit_on in REFIT_CHOICES, "freeze.refit_on", self.refit_on,
+                 "is not known; use train_val (refit the chosen C on train + val, as Kornblith et al.) "
+                 "or train")
+        _require(self.max_iter >= 1, "freeze.max_iter", self.max_iter, "must be a positive integer")
 
 
-def defects(values) -> Defects:
-    return _closed(Defects, values, "defects")
+PROBES = {"knn": Knn, "logreg": Logreg}
 
 
-def augment(values) -> Augment:
-    return _closed(Augment, values, "augment")
+@dataclass
+class FeatureSpec:
+    """How a probe's frozen features are extracted and cached (tlbench/probes/features.py): the
+    model as named in the config, the preprocessing, and where the decode and feature caches live."""
+    model_name: str
+    model_source: str
+    model_kwargs: dict
+    mean: tuple
+    std: tuple
+    input_size: Optional[int]      # None = the data set's image size
+    eval_batch_size: int
+    amp: bool
+    cache_dir: str
+    dataset_name: str
+    decode_workers: int = 0
+    device_budget_gb: float = 4.0
 
 
-def lr_find(values) -> LrFind:
-    return _closed(LrFind, values, "lr_find")
-
-
-def _closed(schema, values, group: str):
-    """`values` checked as `schema`, which is the whole group: an unknown key fails, naming the known ones."""
+def closed(schema, values, group: str) -> dict:
+    """`values` as a plain dict, failing on a key `schema` does not have (naming the ones it has)."""
+    values = dict(values)
     unknown = sorted(set(values) - {f.name for f in fields(schema)})
     if unknown:
         raise ConfigError(f"{group} does not take {', '.join(unknown)}; it takes "
                           f"{', '.join(f.name for f in fields(schema))}")
-    return checked(schema, values, f"{group}.")
+    return values
+
+
+def augment(values) -> Augment:
+    """The `augment` group's keys as an Augment (already typed at the run layer's edge)."""
+    return values if isinstance(values, Augment) else Augment(**closed(Augment, values, "augment"))

@@ -1,0 +1,74 @@
+"""The config checked at the run layer's edge, in one style: each group's dataclass (tlbench/specs.py)
+with field types OmegaConf enforces (a word where a number belongs fails naming the key) and the
+range checks of its `__post_init__`. Options whose keys differ per choice (model, optimizer,
+schedule, freeze) are checked by building their object once with the given keywords
+(run.check_settings)."""
+
+import math
+from dataclasses import fields
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from tlbench.errors import ConfigError
+from tlbench.specs import (PROBES, Augment, DataPath, DatasetSplits, Defects, LrFind, Training, _require,
+                           closed)
+
+def learning_rate(value) -> None:
+    """`optimizer.lr`: a positive number, or `find` (the LR finder picks it per freeze phase)."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    _require(value == "find" or (number and 0 < value and math.isfinite(value)), "optimizer.lr", value,
+             "must be a positive number (e.g. 1e-3) or find (the LR finder picks it: README \"LR finder\")")
+
+
+def checked(schema, values, prefix: str = ""):
+    """`values` (a mapping) typed and range-checked as `schema`; keys the schema does not have
+    are left to their own checks. Raises ConfigError naming the key."""
+    known = {f.name for f in fields(schema)}
+    if OmegaConf.is_config(values):  # unset keys (???) are left to the code that needs them
+        values = OmegaConf.to_container(values, resolve=True)
+    given = {k: v for k, v in values.items() if k in known}
+    try:
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), given))
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None) or getattr(err, "key", None) or "?"
+        raise ConfigError(f"{prefix}{key}: {err.msg if hasattr(err, 'msg') else err}".splitlines()[0]) from None
+
+
+def validate(cfg) -> None:
+    """Every shared setting, before any data loads."""
+    checked(Training, cfg)
+    checked(DatasetSplits, cfg.dataset, "dataset.")
+    checked(DataPath, cfg.data, "data.")
+    defects(cfg.get("defects") or {})
+    augment(cfg.augment)
+    learning_rate(cfg.optimizer.get("lr"))
+    lr_find(cfg.get("lr_find") or {})
+
+
+def defects(values) -> Defects:
+    return _closed(Defects, values, "defects")
+
+
+def augment(values) -> Augment:
+    return _closed(Augment, values, "augment")
+
+
+def lr_find(values) -> LrFind:
+    return _closed(LrFind, values, "lr_find")
+
+
+def _closed(schema, values, group: str):
+    """`values` checked as `schema`, which is the whole group: an unknown key fails, naming the known ones."""
+    return checked(schema, closed(schema, values, group), f"{group}.")
+
+
+def probe(freeze_cfg, val_split: float):
+    """freeze=knn / logreg: the probe's keys (unknown ones fail, naming the known ones), typed and range-checked."""
+    schema = PROBES[freeze_cfg.name]
+    values = {k: v for k, v in dict(freeze_cfg).items() if k != "name"}
+    found = checked(schema, closed(schema, values, f"freeze={freeze_cfg.name}"), "freeze.")
+    if val_split == 0 and getattr(found, "refit_on", "train") == "train_val":
+        raise ConfigError("freeze.refit_on=train_val with dataset.val_split=0 would fit the probe on the test "
+                          "split (val is the test split); set freeze.refit_on=train, or dataset.val_split > 0")
+    return found

@@ -1,0 +1,65 @@
+"""The one training step: forward (bf16 autocast where asked), the training loss (cross-entropy
+with label smoothing; on sigmoid outputs under write-up C's `sigmoid_before_loss` defect),
+backward, gradient clipping (by value, then by norm), the optimizer step. The training loop
+(engine.train_one_epoch), its compile warm-up, the LR finder and the benchmark all step through
+here, so a change to the loss or the clipping is made once and the benchmark times the product's
+own step. (bf16 autocast needs no GradScaler: there is no scaler step.)"""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(kw_only=True)
+class StepOptions:
+    """How a batch is stepped; engine.TrainOptions adds how the epochs around it run."""
+    amp: bool = False                   # bf16 autocast
+    channels_last: bool = False
+    label_smoothing: float = 0.0        # training loss only (evaluate never smooths)
+    sigmoid_before_loss: bool = False   # write-up C's defect: cross-entropy on sigmoid(logits); predictions unchanged
+    clip_grad_norm: float | None = None
+    clip_grad_value: float | None = None
+
+
+def to_device(images: torch.Tensor, labels: torch.Tensor, device: torch.device, channels_last: bool):
+    images = images.to(device, non_blocking=True)
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images, labels.to(device, non_blocking=True)
+
+
+def loss_input(logits: torch.Tensor, options: StepOptions) -> torch.Tensor:
+    """What the cross-entropy sees: the logits in float32, or write-up C's sigmoid of them."""
+    return torch.sigmoid(logits.float()) if options.sigmoid_before_loss else logits.float()
+
+
+def forward_loss(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                 options: StepOptions) -> tuple[torch.Tensor, torch.Tensor]:
+    """(training loss, logits) of a batch already on the model's device."""
+    with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=options.amp):
+        logits = model(images)
+    loss = F.cross_entropy(loss_input(logits, options), labels, label_smoothing=options.label_smoothing)
+    return loss, logits
+
+
+def clip_gradients(model: nn.Module, options: StepOptions) -> None:
+    params = [p for p in model.parameters() if p.grad is not None]
+    if options.clip_grad_value is not None:
+        nn.utils.clip_grad_value_(params, options.clip_grad_value)
+    if options.clip_grad_norm is not None:
+        nn.utils.clip_grad_norm_(params, options.clip_grad_norm)
+
+
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor, labels: torch.Tensor,
+               device: torch.device, options: StepOptions) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step on a batch; returns (the detached loss, the count of correct top-1
+    predictions), both left on the device so that the caller decides when to read them."""
+    images, labels = to_device(images, labels, device, options.channels_last)
+    loss, logits = forward_loss(model, images, labels, options)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    clip_gradients(model, options)
+    optimizer.step()
+    return loss.detach(), (logits.argmax(1) == labels).sum()
