@@ -113,13 +113,13 @@ class Training:
     eval_batch_size: Optional[int] = None
     seed: int = 0
     num_workers: int = 0
-    label_smoothing: float = 0.0
+    label_smoothing: float = 0.1
     clip_grad_norm: Optional[float] = None
     clip_grad_value: Optional[float] = None
     input_size: Optional[int] = None
     amp: Any = "auto"
     channels_last: Any = "auto"
-    checkpoint_every_s: float = 0.0
+    checkpoint_every_s: float = 60.0
 
     def __post_init__(self):
         for key in ("epochs", "batch_size"):

@@ -42,12 +42,20 @@ EPOCH_FIELDS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "
 
 
 def _module(*names):
-    for name in names:  # the module's home before and after the regrouping
+    """The first of `names` (the module's home after and before the regrouping) that this checkout
+    has: an editable install elsewhere may answer for a name this tree lacks, so the file must be
+    under the `tlbench` package that was imported."""
+    import tlbench
+
+    home = Path(tlbench.__file__).parent
+    for name in names:
         try:
-            return importlib.import_module(name)
+            module = importlib.import_module(name)
         except ImportError:
             continue
-    raise ImportError(names)
+        if Path(module.__file__).is_relative_to(home):
+            return module
+    raise ImportError(f"none of {names} in {home}")
 
 
 def _compose(overrides, root: Path):
@@ -82,7 +90,8 @@ def record(out: Path) -> None:
             cfg = _compose(overrides, Path(tmp))
             folder = Path(tmp) / name
             result = _killed_then_resumed(run, cfg, folder) if name == "resumed_after_kill" else run(cfg, folder)
-            found[name] = {"run_id": result["run_id"], "summary": result["summary"],
+            found[name] = {"run_id": result["run_id"],
+                           "summary": {k: v for k, v in result["summary"].items() if "time_s" not in k},
                            "epochs": [{k: e.get(k) for k in EPOCH_FIELDS} for e in result["epochs"]],
                            "resumes": len(result.get("resumes", []))}
             print(name, result["run_id"], result["summary"]["final_test_acc"], flush=True)

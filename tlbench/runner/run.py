@@ -5,6 +5,8 @@ everything below receives objects."""
 import logging
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -59,7 +61,7 @@ def run(cfg: DictConfig, output_dir=None) -> dict:
         results.write_json_atomic(result, result_path)  # fails now if the folder is not writable
         trackers.start(result)  # each logger copies result.json as it grows, and never fails the run
         try:
-            _train(cfg, output_dir, result, history, plan.state, trackers.update)
+            _train(cfg, Attempt(output_dir, result, history, plan.state, trackers.update))
         except BaseException as err:
             results.write_json_atomic(results.finish(result, history, err), result_path)
             trackers.finish(result)
@@ -85,47 +87,63 @@ def run_id_of(cfg: DictConfig) -> str:
     return identity.run_id(config, identity.fingerprint_paths(config))
 
 
-def _train(cfg, output_dir: Path, result: dict, history: engine.History, resume_from: dict | None,
-           on_epoch=None) -> None:
-    """`on_epoch(result)`: called after each epoch's result.json is written."""
+@dataclass
+class Attempt:
+    """One attempt at a run: the folder it writes, the result.json it fills (the one record, written
+    by this module alone), the epochs so far, the checkpoint it resumes from and who hears of each epoch."""
+    output_dir: Path
+    result: dict
+    history: engine.History
+    resume_from: dict | None = None
+    on_epoch: Callable[[dict], None] | None = None  # called after each epoch's result.json is written
+
+
+def _train(cfg, attempt: Attempt) -> None:
     check_settings(cfg)
     job_num, launcher = _hydra_job()
     # Jobs running side by side each hold a free entry of `devices` for their whole run.
     with devices.claim_device(cfg.device, cfg.devices, job_num, _claims_dir(launcher)) as requested:
-        _train_on(devices.resolve_device(requested), cfg, output_dir, result, history, resume_from, job_num, launcher,
-                  on_epoch)
+        device = devices.resolve_device(requested)
+        started = time.perf_counter()
+        devices.select(device)
+        threads = devices.set_threads(cfg.threads, launcher)
+        result = attempt.result
+        result["seeds"] = devices.seed_everything(cfg.seed)
+        result["deterministic"] = devices.set_deterministic(cfg.deterministic, device)
+        splits, built = prepare(cfg)
+        result["metric"] = splits.metric  # what selects and what the summary's *_metric fields hold
+        result["env"] = {**devices.env_info(device, devices.device_name(device)), "threads": threads,
+                         "job_num": job_num}
+        (_probe if probes.is_probe(cfg.freeze.name) else _fine_tune)(cfg, attempt, splits, built, device)
+        result["cost"] = run_cost(cfg, built.model, splits, attempt.history, started, device)
 
 
-def _train_on(device, cfg, output_dir: Path, result: dict, history: engine.History, resume_from: dict | None,
-              job_num: int | None, launcher: dict | None, on_epoch=None) -> None:
-    started = time.perf_counter()
-    devices.select(device)
-    threads = devices.set_threads(cfg.threads, launcher)
-    result["seeds"] = devices.seed_everything(cfg.seed)
-    result["deterministic"] = devices.set_deterministic(cfg.deterministic, device)
-    splits, built = prepare(cfg)
-    result["metric"] = splits.metric  # what selects and what the summary's *_metric fields hold
-    result["env"] = {**devices.env_info(device, devices.device_name(device)), "threads": threads, "job_num": job_num}
-    result["model_info"] = model_info(built)  # before a probe turns a torchvision head into identity
-    if probes.is_probe(cfg.freeze.name):  # freeze=knn / logreg: features once and a fitted classifier, no loop
-        dataset_identity = {k: v for k, v in result["identity"].items() if k.startswith("dataset.")}  # names the
-        outcome = probes.run_probe(settings.probe(cfg.freeze, cfg.dataset.val_split),  # data for the feature cache
-                                   feature_spec(cfg, built, device), splits, built, device, dataset_identity)
-        history.epochs.append(outcome.record)
-        history.iter_loss.append(outcome.record["train_loss"])  # one "step": the fit
-        history.iters_per_epoch = 1
-        result["probe"] = outcome.probe
-        result["model_info"]["feature_dim"] = outcome.feature_dim
-        result["env"].update(amp=devices.resolve_flag(cfg.amp, device), channels_last=False)  # as features.py extracts
-        result["data_info"] = data_info(splits)
-        result["cost"] = run_cost(cfg, built.model.to(device), splits, history, started, device)
-        return
+def _probe(cfg, attempt: Attempt, splits, built: models.BuiltModel, device) -> None:
+    """freeze=knn / logreg: features once and a fitted classifier, no training loop."""
+    result, history = attempt.result, attempt.history
+    result["model_info"] = model_info(built)  # before a torchvision head becomes identity (features.py)
+    dataset_identity = {k: v for k, v in result["identity"].items() if k.startswith("dataset.")}  # names the data
+    outcome = probes.run_probe(settings.probe(cfg.freeze, cfg.dataset.val_split),  # for the feature cache
+                               feature_spec(cfg, built, device), splits, built, device, dataset_identity)
+    history.epochs.append(outcome.record)
+    history.iter_loss.append(outcome.record["train_loss"])  # one "step": the fit
+    history.iters_per_epoch = 1
+    result["probe"] = outcome.probe
+    result["model_info"]["feature_dim"] = outcome.feature_dim
+    result["env"].update(amp=devices.resolve_flag(cfg.amp, device), channels_last=False)  # as features.py extracts
+    result["data_info"] = data_info(splits)
+    built.model.to(device)  # cost counts GMACs where the features were extracted
+
+
+def _fine_tune(cfg, attempt: Attempt, splits, built: models.BuiltModel, device) -> None:
+    result, output_dir = attempt.result, attempt.output_dir
     strategy = build_strategy(cfg, built)  # freeze=lora: adapters injected here, before the model moves or compiles
     loaders = make_loaders(cfg, splits, built, device)
     result["data_info"] = data_info(splits)
     if cfg.compile:  # static shapes, so a short last batch compiles no graph of its own (compiled.StaticBatches)
         sizes = {name: result["data_info"][f"{name}_size"] for name in loaders}
         loaders = compiled.static_loaders(loaders, sizes, cfg.batch_size, cfg.eval_batch_size or 2 * cfg.batch_size)
+    result["model_info"] = model_info(built)  # with LoRA's adapters, once injected
     options = core_options(
         cfg, device, built.model, best_checkpoint=output_dir / "best.pt" if cfg.save_best else None,
         show_progress=sys.stderr.isatty(),
@@ -135,7 +153,8 @@ def _train_on(device, cfg, output_dir: Path, result: dict, history: engine.Histo
     result["env"].update(amp=options.amp, channels_last=options.channels_last)
     model = _placed_model(cfg, built, device, options, strategy)
     optimizers = optimizer_factory(cfg, device.type == "cuda", loaders["train"], device, options,  # lr=find:
-                                           strategy, output_dir / "lr_find", result)  # one LR per freeze phase
+                                   strategy, output_dir / "lr_find", result)  # one LR per freeze phase
+    resume_from = attempt.resume_from
     if resume_from is not None:  # maybe written on other hardware: fitted to this device, reseeds recorded
         kernels = {"fused": optimizers.fused or None, "foreach": optimizers.kwargs.get("foreach")}
         resume_from, reseeded = checkpoint.portable(resume_from, loaders["train"], device, kernels)
@@ -143,18 +162,17 @@ def _train_on(device, cfg, output_dir: Path, result: dict, history: engine.Histo
     engine.fit(model, loaders["train"], loaders["val"], strategy, optimizers,
                schedules.build_schedule(epochs=cfg.epochs, steps_per_epoch=len(loaders["train"]),
                                         **schedule_settings(cfg.schedule, splits.metric)),
-               device, options, history, resume=resume_from, test_loader=loaders.get("test"),
-               on_epoch_end=lambda record: _epoch_done(result, history, output_dir, on_epoch),
-               hooks=compiled.CompileHooks(model) if cfg.compile else None)
-    result["cost"] = run_cost(cfg, built.model, splits, history, started, device)
+               device, options, attempt.history, resume=resume_from, test_loader=loaders.get("test"),
+               on_epoch_end=lambda record: _epoch_done(attempt), hooks=compiled.CompileHooks(model) if cfg.compile
+               else None)
     if cfg.save_model:
-        keep_models(cfg, output_dir, getattr(model, "_orig_mod", model), splits, built, result, history)
+        keep_models(cfg, output_dir, getattr(model, "_orig_mod", model), splits, built, result, attempt.history)
 
 
-def _epoch_done(result: dict, history: engine.History, output_dir: Path, on_epoch) -> None:
-    results.write_json_atomic(results.update(result, history), output_dir / RESULT_FILE)
-    if on_epoch:
-        on_epoch(result)
+def _epoch_done(attempt: Attempt) -> None:
+    results.write_json_atomic(results.update(attempt.result, attempt.history), attempt.output_dir / RESULT_FILE)
+    if attempt.on_epoch:
+        attempt.on_epoch(attempt.result)
 
 
 def _placed_model(cfg, built: models.BuiltModel, device, options, strategy) -> torch.nn.Module:

@@ -1,0 +1,88 @@
+"""One source for every default: the YAML under conf/ and the code's own defaults (the dataclasses
+in tlbench/specs.py, and the constructors that a group option's keys are the arguments of) cannot
+disagree silently. Each YAML value that the code also defaults must equal that default, and each
+YAML key must be one the code takes."""
+
+import inspect
+from dataclasses import MISSING, fields
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tlbench import specs
+from tlbench.configs import config_dir
+from tlbench.training import freeze, optim, schedules
+
+CONF = Path(config_dir())
+
+
+def load(path: Path) -> dict:
+    return {k: v for k, v in (yaml.safe_load(path.read_text()) or {}).items() if k != "defaults"}
+
+
+def defaults_of(schema) -> dict:
+    found = {}
+    for f in fields(schema):
+        if f.default is not MISSING:
+            found[f.name] = f.default
+        elif f.default_factory is not MISSING:
+            found[f.name] = f.default_factory()
+    return found
+
+
+def disagreements(values: dict, code_defaults: dict, where: str) -> list[str]:
+    return [f"{where}: {key}={values[key]!r} in the YAML, {code_defaults[key]!r} in the code"
+            for key in values if key in code_defaults and isinstance(values[key], (int, float, str, bool, list))
+            and not (isinstance(values[key], str) and "${" in values[key]) and values[key] != code_defaults[key]]
+
+
+def test_top_level_settings_agree_with_their_schemas():
+    config = load(CONF / "config.yaml")
+    problems = disagreements(config, defaults_of(specs.Training), "config.yaml")
+    for block, schema in (("lr_find", specs.LrFind), ("defects", specs.Defects), ("data", specs.DataPath)):
+        assert set(config[block]) == {f.name for f in fields(schema)}, f"config.yaml {block} vs specs.{schema.__name__}"
+        problems += disagreements(config[block], defaults_of(schema), f"config.yaml {block}")
+    assert set(defaults_of(specs.Training)) <= set(config), "a Training setting config.yaml does not have"
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("path", sorted((CONF / "augment").glob("*.yaml")), ids=lambda p: p.stem)
+def test_augment_options_take_only_augment_keys(path):
+    values = load(path)
+    specs.augment(values)  # unknown keys fail
+    assert set(values) <= {f.name for f in fields(specs.Augment)}
+
+
+@pytest.mark.parametrize("path", sorted((CONF / "freeze").glob("*.yaml")), ids=lambda p: p.stem)
+def test_freeze_options_agree_with_their_code(path):
+    values = load(path)
+    name = values.pop("name")
+    if name in specs.PROBES:
+        schema = specs.PROBES[name]
+        assert set(values) == {f.name for f in fields(schema)}
+        assert not disagreements(values, defaults_of(schema), f"freeze/{path.name}")
+        return
+    # train_bn is each option's own choice (every strategy takes it without a default), not a shared default
+    shared = {k: v.default for k, v in inspect.signature(freeze.build_freeze).parameters.items()
+              if v.default is not inspect.Parameter.empty and k != "train_bn"}
+    own = {k: v.default for k, v in inspect.signature(freeze.STRATEGIES[name].__init__).parameters.items()
+           if v.default is not inspect.Parameter.empty}
+    takes = set(inspect.signature(freeze.STRATEGIES[name].__init__).parameters) | set(shared)
+    assert set(values) <= takes, f"freeze/{path.name}: {sorted(set(values) - takes)} are not arguments"
+    problems = disagreements(values, {**shared, **own}, f"freeze/{path.name}")
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("path", sorted((CONF / "optimizer").glob("*.yaml")), ids=lambda p: p.stem)
+def test_optimizer_options_are_the_factory_arguments(path):
+    values = load(path)
+    parameters = inspect.signature(optim.OptimizerFactory.__init__).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    assert takes_any or set(values) <= set(parameters)
+    optim.OptimizerFactory(**values)
+
+
+@pytest.mark.parametrize("path", sorted((CONF / "schedule").glob("*.yaml")), ids=lambda p: p.stem)
+def test_schedule_options_build(path):
+    schedules.build_schedule(epochs=10, steps_per_epoch=5, **load(path))
