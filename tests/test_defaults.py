@@ -12,7 +12,7 @@ import yaml
 
 from tlbench import specs
 from tlbench.configs import config_dir
-from tlbench.training import freeze, optim, schedules
+from tlbench.training import optim, schedules
 
 CONF = Path(config_dir())
 
@@ -55,22 +55,12 @@ def test_augment_options_take_only_augment_keys(path):
 
 
 @pytest.mark.parametrize("path", sorted((CONF / "freeze").glob("*.yaml")), ids=lambda p: p.stem)
-def test_freeze_options_agree_with_their_code(path):
+def test_freeze_options_agree_with_their_settings(path):
+    """Each freeze option's YAML has exactly its settings' keys (specs.FREEZES, specs.PROBES), at their defaults."""
     values = load(path)
-    name = values.pop("name")
-    if name in specs.PROBES:
-        schema = specs.PROBES[name]
-        assert set(values) == {f.name for f in fields(schema)}
-        assert not disagreements(values, defaults_of(schema), f"freeze/{path.name}")
-        return
-    # train_bn is each option's own choice (every strategy takes it without a default), not a shared default
-    shared = {k: v.default for k, v in inspect.signature(freeze.build_freeze).parameters.items()
-              if v.default is not inspect.Parameter.empty and k != "train_bn"}
-    own = {k: v.default for k, v in inspect.signature(freeze.STRATEGIES[name].__init__).parameters.items()
-           if v.default is not inspect.Parameter.empty}
-    takes = set(inspect.signature(freeze.STRATEGIES[name].__init__).parameters) | set(shared)
-    assert set(values) <= takes, f"freeze/{path.name}: {sorted(set(values) - takes)} are not arguments"
-    problems = disagreements(values, {**shared, **own}, f"freeze/{path.name}")
+    schema = {**specs.FREEZES, **specs.PROBES}[values.pop("name")]
+    assert set(values) == {f.name for f in fields(schema)}, f"freeze/{path.name} vs specs.{schema.__name__}"
+    problems = disagreements(values, defaults_of(schema), f"freeze/{path.name}")
     assert not problems, "\n".join(problems)
 
 

@@ -9,6 +9,7 @@ from tlbench.training import engine, freeze, optim, schedules
 from tlbench import models
 from tlbench.runner import run
 from tlbench.errors import ConfigError
+from tlbench import specs
 
 
 def train_with_snapshots(make_cfg, *overrides):
@@ -56,7 +57,7 @@ def test_efficientnet_head_phase_trains_exactly_the_classifier(make_cfg, source,
     """Write-up B froze every name lacking 'fc': its head, while the SE layers (fc1/fc2) trained."""
     cfg = make_cfg("model=efficientnet_b0", f"model.source={source}", "pretrained=false")
     built = models.build_model(num_classes=10, pretrained=False, weights_dir=None, **cfg.model)
-    phase = freeze.LinearProbe(built.stages, train_bn=False).phase(0)
+    phase = freeze.LinearProbe(built.stages, specs.LinearProbeSettings(train_bn=False)).phase(0)
     assert sorted(phase.trainable) == sorted(head)
     trainable = freeze.apply_phase(built.model, phase)
     assert trainable == 1280 * 10 + 10
@@ -77,7 +78,7 @@ def test_linear_probe_with_train_bn_lets_running_stats_move(make_cfg):
 
 def test_gradual_opens_one_stage_per_epoch_from_the_top():
     stages = [["stem"], ["mid"], ["top"], ["head"]]
-    strategy = freeze.Gradual(stages, train_bn=False, epochs_per_stage=2)
+    strategy = freeze.Gradual(stages, specs.GradualSettings(train_bn=False, epochs_per_stage=2))
     opened = [sorted(strategy.phase(e).trainable) for e in range(8)]
     assert opened[0] == opened[1] == ["head"]
     assert opened[2] == ["head", "top"]
@@ -87,14 +88,14 @@ def test_gradual_opens_one_stage_per_epoch_from_the_top():
 
 def test_layer_decay_scales_lr_by_depth():
     stages = [["stem"], ["mid"], ["head"]]
-    phase = freeze.LayerDecay(stages, train_bn=True, decay=0.5).phase(0)
+    phase = freeze.LayerDecay(stages, specs.LayerDecaySettings(train_bn=True, decay=0.5)).phase(0)
     model = torch.nn.ParameterDict({n: torch.nn.Parameter(torch.zeros(1)) for n in ("stem", "mid", "head")})
     groups = optim.OptimizerFactory("sgd", lr=0.1).build(model, phase).param_groups
     assert [g["lr"] for g in groups] == pytest.approx([0.025, 0.05, 0.1])
 
 
 def test_freeze_unfreeze_sets_backbone_lr_after_unfreezing():
-    strategy = freeze.FreezeUnfreeze([["body"], ["head"]], False, epochs=2, backbone_lr=None, backbone_lr_ratio=0.1)
+    strategy = freeze.FreezeUnfreeze([["body"], ["head"]], specs.FreezeUnfreezeSettings(epochs=2, backbone_lr=None, backbone_lr_ratio=0.1))
     model = torch.nn.ParameterDict({n: torch.nn.Parameter(torch.zeros(1)) for n in ("body", "head")})
     factory = optim.OptimizerFactory("adam", lr=1e-3)
     assert [g["lr"] for g in factory.build(model, strategy.phase(1)).param_groups] == [1e-3]

@@ -23,6 +23,7 @@ from torch.overrides import TorchFunctionMode
 
 from tlbench.training import engine, freeze, optim, schedules
 from tlbench.data import tensor_data
+from tlbench import specs
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 WRITEUP_AUGMENT = dict(pad=2, hflip=0.5, color_jitter=[0.2, 0.2, 0.2, 0.1], rotation_deg=15)  # as tlbench.bench
@@ -98,7 +99,7 @@ def device_batches(count, batch_size, device, train=True, augment=WRITEUP_AUGMEN
 def trainer(model, device, steps, **options):
     """`loader -> result` of one epoch as fit runs it, everything built beforehand. Fused Adam, as
     run.py uses it on CUDA: its step counters then live on the device, never read back."""
-    phase = freeze.NoFreeze([[n for n, _ in model.named_parameters()]], train_bn=True).phase(0)
+    phase = freeze.NoFreeze([[n for n, _ in model.named_parameters()]], specs.NoFreezeSettings()).phase(0)
     optimizer = optim.OptimizerFactory("adam", lr=1e-3, fused=True).build(model, phase)
     schedule = schedules.build_schedule("cosine", epochs=1, steps_per_epoch=steps)
     options = engine.TrainOptions(epochs=1, clip_grad_norm=1.0, **options)

@@ -41,6 +41,7 @@ from tlbench.runner import devices
 from tlbench.training import engine, freeze, optim, schedules, step
 from tlbench.data import tensor_data
 from tlbench.data.augment import NORMALIZATIONS
+from tlbench import specs
 
 MEAN, STD = NORMALIZATIONS["cifar"]
 WRITEUP_AUGMENT = dict(pad=4, hflip=0.5, color_jitter=[0.2, 0.2, 0.2, 0.1], rotation_deg=15)
@@ -231,7 +232,7 @@ def eval_speed(model, size, batch_size, count, timing: Timing, options) -> list[
 
 
 def _all_trainable(model):
-    return freeze.NoFreeze([[n for n, _ in model.named_parameters()]], train_bn=True).phase(0)
+    return freeze.NoFreeze([[n for n, _ in model.named_parameters()]], specs.NoFreezeSettings()).phase(0)
 
 
 def _now(device) -> float:

@@ -169,6 +169,84 @@ class LrFind:
         _require(0 <= self.beta < 1, "lr_find.beta", self.beta, "must be in [0, 1)")
 
 
+@dataclass
+class Freeze:
+    """What every freeze option that trains takes (conf/freeze/*.yaml; training/freeze.py)."""
+    train_bn: bool = False               # frozen BatchNorm layers train (batch statistics) or stay in eval mode
+    bn_eval: bool = False                # every BatchNorm layer in eval mode in every phase (wins over train_bn)
+    keep_optimizer_state: bool = False   # a phase change carries the state of parameters already training
+
+
+@dataclass
+class NoFreezeSettings(Freeze):
+    train_bn: bool = True
+
+
+@dataclass
+class LinearProbeSettings(Freeze):
+    head_lr_ratio: float = 10.0          # the head trains at this multiple of optimizer.lr
+
+    def __post_init__(self):
+        _require(self.head_lr_ratio > 0, "freeze.head_lr_ratio", self.head_lr_ratio, "must be positive")
+
+
+@dataclass
+class FreezeUnfreezeSettings(Freeze):
+    epochs: int = 5                      # epochs with the backbone frozen
+    backbone_lr: Optional[float] = None  # the backbone's lr after unfreezing; None = backbone_lr_ratio x lr
+    backbone_lr_ratio: float = 0.1
+    head_lr: Optional[float] = None      # the head's lr after unfreezing; None = the optimizer's lr
+
+
+@dataclass
+class GradualSettings(Freeze):
+    epochs_per_stage: int = 1
+
+    def __post_init__(self):
+        _require(self.epochs_per_stage >= 1, "freeze.epochs_per_stage", self.epochs_per_stage, "must be at least 1")
+
+
+@dataclass
+class LayerDecaySettings(Freeze):
+    train_bn: bool = True
+    decay: float = 0.7                   # each stage below the head trains at decay x the lr of the one above
+
+    def __post_init__(self):
+        _require(0 < self.decay <= 1, "freeze.decay", self.decay, "must be in (0, 1]")
+
+
+@dataclass
+class BitFitSettings(Freeze):
+    lr_ratio: float = 10.0               # biases, norm parameters and head at lr_ratio x optimizer.lr
+
+    def __post_init__(self):
+        _require(self.lr_ratio > 0, "freeze.lr_ratio", self.lr_ratio, "must be positive")
+
+
+@dataclass
+class LoraSettings(Freeze):
+    rank: int = 4                        # peft's r
+    alpha: float = 8.0                   # peft's lora_alpha
+    dropout: float = 0.0                 # peft's lora_dropout
+    target_modules: Any = "auto"         # auto, or a list of regular expressions of module names
+    lr_ratio: float = 1.0                # adapters and head at lr_ratio x optimizer.lr
+
+    def __post_init__(self):
+        _require(isinstance(self.rank, int) and not isinstance(self.rank, bool) and self.rank >= 1, "freeze.rank",
+                 self.rank, "must be a positive integer (LoRA's r)")
+        _require(self.alpha > 0 and 0 <= self.dropout < 1 and self.lr_ratio > 0, "freeze.alpha", self.alpha,
+                 f"and freeze.lr_ratio={self.lr_ratio} must be positive and freeze.dropout={self.dropout} in [0, 1)")
+        targets = self.target_modules
+        _require(targets == "auto" or (not isinstance(targets, str) and len(list(targets)) > 0),
+                 "freeze.target_modules", targets,
+                 "must be auto or a list of regular expressions of module names, e.g. ['.*qkv']")
+
+
+FREEZES = {"none": NoFreezeSettings, "linear_probe": LinearProbeSettings, "freeze_unfreeze": FreezeUnfreezeSettings,
+           "gradual": GradualSettings, "layer_decay": LayerDecaySettings, "bitfit": BitFitSettings,
+           "lora": LoraSettings}
+
+
 REFIT_CHOICES = ("train_val", "train")
 
 
@@ -231,6 +309,18 @@ def closed(schema, values, group: str) -> dict:
         raise ConfigError(f"{group} does not take {', '.join(unknown)}; it takes "
                           f"{', '.join(f.name for f in fields(schema))}")
     return values
+
+
+def freeze(name: str, values, total_epochs: int) -> Freeze:
+    """A training freeze option's settings (`name` in FREEZES), with the one rule across groups:
+    freeze_unfreeze's frozen epochs fit in the run."""
+    if name not in FREEZES:
+        raise ConfigError(f"freeze.name={name!r} is not known; use one of {', '.join([*FREEZES, *PROBES])}")
+    found = FREEZES[name](**closed(FREEZES[name], values, f"freeze={name}"))
+    if name == "freeze_unfreeze":
+        _require(0 <= found.epochs <= total_epochs, "freeze.epochs", found.epochs,
+                 f"must be between 0 and epochs={total_epochs}; lower freeze.epochs or raise epochs")
+    return found
 
 
 def augment(values) -> Augment:

@@ -278,13 +278,12 @@ def check_settings(cfg) -> None:
     settings.validate(cfg)
     models.check_head_init(cfg.model.head_init)
     targets = devices.check_devices(cfg.device, cfg.devices)  # e.g. cuda:3 on a 2-GPU machine fails now
-    # Build the cheap objects once now, so a bad freeze, optimizer or schedule setting fails before
-    # any data loads (the freeze strategy on placeholder stages: only its settings are checked; the
-    # optimizer with the kernels it gets on the target device: fused on CUDA).
     if probes.is_probe(cfg.freeze.name):
         settings.probe(cfg.freeze, cfg.dataset.val_split)
     else:
-        freeze.build_freeze(stages=[["body"], ["head"]], total_epochs=cfg.epochs, **cfg.freeze)
+        settings.freeze(cfg.freeze, cfg.epochs)
+    # The optimizer factory and the schedule check their own keywords (torch's, on the kernels the target
+    # device gets: fused on CUDA), so a bad setting fails before any data loads.
     optim.OptimizerFactory(**factory_settings(cfg.optimizer),  # optimizer.lr=find: the other keys
                            fused=any(target.type == "cuda" for target in targets))
     schedules.build_schedule(epochs=cfg.epochs, steps_per_epoch=1, **cfg.schedule)

@@ -10,8 +10,9 @@ from dataclasses import fields
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from tlbench import specs
 from tlbench.errors import ConfigError
-from tlbench.specs import (PROBES, Augment, DataPath, DatasetSplits, Defects, LrFind, Training, _require,
+from tlbench.specs import (FREEZES, PROBES, Augment, DataPath, DatasetSplits, Defects, LrFind, Training, _require,
                            closed)
 
 def learning_rate(value) -> None:
@@ -72,3 +73,16 @@ def probe(freeze_cfg, val_split: float):
         raise ConfigError("freeze.refit_on=train_val with dataset.val_split=0 would fit the probe on the test "
                           "split (val is the test split); set freeze.refit_on=train, or dataset.val_split > 0")
     return found
+
+
+def freeze(freeze_cfg, total_epochs: int):
+    """A training freeze option's settings, typed and range-checked (specs.freeze's rules)."""
+    values = {k: v for k, v in dict(freeze_cfg).items() if k != "name"}
+    name = freeze_cfg.name
+    if name in FREEZES:  # typed first (a word where a number belongs fails naming the key), then the cross rules
+        checked(FREEZES[name], closed(FREEZES[name], values, f"freeze={name}"), "freeze.")
+    return specs.freeze(name, _plain(values), total_epochs)
+
+
+def _plain(values: dict) -> dict:
+    return {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v for k, v in values.items()}

@@ -12,11 +12,11 @@ does (write-ups A and B); by default each phase starts a fresh optimizer.
 `AsPublished` reproduces the write-ups' own freeze code, defects included (the `defects` settings;
 README "Reproducing the write-ups"); nothing uses it unless a preset or the user switches it on."""
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from torch import nn
 
+from tlbench import specs
 from tlbench.errors import ConfigError
 
 
@@ -38,13 +38,13 @@ class Phase:
 
 
 class FreezeStrategy:
-    """`stages`: parameter names by depth, stem first, the new head last (see models.py)."""
+    """`stages`: parameter names by depth, stem first, the new head last (see models.py).
+    `settings`: the option's settings (tlbench/specs.py: their defaults and range checks live there)."""
 
-    bn_eval = False  # set by build_freeze: every BatchNorm layer in eval mode, in every phase (wins over train_bn)
-    keep_optimizer_state = False  # set by build_freeze: a phase change carries the trained parameters' state
-
-    def __init__(self, stages: list[list[str]], train_bn: bool):
-        self.stages, self.train_bn = stages, train_bn
+    def __init__(self, stages: list[list[str]], settings: specs.Freeze):
+        self.stages, self.settings = stages, settings
+        self.train_bn, self.bn_eval = settings.train_bn, settings.bn_eval
+        self.keep_optimizer_state = settings.keep_optimizer_state
         self.head = tuple(stages[-1])
         self.body = tuple(n for stage in stages[:-1] for n in stage)
 
@@ -68,21 +68,19 @@ class LinearProbe(FreezeStrategy):
     layer on fixed features takes larger steps than a whole network: measured with the default
     recipe (README "The default recipe"), 10 x 1e-3 beat 1e-3 by 4-10 points on digits and CIFAR-10."""
 
-    def __init__(self, stages, train_bn, head_lr_ratio=10.0):
-        super().__init__(stages, train_bn)
-        if head_lr_ratio <= 0:
-            raise ConfigError(f"freeze.head_lr_ratio={head_lr_ratio} must be positive")
-        self.head_lr_ratio = head_lr_ratio
+    def __init__(self, stages, settings: specs.LinearProbeSettings):
+        super().__init__(stages, settings)
+        self.head_lr_ratio = settings.head_lr_ratio
 
     def phase(self, epoch):
         return Phase("head", (ParamGroup(self.head, lr_scale=self.head_lr_ratio),))
 
 
 class FreezeUnfreeze(FreezeStrategy):
-    def __init__(self, stages, train_bn, epochs, backbone_lr=None, backbone_lr_ratio=0.1, head_lr=None):
-        super().__init__(stages, train_bn)
-        self.frozen_epochs, self.backbone_lr, self.head_lr = epochs, backbone_lr, head_lr
-        self.backbone_lr_ratio = backbone_lr_ratio
+    def __init__(self, stages, settings: specs.FreezeUnfreezeSettings):
+        super().__init__(stages, settings)
+        self.frozen_epochs, self.backbone_lr, self.head_lr = settings.epochs, settings.backbone_lr, settings.head_lr
+        self.backbone_lr_ratio = settings.backbone_lr_ratio
 
     def phase(self, epoch):
         if epoch < self.frozen_epochs:
@@ -92,11 +90,9 @@ class FreezeUnfreeze(FreezeStrategy):
 
 
 class Gradual(FreezeStrategy):
-    def __init__(self, stages, train_bn, epochs_per_stage=1):
-        super().__init__(stages, train_bn)
-        if epochs_per_stage < 1:
-            raise ConfigError(f"freeze.epochs_per_stage={epochs_per_stage} must be at least 1")
-        self.epochs_per_stage = epochs_per_stage
+    def __init__(self, stages, settings: specs.GradualSettings):
+        super().__init__(stages, settings)
+        self.epochs_per_stage = settings.epochs_per_stage
 
     def phase(self, epoch):
         open_stages = min(len(self.stages), 1 + epoch // self.epochs_per_stage)
@@ -107,11 +103,9 @@ class Gradual(FreezeStrategy):
 
 
 class LayerDecay(FreezeStrategy):
-    def __init__(self, stages, train_bn, decay=0.7):
-        super().__init__(stages, train_bn)
-        if not 0 < decay <= 1:
-            raise ConfigError(f"freeze.decay={decay} must be in (0, 1]")
-        depth = len(stages) - 1
+    def __init__(self, stages, settings: specs.LayerDecaySettings):
+        super().__init__(stages, settings)
+        decay, depth = settings.decay, len(stages) - 1
         self.fixed = Phase("all", tuple(ParamGroup(tuple(stage), lr_scale=decay ** (depth - d))
                                         for d, stage in enumerate(stages)))
 
@@ -124,13 +118,11 @@ class BitFit(FreezeStrategy):
     parameters (`norm_params`, found from the model's layer types: adapters.norm_param_names) and
     the new head train, at `lr_ratio` x lr."""
 
-    def __init__(self, stages, train_bn, norm_params=(), lr_ratio=10.0):
-        super().__init__(stages, train_bn)
-        if lr_ratio <= 0:
-            raise ConfigError(f"freeze.lr_ratio={lr_ratio} must be positive")
+    def __init__(self, stages, settings: specs.BitFitSettings, norm_params=()):
+        super().__init__(stages, settings)
         norms = set(norm_params)
         self.names = tuple(n for n in self.body if n.rsplit(".", 1)[-1] == "bias" or n in norms) + self.head
-        self.lr_ratio = lr_ratio
+        self.lr_ratio = settings.lr_ratio
 
     def phase(self, epoch):
         return Phase("bitfit", (ParamGroup(self.names, lr_scale=self.lr_ratio),))
@@ -143,19 +135,9 @@ class Lora(FreezeStrategy):
     r, lora_alpha, lora_dropout and target_modules, checked here and applied by
     adapters.inject_lora before the strategy is built."""
 
-    def __init__(self, stages, train_bn, adapter_params=(), rank=4, alpha=8.0, dropout=0.0,
-                 target_modules="auto", lr_ratio=1.0):
-        super().__init__(stages, train_bn)
-        if not (isinstance(rank, int) and rank >= 1):
-            raise ConfigError(f"freeze.rank={rank!r} must be a positive integer (LoRA's r)")
-        if alpha <= 0 or not 0 <= dropout < 1 or lr_ratio <= 0:
-            raise ConfigError(f"freeze.alpha={alpha} and freeze.lr_ratio={lr_ratio} must be positive and "
-                              f"freeze.dropout={dropout} in [0, 1)")
-        if target_modules != "auto" and not (isinstance(target_modules, Sequence) and not isinstance(target_modules, str)
-                                             and len(target_modules)):
-            raise ConfigError(f"freeze.target_modules={target_modules!r} must be auto or a list of regular "
-                              "expressions of module names, e.g. ['.*qkv']")
-        self.names, self.lr_ratio = tuple(adapter_params) + self.head, lr_ratio
+    def __init__(self, stages, settings: specs.LoraSettings, adapter_params=()):
+        super().__init__(stages, settings)
+        self.names, self.lr_ratio = tuple(adapter_params) + self.head, settings.lr_ratio
 
     def phase(self, epoch):
         return Phase("lora", (ParamGroup(self.names, lr_scale=self.lr_ratio),))
@@ -171,9 +153,8 @@ class AsPublished(FreezeStrategy):
     way the parameters train at the lr settings the strategy gave the head in that phase."""
 
     def __init__(self, inner: FreezeStrategy, freeze_by_name: str | None = None, freeze_noop: bool = False):
-        super().__init__(inner.stages, inner.train_bn)
+        super().__init__(inner.stages, inner.settings)
         self.inner, self.by_name, self.noop = inner, freeze_by_name, freeze_noop
-        self.bn_eval, self.keep_optimizer_state = inner.bn_eval, inner.keep_optimizer_state
         everything = self.body + self.head
         if freeze_by_name is not None:
             self.named = tuple(n for n in everything if freeze_by_name in n)
@@ -199,24 +180,15 @@ STRATEGIES = {"none": NoFreeze, "linear_probe": LinearProbe, "freeze_unfreeze": 
 MODEL_FACTS = {"bitfit": "norm_params", "lora": "adapter_params"}
 
 
-def build_freeze(name: str, stages, total_epochs: int, train_bn: bool = False, bn_eval: bool = False,
-                 keep_optimizer_state: bool = False, norm_params=(), adapter_params=(), **kwargs) -> FreezeStrategy:
-    """`norm_params`, `adapter_params`: parameter names from the model (adapters.py), used by
-    the strategies that need them (MODEL_FACTS)."""
+def build_freeze(name: str, stages, total_epochs: int, norm_params=(), adapter_params=(),
+                 **settings) -> FreezeStrategy:
+    """The strategy `name` over `stages`, its settings checked by specs.freeze (unknown keys fail,
+    naming the known ones). `norm_params`, `adapter_params`: parameter names from the model
+    (adapters.py), for the strategies that need them (MODEL_FACTS)."""
+    checked = specs.freeze(name, settings, total_epochs)
     facts = {"norm_params": norm_params, "adapter_params": adapter_params}
-    if name in MODEL_FACTS:
-        kwargs[MODEL_FACTS[name]] = facts[MODEL_FACTS[name]]
-    if name not in STRATEGIES:
-        raise ConfigError(f"freeze.name={name!r} is not known; use one of {', '.join(STRATEGIES)}")
-    if name == "freeze_unfreeze" and not 0 <= kwargs.get("epochs", 0) <= total_epochs:
-        raise ConfigError(f"freeze.epochs={kwargs['epochs']} must be between 0 and epochs={total_epochs}; "
-                          f"lower freeze.epochs or raise epochs")
-    try:
-        strategy = STRATEGIES[name](stages, train_bn, **kwargs)
-    except TypeError as err:
-        raise ConfigError(f"freeze={name}: {err}") from err
-    strategy.bn_eval, strategy.keep_optimizer_state = bn_eval, keep_optimizer_state
-    return strategy
+    extra = {MODEL_FACTS[name]: facts[MODEL_FACTS[name]]} if name in MODEL_FACTS else {}
+    return STRATEGIES[name](stages, checked, **extra)
 
 
 def as_published(strategy: FreezeStrategy, freeze_by_name: str | None = None, freeze_noop: bool = False,
