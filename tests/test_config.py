@@ -48,6 +48,40 @@ def test_model_builds_through_torchvision(make_cfg, option):
     assert built.info["head_module"] in ("fc", "classifier.1")
 
 
+@pytest.mark.parametrize("source", ["timm", "torchvision"])
+def test_weights_file_loads_every_body_tensor_through_both_sources(make_cfg, tmp_path, source):
+    """model.weights_file: the file's tensors, all of them, in the body; the head new (zeros)."""
+    torch.manual_seed(1)
+    saved = models.build_model("resnet18", source, 1000, False, head_init="normal").model.state_dict()
+    path = tmp_path / "resnet18.pth"
+    torch.save(saved, path)
+    cfg = make_cfg("model=resnet18", f"model.source={source}", f"model.weights_file={path}", "pretrained=true")
+    torch.manual_seed(2)
+    built = models.build_model(num_classes=3, pretrained=True, **cfg.model)
+    state = built.model.state_dict()
+    assert built.weights_source.startswith("model.weights_file")
+    for key, value in state.items():
+        if key.startswith("fc."):
+            assert value.shape[0] == 3 and torch.count_nonzero(value) == 0, key
+        else:
+            assert torch.equal(value, saved[key]), key
+    del saved["layer1.0.conv1.weight"]
+    torch.save(saved, path)
+    with pytest.raises(RuntimeError, match=r"missing: layer1.0.conv1.weight"):
+        models.build_model(num_classes=3, pretrained=True, **cfg.model)
+
+
+@pytest.mark.parametrize("source, kwargs, took", [
+    ("timm", "{drop_rate:0.25}", lambda m: m.drop_rate == 0.25),
+    ("torchvision", "{zero_init_residual:true}",
+     lambda m: all(torch.count_nonzero(b.bn2.weight) == 0 for layer in (m.layer1, m.layer4) for b in layer)),
+])
+def test_model_kwargs_reach_the_builder_through_both_sources(make_cfg, source, kwargs, took):
+    cfg = make_cfg("model=resnet18", f"model.source={source}", f"+model.kwargs={kwargs}")
+    model = models.build_model(num_classes=3, pretrained=False, **cfg.model).model
+    assert took(model)
+
+
 @pytest.mark.parametrize("option", ["synthetic", "digits"])
 def test_offline_dataset_option_builds(make_cfg, option):
     splits = data.build_dataset(**make_cfg(f"dataset={option}").dataset)

@@ -61,6 +61,68 @@ def test_head_init_touches_only_the_head(head_init):
         assert 0.005 < state["fc.weight"].std().item() < 0.02
 
 
+# Model options with a torchvision builder too: (option, source, model.name there, the head's module).
+BOTH_SOURCES = [(option, source, name if source == "torchvision" else None, head)
+                for option, name, heads in (("resnet18", "resnet18", ("fc", "fc")),
+                                            ("efficientnet_b0", "efficientnet_b0", ("classifier", "classifier.1")),
+                                            ("mobilenetv2_100", "mobilenet_v2", ("classifier", "classifier.1")))
+                for source, head in zip(("timm", "torchvision"), heads)]
+NUM_CLASSES = 5
+
+
+def build(make_cfg, option, source, name, head_init, seed=0):
+    overrides = [f"model={option}", f"model.source={source}", f"model.head_init={head_init}", "pretrained=false"]
+    cfg = make_cfg(*overrides, *([f"model.name={name}"] if name else []))
+    torch.manual_seed(seed)
+    return models.build_model(num_classes=NUM_CLASSES, pretrained=False, **cfg.model)
+
+
+def library_model(option, source, name, seed=0):
+    """The builder's own model with a new NUM_CLASSES classifier, written out without tlbench."""
+    import timm
+    import torchvision
+
+    torch.manual_seed(seed)
+    if source == "timm":
+        return timm.create_model(option, pretrained=False, num_classes=NUM_CLASSES)
+    model = torchvision.models.get_model(name, weights=None)
+    if name == "resnet18":
+        model.fc = torch.nn.Linear(model.fc.in_features, NUM_CLASSES)
+    else:
+        model.classifier[1] = torch.nn.Linear(model.classifier[1].in_features, NUM_CLASSES)
+    return model
+
+
+@pytest.mark.parametrize("head_init", ["zeros", "normal", "library", "linear"])
+@pytest.mark.parametrize("option, source, name, head_module", BOTH_SOURCES)
+def test_head_init_through_both_sources(make_cfg, option, source, name, head_module, head_init):
+    """Every head_init acts on the classifier of a timm and of a torchvision model alike, and on
+    nothing else: the body is the library's own init."""
+    built = build(make_cfg, option, source, name, head_init)
+    assert built.info["head_module"] == head_module and built.info["head_init"] == head_init
+    head = built.model.get_submodule(head_module)
+    weight, bias = head.weight.detach(), head.bias.detach()
+    assert weight.shape[0] == NUM_CLASSES and sorted(built.head_params) == [f"{head_module}.bias", f"{head_module}.weight"]
+    bound = 1 / math.sqrt(weight.shape[1])  # nn.Linear's own init: U(-1/sqrt(in), 1/sqrt(in)) for weight and bias
+    if head_init == "zeros":
+        assert torch.count_nonzero(weight) == 0 and torch.count_nonzero(bias) == 0
+        assert first_loss(built, NUM_CLASSES, 64) == pytest.approx(math.log(NUM_CLASSES), rel=1e-6)
+    elif head_init == "normal":
+        assert torch.count_nonzero(bias) == 0 and weight.mean().abs() < 0.002
+        assert weight.std().item() == pytest.approx(0.01, rel=0.1)
+    elif head_init == "linear":
+        assert weight.abs().max() <= bound and bias.abs().max() <= bound and torch.count_nonzero(bias) == NUM_CLASSES
+        assert weight.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.1)
+    library = library_model(option, source, name).state_dict()
+    state = built.model.state_dict()
+    assert state.keys() == library.keys()
+    changed = {key for key in state if not torch.equal(state[key], library[key])}
+    if head_init == "library":
+        assert not changed, "library keeps the builder's own head"
+    else:
+        assert changed <= {f"{head_module}.weight", f"{head_module}.bias"} and f"{head_module}.weight" in changed
+
+
 @pytest.fixture(scope="module")
 def cifar_two_classes(tmp_path_factory):
     archive = SHARED / "data" / "cifar10-jpg.tar.gz"

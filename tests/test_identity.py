@@ -55,6 +55,30 @@ def test_different_data_or_weights_are_different_experiments(make_cfg, image_tre
         run_id_of(make_cfg(*base, f"model.weights_file={tmp_path / 'a-copy.pth'}"))
 
 
+def write_tree(root, sizes: dict) -> None:
+    for relative, size in sizes.items():
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        (root / relative).write_bytes(b"x" * size)
+
+
+def test_a_folder_fingerprint_follows_each_file_size_not_only_the_totals(tmp_path):
+    """Two trees with the same file names, the same count and the same total bytes, but two
+    files' sizes swapped: different data (a resized image), so a different fingerprint."""
+    sizes = {"train/cat/0.png": 100, "train/cat/1.png": 250, "train/dog/0.png": 70, "test/dog/0.png": 30}
+    write_tree(tmp_path / "a", sizes)
+    write_tree(tmp_path / "b", {**sizes, "train/cat/0.png": 250, "train/cat/1.png": 100})
+    write_tree(tmp_path / "c", sizes)  # a copy: same names and sizes
+    write_tree(tmp_path / "d", {k.replace("cat", "kat"): v for k, v in sizes.items()})  # a renamed class
+    a, b, c, d = (identity.fingerprint(tmp_path / name) for name in "abcd")
+    assert a.endswith(":4files:450bytes") and b.endswith(":4files:450bytes")
+    assert a != b, "swapped file sizes must change the fingerprint"
+    assert a == c and a != d
+    config = {"dataset": {"name": "imagefolder", "root": str(tmp_path / "a")}}
+    other = {"dataset": {"name": "imagefolder", "root": str(tmp_path / "b")}}
+    assert identity.run_id(config, identity.fingerprint_paths(config)) != \
+        identity.run_id(other, identity.fingerprint_paths(other))
+
+
 # Written out here, not read from identity.py, so that a training setting wrongly added to the
 # module's list (say batch_size) fails this test.
 WHERE_AND_HOW_FAST = ("results_dir", "data_dir", "weights_dir", "resume", "run_lock", "keep_checkpoint",

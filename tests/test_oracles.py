@@ -5,6 +5,7 @@ ReduceLROnPlateau epoch by epoch, the per-group lrs through the real training st
 augmentations with torchvision's functional ops. Images have a distinct value in every pixel, so a
 flip along the wrong axis or a crop one pixel off cannot pass by symmetry."""
 
+import copy
 import random
 import warnings
 
@@ -370,3 +371,114 @@ def test_no_weight_decay_groups_match_timm(name):
     built = {g["weight_decay"]: {names[id(p)] for p in g["params"]}
              for g in factory.build(model, phase).param_groups}
     assert built == expected and expected[0.0] and expected[0.05]
+
+
+# ---------------------------------------------------------------- the training step vs a plain torch step
+
+STEP_CASES = {  # StepOptions fields; each case is one thing the step must do as torch does it
+    "plain": {},
+    "label_smoothing": {"label_smoothing": 0.1},
+    "clip_value": {"label_smoothing": 0.1, "clip_grad_value": 0.01},
+    "clip_norm": {"label_smoothing": 0.1, "clip_grad_norm": 0.05},
+    "clip_both": {"clip_grad_value": 0.02, "clip_grad_norm": 0.03},
+    "sigmoid_before_loss": {"label_smoothing": 0.1, "sigmoid_before_loss": True},
+}
+
+
+def tiny_model_and_batches(seed=0, batches=3):
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 8), nn.ReLU(), nn.Linear(8, 4))
+    data = [(torch.randn(6, 3, 2, 2), torch.randint(0, 4, (6,))) for _ in range(batches)]
+    return model, data
+
+
+def plain_step(model, optimizer, images, labels, label_smoothing=0.0, clip_grad_value=None, clip_grad_norm=None,
+               sigmoid_before_loss=False) -> float:
+    """The textbook step, written out with nothing from tlbench."""
+    logits = model(images)
+    if sigmoid_before_loss:
+        logits = torch.sigmoid(logits)
+    loss = nn.functional.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+    optimizer.zero_grad()
+    loss.backward()
+    if clip_grad_value is not None:
+        nn.utils.clip_grad_value_(model.parameters(), clip_grad_value)
+    if clip_grad_norm is not None:
+        nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+    optimizer.step()
+    return loss.item()
+
+
+def assert_same_parameters(ours, theirs, **tolerance):
+    for (name, a), b in zip(ours.state_dict().items(), theirs.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=name, **tolerance)
+
+
+@pytest.mark.parametrize("case", list(STEP_CASES))
+def test_train_step_equals_a_plain_torch_step(case):
+    """Same loss, same parameters after each step (SGD, so a lost clip or smoothing moves the weights)."""
+    from tlbench.training.step import StepOptions, train_step
+
+    settings = STEP_CASES[case]
+    ours, batches = tiny_model_and_batches()
+    theirs = copy.deepcopy(ours)
+    ours_opt, their_opt = (torch.optim.SGD(m.parameters(), lr=0.5, momentum=0.9) for m in (ours, theirs))
+    options = StepOptions(**settings)
+    for step, (images, labels) in enumerate(batches):
+        loss, correct = train_step(ours, ours_opt, images, labels, torch.device("cpu"), options)
+        their_loss = plain_step(theirs, their_opt, images, labels, **settings)
+        assert loss.item() == pytest.approx(their_loss, rel=1e-6, abs=1e-7), f"loss at step {step}"
+        assert_same_parameters(ours, theirs, rtol=1e-6, atol=1e-7)
+    assert not torch.equal(ours[1].weight, tiny_model_and_batches()[0][1].weight), "the step did not move"
+
+
+def test_the_step_cases_are_not_all_the_same_step():
+    """Guards the oracle: every switch changes the loss or the weights, so dropping one cannot pass."""
+    from tlbench.training.step import StepOptions, train_step
+
+    after = {}
+    for case, settings in STEP_CASES.items():
+        model, batches = tiny_model_and_batches()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
+        losses = [train_step(model, optimizer, x, y, torch.device("cpu"), StepOptions(**settings))[0].item()
+                  for x, y in batches]
+        after[case] = (losses, torch.cat([p.detach().flatten() for p in model.parameters()]))
+    cases = list(after)
+    for i, a in enumerate(cases):
+        for b in cases[i + 1:]:
+            assert after[a][0] != pytest.approx(after[b][0], rel=1e-4) or \
+                not torch.allclose(after[a][1], after[b][1], rtol=1e-4), (a, b)
+
+
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+def test_train_one_epoch_loss_equals_a_plain_loop(label_smoothing):
+    """The epoch's loss, per-step losses and accuracy are the plain loop's at the default smoothing (0.1)."""
+    ours, batches = tiny_model_and_batches(batches=4)
+    theirs = copy.deepcopy(ours)
+    ours_opt = torch.optim.Adam([{"params": list(ours.parameters()), "lr": 1e-2, "base_lr": 1e-2}])
+    their_opt = torch.optim.Adam(theirs.parameters(), lr=1e-2)
+    their_losses, correct = [], 0
+    for images, labels in batches:
+        with torch.no_grad():
+            correct += (theirs(images).argmax(1) == labels).sum().item()
+        their_losses.append(plain_step(theirs, their_opt, images, labels, label_smoothing=label_smoothing))
+    options = engine.TrainOptions(epochs=1, label_smoothing=label_smoothing)
+    out = engine.train_one_epoch(ours, batches, ours_opt, build_schedule("constant", 1, len(batches)), 0,
+                                 torch.device("cpu"), options)
+    assert out["iter_loss"] == pytest.approx(their_losses, rel=1e-6)
+    assert out["loss"] == pytest.approx(sum(their_losses) / len(their_losses), rel=1e-6)
+    assert out["acc"] == correct / sum(len(y) for _, y in batches)
+    assert_same_parameters(ours, theirs, rtol=1e-6, atol=1e-7)
+
+
+def test_the_run_passes_loss_and_clipping_settings_to_the_step(make_cfg):
+    """cfg -> TrainOptions (run.core_options): what the oracles above check is what the run steps with."""
+    from tlbench.runner import run as run_module
+
+    cfg = make_cfg("label_smoothing=0.15", "clip_grad_value=0.3", "clip_grad_norm=2.5",
+                   "defects.sigmoid_before_loss=true", "amp=false", "channels_last=false")
+    options = run_module.core_options(cfg, torch.device("cpu"), nn.Linear(2, 2))
+    assert (options.label_smoothing, options.clip_grad_value, options.clip_grad_norm, options.sigmoid_before_loss) \
+        == (0.15, 0.3, 2.5, True)
+    default = run_module.core_options(make_cfg(), torch.device("cpu"), nn.Linear(2, 2))
+    assert default.label_smoothing == 0.1 and not default.sigmoid_before_loss

@@ -19,6 +19,7 @@ from tlbench import probes
 from tlbench.runner import run as run_module
 from tlbench.errors import ConfigError
 from tlbench.probes.features import SplitFeatures
+from tlbench.specs import Knn
 from tlbench.report import load
 from tlbench.runner.run import run
 
@@ -129,6 +130,27 @@ def test_knn_votes_agree_with_scikit_learn_neighbours():
         keep = torch.arange(30) != i
         alone = probes.knn_proba(bank[keep], labels[keep], bank[i:i + 1], 5, 0.07, num_classes=3)
         torch.testing.assert_close(loo[i:i + 1], alone)
+
+
+def random_split(n, dim, classes, generator):
+    return SplitFeatures(torch.randn(n, dim, generator=generator), torch.randint(0, classes, (n,), generator=generator),
+                         False, 0.0)
+
+
+def test_knn_train_score_leaves_each_image_out():
+    """Random features with random labels carry nothing to learn: every split, train included,
+    scores near chance (1/4). Voting the train images with themselves in the bank (no leave-one-out)
+    gives each its own label at weight exp(0) against exp((sim - 1) / 0.07) ~ 0 for the rest: 100%."""
+    generator = torch.Generator().manual_seed(0)
+    train, val, test = (random_split(n, 32, 4, generator) for n in (400, 200, 200))
+    metrics, details = probes.knn(train, val, test, train, Knn(), num_classes=4, device=torch.device("cpu"))
+    for split in ("train", "val", "test"):
+        assert 0.1 < metrics[f"{split}_acc"] < 0.4, (split, metrics)
+    assert metrics["train_loss"] > 1.0, metrics  # a self-vote would give loss ~ 0
+    assert details["k_used"] == 20 and details["bank"]["train"] == "train, leaving each image out"
+    # the same images passed as val are voted by a bank that holds each of them: what no leave-one-out gives
+    as_val, _ = probes.knn(train, train, test, train, Knn(), num_classes=4, device=torch.device("cpu"))
+    assert as_val["val_acc"] == 1.0, "guards the test: with itself in the bank an image wins its own vote"
 
 
 @pytest.mark.parametrize("overrides, message", [

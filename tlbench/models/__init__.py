@@ -13,8 +13,8 @@ from torch import nn
 
 from tlbench.models import weights as weight_files
 from tlbench.errors import ConfigError
+from tlbench.data.augment import IMAGENET_MEAN, IMAGENET_STD
 
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 # torchvision families keep their head under one of these attributes; the last Linear in it is
 # the classifier (resnet/regnet/inception: fc; efficientnet/mobilenet/convnext/vgg: classifier;
 # vit: heads; swin/maxvit: head).

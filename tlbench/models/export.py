@@ -29,6 +29,7 @@ from torch import nn
 from tlbench.records import atomic
 from tlbench.data import augment
 from tlbench import models
+from tlbench.models import weights as weight_files
 from tlbench.errors import ConfigError, DataNotFoundError, WeightsMismatchError
 
 FORMAT = "tlbench-model/1"
@@ -128,11 +129,8 @@ def rebuild(meta: dict, card_path: Path) -> nn.Module:
 
 
 def load_strict(model: nn.Module, state: dict, weights: Path) -> None:
-    expected = model.state_dict()
-    missing = [key for key in expected if key not in state]
-    unexpected = [key for key in state if key not in expected]
-    reshaped = [f"{key} {tuple(state[key].shape)} in the file, {tuple(value.shape)} in the model"
-                for key, value in expected.items() if key in state and state[key].shape != value.shape]
+    missing, unexpected, reshaped = weight_files.mismatches(model, state)
+    reshaped = [f"{key} {given} in the file, {expected} in the model" for key, given, expected in reshaped]
     problems = [f"{label} ({len(keys)}): {', '.join(keys[:KEYS_NAMED])}"
                 for label, keys in (("missing", missing), ("unexpected", unexpected), ("other shape", reshaped)) if keys]
     if problems:

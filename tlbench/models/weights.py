@@ -203,18 +203,26 @@ def load_state_dict(path: Path) -> dict:
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
-def mismatch_report(model: torch.nn.Module, state: dict, ignore_prefixes=()) -> list[str]:
-    """Missing keys, unexpected keys and shape mismatches, ignoring the head being replaced."""
+def mismatches(model: torch.nn.Module, state: dict, ignore_prefixes=()) -> tuple[list, list, list]:
+    """(missing, unexpected, reshaped) keys of `state` against `model`'s state_dict, keys under
+    `ignore_prefixes` left out; reshaped: (key, shape in `state`, shape in the model). The one
+    strict check of a state_dict: weights files (load_into) and saved models (export.load_strict)."""
     def kept(key):
         return not any(key.startswith(p) for p in ignore_prefixes)
 
     expected = {k: v.shape for k, v in model.state_dict().items() if kept(k)}
     given = {k: v.shape for k, v in state.items() if kept(k)}
-    shapes = [f"shape: {k} is {tuple(given[k])} in the file, {tuple(v)} in the model"
-              for k, v in expected.items() if k in given and given[k] != v]
-    missing = [f"missing: {k}" for k in expected if k not in given]
-    unexpected = [f"unexpected: {k}" for k in given if k not in expected]
-    return shapes + missing + unexpected
+    missing = [k for k in expected if k not in given]
+    unexpected = [k for k in given if k not in expected]
+    reshaped = [(k, tuple(given[k]), tuple(v)) for k, v in expected.items() if k in given and given[k] != v]
+    return missing, unexpected, reshaped
+
+
+def mismatch_report(model: torch.nn.Module, state: dict, ignore_prefixes=()) -> list[str]:
+    """Missing keys, unexpected keys and shape mismatches, ignoring the head being replaced."""
+    missing, unexpected, reshaped = mismatches(model, state, ignore_prefixes)
+    return ([f"shape: {k} is {given} in the file, {expected} in the model" for k, given, expected in reshaped]
+            + [f"missing: {k}" for k in missing] + [f"unexpected: {k}" for k in unexpected])
 
 
 def raise_mismatch(name: str, source: str, problems: list[str]) -> None:

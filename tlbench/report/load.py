@@ -14,10 +14,8 @@ from pathlib import Path
 import pandas as pd
 
 from tlbench.records import identity
-from tlbench.records.results import METRIC_FIELDS, RESULT_FILE
+from tlbench.records.results import METRIC_FIELDS, RESULT_FILE, SCHEMA_VERSION
 
-RESULT_FILENAME = RESULT_FILE
-KNOWN_SCHEMA_VERSION = 2
 # Schema 1 had no separate val split: its "val" WAS the test split, and its best epoch was
 # chosen on it. How such a file reads in schema-2 terms (see upgrade_schema_1).
 SCHEMA_1_VAL_SOURCE = "test split (schema 1: val was the test split)"
@@ -39,14 +37,14 @@ def find_result_files(paths) -> list[Path]:
         if not path.exists():
             raise FileNotFoundError(
                 f"{path} does not exist; pass a sweep folder (e.g. multirun/<date>/<time>) "
-                f"or a {RESULT_FILENAME} file")
+                f"or a {RESULT_FILE} file")
         if path.is_file():
             files.append(path)
             continue
-        found = sorted(path.rglob(RESULT_FILENAME))
+        found = sorted(path.rglob(RESULT_FILE))
         if not found:
             raise FileNotFoundError(
-                f"no {RESULT_FILENAME} found under {path} (searched recursively); "
+                f"no {RESULT_FILE} found under {path} (searched recursively); "
                 "is this the folder the sweep wrote to?")
         files.extend(found)
     # The same file reached through two given folders counts once.
@@ -75,10 +73,10 @@ def _read_one(file: Path) -> dict | None:
                       stacklevel=3)
         return None
     version = result.get("schema_version")
-    if isinstance(version, int) and version > KNOWN_SCHEMA_VERSION:
+    if isinstance(version, int) and version > SCHEMA_VERSION:
         warnings.warn(
             f"{file} has schema_version {version} but this report knows version "
-            f"{KNOWN_SCHEMA_VERSION}; unknown fields are ignored. Update tlbench to read "
+            f"{SCHEMA_VERSION}; unknown fields are ignored. Update tlbench to read "
             "everything.", stacklevel=3)
     result["path"] = str(file)
     result.setdefault("status", "failed" if result.get("error") else "ok")
@@ -174,17 +172,20 @@ def _drop_duplicate_runs(results: list[dict]) -> list[dict]:
 
 
 def flatten(mapping: dict, prefix: str = "") -> dict:
-    """Nested dicts to dot-joined keys; lists become JSON text so they stay hashable."""
-    flat = {}
+    """Nested dicts to dot-joined keys (identity.flatten, the run_id's own); lists become JSON
+    text so they stay hashable, and empty sections leave no column."""
+    return {name: json.dumps(value) if isinstance(value, (list, tuple)) else value
+            for name, value in identity.flatten(_without_empty_sections(mapping), prefix).items()}
+
+
+def _without_empty_sections(mapping: dict) -> dict:
+    """`mapping` less every dict that is empty or holds only empty dicts, at any depth."""
+    kept = {}
     for key, value in mapping.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, prefix=f"{name}."))
-        elif isinstance(value, (list, tuple)):
-            flat[name] = json.dumps(value)
-        else:
-            flat[name] = value
-    return flat
+        value = _without_empty_sections(value) if isinstance(value, dict) else value
+        if not (isinstance(value, dict) and not value):
+            kept[key] = value
+    return kept
 
 
 def val_is_test(result: dict):

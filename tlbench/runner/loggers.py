@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tlbench.records import atomic, identity
+from tlbench.records import atomic, identity, results
 from tlbench.errors import ConfigError
 
 log = logging.getLogger("tlbench")
@@ -211,7 +211,7 @@ class MlflowLogger:
         if summary:
             self.client.log_batch(self.run_id, metrics=summary)
         if self.artifacts:
-            for path in [self.run_dir / "result.json", *_charts(self.run_dir)]:
+            for path in [self.run_dir / results.RESULT_FILE, *_charts(self.run_dir)]:
                 folder = path.parent.relative_to(self.run_dir).as_posix()
                 self.client.log_artifact(self.run_id, str(path), None if folder == "." else folder)
         self.client.set_terminated(self.run_id, self.STATUS.get(result["status"], "FAILED"))

@@ -35,6 +35,7 @@ from datetime import datetime
 from pathlib import Path
 
 from tlbench.errors import ConfigError, ResultsWriteError
+from tlbench.records.results import RESULT_FILE
 
 log = logging.getLogger("tlbench")
 LOCK_FILE = "run.lock"
@@ -199,7 +200,7 @@ def _create(path: Path, record: dict) -> bool:
 def _cannot_write(path: Path, err: OSError) -> ResultsWriteError:
     """The lock is the run's first write into its folder: a folder that cannot take it cannot take result.json."""
     return ResultsWriteError(
-        f"cannot write {path.parent / 'result.json'}: {err.strerror or err}; free disk space or fix the folder's "
+        f"cannot write {path.parent / RESULT_FILE}: {err.strerror or err}; free disk space or fix the folder's "
         f"permissions, or write elsewhere (results_dir=..., or hydra.run.dir / hydra.sweep.dir), then run the same "
         f"command again (found while creating the run's lock, {path.name})")
 
