@@ -10,13 +10,14 @@ from tlbench import models
 from tlbench.runner import run
 from tlbench.errors import ConfigError
 from tlbench import specs
+from tlbench.runner import build
 
 
 def train_with_snapshots(make_cfg, *overrides):
     """Runs the shared core on a composed config; returns (model, head names, history, snapshots)."""
     cfg = make_cfg(*TINY, "pretrained=false", *overrides)
-    splits, built = run.prepare(cfg)
-    loaders = run.make_loaders(cfg, splits, built, torch.device("cpu"))
+    splits, built = build.prepare(cfg)
+    loaders = build.make_loaders(cfg, splits, built, torch.device("cpu"))
     train_loader, val_loader = loaders["train"], loaders["val"]
     snapshots = [{k: v.clone() for k, v in built.model.state_dict().items()}]
 
@@ -187,8 +188,8 @@ def test_keep_optimizer_state_carries_the_heads_adam_moments_over_the_unfreeze(m
                    "freeze.backbone_lr=1e-4", "freeze.head_lr=1e-4", "freeze.train_bn=true",
                    "freeze.keep_optimizer_state=true", "schedule=constant", "schedule.warmup_epochs=0",
                    "amp=false", "channels_last=false")
-    splits, built = run.prepare(cfg)
-    batches = list(run.make_loaders(cfg, splits, built, torch.device("cpu"))["train"])
+    splits, built = build.prepare(cfg)
+    batches = list(build.make_loaders(cfg, splits, built, torch.device("cpu"))["train"])
     theirs = models.build_model(num_classes=len(splits.classes), pretrained=False, **cfg.model).model
     theirs.load_state_dict(built.model.state_dict())
     strategy = freeze.build_freeze(stages=built.stages, total_epochs=2, **cfg.freeze)

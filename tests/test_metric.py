@@ -17,7 +17,7 @@ from test_probes import PROBE_TINY
 from tlbench.training import engine
 from tlbench import probes
 from tlbench.records import results
-from tlbench.runner import run as run_module
+from tlbench.runner import build
 from tlbench.training.compiled import IGNORE_INDEX
 from tlbench.probes.features import SplitFeatures
 from tlbench.report import write_report
@@ -31,14 +31,14 @@ TINY_MODEL = [o for o in TINY_RESNET if not o.startswith("save_model=")]  # thes
 @pytest.fixture
 def mean_per_class(monkeypatch):
     """The synthetic set, read as a data set that reports mean per-class accuracy."""
-    real = run_module.prepare
+    real = build.prepare
 
     def prepare(cfg):
         splits, built = real(cfg)
         splits.metric = "mean_per_class"
         return splits, built
 
-    monkeypatch.setattr(run_module, "prepare", prepare)
+    monkeypatch.setattr(build, "prepare", prepare)
 
 
 def test_mean_per_class_accuracy_is_balanced_accuracy_score_on_an_imbalanced_split():

@@ -19,6 +19,7 @@ from tlbench.data import batch_augment as ops
 from tlbench.training import engine
 from tlbench.data import tensor_data
 from tlbench.training.schedules import build_schedule
+from tlbench.runner import build
 
 # ---------------------------------------------------------------- schedules vs torch schedulers
 
@@ -472,13 +473,12 @@ def test_train_one_epoch_loss_equals_a_plain_loop(label_smoothing):
 
 
 def test_the_run_passes_loss_and_clipping_settings_to_the_step(make_cfg):
-    """cfg -> TrainOptions (run.core_options): what the oracles above check is what the run steps with."""
-    from tlbench.runner import run as run_module
+    """cfg -> TrainOptions (build.core_options): what the oracles above check is what the run steps with."""
 
     cfg = make_cfg("label_smoothing=0.15", "clip_grad_value=0.3", "clip_grad_norm=2.5",
                    "defects.sigmoid_before_loss=true", "amp=false", "channels_last=false")
-    options = run_module.core_options(cfg, torch.device("cpu"), nn.Linear(2, 2))
+    options = build.core_options(cfg, torch.device("cpu"), nn.Linear(2, 2))
     assert (options.label_smoothing, options.clip_grad_value, options.clip_grad_norm, options.sigmoid_before_loss) \
         == (0.15, 0.3, 2.5, True)
-    default = run_module.core_options(make_cfg(), torch.device("cpu"), nn.Linear(2, 2))
+    default = build.core_options(make_cfg(), torch.device("cpu"), nn.Linear(2, 2))
     assert default.label_smoothing == 0.1 and not default.sigmoid_before_loss

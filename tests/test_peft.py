@@ -9,6 +9,7 @@ import torch
 from conftest import TINY, interrupt_after_epoch
 from tlbench.models import adapters, export
 from tlbench.runner.run import run
+from tlbench.runner import build
 
 pytest.importorskip("peft", reason="the `peft` extra is not installed")
 
@@ -21,10 +22,10 @@ def weights_of(folder) -> dict:
 
 def initial_model(cfg):
     """The model a run of `cfg` starts from (seeded as run() seeds it)."""
-    from tlbench.runner import devices, run as run_module
+    from tlbench.runner import devices
 
     devices.seed_everything(cfg.seed)
-    return run_module.prepare(cfg)[1].model
+    return build.prepare(cfg)[1].model
 
 
 def test_bitfit_trains_exactly_the_biases_norm_layers_and_head(make_cfg, tmp_path):
@@ -66,10 +67,9 @@ def test_lora_trains_under_5_percent_and_saves_the_merged_plain_model(make_cfg, 
 
 
 def rebuild_adapted(cfg, state):
-    from tlbench.runner import run as run_module
 
-    splits, built = run_module.prepare(cfg)
-    run_module.build_strategy(cfg, built)
+    splits, built = build.prepare(cfg)
+    build.build_strategy(cfg, built)
     built.model.load_state_dict(state)
     return built.model
 
@@ -81,7 +81,6 @@ def test_lora_scores_val_and_test_on_the_merged_weights_with_the_adapted_models_
     from peft.tuners.tuners_utils import BaseTunerLayer
 
     from tlbench.training import engine
-    from tlbench.runner import run as run_module
 
     scored_models = []
     real_evaluate = engine.evaluate
@@ -97,8 +96,8 @@ def test_lora_scores_val_and_test_on_the_merged_weights_with_the_adapted_models_
     assert scored_models == [False, False]  # val and test, each on a merged plain copy
     assert result["env"]["channels_last"] is True  # auto on a CPU: lite0 has depthwise convolutions
     adapted = rebuild_adapted(cfg, weights_of(tmp_path / "lora"))  # the trained weights, adapters separate
-    splits, built = run_module.prepare(cfg)
-    loaders = run_module.make_loaders(cfg, splits, built, torch.device("cpu"))
+    splits, built = build.prepare(cfg)
+    loaders = build.make_loaders(cfg, splits, built, torch.device("cpu"))
     val_loss, val_acc, _ = real_evaluate(adapted, loaders["val"], torch.device("cpu"), engine.TrainOptions(epochs=1))
     last = result["epochs"][-1]
     assert last["val_acc"] == val_acc and last["val_loss"] == pytest.approx(val_loss, rel=1e-5)

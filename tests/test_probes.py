@@ -16,7 +16,7 @@ from test_run import assert_valid_result
 
 from tlbench.records import identity
 from tlbench import probes
-from tlbench.runner import run as run_module
+from tlbench.runner import build
 from tlbench.errors import ConfigError
 from tlbench.probes.features import SplitFeatures
 from tlbench.specs import Knn
@@ -166,7 +166,7 @@ def test_knn_train_score_leaves_each_image_out():
 def test_bad_probe_settings_fail_at_startup_naming_the_value_and_the_fix(make_cfg, tmp_path, overrides, message):
     cfg = make_cfg(*PROBE_TINY, *overrides)
     with pytest.raises(ConfigError, match=message if ".*" in message else re.escape(message)):
-        run_module.check_settings(cfg)
+        build.check_settings(cfg)
     with pytest.raises(ConfigError):
         run(cfg, output_dir=tmp_path / "run")
     assert not (tmp_path / "data" / "tensor-cache" / "features").exists(), "it failed after extracting features"

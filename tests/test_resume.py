@@ -13,6 +13,7 @@ from conftest import TINY, interrupt_after_epoch, subprocess_env, tlbench_comman
 
 from tlbench.training import checkpoint
 from tlbench.runner.run import run
+from tlbench.runner import build
 
 # Augmentation, a head-then-all freeze schedule and a stateful plateau schedule: resuming must
 # restore the data order, the augmentation draws, the freeze phase, the optimizer and the plateau.
@@ -127,7 +128,6 @@ def _wait_for(folder, pattern, process, timeout_s=240):
 
 
 def test_a_resumed_attempt_that_fails_at_startup_keeps_the_epochs_already_recorded(make_cfg, tmp_path, monkeypatch):
-    from tlbench.runner import run as run_module
     from tlbench.errors import DataNotFoundError
 
     folder = tmp_path / "run"
@@ -139,7 +139,7 @@ def test_a_resumed_attempt_that_fails_at_startup_keeps_the_epochs_already_record
     def data_gone(cfg):
         raise DataNotFoundError("the data went away")
 
-    monkeypatch.setattr(run_module, "prepare", data_gone)
+    monkeypatch.setattr(build, "prepare", data_gone)
     with pytest.raises(DataNotFoundError):
         run(make_cfg(*TINY, "pretrained=false"), output_dir=folder)
     after = json.loads((folder / "result.json").read_text())

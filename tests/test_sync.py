@@ -88,7 +88,7 @@ def tiny_model() -> nn.Module:
 
 
 def device_batches(count, batch_size, device, train=True, augment=WRITEUP_AUGMENT, seed=0):
-    """A split on `device` as tlbench.bench and run.make_loaders build it."""
+    """A split on `device` as tlbench.bench and build.make_loaders build it."""
     generator = torch.Generator().manual_seed(seed)
     split = tensor_data.CachedSplit(torch.randint(0, 256, (count, 3, 8, 8), dtype=torch.uint8, generator=generator),
                                     torch.randint(0, 4, (count,), generator=generator), None, False)

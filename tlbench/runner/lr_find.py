@@ -18,14 +18,14 @@ log = logging.getLogger("tlbench")
 
 def find_for_config(cfg, folder: Path, phase_name: str | None = None) -> dict:
     """The standalone finder: the model, data, freeze phase and param groups of the run `cfg`
-    describes, built by run.py's own builders (and seeded the same way, so the first phase's
+    describes, built by the run's own builders (build.py) (and seeded the same way, so the first phase's
     curve is the one `optimizer.lr=find` measures). `phase_name`: another phase of the freeze
     strategy, measured from the starting weights (not from the state the run reaches by then)."""
     from tlbench import models, probes
-    from tlbench.runner import devices, run
+    from tlbench.runner import build, devices
     from tlbench.training import freeze
 
-    run.check_settings(cfg)
+    build.check_settings(cfg)
     if probes.is_probe(cfg.freeze.name):
         raise ConfigError(f"freeze={cfg.freeze.name} fits a classifier on fixed features without an optimizer: "
                           "there is no learning rate to find")
@@ -33,10 +33,10 @@ def find_for_config(cfg, folder: Path, phase_name: str | None = None) -> dict:
     devices.select(device)
     devices.set_threads(cfg.threads, None)
     devices.seed_everything(cfg.seed)
-    splits, built = run.prepare(cfg)
-    strategy = run.build_strategy(cfg, built)  # as the run: before the loaders, and it may add adapters to the model
-    loaders = run.make_loaders(cfg, splits, built, device)
-    options = run.core_options(cfg, device, built.model)
+    splits, built = build.prepare(cfg)
+    strategy = build.build_strategy(cfg, built)  # as the run: before the loaders, and it may add adapters to the model
+    loaders = build.make_loaders(cfg, splits, built, device)
+    options = build.core_options(cfg, device, built.model)
     model = built.model.to(device)
     if options.channels_last:
         model = models.channels_last(model)

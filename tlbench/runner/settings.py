@@ -2,7 +2,7 @@
 with field types OmegaConf enforces (a word where a number belongs fails naming the key) and the
 range checks of its `__post_init__`. Options whose keys differ per choice (model, optimizer,
 schedule, freeze) are checked by building their object once with the given keywords
-(run.check_settings)."""
+(build.check_settings)."""
 
 import math
 from dataclasses import fields

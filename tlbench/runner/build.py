@@ -1,0 +1,200 @@
+"""The run layer's build step: the composed config checked (settings.py) and turned into the
+objects the layers below take: data splits and the model (`prepare`), the freeze strategy, the
+loaders, the training core's options, the optimizer factory, the schedule's settings and a probe's
+feature spec. `run.py` orchestrates a run with them; the LR finder command builds with them too."""
+
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+from torch.utils.data import DataLoader
+
+from tlbench import data, models, probes
+from tlbench.data import augment, image_check, tensor_data
+from tlbench.errors import DataNotFoundError, StartupError, WeightsNotFoundError
+from tlbench.models import adapters
+from tlbench.records import results
+from tlbench.runner import devices, settings
+from tlbench.specs import FeatureSpec
+from tlbench.training import compiled, engine, freeze, optim, schedules
+from tlbench.training.lr_find import FindingOptimizers
+from tlbench.training.optim import OptimizerFactory
+
+
+def placed_model(cfg, built: models.BuiltModel, device, options, strategy) -> torch.nn.Module:
+    """The model on `device` as it trains: channels_last, cuDNN autotuning and torch.compile as asked."""
+    model = built.model.to(device)
+    if options.channels_last:
+        model = models.channels_last(model)
+    if device.type == "cuda" and not cfg.deterministic:
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest kernels
+    if cfg.compile:
+        model = compiled.Compiled(model, compiled.graphs_needed(strategy, cfg.epochs))
+    return model
+
+
+def model_info(built: models.BuiltModel) -> dict:
+    """result.json `model_info` (built.info is a live dict: freeze=lora adds its adapters to it later)."""
+    return {"weights_source": built.weights_source, "total_params": models.count_params(built.model),
+            "head_params": built.head_params, "stages": len(built.stages), **built.info}
+
+
+def feature_spec(cfg, built: models.BuiltModel, device) -> FeatureSpec:
+    """How freeze=knn / logreg extract their features: the evaluation preprocessing of this run."""
+    mean, std = augment.resolve_normalization(cfg.normalize, built.mean, built.std)
+    return FeatureSpec(model_name=cfg.model.name, model_source=cfg.model.source,
+                       model_kwargs=OmegaConf.to_container(cfg.model.kwargs, resolve=True) if cfg.model.get("kwargs")
+                       else {}, mean=mean, std=std, input_size=cfg.input_size,
+                       eval_batch_size=cfg.eval_batch_size or 2 * cfg.batch_size,
+                       amp=devices.resolve_flag(cfg.amp, device), cache_dir=cfg.data.cache_dir,
+                       dataset_name=cfg.dataset.name, decode_workers=cfg.data.decode_workers,
+                       device_budget_gb=cfg.data.device_budget_gb)
+
+
+def build_strategy(cfg, built: models.BuiltModel) -> freeze.FreezeStrategy:
+    """The run's freeze strategy with the write-ups' defects applied (`defects.*`). What a strategy
+    needs to know of the model comes from the model: its normalisation-layer parameters (bitfit),
+    its LoRA adapters (lora: injected into `built.model` here, recorded in `built.info`)."""
+    facts = {}
+    if cfg.freeze.name == "bitfit":
+        facts["norm_params"] = adapters.norm_param_names(built.model)
+    if cfg.freeze.name == "lora":
+        built.info["lora"] = adapters.inject_lora(built.model, built.info["head_module"], cfg.freeze.rank,
+                                                  cfg.freeze.alpha, cfg.freeze.dropout,
+                                                  OmegaConf.to_container(cfg.freeze, resolve=True)["target_modules"])
+        facts["adapter_params"] = adapters.adapter_param_names(built.model)
+    strategy = freeze.build_freeze(stages=built.stages, total_epochs=cfg.epochs, **cfg.freeze, **facts)
+    return freeze.as_published(strategy, **cfg.defects)
+
+
+def core_options(cfg, device, model, **where) -> engine.TrainOptions:
+    """How the training core steps `model` (precision, memory format, loss, clipping), shared by the
+    run and the LR finder; `where`: the run's checkpoint and progress settings."""
+    return engine.TrainOptions(
+        epochs=cfg.epochs, amp=devices.resolve_flag(cfg.amp, device),
+        channels_last=devices.resolve_channels_last(cfg.channels_last, device, models.has_depthwise_conv(model)),
+        label_smoothing=cfg.label_smoothing,
+        sigmoid_before_loss=cfg.defects.sigmoid_before_loss,
+        clip_grad_norm=cfg.clip_grad_norm, clip_grad_value=cfg.clip_grad_value, **where)
+
+
+def schedule_settings(schedule_cfg, metric: str) -> dict:
+    """The schedule group's settings; a plateau watching val_acc watches the data set's metric on
+    val (val_mean_class_acc where mean per-class accuracy is the reported one), as selection does."""
+    settings = dict(schedule_cfg)
+    if settings.get("monitor") == "val_acc":
+        settings["monitor"] = results.selection_field(metric)
+    return settings
+
+
+def check_settings(cfg) -> None:
+    """Every setting, before any data loads: the shared groups by their schemas (settings.py)."""
+    settings.validate(cfg)
+    models.check_head_init(cfg.model.head_init)
+    targets = devices.check_devices(cfg.device, cfg.devices)  # e.g. cuda:3 on a 2-GPU machine fails now
+    if probes.is_probe(cfg.freeze.name):
+        settings.probe(cfg.freeze, cfg.dataset.val_split)
+    else:
+        settings.freeze(cfg.freeze, cfg.epochs)
+    # The optimizer factory and the schedule check their own keywords (torch's, on the kernels the target
+    # device gets: fused on CUDA), so a bad setting fails before any data loads.
+    optim.OptimizerFactory(**factory_settings(cfg.optimizer),  # optimizer.lr=find: the other keys
+                           fused=any(target.type == "cuda" for target in targets))
+    schedules.build_schedule(epochs=cfg.epochs, steps_per_epoch=1, **cfg.schedule)
+
+
+def prepare(cfg) -> tuple[data.DataSplits, models.BuiltModel]:
+    """Data and weights are both checked before anything trains; when both are missing (the
+    usual case offline) one error names both, with how to supply each."""
+    models.check_model_name(cfg.model.name, cfg.model.source)
+    problems, splits, built = [], None, None
+    try:
+        splits = data.build_dataset(**cfg.dataset)
+    except DataNotFoundError as err:
+        problems.append(f"data: {err}")
+    try:
+        built = models.build_model(num_classes=len(splits.classes) if splits else 1000, pretrained=cfg.pretrained,
+                                   weights_dir=cfg.weights_dir, **cfg.model)
+    except WeightsNotFoundError as err:
+        problems.append(f"weights: {err}")
+    if len(problems) == 1:
+        raise (DataNotFoundError if problems[0].startswith("data") else WeightsNotFoundError)(problems[0])
+    if problems:
+        raise StartupError("cannot start:\n" + "\n".join(problems))
+    return splits, built
+
+
+def data_info(splits: data.DataSplits) -> dict:
+    """Split sizes count the images actually used (undecodable files skipped are left out)."""
+    sizes = {f"{name}_size": len(dataset) - len(splits.skipped.get(name, [])) for name, dataset in splits.named().items()}
+    if splits.val_is_test:
+        sizes["test_size"] = sizes["val_size"]
+    return {"source": splits.source, "classes": splits.classes, "num_classes": len(splits.classes), **sizes,
+            "val_is_test": splits.val_is_test, "val_source": splits.val_source, "train_subset": splits.train_subset,
+            "image_size": splits.image_size, "metric": splits.metric,
+            "skipped_images": image_check.summary({name: splits.skipped.get(name, []) for name in splits.named()})}
+
+
+def make_loaders(cfg, splits: data.DataSplits, built: models.BuiltModel, device) -> dict:
+    """{"train", "val", "test"} loaders yielding (images, labels): the tensor path (default) or the
+    PIL/DataLoader path. "test" is absent when val is the test split (dataset.val_split=0).
+    Undecodable files found while reading are recorded in `splits.skipped` (on_bad_image=skip)."""
+    mean, std = augment.resolve_normalization(cfg.normalize, built.mean, built.std)
+    input_size = cfg.input_size or splits.image_size
+    eval_batch_size = cfg.eval_batch_size or 2 * cfg.batch_size
+    if cfg.data.pipeline == "pil":
+        return _pil_loaders(cfg, splits, mean, std, input_size, eval_batch_size, device)
+    cache = dict(cache_dir=cfg.data.cache_dir, name=cfg.dataset.name, workers=cfg.data.decode_workers,
+                 on_bad_image=splits.on_bad_image)
+    budget = cfg.data.device_budget_gb * 2**30
+    loaders = {}
+    for name, dataset in splits.named().items():
+        train = name == "train"
+        size = (cfg.augment.resize or splits.image_size) if train else splits.image_size  # decoded resolution
+        cached = tensor_data.cached_split(dataset, size, split=name, **cache)
+        if cached.skipped:
+            splits.skipped[name] = cached.skipped
+        transform = tensor_data.BatchTransform(splits.image_size, input_size, mean, std,
+                                               **(cfg.augment if train else {}), train=train)
+        loaders[name] = tensor_data.DeviceBatches(cached, cfg.batch_size if train else eval_batch_size, transform,
+                                                  device, train, cfg.seed, budget)
+    return loaders
+
+
+def _pil_loaders(cfg, splits, mean, std, input_size, eval_batch_size, device) -> dict:
+    common = dict(num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
+                  persistent_workers=cfg.num_workers > 0)
+    loaders = {}
+    for name, dataset in splits.named().items():
+        readable, skipped = image_check.without_bad_images(dataset, splits.on_bad_image, cfg.data.decode_workers)
+        if skipped:
+            splits.skipped[name] = skipped
+        if name == "train":
+            transform = augment.train_transform(splits.image_size, mean, std, input_size=input_size, **cfg.augment)
+            loaders[name] = DataLoader(data.Transformed(readable, transform), batch_size=cfg.batch_size, shuffle=True,
+                                       generator=torch.Generator().manual_seed(cfg.seed), **common)
+        else:
+            transform = augment.eval_transform(splits.image_size, mean, std, input_size=input_size)
+            loaders[name] = DataLoader(data.Transformed(readable, transform), batch_size=eval_batch_size,
+                                       shuffle=False, **common)
+    return loaders
+
+
+def wanted(optimizer_cfg) -> bool:
+    return optimizer_cfg.get("lr") == "find"
+
+
+def factory_settings(optimizer_cfg) -> dict:
+    """The optimizer settings with a numeric placeholder for lr=find (to check the other keys)."""
+    return {**optimizer_cfg, "lr": 1.0} if wanted(optimizer_cfg) else dict(optimizer_cfg)
+
+
+def optimizer_factory(cfg, fused: bool, loader, device, options, strategy, folder: Path,
+                      found: list | None) -> OptimizerFactory:
+    """The run's optimizer factory: plain for a numeric optimizer.lr, FindingOptimizers for find,
+    which appends each phase's lr to `found` (result.json's `lr_find`; a resumed run's earlier
+    phases are in it already and are not measured again)."""
+    if not wanted(cfg.optimizer):
+        return OptimizerFactory(**cfg.optimizer, fused=fused)
+    return FindingOptimizers(dict(cfg.optimizer), fused, loader, device, options, strategy, cfg.epochs,
+                             settings.lr_find(cfg.lr_find), folder, found, folder.parent)
