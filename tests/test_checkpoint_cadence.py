@@ -11,7 +11,8 @@ from conftest import TINY
 
 from tlbench.training import engine
 from tlbench.errors import ConfigError
-from tlbench.runner.run import check_settings, run
+from tlbench.runner.build import check_settings
+from tlbench.runner.run import run
 
 # A freeze phase change (after epoch 2), a stateful plateau schedule and augmentation: what a
 # resume from an earlier save must restore before it trains the lost epochs again.

@@ -8,7 +8,7 @@ from tlbench.data import augment
 from tlbench import data, models, probes
 from tlbench.training import freeze, optim, schedules
 from tlbench.errors import ConfigError, DataNotFoundError
-from tlbench.runner.run import check_settings
+from tlbench.runner.build import check_settings
 
 GROUPS = ["model", "dataset", "augment", "optimizer", "schedule", "freeze", "experiment"]
 

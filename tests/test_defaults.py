@@ -74,5 +74,12 @@ def test_optimizer_options_are_the_factory_arguments(path):
 
 
 @pytest.mark.parametrize("path", sorted((CONF / "schedule").glob("*.yaml")), ids=lambda p: p.stem)
-def test_schedule_options_build(path):
-    schedules.build_schedule(epochs=10, steps_per_epoch=5, **load(path))
+def test_schedule_options_agree_with_their_settings(path):
+    """Each schedule's YAML has exactly its settings' keys (specs.SCHEDULES), at their defaults, and builds."""
+    values = load(path)
+    schema = specs.SCHEDULES[values["name"]]
+    options = {k: v for k, v in values.items() if k != "name"}
+    assert set(options) == {f.name for f in fields(schema)}, f"schedule/{path.name} vs specs.{schema.__name__}"
+    problems = disagreements(options, defaults_of(schema), f"schedule/{path.name}")
+    assert not problems, "\n".join(problems)
+    schedules.build_schedule(epochs=10, steps_per_epoch=5, **values)

@@ -18,7 +18,8 @@ from conftest import TINY, interrupt_after_epoch, subprocess_env, tlbench_comman
 from tlbench.training import checkpoint, optim
 from tlbench.runner import devices
 from tlbench.errors import ConfigError
-from tlbench.runner.run import check_settings, run
+from tlbench.runner.build import check_settings
+from tlbench.runner.run import run
 
 
 @pytest.fixture

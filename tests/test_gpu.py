@@ -19,7 +19,8 @@ from conftest import TINY, interrupt_after_epoch, subprocess_env, tlbench_comman
 
 from tlbench.training import checkpoint, engine
 from tlbench.errors import ConfigError
-from tlbench.runner.run import check_settings, run
+from tlbench.runner.build import check_settings
+from tlbench.runner.run import run
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

@@ -11,7 +11,7 @@ from conftest import CONF
 from tlbench import data
 from tlbench.configs import CONFIG_NAME
 from tlbench.errors import DataNotFoundError
-from tlbench.runner.run import check_settings
+from tlbench.runner.build import check_settings
 
 KORNBLITH = {"food101", "cifar10", "cifar100", "sun397", "stanford_cars", "fgvc_aircraft", "dtd", "oxford_pets",
              "caltech101", "flowers102"}

@@ -6,9 +6,7 @@ no OmegaConf. Each default here is the code's own; the YAML under conf/ is what 
 The augmentation settings have one description, `Augment`, that drives both pipelines (the
 per-image torchvision one in data/augment.py and the batched one in data/tensor_data.py)."""
 
-import math
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Any, Optional
 
 from tlbench.errors import ConfigError
@@ -247,6 +245,69 @@ FREEZES = {"none": NoFreezeSettings, "linear_probe": LinearProbeSettings, "freez
            "lora": LoraSettings}
 
 
+@dataclass
+class ConstantSchedule:
+    warmup_epochs: float = 0.0           # linear warm-up over this many epochs (fractions allowed)
+
+    def __post_init__(self):
+        _require(self.warmup_epochs >= 0, "schedule.warmup_epochs", self.warmup_epochs, "must be >= 0")
+
+
+@dataclass
+class CosineSchedule(ConstantSchedule):
+    warmup_epochs: float = 1.0
+    min_lr_ratio: float = 0.0            # the cosine ends at min_lr_ratio x lr
+
+    def __post_init__(self):
+        super().__post_init__()
+        _require(0 <= self.min_lr_ratio <= 1, "schedule.min_lr_ratio", self.min_lr_ratio, "must be in [0, 1]")
+
+
+@dataclass
+class StepSchedule(ConstantSchedule):
+    step_epochs: int = 10                # multiply the lr by gamma every step_epochs epochs
+    gamma: float = 0.1
+
+    def __post_init__(self):
+        super().__post_init__()
+        _require(self.step_epochs >= 1, "schedule.step_epochs", self.step_epochs, "must be at least 1")
+        _require(self.gamma > 0, "schedule.gamma", self.gamma, "must be positive")
+
+
+@dataclass
+class OneCycleSchedule:
+    pct_start: float = 0.3               # torch's OneCycleLR: the share of steps spent rising
+    div_factor: float = 25.0             # starts at lr / div_factor
+    final_div_factor: float = 1e4        # ends at lr / div_factor / final_div_factor
+    cycle_momentum: bool = True
+    base_momentum: float = 0.85
+    max_momentum: float = 0.95
+
+    def __post_init__(self):
+        _require(0 < self.pct_start < 1, "schedule.pct_start", self.pct_start, "must be in (0, 1)")
+        _require(self.div_factor > 0 and self.final_div_factor > 0, "schedule.div_factor", self.div_factor,
+                 f"and schedule.final_div_factor={self.final_div_factor} must be positive")
+        _require(0 <= self.base_momentum <= self.max_momentum <= 1, "schedule.base_momentum", self.base_momentum,
+                 f"must be in [0, schedule.max_momentum={self.max_momentum}] and max_momentum <= 1")
+
+
+@dataclass
+class PlateauSchedule:
+    monitor: str = "val_loss"            # val_loss (lower is better) or val_acc (the data set's metric on val)
+    factor: float = 0.5                  # ReduceLROnPlateau's rule: the lr is multiplied by factor ...
+    patience: int = 2                    # ... after more than patience epochs without improvement
+
+    def __post_init__(self):
+        _require(self.monitor in ("val_loss", "val_acc"), "schedule.monitor", self.monitor,
+                 "is not known; use val_loss (lower is better) or val_acc")
+        _require(0 < self.factor < 1, "schedule.factor", self.factor, "must be in (0, 1)")
+        _require(self.patience >= 0, "schedule.patience", self.patience, "must be >= 0")
+
+
+SCHEDULES = {"constant": ConstantSchedule, "cosine": CosineSchedule, "step": StepSchedule,
+             "onecycle": OneCycleSchedule, "plateau": PlateauSchedule}
+
+
 REFIT_CHOICES = ("train_val", "train")
 
 
@@ -321,6 +382,13 @@ def freeze(name: str, values, total_epochs: int) -> Freeze:
         _require(0 <= found.epochs <= total_epochs, "freeze.epochs", found.epochs,
                  f"must be between 0 and epochs={total_epochs}; lower freeze.epochs or raise epochs")
     return found
+
+
+def schedule(name: str, values):
+    """A schedule option's settings (`name` in SCHEDULES); unknown keys fail, naming the known ones."""
+    if name not in SCHEDULES:
+        raise ConfigError(f"schedule.name={name!r} is not known; use one of {', '.join(SCHEDULES)}")
+    return SCHEDULES[name](**closed(SCHEDULES[name], values, f"schedule={name}"))
 
 
 def augment(values) -> Augment:

@@ -16,7 +16,7 @@ from tlbench.models import adapters
 from tlbench.records import results
 from tlbench.runner import devices, settings
 from tlbench.specs import FeatureSpec
-from tlbench.training import compiled, engine, freeze, optim, schedules
+from tlbench.training import compiled, engine, freeze, optim
 from tlbench.training.lr_find import FindingOptimizers
 from tlbench.training.optim import OptimizerFactory
 
@@ -96,11 +96,11 @@ def check_settings(cfg) -> None:
         settings.probe(cfg.freeze, cfg.dataset.val_split)
     else:
         settings.freeze(cfg.freeze, cfg.epochs)
-    # The optimizer factory and the schedule check their own keywords (torch's, on the kernels the target
-    # device gets: fused on CUDA), so a bad setting fails before any data loads.
+    settings.schedule(cfg.schedule)
+    # The optimizer group passes any keyword on to torch (+optimizer.eps, +optimizer.foreach): the factory
+    # checks them against torch's optimizer on the kernels the target device gets (fused on CUDA), now.
     optim.OptimizerFactory(**factory_settings(cfg.optimizer),  # optimizer.lr=find: the other keys
                            fused=any(target.type == "cuda" for target in targets))
-    schedules.build_schedule(epochs=cfg.epochs, steps_per_epoch=1, **cfg.schedule)
 
 
 def prepare(cfg) -> tuple[data.DataSplits, models.BuiltModel]:

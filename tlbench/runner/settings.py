@@ -12,7 +12,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from tlbench import specs
 from tlbench.errors import ConfigError
-from tlbench.specs import (FREEZES, PROBES, Augment, DataPath, DatasetSplits, Defects, LrFind, Training, _require,
+from tlbench.specs import (FREEZES, PROBES, SCHEDULES, Augment, DataPath, DatasetSplits, Defects, LrFind, Training, _require,
                            closed)
 
 def learning_rate(value) -> None:
@@ -86,3 +86,12 @@ def freeze(freeze_cfg, total_epochs: int):
 
 def _plain(values: dict) -> dict:
     return {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v for k, v in values.items()}
+
+
+def schedule(schedule_cfg):
+    """A schedule option's settings, typed and range-checked (specs.SCHEDULES)."""
+    values = {k: v for k, v in dict(schedule_cfg).items() if k != "name"}
+    name = schedule_cfg.name
+    if name in SCHEDULES:
+        checked(SCHEDULES[name], closed(SCHEDULES[name], values, f"schedule={name}"), "schedule.")
+    return specs.schedule(name, _plain(values))
