@@ -3,7 +3,6 @@ it on disk, keep it on the training device when it fits a memory budget (else st
 memory, one uint8 batch at a time through two reused staging buffers: HostBatches), and augment
 whole batches there (batch_augment.py)."""
 
-import functools
 import hashlib
 import logging
 import math
@@ -13,13 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from filelock import FileLock
 from torch.utils.data import Dataset, Subset
 from torchvision.transforms import v2
 
 from tlbench.data import batch_augment as ops
-from tlbench.records import atomic
-from tlbench.data import image_check
+from tlbench.data import disk_cache, image_check
 from tlbench import specs
 from tlbench.data import TensorImages
 from tlbench.errors import BadImageError
@@ -70,39 +67,25 @@ def cached_split(dataset: Dataset, size: int, cache_dir, name: str, split: str, 
         images, labels, skipped = decode(dataset, size, workers, on_bad_image)
         return CachedSplit(images, labels, None, True, skipped)
     path = Path(cache_dir).expanduser() / f"{name}-{split}-{size}px-v{CACHE_FORMAT}-{key}.pt"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Parallel jobs needing the same split: the first decodes (or repairs a damaged file) while the
-    # others wait for the lock, then read its file. The write is atomic (temporary file, fsync, os.replace).
-    with FileLock(path.with_name(path.name + ".lock")):
-        cached = _read_cache(path, split, on_bad_image, size, len(dataset)) if path.is_file() else None
-        if cached is not None:
-            return cached
-        images, labels, skipped = decode(dataset, size, workers, on_bad_image)
-        atomic.write_atomic(path, functools.partial(torch.save, {"images": images, "labels": labels, "skipped": skipped}))
-    return CachedSplit(images, labels, path, True, skipped)
-
-
-def _read_cache(path: Path, split: str, on_bad_image: str, size: int, count: int) -> CachedSplit | None:
-    """The cached split, or None when the file is damaged (truncated, overwritten, not what
-    `decode` writes for this split): the caller decodes again and rewrites it, so a damaged
-    cache costs one decode and never fails a run."""
-    try:
-        stored = torch.load(path, map_location="cpu", weights_only=True)
-        images, labels, skipped = stored["images"], stored["labels"], stored["skipped"]
-        if not (isinstance(images, torch.Tensor) and images.dtype == torch.uint8 and images.dim() == 4
-                and tuple(images.shape[-2:]) == (size, size) and isinstance(labels, torch.Tensor)
-                and labels.dtype == torch.int64 and labels.shape == (len(images),) and isinstance(skipped, list)
-                and len(images) + len(skipped) == count):
-            raise ValueError(f"it does not hold this split's {count} images at {size} px (uint8, int64 labels)")
-    except Exception as err:  # noqa: BLE001 - whatever is wrong with the file, decoding again mends it
-        why = ": ".join([type(err).__name__, *str(err).splitlines()[:1]])
-        log.warning("the decode cache %s cannot be read (%s); decoding the %s split again and rewriting the file",
-                    path, why, split)
-        return None
-    if skipped and on_bad_image == "fail":
+    stored, hit = disk_cache.read_or_build(
+        path, lambda found: _check_cached(found, size, len(dataset)),
+        lambda: dict(zip(("images", "labels", "skipped"), decode(dataset, size, workers, on_bad_image))),
+        "decode cache", f"decoding the {split} split again")
+    images, labels, skipped = stored["images"], stored["labels"], stored["skipped"]
+    if hit and skipped and on_bad_image == "fail":
         raise BadImageError(f"{len(skipped)} image(s) of the {split} split cannot be decoded, e.g. "
                             f"{skipped[0]}; delete or replace them, or set dataset.on_bad_image=skip", path=skipped[0])
-    return CachedSplit(images, labels, path, False, skipped)
+    return CachedSplit(images, labels, path, not hit, skipped)
+
+
+def _check_cached(stored: dict, size: int, count: int) -> None:
+    """Raises unless `stored` is what `decode` writes for a split of `count` images at `size` px."""
+    images, labels, skipped = stored["images"], stored["labels"], stored["skipped"]
+    if not (isinstance(images, torch.Tensor) and images.dtype == torch.uint8 and images.dim() == 4
+            and tuple(images.shape[-2:]) == (size, size) and isinstance(labels, torch.Tensor)
+            and labels.dtype == torch.int64 and labels.shape == (len(images),) and isinstance(skipped, list)
+            and len(images) + len(skipped) == count):
+        raise ValueError(f"it does not hold this split's {count} images at {size} px (uint8, int64 labels)")
 
 
 def decode(dataset: Dataset, size: int, workers: int = 0,

@@ -29,7 +29,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tlbench.errors import ConfigError
 from tlbench.probes import features
 from tlbench.records import results
 from tlbench.specs import PROBES, FeatureSpec, Knn, Logreg

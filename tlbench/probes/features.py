@@ -10,7 +10,6 @@ named by their content, as identity.py does), the split and its size, and the pr
 (image size, input size, mean, std, bf16 autocast). A sweep of probes over one backbone, or a
 probe run again, extracts once."""
 
-import functools
 import hashlib
 import json
 import logging
@@ -20,12 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from filelock import FileLock
 from torch import nn
 
 from tlbench.data import tensor_data
 from tlbench.specs import FeatureSpec
-from tlbench.records import atomic
+from tlbench.data import disk_cache
 
 log = logging.getLogger("tlbench")
 FEATURE_FORMAT = 1  # bump when what is stored (or how it is computed) changes: old files then miss
@@ -91,15 +89,20 @@ def split_features(spec: FeatureSpec, splits, built, device, dataset_identity: d
         key = cache_key(spec, splits.image_size, dataset_identity, weights, name, len(dataset))
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
         path = folder / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', spec.model_name)}-{name}-{digest}.pt"
-        with FileLock(path.with_name(path.name + ".lock")):  # parallel jobs on one backbone: one extracts
-            found[name] = _read(path, key) or _extract_and_store(spec, splits, name, dataset, forward, device, key,
-                                                                 path)
+        timing = {}
+        stored, hit = disk_cache.read_or_build(  # parallel jobs on one backbone: one extracts
+            path, lambda found, key=key: _check(found, key),
+            lambda name=name, dataset=dataset, key=key, timing=timing: _extract(
+                spec, splits, name, dataset, forward, device, key, timing), "feature cache", "extracting again")
+        found[name] = SplitFeatures(stored["features"], stored["labels"], hit, timing.get("extract_s", 0.0), path,
+                                    list(stored["skipped"]))
         if found[name].skipped:
             splits.skipped[name] = found[name].skipped
     return found, {"weights_fingerprint": weights, "features_from": described}
 
 
-def _extract_and_store(spec: FeatureSpec, splits, name, dataset, forward, device, key, path) -> SplitFeatures:
+def _extract(spec: FeatureSpec, splits, name, dataset, forward, device, key, timing: dict) -> dict:
+    """What the cache stores for one split; `timing["extract_s"]`: the seconds the forward passes took."""
     cached = tensor_data.cached_split(dataset, splits.image_size, cache_dir=spec.cache_dir, name=spec.dataset_name,
                                       split=name, workers=spec.decode_workers, on_bad_image=splits.on_bad_image)
     transform = tensor_data.BatchTransform(splits.image_size, spec.input_size or splits.image_size, spec.mean,
@@ -108,12 +111,11 @@ def _extract_and_store(spec: FeatureSpec, splits, name, dataset, forward, device
                                         spec.device_budget_gb * 2**30)
     started = time.perf_counter()
     features, labels = extract(forward, batches, device, spec.amp)
-    extract_s = time.perf_counter() - started
+    timing["extract_s"] = extract_s = time.perf_counter() - started
     log.info("extracted %s features of %d %s images in %.1f s (%.0f img/s)", tuple(features.shape[1:]),
              len(labels), name, extract_s, len(labels) / max(extract_s, 1e-9))
-    atomic.write_atomic(path, functools.partial(torch.save, {"key": json.dumps(key, sort_keys=True), "features": features, "labels": labels,
-                             "skipped": list(cached.skipped)}))
-    return SplitFeatures(features, labels, False, extract_s, path, list(cached.skipped))
+    return {"key": json.dumps(key, sort_keys=True), "features": features, "labels": labels,
+            "skipped": list(cached.skipped)}
 
 
 @torch.no_grad()
@@ -128,21 +130,11 @@ def extract(forward, batches, device: torch.device, amp: bool) -> tuple[torch.Te
     return torch.cat(features), torch.cat(labels).long()
 
 
-def _read(path: Path, key: dict) -> SplitFeatures | None:
-    """The cached features, or None when there are none or the file is damaged or another key's
-    (then they are extracted again and the file rewritten)."""
-    if not path.is_file():
-        return None
-    try:
-        stored = torch.load(path, map_location="cpu", weights_only=True)
-        features, labels = stored["features"], stored["labels"]
-        if stored["key"] != json.dumps(key, sort_keys=True):
-            raise ValueError("it was written for other settings")
-        if not (features.dtype == torch.float32 and features.dim() == 2 and labels.dtype == torch.int64
-                and labels.shape == (len(features),) and len(features) + len(stored["skipped"]) == key["size"]):
-            raise ValueError(f"it does not hold {key['size']} float32 feature rows with int64 labels")
-    except Exception as err:  # noqa: BLE001 - whatever is wrong with the file, extracting again mends it
-        log.warning("the feature cache %s cannot be used (%s: %s); extracting again", path, type(err).__name__,
-                    str(err).splitlines()[0] if str(err) else "")
-        return None
-    return SplitFeatures(features, labels, True, 0.0, path, list(stored["skipped"]))
+def _check(stored: dict, key: dict) -> None:
+    """Raises unless `stored` holds the features `key` describes."""
+    features, labels = stored["features"], stored["labels"]
+    if stored["key"] != json.dumps(key, sort_keys=True):
+        raise ValueError("it was written for other settings")
+    if not (features.dtype == torch.float32 and features.dim() == 2 and labels.dtype == torch.int64
+            and labels.shape == (len(features),) and len(features) + len(stored["skipped"]) == key["size"]):
+        raise ValueError(f"it does not hold {key['size']} float32 feature rows with int64 labels")
