@@ -138,6 +138,7 @@ def test_the_sweep_exit_check_does_not_count_a_run_another_live_process_is_train
     assert [path.parent.name for path, _ in failed_runs(tmp_path)] == ["1"]
 
 
+@pytest.mark.e2e
 def test_the_same_sweep_started_twice_at_once_trains_each_run_once(tmp_path):
     """Two terminals, or a requeued cluster job whose first attempt still runs: each process
     takes the runs the other does not hold, and both finish with every run complete."""

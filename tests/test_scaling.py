@@ -35,6 +35,7 @@ def measured(csv) -> pd.DataFrame:
     return table[[c for c in table.columns if not any(v in c for v in VOLATILE)]]
 
 
+@pytest.mark.e2e
 def test_joblib_runs_two_jobs_at_once_and_reports_what_a_sequential_sweep_reports(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher", reason="the `parallel` extra is not installed")
     parallel, sequential = tmp_path / "parallel", tmp_path / "sequential"
@@ -62,6 +63,7 @@ def test_devices_list_gives_job_i_device_i_mod_n(make_cfg):
     assert devices._launcher_share({}, cores=16) is None
 
 
+@pytest.mark.e2e
 def test_submitit_local_runs_a_sweep_and_a_preempted_job_resumes_from_its_checkpoint(tmp_path):
     """SIGUSR2 is what SLURM (and submitit's local executor) send before preempting or at the
     time limit: submitit requeues the job, which then resumes instead of starting over."""
@@ -86,6 +88,7 @@ def test_submitit_local_runs_a_sweep_and_a_preempted_job_resumes_from_its_checkp
     assert list(folder.glob(".submitit/*/*_log.out")), "submitit's logs are not in the sweep folder"
 
 
+@pytest.mark.e2e
 def test_an_optuna_search_of_three_trials_writes_three_results_and_reports_them(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="the `search` extra is not installed")
     folder = tmp_path / "search"
@@ -118,6 +121,7 @@ print(split.decoded, hashlib.sha256(split.images.numpy().tobytes()).hexdigest())
 """
 
 
+@pytest.mark.e2e
 def test_two_processes_building_the_same_cache_at_once_decode_it_once_and_share_one_valid_file(tmp_path):
     from PIL import Image
 
