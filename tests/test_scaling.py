@@ -113,7 +113,8 @@ import hashlib, sys, time
 from pathlib import Path
 from tlbench import data
 from tlbench.data import tensor_data
-root, cache, start = sys.argv[1:]
+root, cache, start, ready = sys.argv[1:]
+Path(ready).touch()  # imported torch and tlbench: waiting
 while not Path(start).exists():
     time.sleep(0.005)
 split = tensor_data.cached_split(data.local.imagefolder(root, 32).train, 32, cache, "tree", "train")
@@ -133,10 +134,15 @@ def test_two_processes_building_the_same_cache_at_once_decode_it_once_and_share_
         for i in range(150):
             Image.new("RGB", (96, 96), (i, 255 - i, 40 if label == "a" else 200)).save(folder / f"{i}.png")
     start = tmp_path / "go"
+    ready = [tmp_path / f"ready{i}" for i in range(2)]
     builders = [subprocess.Popen([sys.executable, "-c", BUILD_CACHE, str(tmp_path / "tree"), str(tmp_path / "cache"),
-                                  str(start)], cwd=REPO, env=subprocess_env(tmp_path), stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    time.sleep(3)  # both have imported torch and are waiting
+                                  str(start), str(flag)], cwd=REPO, env=subprocess_env(tmp_path), stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True) for flag in ready]
+    deadline = time.monotonic() + 120
+    while not all(flag.exists() for flag in ready):  # both have imported torch and are waiting
+        assert all(b.poll() is None for b in builders), [b.communicate()[1][-2000:] for b in builders]
+        assert time.monotonic() < deadline, "the builders did not start within 120 s"
+        time.sleep(0.02)
     start.touch()
     outputs = [b.communicate(timeout=120) for b in builders]
     assert all(b.returncode == 0 for b in builders), [err[-2000:] for _, err in outputs]
