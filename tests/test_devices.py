@@ -252,6 +252,7 @@ def _metrics(result: dict) -> tuple:
         result["iter_loss"]
 
 
+@pytest.mark.e2e
 def test_joblib_jobs_claim_their_devices_in_the_sweep_folder(tmp_path):
     """Two CPU slots stand in for two GPUs: each job of a 2-at-a-time joblib sweep claims one."""
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher", reason="the `parallel` extra is not installed")
@@ -286,6 +287,6 @@ def test_channels_last_auto_is_on_for_cuda_and_for_depthwise_models_on_a_cpu(mod
 
 def test_a_run_records_the_memory_format_and_precision_it_used(make_cfg, tmp_path):
     result = run(make_cfg(*TINY, "pretrained=false", "epochs=1"), output_dir=tmp_path / "run")
-    assert result["env"]["channels_last"] is False and result["env"]["amp"] is False  # resnet18 on a CPU
+    assert result["env"]["channels_last"] is False and result["env"]["amp"] is False  # no depthwise convolutions, on a CPU
     forced = run(make_cfg(*TINY, "pretrained=false", "epochs=1", "channels_last=true"), output_dir=tmp_path / "forced")
     assert forced["env"]["channels_last"] is True

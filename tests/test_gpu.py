@@ -24,7 +24,7 @@ from tlbench.runner.run import run
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
-GPU = [*TINY, "pretrained=false", "save_model=false", "device=cuda"]
+GPU = [*TINY, "model=resnet18", "pretrained=false", "save_model=false", "device=cuda"]
 
 
 def test_bf16_channels_last_training_lands_where_fp32_training_lands(make_cfg, tmp_path):
@@ -113,7 +113,7 @@ def test_a_sweep_killed_on_the_gpu_resumes_there_and_completes(tmp_path):
 def test_a_checkpoint_written_on_one_device_resumes_on_the_other(make_cfg, tmp_path, monkeypatch, first, then):
     """The augmentation generator lives on the training device: its saved state cannot be set
     into a generator of the other device type, so it is reseeded, and the run says so."""
-    overrides = [*TINY, "pretrained=false", "save_model=false", "augment=crop_flip", "checkpoint_every_s=0",
+    overrides = [*TINY, "model=resnet18", "pretrained=false", "save_model=false", "augment=crop_flip", "checkpoint_every_s=0",
                  "epochs=3"]
     with monkeypatch.context() as patch:
         interrupt_after_epoch(patch)
@@ -142,7 +142,7 @@ def test_a_gpu_number_beyond_those_present_fails_at_startup(make_cfg):
 def test_two_jobs_at_once_train_on_two_gpus(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher", reason="the `parallel` extra is not installed")
     folder = tmp_path / "sweep"
-    done = subprocess.run(tlbench_command("-m", *TINY, "pretrained=false", "save_model=false", "epochs=3",
+    done = subprocess.run(tlbench_command("-m", *TINY, "model=resnet18", "pretrained=false", "save_model=false", "epochs=3",
                                           "seed=0,1,2,3", "devices=[cuda:0,cuda:1]", "hydra/launcher=joblib",
                                           "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={folder}"),
                           env=subprocess_env(tmp_path), capture_output=True, text=True, timeout=300)

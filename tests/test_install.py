@@ -18,6 +18,8 @@ from conftest import REPO, TINY
 SOURCES = ("pyproject.toml", "README.md", "conf", "tlbench")  # what the wheel is built from
 SCRIPTS = ("tlbench", "tlbench-report", "tlbench-predict", "tlbench-lr-find")
 SMALL = [*TINY, "epochs=1", "pretrained=false", "threads=1"]
+# Builds a wheel and runs the installed copy in processes of its own: the e2e command (README "Tests").
+pytestmark = pytest.mark.e2e
 # A user's own model option: timm's test_resnet (0.4 M parameters), its head started as the package's options never do.
 MY_MODEL = "name: test_resnet\nsource: timm\nweights_file: null\nhead_init: normal\nkwargs: {}\n"
 

@@ -142,7 +142,7 @@ def test_mlflow_run_holds_params_metrics_and_result_json_and_goes_on_after_a_res
     (found,) = client.search_runs([client.get_experiment_by_name("single").experiment_id])  # one, resumed
     assert found.info.run_id == json.loads((folder / "mlflow.json").read_text())["run_id"]
     assert found.info.run_name == f"run-{result['run_id']}" and found.info.status == "FINISHED"
-    assert found.data.params["model.name"] == "resnet18" and found.data.params["optimizer.lr"] == "0.001"
+    assert found.data.params["model.name"] == "test_resnet" and found.data.params["optimizer.lr"] == "0.001"
     assert found.data.tags["tlbench.run_id"] == result["run_id"]
     for key in ("train_loss", "val_acc", "test_acc", "lr"):
         history = client.get_metric_history(found.info.run_id, key)
@@ -188,6 +188,7 @@ def test_a_failing_logger_warns_once_and_the_run_ends_ok(make_cfg, tmp_path, mon
         assert "check logger.mlflow.tracking_uri" in warnings["logger=mlflow"]
 
 
+@pytest.mark.e2e
 def test_a_sweep_is_one_mlflow_experiment_with_a_run_per_job(tmp_path, store):
     pytest.importorskip("mlflow", reason="the `mlflow` extra is not installed")
     from mlflow.tracking import MlflowClient

@@ -76,6 +76,7 @@ def test_a_folder_holding_another_configuration_is_archived_not_resumed(make_cfg
                                                 "model.json"}
 
 
+@pytest.mark.e2e
 def test_a_sweep_killed_during_its_second_run_finishes_when_the_same_command_runs_again(tmp_path):
     """SIGKILL (no clean-up possible) once the second run has checkpointed an epoch; the same
     command then skips the first run and resumes the second from its checkpoint."""
@@ -154,7 +155,7 @@ def test_a_run_keeps_its_final_and_best_models_loadable_strictly_by_timm(make_cf
     run(make_cfg(*TINY, "pretrained=false", "epochs=3", "save_best=true"), output_dir=tmp_path / "run")
     for stem in ("model", "best"):
         state = safetensors.torch.load_file(tmp_path / "run" / f"{stem}.safetensors")
-        timm.create_model("resnet18", num_classes=4).load_state_dict(state)  # strict: every key, plain names
+        timm.create_model("test_resnet", num_classes=4).load_state_dict(state)  # strict: every key, plain names (TINY trains test_resnet)
     assert not (tmp_path / "run" / "best.pt").exists(), "best.pt is converted into best.safetensors"
     assert not list((tmp_path / "run").glob(".*tmp")), "a temporary file was left behind"
 

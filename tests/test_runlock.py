@@ -71,7 +71,9 @@ def test_the_holder_keeps_its_lock_fresh_and_an_unreadable_old_lock_is_taken_ove
     monkeypatch.setattr(runlock, "HEARTBEAT_S", 0.05)
     with runlock.take(tmp_path / "held") as lock:
         os.utime(lock.path, (0, 0))
-        time.sleep(0.5)
+        deadline = time.monotonic() + 5
+        while lock.path.stat().st_mtime == 0 and time.monotonic() < deadline:  # a few heartbeats (0.05 s each)
+            time.sleep(0.01)
         assert time.time() - lock.path.stat().st_mtime < 5, "the heartbeat did not refresh the lock"
 
     unreadable = tmp_path / "unreadable" / runlock.LOCK_FILE  # its creator died before writing it
@@ -138,6 +140,7 @@ def test_the_sweep_exit_check_does_not_count_a_run_another_live_process_is_train
     assert [path.parent.name for path, _ in failed_runs(tmp_path)] == ["1"]
 
 
+@pytest.mark.e2e
 def test_the_same_sweep_started_twice_at_once_trains_each_run_once(tmp_path):
     """Two terminals, or a requeued cluster job whose first attempt still runs: each process
     takes the runs the other does not hold, and both finish with every run complete."""

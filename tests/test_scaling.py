@@ -35,6 +35,7 @@ def measured(csv) -> pd.DataFrame:
     return table[[c for c in table.columns if not any(v in c for v in VOLATILE)]]
 
 
+@pytest.mark.e2e
 def test_joblib_runs_two_jobs_at_once_and_reports_what_a_sequential_sweep_reports(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher", reason="the `parallel` extra is not installed")
     parallel, sequential = tmp_path / "parallel", tmp_path / "sequential"
@@ -62,6 +63,7 @@ def test_devices_list_gives_job_i_device_i_mod_n(make_cfg):
     assert devices._launcher_share({}, cores=16) is None
 
 
+@pytest.mark.e2e
 def test_submitit_local_runs_a_sweep_and_a_preempted_job_resumes_from_its_checkpoint(tmp_path):
     """SIGUSR2 is what SLURM (and submitit's local executor) send before preempting or at the
     time limit: submitit requeues the job, which then resumes instead of starting over."""
@@ -86,6 +88,7 @@ def test_submitit_local_runs_a_sweep_and_a_preempted_job_resumes_from_its_checkp
     assert list(folder.glob(".submitit/*/*_log.out")), "submitit's logs are not in the sweep folder"
 
 
+@pytest.mark.e2e
 def test_an_optuna_search_of_three_trials_writes_three_results_and_reports_them(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="the `search` extra is not installed")
     folder = tmp_path / "search"
@@ -110,7 +113,8 @@ import hashlib, sys, time
 from pathlib import Path
 from tlbench import data
 from tlbench.data import tensor_data
-root, cache, start = sys.argv[1:]
+root, cache, start, ready = sys.argv[1:]
+Path(ready).touch()  # imported torch and tlbench: waiting
 while not Path(start).exists():
     time.sleep(0.005)
 split = tensor_data.cached_split(data.local.imagefolder(root, 32).train, 32, cache, "tree", "train")
@@ -118,6 +122,7 @@ print(split.decoded, hashlib.sha256(split.images.numpy().tobytes()).hexdigest())
 """
 
 
+@pytest.mark.e2e
 def test_two_processes_building_the_same_cache_at_once_decode_it_once_and_share_one_valid_file(tmp_path):
     from PIL import Image
 
@@ -129,10 +134,15 @@ def test_two_processes_building_the_same_cache_at_once_decode_it_once_and_share_
         for i in range(150):
             Image.new("RGB", (96, 96), (i, 255 - i, 40 if label == "a" else 200)).save(folder / f"{i}.png")
     start = tmp_path / "go"
+    ready = [tmp_path / f"ready{i}" for i in range(2)]
     builders = [subprocess.Popen([sys.executable, "-c", BUILD_CACHE, str(tmp_path / "tree"), str(tmp_path / "cache"),
-                                  str(start)], cwd=REPO, env=subprocess_env(tmp_path), stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    time.sleep(3)  # both have imported torch and are waiting
+                                  str(start), str(flag)], cwd=REPO, env=subprocess_env(tmp_path), stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True) for flag in ready]
+    deadline = time.monotonic() + 120
+    while not all(flag.exists() for flag in ready):  # both have imported torch and are waiting
+        assert all(b.poll() is None for b in builders), [b.communicate()[1][-2000:] for b in builders]
+        assert time.monotonic() < deadline, "the builders did not start within 120 s"
+        time.sleep(0.02)
     start.touch()
     outputs = [b.communicate(timeout=120) for b in builders]
     assert all(b.returncode == 0 for b in builders), [err[-2000:] for _, err in outputs]

@@ -225,7 +225,8 @@ def test_streamed_copies_run_on_a_side_stream_while_the_step_computes(tmp_path):
 def test_a_run_over_the_device_budget_streams_and_trains_as_a_resident_one(make_cfg, tmp_path, monkeypatch):
     """data.device_budget_gb=0: every split streams; with deterministic kernels the run's losses
     equal the resident run's step by step."""
-    overrides = [*TINY, "pretrained=false", "save_model=false", "augment=crop_flip", "device=cuda", "deterministic=true"]
+    overrides = [*TINY, "model=resnet18", "pretrained=false", "save_model=false", "augment=crop_flip", "device=cuda",
+                 "deterministic=true"]
     made = []
 
     class Recorded(tensor_data.DeviceBatches):
