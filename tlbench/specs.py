@@ -6,6 +6,7 @@ no OmegaConf. Each default here is the code's own; the YAML under conf/ is what 
 The augmentation settings have one description, `Augment`, that drives both pipelines (the
 per-image torchvision one in data/augment.py and the batched one in data/tensor_data.py)."""
 
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any, Optional
 
@@ -246,6 +247,54 @@ FREEZES = {"none": NoFreezeSettings, "linear_probe": LinearProbeSettings, "freez
 
 
 @dataclass
+class OptimizerSettings:
+    """What every optimizer option takes (conf/optimizer/*.yaml; training/optim.py). Any other key
+    (+optimizer.eps=1e-6, +optimizer.foreach=true) goes to torch's optimizer as given, and torch
+    checks it when the run layer builds the factory."""
+    lr: Any = 1e-3                       # a positive number, or find (the LR finder picks it per phase)
+    weight_decay: float = 0.0
+    filter_bias_and_bn: bool = True      # no weight decay on 1-D parameters and no_weight_decay() names (timm)
+
+    def __post_init__(self):
+        number = isinstance(self.lr, (int, float)) and not isinstance(self.lr, bool)
+        _require(self.lr == "find" or (number and 0 < self.lr and math.isfinite(self.lr)), "optimizer.lr", self.lr,
+                 "must be a positive number (e.g. 1e-3) or find (the LR finder picks it: README \"LR finder\")")
+        _require(self.weight_decay >= 0, "optimizer.weight_decay", self.weight_decay, "must be >= 0")
+
+
+@dataclass
+class SgdSettings(OptimizerSettings):
+    lr: Any = 0.01
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+
+    def __post_init__(self):
+        super().__post_init__()
+        _require(0 <= self.momentum < 1, "optimizer.momentum", self.momentum, "must be in [0, 1)")
+
+
+@dataclass
+class AdamSettings(OptimizerSettings):
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    weight_decay: float = 1e-4
+
+    def __post_init__(self):
+        super().__post_init__()
+        betas = list(self.betas)
+        _require(len(betas) == 2 and all(0 <= b < 1 for b in betas), "optimizer.betas", betas,
+                 "must be [beta1, beta2], each in [0, 1)")
+
+
+@dataclass
+class AdamWSettings(AdamSettings):
+    weight_decay: float = 0.05           # decoupled weight decay
+
+
+OPTIMIZERS = {"sgd": SgdSettings, "adam": AdamSettings, "adamw": AdamWSettings}
+
+
+@dataclass
 class ConstantSchedule:
     warmup_epochs: float = 0.0           # linear warm-up over this many epochs (fractions allowed)
 
@@ -382,6 +431,14 @@ def freeze(name: str, values, total_epochs: int) -> Freeze:
         _require(0 <= found.epochs <= total_epochs, "freeze.epochs", found.epochs,
                  f"must be between 0 and epochs={total_epochs}; lower freeze.epochs or raise epochs")
     return found
+
+
+def optimizer(name: str, values) -> OptimizerSettings:
+    """An optimizer option's own settings (`name` in OPTIMIZERS); other keys are torch's to check."""
+    if name not in OPTIMIZERS:
+        raise ConfigError(f"optimizer.name={name!r} is not known; use one of {', '.join(OPTIMIZERS)}")
+    known = {f.name for f in fields(OPTIMIZERS[name])}
+    return OPTIMIZERS[name](**{k: v for k, v in dict(values).items() if k in known})
 
 
 def schedule(name: str, values):

@@ -4,7 +4,6 @@ range checks of its `__post_init__`. Options whose keys differ per choice (model
 schedule, freeze) are checked by building their object once with the given keywords
 (build.check_settings)."""
 
-import math
 from dataclasses import fields
 
 from omegaconf import OmegaConf
@@ -12,15 +11,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from tlbench import specs
 from tlbench.errors import ConfigError
-from tlbench.specs import (FREEZES, PROBES, SCHEDULES, Augment, DataPath, DatasetSplits, Defects, LrFind, Training, _require,
-                           closed)
-
-def learning_rate(value) -> None:
-    """`optimizer.lr`: a positive number, or `find` (the LR finder picks it per freeze phase)."""
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    _require(value == "find" or (number and 0 < value and math.isfinite(value)), "optimizer.lr", value,
-             "must be a positive number (e.g. 1e-3) or find (the LR finder picks it: README \"LR finder\")")
-
+from tlbench.specs import (FREEZES, OPTIMIZERS, PROBES, SCHEDULES, Augment, DataPath, DatasetSplits, Defects,
+                           LrFind, Training, closed)
 
 def checked(schema, values, prefix: str = ""):
     """`values` (a mapping) typed and range-checked as `schema`; keys the schema does not have
@@ -43,7 +35,7 @@ def validate(cfg) -> None:
     checked(DataPath, cfg.data, "data.")
     defects(cfg.get("defects") or {})
     augment(cfg.augment)
-    learning_rate(cfg.optimizer.get("lr"))
+    optimizer(cfg.optimizer)
     lr_find(cfg.get("lr_find") or {})
 
 
@@ -95,3 +87,13 @@ def schedule(schedule_cfg):
     if name in SCHEDULES:
         checked(SCHEDULES[name], closed(SCHEDULES[name], values, f"schedule={name}"), "schedule.")
     return specs.schedule(name, _plain(values))
+
+
+def optimizer(optimizer_cfg):
+    """An optimizer option's own settings, typed and range-checked (specs.OPTIMIZERS); keys beyond
+    them are torch's (the factory checks them against the optimizer)."""
+    values = {k: v for k, v in dict(optimizer_cfg).items() if k != "name"}
+    name = optimizer_cfg.name
+    if name in OPTIMIZERS:
+        checked(OPTIMIZERS[name], values, "optimizer.")
+    return specs.optimizer(name, _plain(values))
