@@ -87,3 +87,13 @@ def test_schedule_options_agree_with_their_settings(path):
     problems = disagreements(options, defaults_of(schema), f"schedule/{path.name}")
     assert not problems, "\n".join(problems)
     schedules.build_schedule(epochs=10, steps_per_epoch=5, **values)
+
+
+@pytest.mark.parametrize("path", sorted((CONF / "model").glob("*.yaml")), ids=lambda p: p.stem)
+def test_model_options_have_the_model_settings(path):
+    """Each model's YAML has exactly specs.ModelSettings' keys, valid values, and the shared defaults."""
+    values = load(path)
+    assert set(values) == {f.name for f in fields(specs.ModelSettings)}, f"model/{path.name}"
+    specs.ModelSettings(**values)
+    shared = {k: v for k, v in defaults_of(specs.ModelSettings).items() if k not in ("name", "source")}
+    assert not disagreements(values, shared, f"model/{path.name}")

@@ -168,6 +168,27 @@ class LrFind:
         _require(0 <= self.beta < 1, "lr_find.beta", self.beta, "must be in [0, 1)")
 
 
+HEAD_INITS = ("zeros", "normal", "library", "linear")
+MODEL_SOURCES = ("timm", "torchvision")
+
+
+@dataclass
+class ModelSettings:
+    """The `model` group (conf/model/*.yaml; models/__init__.py builds it). The name is checked
+    against the source's registry when the run starts, with the closest names suggested."""
+    name: str = "resnet18"
+    source: str = "timm"                 # timm or torchvision
+    weights_file: Optional[str] = None   # local pretrained weights (README "Local weights, offline")
+    head_init: str = "zeros"             # the new head: zeros, normal (std 0.01), library, linear
+    kwargs: dict = field(default_factory=dict)  # passed on to the builder (timm.create_model, torchvision)
+
+    def __post_init__(self):
+        _require(self.source in MODEL_SOURCES, "model.source", self.source,
+                 f"is not known; use one of {', '.join(MODEL_SOURCES)}")
+        _require(self.head_init in HEAD_INITS, "model.head_init", self.head_init,
+                 f"is not known; use one of {', '.join(HEAD_INITS)}")
+
+
 @dataclass
 class Freeze:
     """What every freeze option that trains takes (conf/freeze/*.yaml; training/freeze.py)."""

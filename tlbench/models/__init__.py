@@ -13,13 +13,14 @@ from torch import nn
 
 from tlbench.models import weights as weight_files
 from tlbench.errors import ConfigError
+from tlbench.specs import HEAD_INITS, MODEL_SOURCES
 from tlbench.data.augment import IMAGENET_MEAN, IMAGENET_STD
 
 # torchvision families keep their head under one of these attributes; the last Linear in it is
 # the classifier (resnet/regnet/inception: fc; efficientnet/mobilenet/convnext/vgg: classifier;
 # vit: heads; swin/maxvit: head).
 TORCHVISION_HEAD_ATTRS = ("fc", "classifier", "heads", "head")
-SOURCES = ("timm", "torchvision")
+SOURCES = MODEL_SOURCES
 # How a new classifier starts (`model.head_init`). timm's EfficientNet/MobileNet family draws it
 # uniformly in +-1/sqrt(num_classes): on ImageNet features (norm 15-40) the first logits have a
 # standard deviation of 5-10 and the first loss is several times ln(C), so large gradients tear
@@ -27,7 +28,6 @@ SOURCES = ("timm", "torchvision")
 # loss ln(C) with no gradient into the backbone until the head has moved; `normal` is the small
 # Gaussian of linear-probe practice (MAE, DINO: std 0.01); `library` keeps the builder's own init;
 # `linear` is a fresh nn.Linear's own init (kaiming-uniform), the head the write-ups built by hand.
-HEAD_INITS = ("zeros", "normal", "library", "linear")
 HEAD_INIT_NORMAL_STD = 0.01
 
 

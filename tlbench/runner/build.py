@@ -90,7 +90,6 @@ def schedule_settings(schedule_cfg, metric: str) -> dict:
 def check_settings(cfg) -> None:
     """Every setting, before any data loads: the shared groups by their schemas (settings.py)."""
     settings.validate(cfg)
-    models.check_head_init(cfg.model.head_init)
     targets = devices.check_devices(cfg.device, cfg.devices)  # e.g. cuda:3 on a 2-GPU machine fails now
     if probes.is_probe(cfg.freeze.name):
         settings.probe(cfg.freeze, cfg.dataset.val_split)

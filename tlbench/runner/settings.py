@@ -12,7 +12,7 @@ from omegaconf.errors import OmegaConfBaseException
 from tlbench import specs
 from tlbench.errors import ConfigError
 from tlbench.specs import (FREEZES, OPTIMIZERS, PROBES, SCHEDULES, Augment, DataPath, DatasetSplits, Defects,
-                           LrFind, Training, closed)
+                           LrFind, ModelSettings, Training, closed)
 
 def checked(schema, values, prefix: str = ""):
     """`values` (a mapping) typed and range-checked as `schema`; keys the schema does not have
@@ -36,6 +36,7 @@ def validate(cfg) -> None:
     defects(cfg.get("defects") or {})
     augment(cfg.augment)
     optimizer(cfg.optimizer)
+    _closed(ModelSettings, cfg.model, "model")
     lr_find(cfg.get("lr_find") or {})
 
 
