@@ -97,3 +97,21 @@ def test_model_options_have_the_model_settings(path):
     specs.ModelSettings(**values)
     shared = {k: v for k, v in defaults_of(specs.ModelSettings).items() if k not in ("name", "source")}
     assert not disagreements(values, shared, f"model/{path.name}")
+
+
+@pytest.mark.parametrize("path", sorted((CONF / "dataset").glob("*.yaml")), ids=lambda p: p.stem)
+def test_dataset_options_agree_with_their_builders(path):
+    """Each data set's YAML: the shared keys are specs.DatasetSplits' (valid as written), the others its
+    builder's arguments (data.BUILDERS), at the builder's defaults where it has one."""
+    from tlbench import data
+
+    values = load(path)
+    builder = data.BUILDERS[values.pop("name")]
+    shared = {f.name for f in fields(specs.DatasetSplits)}
+    specs.DatasetSplits(**{k: v for k, v in values.items() if k in shared and v != "???"})
+    parameters = inspect.signature(builder).parameters
+    own = {k: v for k, v in values.items() if k not in shared or k in parameters}
+    assert set(own) - shared <= set(parameters), f"dataset/{path.name}: {sorted(set(own) - shared - set(parameters))}"
+    defaults = {k: p.default for k, p in parameters.items() if p.default is not inspect.Parameter.empty}
+    problems = disagreements({k: v for k, v in own.items() if v != "???"}, defaults, f"dataset/{path.name}")
+    assert not problems, "\n".join(problems)
