@@ -1,0 +1,261 @@
+"""Each option of the freeze, optimizer and schedule groups, and the two probes: one dataclass per
+option, holding its defaults and range checks (conf/<group>/<option>.yaml has exactly its keys:
+tests/test_defaults.py)."""
+
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any, Optional
+
+from tlbench.errors import ConfigError
+from tlbench.specs.checks import closed, require
+
+@dataclass
+class Freeze:
+    """What every freeze option that trains takes (conf/freeze/*.yaml; training/freeze.py)."""
+    train_bn: bool = False               # frozen BatchNorm layers train (batch statistics) or stay in eval mode
+    bn_eval: bool = False                # every BatchNorm layer in eval mode in every phase (wins over train_bn)
+    keep_optimizer_state: bool = False   # a phase change carries the state of parameters already training
+
+
+@dataclass
+class NoFreezeSettings(Freeze):
+    train_bn: bool = True
+
+
+@dataclass
+class LinearProbeSettings(Freeze):
+    head_lr_ratio: float = 10.0          # the head trains at this multiple of optimizer.lr
+
+    def __post_init__(self):
+        require(self.head_lr_ratio > 0, "freeze.head_lr_ratio", self.head_lr_ratio, "must be positive")
+
+
+@dataclass
+class FreezeUnfreezeSettings(Freeze):
+    epochs: int = 5                      # epochs with the backbone frozen
+    backbone_lr: Optional[float] = None  # the backbone's lr after unfreezing; None = backbone_lr_ratio x lr
+    backbone_lr_ratio: float = 0.1
+    head_lr: Optional[float] = None      # the head's lr after unfreezing; None = the optimizer's lr
+
+
+@dataclass
+class GradualSettings(Freeze):
+    epochs_per_stage: int = 1
+
+    def __post_init__(self):
+        require(self.epochs_per_stage >= 1, "freeze.epochs_per_stage", self.epochs_per_stage, "must be at least 1")
+
+
+@dataclass
+class LayerDecaySettings(Freeze):
+    train_bn: bool = True
+    decay: float = 0.7                   # each stage below the head trains at decay x the lr of the one above
+
+    def __post_init__(self):
+        require(0 < self.decay <= 1, "freeze.decay", self.decay, "must be in (0, 1]")
+
+
+@dataclass
+class BitFitSettings(Freeze):
+    lr_ratio: float = 10.0               # biases, norm parameters and head at lr_ratio x optimizer.lr
+
+    def __post_init__(self):
+        require(self.lr_ratio > 0, "freeze.lr_ratio", self.lr_ratio, "must be positive")
+
+
+@dataclass
+class LoraSettings(Freeze):
+    rank: int = 4                        # peft's r
+    alpha: float = 8.0                   # peft's lora_alpha
+    dropout: float = 0.0                 # peft's lora_dropout
+    target_modules: Any = "auto"         # auto, or a list of regular expressions of module names
+    lr_ratio: float = 1.0                # adapters and head at lr_ratio x optimizer.lr
+
+    def __post_init__(self):
+        require(isinstance(self.rank, int) and not isinstance(self.rank, bool) and self.rank >= 1, "freeze.rank",
+                 self.rank, "must be a positive integer (LoRA's r)")
+        require(self.alpha > 0 and 0 <= self.dropout < 1 and self.lr_ratio > 0, "freeze.alpha", self.alpha,
+                 f"and freeze.lr_ratio={self.lr_ratio} must be positive and freeze.dropout={self.dropout} in [0, 1)")
+        targets = self.target_modules
+        require(targets == "auto" or (not isinstance(targets, str) and len(list(targets)) > 0),
+                 "freeze.target_modules", targets,
+                 "must be auto or a list of regular expressions of module names, e.g. ['.*qkv']")
+
+
+FREEZES = {"none": NoFreezeSettings, "linear_probe": LinearProbeSettings, "freeze_unfreeze": FreezeUnfreezeSettings,
+           "gradual": GradualSettings, "layer_decay": LayerDecaySettings, "bitfit": BitFitSettings,
+           "lora": LoraSettings}
+
+
+@dataclass
+class OptimizerSettings:
+    """What every optimizer option takes (conf/optimizer/*.yaml; training/optim.py). Any other key
+    (+optimizer.eps=1e-6, +optimizer.foreach=true) goes to torch's optimizer as given, and torch
+    checks it when the run layer builds the factory."""
+    lr: Any = 1e-3                       # a positive number, or find (the LR finder picks it per phase)
+    weight_decay: float = 0.0
+    filter_bias_and_bn: bool = True      # no weight decay on 1-D parameters and no_weight_decay() names (timm)
+
+    def __post_init__(self):
+        number = isinstance(self.lr, (int, float)) and not isinstance(self.lr, bool)
+        require(self.lr == "find" or (number and 0 < self.lr and math.isfinite(self.lr)), "optimizer.lr", self.lr,
+                 "must be a positive number (e.g. 1e-3) or find (the LR finder picks it: README \"LR finder\")")
+        require(self.weight_decay >= 0, "optimizer.weight_decay", self.weight_decay, "must be >= 0")
+
+
+@dataclass
+class SgdSettings(OptimizerSettings):
+    lr: Any = 0.01
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+
+    def __post_init__(self):
+        super().__post_init__()
+        require(0 <= self.momentum < 1, "optimizer.momentum", self.momentum, "must be in [0, 1)")
+
+
+@dataclass
+class AdamSettings(OptimizerSettings):
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    weight_decay: float = 1e-4
+
+    def __post_init__(self):
+        super().__post_init__()
+        betas = list(self.betas)
+        require(len(betas) == 2 and all(0 <= b < 1 for b in betas), "optimizer.betas", betas,
+                 "must be [beta1, beta2], each in [0, 1)")
+
+
+@dataclass
+class AdamWSettings(AdamSettings):
+    weight_decay: float = 0.05           # decoupled weight decay
+
+
+OPTIMIZERS = {"sgd": SgdSettings, "adam": AdamSettings, "adamw": AdamWSettings}
+
+
+@dataclass
+class ConstantSchedule:
+    warmup_epochs: float = 0.0           # linear warm-up over this many epochs (fractions allowed)
+
+    def __post_init__(self):
+        require(self.warmup_epochs >= 0, "schedule.warmup_epochs", self.warmup_epochs, "must be >= 0")
+
+
+@dataclass
+class CosineSchedule(ConstantSchedule):
+    warmup_epochs: float = 1.0
+    min_lr_ratio: float = 0.0            # the cosine ends at min_lr_ratio x lr
+
+    def __post_init__(self):
+        super().__post_init__()
+        require(0 <= self.min_lr_ratio <= 1, "schedule.min_lr_ratio", self.min_lr_ratio, "must be in [0, 1]")
+
+
+@dataclass
+class StepSchedule(ConstantSchedule):
+    step_epochs: int = 10                # multiply the lr by gamma every step_epochs epochs
+    gamma: float = 0.1
+
+    def __post_init__(self):
+        super().__post_init__()
+        require(self.step_epochs >= 1, "schedule.step_epochs", self.step_epochs, "must be at least 1")
+        require(self.gamma > 0, "schedule.gamma", self.gamma, "must be positive")
+
+
+@dataclass
+class OneCycleSchedule:
+    pct_start: float = 0.3               # torch's OneCycleLR: the share of steps spent rising
+    div_factor: float = 25.0             # starts at lr / div_factor
+    final_div_factor: float = 1e4        # ends at lr / div_factor / final_div_factor
+    cycle_momentum: bool = True
+    base_momentum: float = 0.85
+    max_momentum: float = 0.95
+
+    def __post_init__(self):
+        require(0 < self.pct_start < 1, "schedule.pct_start", self.pct_start, "must be in (0, 1)")
+        require(self.div_factor > 0 and self.final_div_factor > 0, "schedule.div_factor", self.div_factor,
+                 f"and schedule.final_div_factor={self.final_div_factor} must be positive")
+        require(0 <= self.base_momentum <= self.max_momentum <= 1, "schedule.base_momentum", self.base_momentum,
+                 f"must be in [0, schedule.max_momentum={self.max_momentum}] and max_momentum <= 1")
+
+
+@dataclass
+class PlateauSchedule:
+    monitor: str = "val_loss"            # val_loss (lower is better) or val_acc (the data set's metric on val)
+    factor: float = 0.5                  # ReduceLROnPlateau's rule: the lr is multiplied by factor ...
+    patience: int = 2                    # ... after more than patience epochs without improvement
+
+    def __post_init__(self):
+        require(self.monitor in ("val_loss", "val_acc"), "schedule.monitor", self.monitor,
+                 "is not known; use val_loss (lower is better) or val_acc")
+        require(0 < self.factor < 1, "schedule.factor", self.factor, "must be in (0, 1)")
+        require(self.patience >= 0, "schedule.patience", self.patience, "must be >= 0")
+
+
+SCHEDULES = {"constant": ConstantSchedule, "cosine": CosineSchedule, "step": StepSchedule,
+             "onecycle": OneCycleSchedule, "plateau": PlateauSchedule}
+
+
+REFIT_CHOICES = ("train_val", "train")
+
+
+@dataclass
+class Knn:
+    k: int = 20                  # DINO's default (it also reports 10, 100, 200)
+    temperature: float = 0.07    # DINO's T: votes weighted exp(cosine similarity / T)
+
+    def __post_init__(self):
+        require(self.k >= 1, "freeze.k", self.k,
+                 "must be a positive integer: the number of nearest training images that vote (DINO: 20)")
+        require(self.temperature > 0, "freeze.temperature", self.temperature,
+                 "must be positive: votes are weighted exp(similarity / temperature) (DINO: 0.07)")
+
+
+@dataclass
+class Logreg:
+    C_grid: list[float] = field(default_factory=lambda: [10.0 ** e for e in range(-4, 3)])
+    refit_on: str = "train_val"  # Kornblith et al.: refit on train + val with the chosen C
+    standardize: bool = True     # zero mean, unit variance per feature (train statistics): L-BFGS converges
+    max_iter: int = 1000
+
+    def __post_init__(self):
+        grid = list(self.C_grid)
+        require(len(grid) > 0 and all(c > 0 for c in grid), "freeze.C_grid", grid,
+                 "must be a non-empty list of positive values of C (inverse L2 strength), "
+                 "e.g. freeze.C_grid=[0.001,0.01,0.1,1,10]")
+        require(self.refit_on in REFIT_CHOICES, "freeze.refit_on", self.refit_on,
+                 "is not known; use train_val (refit the chosen C on train + val, as Kornblith et al.) "
+                 "or train")
+        require(self.max_iter >= 1, "freeze.max_iter", self.max_iter, "must be a positive integer")
+
+
+PROBES = {"knn": Knn, "logreg": Logreg}
+
+
+def freeze(name: str, values, total_epochs: int) -> Freeze:
+    """A training freeze option's settings (`name` in FREEZES), with the one rule across groups:
+    freeze_unfreeze's frozen epochs fit in the run."""
+    if name not in FREEZES:
+        raise ConfigError(f"freeze.name={name!r} is not known; use one of {', '.join([*FREEZES, *PROBES])}")
+    found = FREEZES[name](**closed(FREEZES[name], values, f"freeze={name}"))
+    if name == "freeze_unfreeze":
+        require(0 <= found.epochs <= total_epochs, "freeze.epochs", found.epochs,
+                 f"must be between 0 and epochs={total_epochs}; lower freeze.epochs or raise epochs")
+    return found
+
+
+def optimizer(name: str, values) -> OptimizerSettings:
+    """An optimizer option's own settings (`name` in OPTIMIZERS); other keys are torch's to check."""
+    if name not in OPTIMIZERS:
+        raise ConfigError(f"optimizer.name={name!r} is not known; use one of {', '.join(OPTIMIZERS)}")
+    known = {f.name for f in fields(OPTIMIZERS[name])}
+    return OPTIMIZERS[name](**{k: v for k, v in dict(values).items() if k in known})
+
+
+def schedule(name: str, values):
+    """A schedule option's settings (`name` in SCHEDULES); unknown keys fail, naming the known ones."""
+    if name not in SCHEDULES:
+        raise ConfigError(f"schedule.name={name!r} is not known; use one of {', '.join(SCHEDULES)}")
+    return SCHEDULES[name](**closed(SCHEDULES[name], values, f"schedule={name}"))

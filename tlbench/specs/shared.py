@@ -1,0 +1,204 @@
+"""The settings every run shares: the top-level keys (Training), the data path, the data set's
+shared keys, augmentation, the write-ups' defects, the LR finder's ramp, the model group, and how a
+probe extracts its features. The augmentation settings have one description, `Augment`, that drives
+both pipelines (the per-image torchvision one in data/augment.py and the batched one in
+data/tensor_data.py)."""
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from tlbench.specs.checks import closed, require
+
+PAD_MODES = ("constant", "reflect", "edge", "symmetric")
+BAD_IMAGE_CHOICES = ("fail", "skip")
+PIPELINES = ("tensor", "pil")
+AUTO_FLAGS = ("auto", True, False)
+
+
+@dataclass
+class Augment:
+    """The `augment` group, applied in this order: resize, random-resized-crop, rotation, center
+    crop, pad-and-crop, flips, color jitter."""
+    pad: int = 0                                    # px of padding before a random crop back
+    pad_mode: str = "constant"                      # constant | reflect | edge | symmetric
+    hflip: float = 0.0                              # probability of a horizontal flip
+    vflip: float = 0.0
+    color_jitter: Optional[list[float]] = None      # [brightness, contrast, saturation, hue]
+    rotation_deg: float = 0.0                       # random rotation in [-deg, deg]
+    resize: Optional[int] = None                    # resize to this side first
+    center_crop: bool = False
+    random_resized_crop: Optional[list[float]] = None  # [min_scale, max_scale]
+
+    def __post_init__(self):
+        require(self.pad >= 0, "augment.pad", self.pad, "must be >= 0 (pixels)")
+        require(self.pad_mode in PAD_MODES, "augment.pad_mode", self.pad_mode, f"is not known; use one of {', '.join(PAD_MODES)}")
+        for key in ("hflip", "vflip"):
+            require(0 <= getattr(self, key) <= 1, f"augment.{key}", getattr(self, key), "must be a probability in [0, 1]")
+        if self.color_jitter is not None:
+            jitter = list(self.color_jitter)
+            require(len(jitter) == 4 and min(jitter) >= 0 and jitter[3] <= 0.5, "augment.color_jitter", jitter,
+                     "must be [brightness, contrast, saturation, hue], all >= 0 and hue <= 0.5")
+        require(0 <= self.rotation_deg <= 180, "augment.rotation_deg", self.rotation_deg, "must be in [0, 180]")
+        require(self.resize is None or self.resize > 0, "augment.resize", self.resize, "must be a positive size or null")
+        if self.random_resized_crop is not None:
+            scale = list(self.random_resized_crop)
+            require(len(scale) == 2 and 0 < scale[0] <= scale[1] <= 1, "augment.random_resized_crop", scale,
+                     "must be [min_scale, max_scale] with 0 < min <= max <= 1")
+
+
+@dataclass
+class DatasetSplits:
+    """The keys every data set option shares (its own keys are checked by its builder)."""
+    image_size: int = 32
+    train_fraction: float = 1.0
+    train_per_class: Optional[int] = None
+    train_images: Optional[int] = None
+    subset_seed: int = 0
+    test_fraction: float = 1.0
+    val_split: float = 0.1
+    split_seed: int = 0
+    on_bad_image: str = "fail"
+
+    def __post_init__(self):
+        require(self.image_size > 0, "dataset.image_size", self.image_size, "must be a positive size in pixels")
+        for key in ("train_fraction", "test_fraction"):
+            require(0 < getattr(self, key) <= 1, f"dataset.{key}", getattr(self, key), "must be in (0, 1]")
+        require(self.train_per_class is None or self.train_per_class >= 1, "dataset.train_per_class",
+                 self.train_per_class, "must be a positive number of training images per class, or null (all)")
+        require(self.train_per_class is None or self.train_fraction == 1, "dataset.train_per_class",
+                 self.train_per_class, f"and dataset.train_fraction={self.train_fraction} both choose the training "
+                 "subset; set one of them (the other to null / 1.0)")
+        require(self.train_images is None or self.train_images >= 1, "dataset.train_images",
+                 self.train_images, "must be a positive number of training images in all, or null (all)")
+        require(self.train_images is None or (self.train_per_class is None and self.train_fraction == 1),
+                 "dataset.train_images", self.train_images, f"with dataset.train_per_class={self.train_per_class} / "
+                 f"dataset.train_fraction={self.train_fraction}: each chooses the training subset; set one of "
+                 "them (the others to null / 1.0)")
+        count = self.val_split >= 1 and float(self.val_split).is_integer()  # typed float here: 200 arrives as 200.0
+        require(count or 0 <= self.val_split < 1, "dataset.val_split", self.val_split,
+                 "must be a fraction in [0, 1) of train held out to select on (0 = validate on test), or an "
+                 "integer number of images (e.g. 200)")
+        require(self.on_bad_image in BAD_IMAGE_CHOICES, "dataset.on_bad_image", self.on_bad_image,
+                 "is not known; use fail (stop, naming the file) or skip (leave undecodable files out and count them)")
+
+
+@dataclass
+class DataPath:
+    pipeline: str = "tensor"
+    cache_dir: str = ""
+    device_budget_gb: float = 4.0
+    decode_workers: int = 0
+
+    def __post_init__(self):
+        require(self.pipeline in PIPELINES, "data.pipeline", self.pipeline, "is not known; use tensor or pil")
+        require(self.device_budget_gb >= 0, "data.device_budget_gb", self.device_budget_gb, "must be >= 0")
+        require(self.decode_workers >= 0, "data.decode_workers", self.decode_workers, "must be >= 0")
+
+
+@dataclass
+class Training:
+    """Top-level settings of the training core."""
+    pretrained: bool = True
+    epochs: int = 10
+    batch_size: int = 64
+    eval_batch_size: Optional[int] = None
+    seed: int = 0
+    num_workers: int = 0
+    label_smoothing: float = 0.1
+    clip_grad_norm: Optional[float] = None
+    clip_grad_value: Optional[float] = None
+    input_size: Optional[int] = None
+    amp: Any = "auto"
+    channels_last: Any = "auto"
+    checkpoint_every_s: float = 60.0
+
+    def __post_init__(self):
+        for key in ("epochs", "batch_size"):
+            require(getattr(self, key) >= 1, key, getattr(self, key), "must be a positive integer")
+        require(self.eval_batch_size is None or self.eval_batch_size >= 1, "eval_batch_size", self.eval_batch_size,
+                 "must be a positive integer or null (2 x batch_size)")
+        require(self.num_workers >= 0, "num_workers", self.num_workers, "must be >= 0")
+        require(0 <= self.label_smoothing < 1, "label_smoothing", self.label_smoothing, "must be in [0, 1)")
+        for key in ("clip_grad_norm", "clip_grad_value"):
+            value = getattr(self, key)
+            require(value is None or value > 0, key, value, "must be positive or null (no clipping)")
+        require(self.input_size is None or self.input_size > 0, "input_size", self.input_size,
+                 "must be a positive size in pixels or null (= dataset.image_size)")
+        for key in ("amp", "channels_last"):
+            require(getattr(self, key) in AUTO_FLAGS, key, getattr(self, key), "must be auto, true or false")
+        require(self.checkpoint_every_s >= 0, "checkpoint_every_s", self.checkpoint_every_s,
+                 "must be >= 0 seconds (0 = save after every epoch)")
+
+
+@dataclass
+class Defects:
+    """The write-ups' mistakes, each reproducible on purpose (conf/config.yaml `defects`)."""
+    freeze_by_name: Optional[str] = None
+    freeze_noop: bool = False
+    sigmoid_before_loss: bool = False
+
+    def __post_init__(self):
+        require(self.freeze_by_name != "", "defects.freeze_by_name", self.freeze_by_name,
+                 "would match every parameter; use null (off) or a substring such as fc")
+
+
+@dataclass
+class LrFind:
+    """The `lr_find` block: the LR finder's ramp (tlbench/lr_find.py; fastai's lr_find defaults)."""
+    start_lr: float = 1e-7
+    end_lr: float = 10.0
+    steps: int = 100
+    stop_factor: float = 4.0      # stop once the smoothed loss exceeds this multiple of its minimum
+    beta: float = 0.98            # exponential smoothing of the loss (bias-corrected)
+
+    def __post_init__(self):
+        require(0 < self.start_lr < self.end_lr, "lr_find.start_lr", self.start_lr,
+                 f"must be positive and below lr_find.end_lr={self.end_lr}")
+        require(self.steps >= 10, "lr_find.steps", self.steps,
+                 "must be at least 10 (the suggestion leaves out the first tenth and the last 5 points)")
+        require(self.stop_factor > 1, "lr_find.stop_factor", self.stop_factor, "must be above 1")
+        require(0 <= self.beta < 1, "lr_find.beta", self.beta, "must be in [0, 1)")
+
+
+HEAD_INITS = ("zeros", "normal", "library", "linear")
+MODEL_SOURCES = ("timm", "torchvision")
+
+
+@dataclass
+class ModelSettings:
+    """The `model` group (conf/model/*.yaml; models/__init__.py builds it). The name is checked
+    against the source's registry when the run starts, with the closest names suggested."""
+    name: str = "resnet18"
+    source: str = "timm"                 # timm or torchvision
+    weights_file: Optional[str] = None   # local pretrained weights (README "Local weights, offline")
+    head_init: str = "zeros"             # the new head: zeros, normal (std 0.01), library, linear
+    kwargs: dict = field(default_factory=dict)  # passed on to the builder (timm.create_model, torchvision)
+
+    def __post_init__(self):
+        require(self.source in MODEL_SOURCES, "model.source", self.source,
+                 f"is not known; use one of {', '.join(MODEL_SOURCES)}")
+        require(self.head_init in HEAD_INITS, "model.head_init", self.head_init,
+                 f"is not known; use one of {', '.join(HEAD_INITS)}")
+
+
+@dataclass
+class FeatureSpec:
+    """How a probe's frozen features are extracted and cached (tlbench/probes/features.py): the
+    model as named in the config, the preprocessing, and where the decode and feature caches live."""
+    model_name: str
+    model_source: str
+    model_kwargs: dict
+    mean: tuple
+    std: tuple
+    input_size: Optional[int]      # None = the data set's image size
+    eval_batch_size: int
+    amp: bool
+    cache_dir: str
+    dataset_name: str
+    decode_workers: int = 0
+    device_budget_gb: float = 4.0
+
+
+def augment(values) -> Augment:
+    """The `augment` group's keys as an Augment (already typed at the run layer's edge)."""
+    return values if isinstance(values, Augment) else Augment(**closed(Augment, values, "augment"))
