@@ -42,6 +42,45 @@ def new_result(config: dict, fingerprints: dict | None = None) -> dict:
     }
 
 
+class RunRecord:
+    """result.json as the run layer fills it while a run starts (`data` is the dict that is written;
+    the epochs and summary come from `update` and `finish`). Each step hands its facts to one method,
+    so every field has one writer."""
+
+    def __init__(self, data: dict):
+        self.data = data
+
+    def started(self, seeds: dict, deterministic, metric: str, env: dict) -> None:
+        """The seeds drawn, the determinism set, the data set's metric (what selects and what the
+        summary's *_metric fields hold) and the machine."""
+        self.data.update(seeds=seeds, deterministic=deterministic, metric=metric, env=env)
+
+    def model(self, info: dict) -> None:
+        self.data["model_info"] = info
+
+    def data_info(self, info: dict) -> None:
+        self.data["data_info"] = info
+
+    def precision(self, amp: bool, channels_last: bool) -> None:
+        """How the model ran: bf16 autocast and memory format, as resolved for the device."""
+        self.data["env"].update(amp=amp, channels_last=channels_last)
+
+    def probe(self, summary: dict, feature_dim: int) -> None:
+        self.data["probe"] = summary
+        self.data["model_info"]["feature_dim"] = feature_dim
+
+    def lr_find(self) -> list:
+        """The LR finder's list, one entry per freeze phase, kept across a resume (appended to as phases start)."""
+        return self.data.setdefault("lr_find", [])
+
+    def resumed_rng(self, described: dict) -> None:
+        """Which random states a resume could not restore on this device (checkpoint.describe)."""
+        self.data["resumes"][-1]["rng"] = described
+
+    def cost(self, cost: dict) -> None:
+        self.data["cost"] = cost
+
+
 def resumed(previous: dict, config: dict, after_epoch: int) -> dict:
     """The earlier attempt's result, going on: same run_id and start time, one more entry in
     `resumes`, the current config (keys outside the run's identity, e.g. num_workers, may differ)."""

@@ -56,7 +56,7 @@ def run(cfg: DictConfig, output_dir=None) -> dict:
         results.write_json_atomic(result, result_path)  # fails now if the folder is not writable
         trackers.start(result)  # each logger copies result.json as it grows, and never fails the run
         try:
-            _train(cfg, Attempt(output_dir, result, history, plan.state, trackers.update))
+            _train(cfg, Attempt(output_dir, results.RunRecord(result), history, plan.state, trackers.update))
         except BaseException as err:
             results.write_json_atomic(results.finish(result, history, err), result_path)
             trackers.finish(result)
@@ -84,10 +84,10 @@ def run_id_of(cfg: DictConfig) -> str:
 
 @dataclass
 class Attempt:
-    """One attempt at a run: the folder it writes, the result.json it fills (the one record, written
-    by this module alone), the epochs so far, the checkpoint it resumes from and who hears of each epoch."""
+    """One attempt at a run: the folder it writes, the result.json it fills (through its RunRecord),
+    the epochs so far, the checkpoint it resumes from and who hears of each epoch."""
     output_dir: Path
-    result: dict
+    record: results.RunRecord
     history: engine.History
     resume_from: dict | None = None
     on_epoch: Callable[[dict], None] | None = None  # called after each epoch's result.json is written
@@ -102,59 +102,57 @@ def _train(cfg, attempt: Attempt) -> None:
         started = time.perf_counter()
         devices.select(device)
         threads = devices.set_threads(cfg.threads, launcher)
-        result = attempt.result
-        result["seeds"] = devices.seed_everything(cfg.seed)
-        result["deterministic"] = devices.set_deterministic(cfg.deterministic, device)
+        seeds = devices.seed_everything(cfg.seed)
+        deterministic = devices.set_deterministic(cfg.deterministic, device)
         splits, built = build.prepare(cfg)
-        result["metric"] = splits.metric  # what selects and what the summary's *_metric fields hold
-        result["env"] = {**devices.env_info(device, devices.device_name(device)), "threads": threads,
-                         "job_num": job_num}
+        attempt.record.started(seeds, deterministic, splits.metric,
+                               {**devices.env_info(device, devices.device_name(device)), "threads": threads,
+                                "job_num": job_num})
         (_probe if probes.is_probe(cfg.freeze.name) else _fine_tune)(cfg, attempt, splits, built, device)
-        result["cost"] = run_cost(cfg, built.model, splits, attempt.history, started, device)
+        attempt.record.cost(run_cost(cfg, built.model, splits, attempt.history, started, device))
 
 
 def _probe(cfg, attempt: Attempt, splits, built: models.BuiltModel, device) -> None:
     """freeze=knn / logreg: features once and a fitted classifier, no training loop."""
-    result, history = attempt.result, attempt.history
-    result["model_info"] = build.model_info(built)  # before a torchvision head becomes identity (features.py)
-    dataset_identity = {k: v for k, v in result["identity"].items() if k.startswith("dataset.")}  # names the data
+    record, history = attempt.record, attempt.history
+    record.model(build.model_info(built))  # before a torchvision head becomes identity (features.py)
+    dataset_identity = {k: v for k, v in record.data["identity"].items() if k.startswith("dataset.")}  # names
     outcome = probes.run_probe(settings.probe(cfg.freeze, cfg.dataset.val_split),  # for the feature cache
                                build.feature_spec(cfg, built, device), splits, built, device, dataset_identity)
     history.epochs.append(outcome.record)
     history.iter_loss.append(outcome.record["train_loss"])  # one "step": the fit
     history.iters_per_epoch = 1
-    result["probe"] = outcome.probe
-    result["model_info"]["feature_dim"] = outcome.feature_dim
-    result["env"].update(amp=devices.resolve_flag(cfg.amp, device), channels_last=False)  # as features.py extracts
-    result["data_info"] = build.data_info(splits)
+    record.probe(outcome.probe, outcome.feature_dim)
+    record.precision(amp=devices.resolve_flag(cfg.amp, device), channels_last=False)  # as features.py extracts
+    record.data_info(build.data_info(splits))
     built.model.to(device)  # cost counts GMACs where the features were extracted
 
 
 def _fine_tune(cfg, attempt: Attempt, splits, built: models.BuiltModel, device) -> None:
-    result, output_dir = attempt.result, attempt.output_dir
+    record, output_dir = attempt.record, attempt.output_dir
     strategy = build.build_strategy(cfg, built)  # freeze=lora: adapters injected here, before the model moves or compiles
     loaders = build.make_loaders(cfg, splits, built, device)
-    result["data_info"] = build.data_info(splits)
+    record.data_info(build.data_info(splits))
     if cfg.compile:  # static shapes, so a short last batch compiles no graph of its own (compiled.StaticBatches)
-        sizes = {name: result["data_info"][f"{name}_size"] for name in loaders}
+        sizes = {name: record.data["data_info"][f"{name}_size"] for name in loaders}
         loaders = compiled.static_loaders(loaders, sizes, cfg.batch_size, cfg.eval_batch_size or 2 * cfg.batch_size)
-    result["model_info"] = build.model_info(built)  # with LoRA's adapters, once injected
+    record.model(build.model_info(built))  # with LoRA's adapters, once injected
     options = build.core_options(
         cfg, device, built.model, best_checkpoint=output_dir / "best.pt" if cfg.save_best else None,
         show_progress=sys.stderr.isatty(),
-        checkpoint=output_dir / checkpoint.CHECKPOINT_FILE, checkpoint_info={"run_id": result["run_id"]},
+        checkpoint=output_dir / checkpoint.CHECKPOINT_FILE, checkpoint_info={"run_id": record.data["run_id"]},
         checkpoint_every_s=cfg.checkpoint_every_s, select_on=results.selection_field(splits.metric),
         eval_view=adapters.merged if "lora" in built.info else None)  # val/test on the merged weights: faster
-    result["env"].update(amp=options.amp, channels_last=options.channels_last)
+    record.precision(options.amp, options.channels_last)
     model = build.placed_model(cfg, built, device, options, strategy)
-    found = result.setdefault("lr_find", []) if build.wanted(cfg.optimizer) else None  # lr=find: one per phase
+    found = record.lr_find() if build.wanted(cfg.optimizer) else None  # lr=find: one lr per freeze phase
     optimizers = build.optimizer_factory(cfg, device.type == "cuda", loaders["train"], device, options, strategy,
                                          output_dir / "lr_find", found)
     resume_from = attempt.resume_from
     if resume_from is not None:  # maybe written on other hardware: fitted to this device, reseeds recorded
         kernels = {"fused": optimizers.fused or None, "foreach": optimizers.kwargs.get("foreach")}
         resume_from, reseeded = checkpoint.portable(resume_from, loaders["train"], device, kernels)
-        result["resumes"][-1]["rng"] = checkpoint.describe(reseeded)
+        record.resumed_rng(checkpoint.describe(reseeded))
     engine.fit(model, loaders["train"], loaders["val"], strategy, optimizers,
                schedules.build_schedule(epochs=cfg.epochs, steps_per_epoch=len(loaders["train"]),
                                         **build.schedule_settings(cfg.schedule, splits.metric)),
@@ -162,13 +160,13 @@ def _fine_tune(cfg, attempt: Attempt, splits, built: models.BuiltModel, device) 
                on_epoch_end=lambda record: _epoch_done(attempt), hooks=compiled.CompileHooks(model) if cfg.compile
                else None)
     if cfg.save_model:
-        keep_models(cfg, output_dir, getattr(model, "_orig_mod", model), splits, built, result, attempt.history)
+        keep_models(cfg, output_dir, getattr(model, "_orig_mod", model), splits, built, record.data, attempt.history)
 
 
 def _epoch_done(attempt: Attempt) -> None:
-    results.write_json_atomic(results.update(attempt.result, attempt.history), attempt.output_dir / RESULT_FILE)
+    results.write_json_atomic(results.update(attempt.record.data, attempt.history), attempt.output_dir / RESULT_FILE)
     if attempt.on_epoch:
-        attempt.on_epoch(attempt.result)
+        attempt.on_epoch(attempt.record.data)
 
 
 def run_cost(cfg, model, splits, history: engine.History, started: float, device) -> dict:
