@@ -1,5 +1,5 @@
 """One source for every default: the YAML under conf/ and the code's own defaults (the dataclasses
-in tlbench/specs.py, and the constructors that a group option's keys are the arguments of) cannot
+in tlbench/specs/, and the builders that a group option's keys are the arguments of) cannot
 disagree silently. Each YAML value that the code also defaults must equal that default, and each
 YAML key must be one the code takes."""
 

@@ -1,8 +1,8 @@
-"""The config checked at the run layer's edge, in one style: each group's dataclass (tlbench/specs.py)
-with field types OmegaConf enforces (a word where a number belongs fails naming the key) and the
-range checks of its `__post_init__`. Options whose keys differ per choice (model, optimizer,
-schedule, freeze) are checked by building their object once with the given keywords
-(build.check_settings)."""
+"""The config checked at the run layer's edge, in one style: each group option's dataclass
+(tlbench/specs/) with field types OmegaConf enforces (a word where a number belongs fails naming the
+key), the range checks of its `__post_init__`, and unknown keys failing with the known ones named.
+build.check_settings calls these before any data loads; only the optimizer's extra torch keywords
+are left to the optimizer factory."""
 
 from dataclasses import fields
 
@@ -13,6 +13,7 @@ from tlbench import specs
 from tlbench.errors import ConfigError
 from tlbench.specs import (FREEZES, OPTIMIZERS, PROBES, SCHEDULES, Augment, DataPath, DatasetSplits, Defects,
                            LrFind, ModelSettings, Training, closed)
+
 
 def checked(schema, values, prefix: str = ""):
     """`values` (a mapping) typed and range-checked as `schema`; keys the schema does not have

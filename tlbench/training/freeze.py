@@ -39,7 +39,7 @@ class Phase:
 
 class FreezeStrategy:
     """`stages`: parameter names by depth, stem first, the new head last (see models.py).
-    `settings`: the option's settings (tlbench/specs.py: their defaults and range checks live there)."""
+    `settings`: the option's settings (tlbench/specs/options.py: their defaults and range checks live there)."""
 
     def __init__(self, stages: list[list[str]], settings: specs.Freeze):
         self.stages, self.settings = stages, settings
