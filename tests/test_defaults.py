@@ -54,39 +54,34 @@ def test_augment_options_take_only_augment_keys(path):
     assert set(values) <= {f.name for f in fields(specs.Augment)}
 
 
+def assert_option_matches(path: Path, schemas: dict) -> dict:
+    """The option's YAML has exactly its dataclass's keys (`schemas[name]`), each at its default; returns the YAML."""
+    values = load(path)
+    schema = schemas[values["name"]]
+    options = {k: v for k, v in values.items() if k != "name"}
+    where = f"{path.parent.name}/{path.name}"
+    assert set(options) == {f.name for f in fields(schema)}, f"{where} vs specs.{schema.__name__}"
+    problems = disagreements(options, defaults_of(schema), where)
+    assert not problems, "\n".join(problems)
+    return values
+
+
 @pytest.mark.parametrize("path", sorted((CONF / "freeze").glob("*.yaml")), ids=lambda p: p.stem)
 def test_freeze_options_agree_with_their_settings(path):
-    """Each freeze option's YAML has exactly its settings' keys (specs.FREEZES, specs.PROBES), at their defaults."""
-    values = load(path)
-    schema = {**specs.FREEZES, **specs.PROBES}[values.pop("name")]
-    assert set(values) == {f.name for f in fields(schema)}, f"freeze/{path.name} vs specs.{schema.__name__}"
-    problems = disagreements(values, defaults_of(schema), f"freeze/{path.name}")
-    assert not problems, "\n".join(problems)
+    """specs.FREEZES and specs.PROBES."""
+    assert_option_matches(path, {**specs.FREEZES, **specs.PROBES})
 
 
 @pytest.mark.parametrize("path", sorted((CONF / "optimizer").glob("*.yaml")), ids=lambda p: p.stem)
 def test_optimizer_options_agree_with_their_settings(path):
-    """Each optimizer's YAML has exactly its settings' keys (specs.OPTIMIZERS), at their defaults, and
-    the factory takes them."""
-    values = load(path)
-    schema = specs.OPTIMIZERS[values["name"]]
-    options = {k: v for k, v in values.items() if k != "name"}
-    assert set(options) == {f.name for f in fields(schema)}, f"optimizer/{path.name} vs specs.{schema.__name__}"
-    problems = disagreements(options, defaults_of(schema), f"optimizer/{path.name}")
-    assert not problems, "\n".join(problems)
-    optim.OptimizerFactory(**values)
+    """specs.OPTIMIZERS, and the factory takes them."""
+    optim.OptimizerFactory(**assert_option_matches(path, specs.OPTIMIZERS))
 
 
 @pytest.mark.parametrize("path", sorted((CONF / "schedule").glob("*.yaml")), ids=lambda p: p.stem)
 def test_schedule_options_agree_with_their_settings(path):
-    """Each schedule's YAML has exactly its settings' keys (specs.SCHEDULES), at their defaults, and builds."""
-    values = load(path)
-    schema = specs.SCHEDULES[values["name"]]
-    options = {k: v for k, v in values.items() if k != "name"}
-    assert set(options) == {f.name for f in fields(schema)}, f"schedule/{path.name} vs specs.{schema.__name__}"
-    problems = disagreements(options, defaults_of(schema), f"schedule/{path.name}")
-    assert not problems, "\n".join(problems)
-    schedules.build_schedule(epochs=10, steps_per_epoch=5, **values)
+    """specs.SCHEDULES, and each builds."""
+    schedules.build_schedule(epochs=10, steps_per_epoch=5, **assert_option_matches(path, specs.SCHEDULES))
 
 
 @pytest.mark.parametrize("path", sorted((CONF / "model").glob("*.yaml")), ids=lambda p: p.stem)
