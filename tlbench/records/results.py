@@ -50,10 +50,13 @@ class RunRecord:
     def __init__(self, data: dict):
         self.data = data
 
-    def started(self, seeds: dict, deterministic, metric: str, env: dict) -> None:
-        """The seeds drawn, the determinism set, the data set's metric (what selects and what the
-        summary's *_metric fields hold) and the machine."""
-        self.data.update(seeds=seeds, deterministic=deterministic, metric=metric, env=env)
+    def seeded(self, seeds: dict, deterministic) -> None:
+        """The seeds drawn and the determinism set, before the data and model are built."""
+        self.data.update(seeds=seeds, deterministic=deterministic)
+
+    def started(self, metric: str, env: dict) -> None:
+        """The data set's metric (what selects and what the summary's *_metric fields hold) and the machine."""
+        self.data.update(metric=metric, env=env)
 
     def model(self, info: dict) -> None:
         self.data["model_info"] = info

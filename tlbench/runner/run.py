@@ -91,6 +91,7 @@ class Attempt:
     history: engine.History
     resume_from: dict | None = None
     on_epoch: Callable[[dict], None] | None = None  # called after each epoch's result.json is written
+    started: float = 0.0  # perf_counter once the device is held: the run's cost counts wall time from here
 
 
 def _train(cfg, attempt: Attempt) -> None:
@@ -99,17 +100,14 @@ def _train(cfg, attempt: Attempt) -> None:
     # Jobs running side by side each hold a free entry of `devices` for their whole run.
     with devices.claim_device(cfg.device, cfg.devices, job_num, _claims_dir(launcher)) as requested:
         device = devices.resolve_device(requested)
-        started = time.perf_counter()
+        attempt.started = time.perf_counter()
         devices.select(device)
         threads = devices.set_threads(cfg.threads, launcher)
-        seeds = devices.seed_everything(cfg.seed)
-        deterministic = devices.set_deterministic(cfg.deterministic, device)
-        splits, built = build.prepare(cfg)
-        attempt.record.started(seeds, deterministic, splits.metric,
-                               {**devices.env_info(device, devices.device_name(device)), "threads": threads,
-                                "job_num": job_num})
+        attempt.record.seeded(devices.seed_everything(cfg.seed), devices.set_deterministic(cfg.deterministic, device))
+        splits, built = build.prepare(cfg)  # may fail (data or weights missing): the seeds are recorded already
+        attempt.record.started(splits.metric, {**devices.env_info(device, devices.device_name(device)),
+                                               "threads": threads, "job_num": job_num})
         (_probe if probes.is_probe(cfg.freeze.name) else _fine_tune)(cfg, attempt, splits, built, device)
-        attempt.record.cost(run_cost(cfg, built.model, splits, attempt.history, started, device))
 
 
 def _probe(cfg, attempt: Attempt, splits, built: models.BuiltModel, device) -> None:
@@ -125,7 +123,8 @@ def _probe(cfg, attempt: Attempt, splits, built: models.BuiltModel, device) -> N
     record.probe(outcome.probe, outcome.feature_dim)
     record.precision(amp=devices.resolve_flag(cfg.amp, device), channels_last=False)  # as features.py extracts
     record.data_info(build.data_info(splits))
-    built.model.to(device)  # cost counts GMACs where the features were extracted
+    record.cost(run_cost(cfg, built.model.to(device), splits, history, attempt.started, device))  # GMACs where
+    # the features were extracted
 
 
 def _fine_tune(cfg, attempt: Attempt, splits, built: models.BuiltModel, device) -> None:
@@ -159,6 +158,7 @@ def _fine_tune(cfg, attempt: Attempt, splits, built: models.BuiltModel, device) 
                device, options, attempt.history, resume=resume_from, test_loader=loaders.get("test"),
                on_epoch_end=lambda record: _epoch_done(attempt), hooks=compiled.CompileHooks(model) if cfg.compile
                else None)
+    record.cost(run_cost(cfg, built.model, splits, attempt.history, attempt.started, device))  # before saving
     if cfg.save_model:
         keep_models(cfg, output_dir, getattr(model, "_orig_mod", model), splits, built, record.data, attempt.history)
 
@@ -178,7 +178,7 @@ def run_cost(cfg, model, splits, history: engine.History, started: float, device
 
 
 def keep_models(cfg, output_dir: Path, model, splits, built, result: dict, history: engine.History) -> None:
-    """The final model as model.safetensors + model.json (tlbench/export.py), and the val-best
+    """The final model as model.safetensors + model.json (tlbench/models/export.py), and the val-best
     epoch's (save_best's best.pt; chosen on the data set's metric) as best.safetensors + best.json,
     with what predicting needs."""
     mean, std = augment.resolve_normalization(cfg.normalize, built.mean, built.std)

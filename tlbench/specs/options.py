@@ -32,7 +32,7 @@ class LinearProbeSettings(Freeze):
 
 @dataclass
 class FreezeUnfreezeSettings(Freeze):
-    epochs: int = 5                      # epochs with the backbone frozen
+    epochs: float = 5                    # epochs with the backbone frozen (a whole number; 2.0 from a search is fine)
     backbone_lr: Optional[float] = None  # the backbone's lr after unfreezing; None = backbone_lr_ratio x lr
     backbone_lr_ratio: float = 0.1
     head_lr: Optional[float] = None      # the head's lr after unfreezing; None = the optimizer's lr
@@ -40,7 +40,7 @@ class FreezeUnfreezeSettings(Freeze):
 
 @dataclass
 class GradualSettings(Freeze):
-    epochs_per_stage: int = 1
+    epochs_per_stage: float = 1
 
     def __post_init__(self):
         require(self.epochs_per_stage >= 1, "freeze.epochs_per_stage", self.epochs_per_stage, "must be at least 1")
@@ -112,7 +112,7 @@ class SgdSettings(OptimizerSettings):
 
     def __post_init__(self):
         super().__post_init__()
-        require(0 <= self.momentum < 1, "optimizer.momentum", self.momentum, "must be in [0, 1)")
+        require(self.momentum >= 0, "optimizer.momentum", self.momentum, "must be >= 0")
 
 
 @dataclass
@@ -155,17 +155,18 @@ class CosineSchedule(ConstantSchedule):
 
 @dataclass
 class StepSchedule(ConstantSchedule):
-    step_epochs: int = 10                # multiply the lr by gamma every step_epochs epochs
+    step_epochs: float = 10              # multiply the lr by gamma every step_epochs epochs
     gamma: float = 0.1
 
     def __post_init__(self):
         super().__post_init__()
-        require(self.step_epochs >= 1, "schedule.step_epochs", self.step_epochs, "must be at least 1")
+        require(self.step_epochs > 0, "schedule.step_epochs", self.step_epochs, "must be positive")
         require(self.gamma > 0, "schedule.gamma", self.gamma, "must be positive")
 
 
 @dataclass
 class OneCycleSchedule:
+    warmup_epochs: float = 0.0           # not in onecycle.yaml; accepted and unused, as always (pct_start rises)
     pct_start: float = 0.3               # torch's OneCycleLR: the share of steps spent rising
     div_factor: float = 25.0             # starts at lr / div_factor
     final_div_factor: float = 1e4        # ends at lr / div_factor / final_div_factor
@@ -183,12 +184,13 @@ class OneCycleSchedule:
 
 @dataclass
 class PlateauSchedule:
+    warmup_epochs: float = 0.0           # not in plateau.yaml; a linear warm-up before the plateau rule, as always
     monitor: str = "val_loss"            # val_loss (lower is better) or val_acc (the data set's metric on val)
     factor: float = 0.5                  # ReduceLROnPlateau's rule: the lr is multiplied by factor ...
-    patience: int = 2                    # ... after more than patience epochs without improvement
+    patience: float = 2                  # ... after more than patience epochs without improvement
 
     def __post_init__(self):
-        require(self.monitor in ("val_loss", "val_acc"), "schedule.monitor", self.monitor,
+        require(self.monitor in ("val_loss", "val_acc", "val_mean_class_acc"), "schedule.monitor", self.monitor,
                  "is not known; use val_loss (lower is better) or val_acc")
         require(0 < self.factor < 1, "schedule.factor", self.factor, "must be in (0, 1)")
         require(self.patience >= 0, "schedule.patience", self.patience, "must be >= 0")

@@ -172,7 +172,7 @@ class ModelSettings:
     source: str = "timm"                 # timm or torchvision
     weights_file: Optional[str] = None   # local pretrained weights (README "Local weights, offline")
     head_init: str = "zeros"             # the new head: zeros, normal (std 0.01), library, linear
-    kwargs: dict = field(default_factory=dict)  # passed on to the builder (timm.create_model, torchvision)
+    kwargs: Optional[dict] = field(default_factory=dict)  # passed on to the builder (timm.create_model, ...)
 
     def __post_init__(self):
         require(self.source in MODEL_SOURCES, "model.source", self.source,

@@ -3,9 +3,9 @@ a short mock training whose learning rate grows exponentially, step by step, fro
 `end_lr`; the loss is smoothed and the suggestion read off the curve; then every weight, BN
 statistic, optimizer state and random state is put back exactly as it was.
 
-`python -m tlbench.training.lr_find [--out DIR] [--phase NAME] <overrides>` runs it on the model, data,
-freeze phase and param groups the run of those overrides would train; `optimizer.lr=find` runs it
-inside a run, once per freeze phase, just before that phase trains (FindingOptimizers).
+This module is the algorithm and the optimizer factory that runs it before each freeze phase
+(FindingOptimizers); it takes objects. The run layer builds them from the config:
+`optimizer.lr=find` (runner/build.py) and `python -m tlbench.lr_find` (runner/lr_find.py).
 
 The rules, as fastai's (its defaults are the `lr_find` block of conf/config.yaml):
 - Ramp: the ramp value x stands for `optimizer.lr`. Every param group whose lr follows
