@@ -235,3 +235,50 @@ def test_both_probes_classify_real_cifar10_from_real_lite0_features(make_cfg, tm
     # draw; random-init lite0 features give 24.1% with logreg (README's CIFAR-10 sweep).
     assert logreg["summary"]["final_test_acc"] > 0.50, logreg["probe"]
     assert knn["summary"]["final_test_acc"] > 0.46, knn["probe"]
+
+
+def _blobs(n: int, seed: int, dim: int = 16, classes: int = 3) -> SplitFeatures:
+    """Features with a class signal a linear model half-learns (accuracy well off 0 and 1)."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % classes
+    centres = torch.randn(classes, dim, generator=torch.Generator().manual_seed(99))
+    features = 0.6 * centres[labels] + torch.randn(n, dim, generator=generator)
+    return SplitFeatures(features.float(), labels.long(), False, 0.0)
+
+
+@pytest.mark.parametrize("standardize", [True, False])
+def test_logreg_cross_validation_matches_scikit_learn(standardize):
+    """freeze.cv_folds=5: C chosen as scikit-learn's GridSearchCV over Pipeline(StandardScaler,
+    LogisticRegression) chooses it with the same stratified folds (LogisticRegressionCV without
+    standardizing): the same mean fold accuracy for every C, the same C, the same refitted model."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from tlbench.specs import Logreg
+
+    train, val, test = _blobs(120, 1), _blobs(30, 2), _blobs(90, 3)
+    grid = [1e-3, 1e-2, 1e-1, 1.0, 10.0]
+    probe = Logreg(C_grid=grid, standardize=standardize, cv_folds=5)
+    metrics, details = probes.logreg(train, val, test, probe, num_classes=3)
+
+    x = torch.cat([train.features, val.features]).numpy()
+    y = torch.cat([train.labels, val.labels]).numpy()
+    steps = [StandardScaler()] if standardize else []
+    oracle = GridSearchCV(make_pipeline(*steps, LogisticRegression(max_iter=1000)),
+                          {"logisticregression__C": grid}, scoring="accuracy",
+                          cv=StratifiedKFold(5, shuffle=True, random_state=0)).fit(x, y)
+    assert details["val_acc_grid"] == pytest.approx(list(oracle.cv_results_["mean_test_score"]), abs=1e-12)
+    top = max(oracle.cv_results_["mean_test_score"])
+    assert details["val_acc_grid"][grid.index(details["C"])] == pytest.approx(top, abs=1e-12)  # ties: by loss
+    if list(oracle.cv_results_["mean_test_score"]).count(top) == 1:
+        assert details["C"] == oracle.best_params_["logisticregression__C"]
+    assert 0.4 < top < 0.95, "the features must leave C something to choose"
+    assert metrics["test_acc"] == pytest.approx(oracle.score(test.features.numpy(), test.labels.numpy()), abs=1e-12)
+    assert details["fit_images"] == 150 and details["refit_on"] == "train_val" and details["cv_folds"] == 5
+
+
+def test_logreg_cross_validation_folds_must_be_two_or_more(make_cfg):
+    with pytest.raises(ConfigError, match="freeze.cv_folds=1 must be 0"):
+        build.check_settings(make_cfg("freeze=logreg", "freeze.cv_folds=1"))

@@ -96,6 +96,8 @@ def logreg(train, val, test, probe: Logreg, num_classes: int, val_is_test: bool 
     from sklearn.preprocessing import StandardScaler
     from threadpoolctl import threadpool_limits
 
+    if probe.cv_folds:
+        return logreg_cv(train, val, test, probe, num_classes, val_is_test, metric)
     scaler = StandardScaler().fit(train.features.numpy()) if probe.standardize else None
     x_train, x_val, x_test = (_scaled(scaler, split) for split in (train, val, test))
     y_train, y_val, y_test = (split.labels.numpy() for split in (train, val, test))
@@ -127,6 +129,58 @@ def logreg(train, val, test, probe: Logreg, num_classes: int, val_is_test: bool 
                "standardize": probe.standardize,
                "refit_on": probe.refit_on if not val_is_test else "train",
                "fit_images": len(y_train) + (len(y_val) if final is not selected else 0)}
+    return metrics, details
+
+
+def logreg_cv(train, val, test, probe: Logreg, num_classes: int, val_is_test: bool = False,
+              metric: str = "top1") -> tuple[dict, dict]:
+    """logreg with C chosen by stratified `probe.cv_folds`-fold cross-validation over train + val
+    (train alone when val is the test split): for each C, the mean over the folds of the held-out
+    fold's `metric`, ties to the lower mean loss, then the smaller C; each fold standardized with
+    its own training part's statistics (scikit-learn's Pipeline(StandardScaler, LogisticRegression)
+    in GridSearchCV, the oracle in tests/test_probes.py). The chosen C is refitted on all of them.
+    val_* in the record are the chosen C's cross-validated means (what it was chosen by)."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from threadpoolctl import threadpool_limits
+
+    pool = train if val_is_test else _joined(train, val)
+    x_pool, y_pool = pool.features.numpy(), pool.labels.numpy()
+    folds = list(StratifiedKFold(n_splits=probe.cv_folds, shuffle=True, random_state=0).split(x_pool, y_pool))
+    grid = sorted(float(c) for c in probe.C_grid)
+    chosen_on = results.selection_field(metric).removeprefix("val_")
+
+    def fitted(c, x, y):
+        steps = [StandardScaler()] if probe.standardize else []
+        return make_pipeline(*steps, LogisticRegression(C=c, max_iter=probe.max_iter)).fit(x, y)
+
+    cv_scores, n_iter = [], []
+    with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="blas"):  # one BLAS thread: see logreg
+        warnings.simplefilter("ignore", ConvergenceWarning)  # recorded instead: n_iter == max_iter
+        for c in grid:
+            per_fold = []
+            for fit_part, held_out in folds:
+                model = fitted(c, x_pool[fit_part], y_pool[fit_part])
+                per_fold.append(_scores(model, x_pool[held_out], y_pool[held_out], num_classes))
+                n_iter.append(int(model[-1].n_iter_.max()))
+            cv_scores.append(per_fold)
+        means = [{key: float(np.mean([fold[key] for fold in per_fold])) for key in per_fold[0]}
+                 for per_fold in cv_scores]
+        best = max(range(len(grid)), key=lambda i: (means[i][chosen_on], -means[i]["loss"], -grid[i]))
+        final = fitted(grid[best], x_pool, y_pool)
+    x_train, x_test = train.features.numpy(), test.features.numpy()
+    metrics = _record(_scores(final, x_train, train.labels.numpy(), num_classes), means[best],
+                      _scores(final, x_test, test.labels.numpy(), num_classes))
+    details = {"C": grid[best], "C_grid": grid, "C_chosen_on": f"cv{probe.cv_folds}_{chosen_on}",
+               "cv_folds": probe.cv_folds, "cv_fold_images": [len(held_out) for _, held_out in folds],
+               "cv_acc_folds": [[fold["acc"] for fold in per_fold] for per_fold in cv_scores],
+               "val_acc_grid": [m["acc"] for m in means], "val_mean_class_acc_grid": [m["mean_class_acc"] for m in means],
+               "val_loss_grid": [m["loss"] for m in means], "n_iter_grid": n_iter, "max_iter": probe.max_iter,
+               "standardize": probe.standardize, "refit_on": "train" if val_is_test else "train_val",
+               "fit_images": len(y_pool)}
     return metrics, details
 
 

@@ -221,6 +221,7 @@ class Logreg:
     refit_on: str = "train_val"  # Kornblith et al.: refit on train + val with the chosen C
     standardize: bool = True     # zero mean, unit variance per feature (train statistics): L-BFGS converges
     max_iter: int = 1000
+    cv_folds: int = 0            # 0: choose C on the val split; k >= 2: stratified k-fold over train + val
 
     def __post_init__(self):
         grid = list(self.C_grid)
@@ -231,6 +232,9 @@ class Logreg:
                  "is not known; use train_val (refit the chosen C on train + val, as Kornblith et al.) "
                  "or train")
         require(self.max_iter >= 1, "freeze.max_iter", self.max_iter, "must be a positive integer")
+        require(self.cv_folds == 0 or self.cv_folds >= 2, "freeze.cv_folds", self.cv_folds,
+                "must be 0 (choose C on val) or a number of folds >= 2 (stratified cross-validation over "
+                "train + val; small data sets: 5)")
 
 
 PROBES = {"knn": Knn, "logreg": Logreg}
