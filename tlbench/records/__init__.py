@@ -1,1 +1,2 @@
-"""Records: the result.json schema, run identity and atomic writes. Torch-free (the report uses them on JSON alone)."""
+"""Records: the result.json schema, run identity and atomic writes. Torch-free (the report uses them on
+JSON alone)."""

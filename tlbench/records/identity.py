@@ -18,7 +18,7 @@ NOT_IDENTITY = frozenset({
     "results_dir", "data_dir", "weights_dir", "hydra", "published", "resume", "run_lock", "keep_checkpoint",
     "save_best", "save_model",
     "device", "devices", "threads", "num_workers", "eval_batch_size", "compile", "channels_last", "deterministic",
-    "checkpoint_every_s", "logger",  # trackers only copy result.json (tlbench/loggers.py)
+    "checkpoint_every_s", "logger",  # trackers only copy result.json (tlbench/runner/loggers.py)
     "data.cache_dir", "data.device_budget_gb", "data.decode_workers", "dataset.data_dir", "dataset.download",
     # removed settings, so results written before their removal keep their identity
     "dataset.allow_absolute_paths",  # file lists now take absolute paths always (a run that used one trained the same)

@@ -2,8 +2,8 @@
 
 schema_version 2: schema_version, run_id, identity, fingerprints, status ("ok"|"failed"|"interrupted"|"running"),
 config, model, dataset, metric, pretrained, freeze, optimizer, schedule, seed, epochs[] (train_*, val_*, test_*),
-iter_loss[], iters_per_epoch, summary, model_info, data_info, cost (tlbench/cost.py), compile (tlbench/compiled.py;
-null without compile=true), seeds, deterministic, env, error, started_at, finished_at, resumes[]. Version 1 had no
+iter_loss[], iters_per_epoch, summary, model_info, data_info, cost (tlbench/training/cost.py), compile
+(tlbench/training/compiled.py; null without compile=true), seeds, deterministic, env, error, started_at, finished_at, resumes[]. Version 1 had no
 test split (its val was the test split) and no identity.
 
 `metric` (also data_info.metric) is the accuracy the literature reports for the data set

@@ -1,1 +1,2 @@
-"""The run layer: the only code that reads the composed config. It builds the objects below, orchestrates a run, locks, resumes and records it, and feeds the loggers."""
+"""The run layer: the only code that reads the composed config. It builds the objects below,
+orchestrates a run, locks, resumes and records it, and feeds the loggers."""

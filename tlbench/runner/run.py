@@ -129,7 +129,8 @@ def _probe(cfg, attempt: Attempt, splits, built: models.BuiltModel, device) -> N
 
 def _fine_tune(cfg, attempt: Attempt, splits, built: models.BuiltModel, device) -> None:
     record, output_dir = attempt.record, attempt.output_dir
-    strategy = build.build_strategy(cfg, built)  # freeze=lora: adapters injected here, before the model moves or compiles
+    strategy = build.build_strategy(cfg, built)  # freeze=lora: adapters injected here, before the model moves
+    # or compiles
     loaders = build.make_loaders(cfg, splits, built, device)
     record.data_info(build.data_info(splits))
     if cfg.compile:  # static shapes, so a short last batch compiles no graph of its own (compiled.StaticBatches)
