@@ -12,6 +12,7 @@ import yaml
 
 from tlbench import specs
 from tlbench.configs import config_dir
+from tlbench.runner import settings
 from tlbench.training import optim, schedules
 
 CONF = Path(config_dir())
@@ -47,7 +48,15 @@ def test_top_level_settings_agree_with_their_schemas():
     assert not problems, "\n".join(problems)
 
 
-@pytest.mark.parametrize("path", sorted((CONF / "augment").glob("*.yaml")), ids=lambda p: p.stem)
+def test_augment_auto_names_existing_options_for_every_preprocessing():
+    assert load(CONF / "augment" / "auto.yaml") == {"auto": True}
+    assert set(settings.AUTO_AUGMENT) == set(specs.PREPROCESSES)
+    for option in settings.AUTO_AUGMENT.values():
+        specs.augment(load(CONF / "augment" / f"{option}.yaml"))
+
+
+@pytest.mark.parametrize("path", sorted(p for p in (CONF / "augment").glob("*.yaml") if p.stem != "auto"),
+                         ids=lambda p: p.stem)
 def test_augment_options_take_only_augment_keys(path):
     values = load(path)
     specs.augment(values)  # unknown keys fail

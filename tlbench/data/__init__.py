@@ -30,7 +30,8 @@ __all__ = ["BUILDERS", "DataSplits", "TensorImages", "Transformed", "build_datas
 
 def build_dataset(name: str, val_split: float = 0.1, split_seed: int = 0, train_fraction: float = 1.0,
                   train_per_class: int | None = None, train_images: int | None = None, subset_seed: int = 0,
-                  test_fraction: float = 1.0, on_bad_image: str = "fail", **kwargs) -> DataSplits:
+                  test_fraction: float = 1.0, on_bad_image: str = "fail", preprocess: str = "squash",
+                  crop_fraction="model", **kwargs) -> DataSplits:
     """`val_split`: the stratified fraction of the training split held out for validation, or an
     integer >= 1, that many images (drawn with `split_seed`, not the run's seed, so every run of a
     sweep validates on the same images); 0 = validate on the test split (the write-ups' protocol:
@@ -39,13 +40,16 @@ def build_dataset(name: str, val_split: float = 0.1, split_seed: int = 0, train_
     to `train_images` images in all (VTAB-1k), drawn with `subset_seed`: the
     validation split stays the same for every size, and the draws are nested (the 10-shot subset
     holds the 5-shot one), so a data-efficiency curve changes one thing at a time.
-    `test_fraction`: a stratified part of the test split (fixed seed)."""
+    `test_fraction`: a stratified part of the test split (fixed seed). `preprocess`, `crop_fraction`:
+    how images become squares (specs.Preprocess; crop_fraction `model` is the field's 0.875 here,
+    the weights' own once the run layer knows the model)."""
     if name not in BUILDERS:
         raise ConfigError(f"dataset.name={name!r} is not known; use one of {', '.join(BUILDERS)}")
     builder = BUILDERS[name]
     specs.DatasetSplits(val_split=val_split, split_seed=split_seed, on_bad_image=on_bad_image,  # range checks
                         train_fraction=train_fraction, train_per_class=train_per_class, train_images=train_images,
-                        subset_seed=subset_seed, test_fraction=test_fraction, image_size=kwargs.get("image_size", 1))
+                        subset_seed=subset_seed, test_fraction=test_fraction, image_size=kwargs.get("image_size", 1),
+                        preprocess=preprocess, crop_fraction=crop_fraction)
     accepted = inspect.signature(builder).parameters
     if "split_seed" in accepted:
         kwargs["split_seed"] = split_seed
@@ -54,6 +58,7 @@ def build_dataset(name: str, val_split: float = 0.1, split_seed: int = 0, train_
         raise ConfigError(f"dataset {name!r} does not take {', '.join(unknown)}; it takes {', '.join(accepted)}")
     splits = builder(**kwargs)
     splits.on_bad_image = on_bad_image
+    splits.preprocess = specs.preprocess(preprocess, crop_fraction)
     carve_validation(splits, val_split, split_seed)
     cut_training(splits, train_fraction, train_per_class, subset_seed, train_images)
     if test_fraction < 1:

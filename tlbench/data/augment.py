@@ -33,17 +33,41 @@ def resolve_normalization(normalize, model_mean, model_std) -> tuple[tuple, tupl
     return tuple(mean), tuple(std)
 
 
-def train_transform(image_size: int, mean, std, input_size=None, **augment) -> v2.Compose:
+def check_preprocess(preprocess: specs.Preprocess, aug: specs.Augment) -> None:
+    """augment.resize / center_crop are the squash pipeline's own resize-then-crop (write-up D)."""
+    if preprocess.crops and (aug.resize or aug.center_crop):
+        raise ConfigError(f"augment.resize={aug.resize} / augment.center_crop={aug.center_crop} resize and crop a "
+                          "squashed image; with dataset.preprocess=crop the photo is already resized by its shorter "
+                          "side and center-cropped: set augment.resize=null augment.center_crop=false, or "
+                          "dataset.preprocess=squash")
+
+
+def view(image_size: int, preprocess: specs.Preprocess = specs.SQUASH) -> list:
+    """The evaluation view of an image, as ops on a uint8 image: squash to image_size x image_size,
+    or (crop) the shorter side to preprocess.short_side(image_size), then the central square."""
+    if preprocess.crops:
+        return [v2.Resize(preprocess.short_side(image_size), antialias=True), v2.CenterCrop(image_size)]
+    return [v2.Resize((image_size, image_size), antialias=True)]
+
+
+def train_transform(image_size: int, mean, std, input_size=None, preprocess: specs.Preprocess = specs.SQUASH,
+                    **augment) -> v2.Compose:
     """`augment`: the `augment` group's keys, checked by specs.Augment (the same description
-    the batched pipeline reads)."""
+    the batched pipeline reads). With preprocess=crop the random-resized-crop boxes come from the
+    whole photo, and without one the photo's evaluation view is the starting point."""
     aug = specs.augment(augment)
+    check_preprocess(preprocess, aug)
     ops = [v2.ToImage()]
-    if aug.resize:
-        ops.append(v2.Resize((aug.resize, aug.resize), antialias=True))
-    if aug.random_resized_crop:
-        ops.append(v2.RandomResizedCrop(image_size, scale=tuple(aug.random_resized_crop), antialias=True))
-    elif not aug.resize:
-        ops.append(v2.Resize((image_size, image_size), antialias=True))
+    if preprocess.crops:
+        ops += ([v2.RandomResizedCrop(image_size, scale=tuple(aug.random_resized_crop), antialias=True)]
+                if aug.random_resized_crop else view(image_size, preprocess))
+    else:
+        if aug.resize:
+            ops.append(v2.Resize((aug.resize, aug.resize), antialias=True))
+        if aug.random_resized_crop:
+            ops.append(v2.RandomResizedCrop(image_size, scale=tuple(aug.random_resized_crop), antialias=True))
+        elif not aug.resize:
+            ops.append(v2.Resize((image_size, image_size), antialias=True))
     if aug.rotation_deg:
         ops.append(v2.RandomRotation(aug.rotation_deg))
     if aug.center_crop:
@@ -59,10 +83,31 @@ def train_transform(image_size: int, mean, std, input_size=None, **augment) -> v
     return v2.Compose(ops + _to_input(image_size, input_size, mean, std))
 
 
-def eval_transform(image_size: int, mean, std, input_size=None) -> v2.Compose:
-    """Resize to the training size, as write-ups C and D do (A and B were already at 32 px)."""
-    return v2.Compose([v2.ToImage(), v2.Resize((image_size, image_size), antialias=True)]
-                      + _to_input(image_size, input_size, mean, std))
+def eval_transform(image_size: int, mean, std, input_size=None,
+                   preprocess: specs.Preprocess = specs.SQUASH) -> v2.Compose:
+    """The evaluation view (`view`): squash resizes to the training size, as write-ups C and D do
+    (A and B were already at 32 px); crop takes the central square of the resized photo."""
+    return v2.Compose([v2.ToImage(), *view(image_size, preprocess)] + _to_input(image_size, input_size, mean, std))
+
+
+class PhotoCanvas:
+    """The training view of a photo kept in the tensor cache (dataset.preprocess=crop): the shorter
+    side resized as for evaluation, the longer side kept up to 4:3 (centrally), centred on a square
+    canvas of side preprocess.canvas_side(image_size) with zeros around it. Returns (canvas, (h, w)
+    of the photo on it), so random-resized-crop boxes can be drawn from the photo alone."""
+
+    def __init__(self, image_size: int, preprocess: specs.Preprocess):
+        self.short, self.side = preprocess.short_side(image_size), preprocess.canvas_side(image_size)
+
+    def __call__(self, image) -> tuple[torch.Tensor, torch.Tensor]:
+        image = image if isinstance(image, torch.Tensor) else v2.functional.to_image(image)  # PIL, or uint8 tensors
+        image = v2.functional.resize(image, self.short, antialias=True)
+        h, w = min(image.shape[-2], self.side), min(image.shape[-1], self.side)
+        image = v2.functional.center_crop(image, [h, w])
+        top, left = (self.side - h) // 2, (self.side - w) // 2
+        canvas = torch.zeros((*image.shape[:-2], self.side, self.side), dtype=image.dtype)
+        canvas[..., top:top + h, left:left + w] = image
+        return canvas.as_subclass(torch.Tensor), torch.tensor([h, w], dtype=torch.int16)
 
 
 def _to_input(image_size, input_size, mean, std) -> list:

@@ -32,10 +32,7 @@ def pad_crop(images: torch.Tensor, pad: int, mode: str, generator) -> torch.Tens
         padded = padded.to(images.dtype)
     dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=images.device)
     dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=images.device)
-    rows = (dy[:, None] + torch.arange(h, device=images.device))[:, :, None]   # (n, h, 1)
-    cols = (dx[:, None] + torch.arange(w, device=images.device))[:, None, :]   # (n, 1, w)
-    batch = torch.arange(n, device=images.device)[:, None, None]
-    return padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)
+    return _gather_crops(padded, dy, dx, h, w)
 
 
 def _pad_symmetric(images: torch.Tensor, pad: int) -> torch.Tensor:
@@ -107,18 +104,50 @@ def rotate(images: torch.Tensor, max_deg: float, generator) -> torch.Tensor:
     return _sample(images, theta, images.shape[-2:], mode="nearest")
 
 
-def random_resized_crop(images: torch.Tensor, size: int, scale, generator, ratio=(3 / 4, 4 / 3)) -> torch.Tensor:
+def random_resized_crop(images: torch.Tensor, size: int, scale, generator, ratio=(3 / 4, 4 / 3),
+                        extents: torch.Tensor | None = None) -> torch.Tensor:
+    """`extents`: None (the whole image), or per image the (h, w) in pixels of a photo centred on
+    its square canvas (augment.PhotoCanvas): the box is then drawn from the photo alone, its area
+    and aspect ratio relative to the photo, as torchvision's RandomResizedCrop on the photo."""
     n, device = len(images), images.device
     area = uniform(n, scale[0], scale[1], generator, device)
     log_ratio = uniform(n, math.log(ratio[0]), math.log(ratio[1]), generator, device)
     aspect = torch.exp(log_ratio)
+    if extents is not None:  # the photo's own aspect ratio (w / h) turns pixel ratios into side fractions
+        aspect = aspect / (extents[:, 1].float() / extents[:, 0].float())
     width = torch.sqrt(area * aspect).clamp(max=1)   # as fractions of the image side
     height = torch.sqrt(area / aspect).clamp(max=1)
     cx = uniform(n, 0, 1, generator, device) * (1 - width) * 2 - (1 - width)   # box center in [-1, 1]
     cy = uniform(n, 0, 1, generator, device) * (1 - height) * 2 - (1 - height)
+    if extents is not None:  # from the photo's coordinates to the canvas's
+        (top, left), (h, w) = content_origin(extents, images.shape[-2:]), extents.float().unbind(1)
+        side_h, side_w = images.shape[-2:]
+        width, cx = width * w / side_w, cx * w / side_w + (2 * left + w - side_w) / side_w
+        height, cy = height * h / side_h, cy * h / side_h + (2 * top + h - side_h) / side_h
     zero = torch.zeros_like(width)
     theta = torch.stack([torch.stack([width, zero, cx], 1), torch.stack([zero, height, cy], 1)], 1)
     return _sample(images, theta, (size, size), mode="bilinear")
+
+
+def content_origin(extents: torch.Tensor, canvas) -> tuple[torch.Tensor, torch.Tensor]:
+    """(top, left) of photos of `extents` (h, w) centred on a canvas of shape `canvas` (H, W), as
+    augment.PhotoCanvas places them."""
+    return (canvas[0] - extents[:, 0].long()) // 2, (canvas[1] - extents[:, 1].long()) // 2
+
+
+def center_crop_photos(images: torch.Tensor, size: int, extents: torch.Tensor) -> torch.Tensor:
+    """The central `size` square of each photo on its canvas (the evaluation view's crop)."""
+    top, left = content_origin(extents, images.shape[-2:])
+    top = top + torch.round((extents[:, 0].long() - size) / 2).long()  # as torchvision's CenterCrop
+    left = left + torch.round((extents[:, 1].long() - size) / 2).long()
+    return _gather_crops(images, top, left, size, size)
+
+
+def _gather_crops(images: torch.Tensor, top: torch.Tensor, left: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    rows = (top[:, None] + torch.arange(h, device=images.device))[:, :, None]   # (n, h, 1)
+    cols = (left[:, None] + torch.arange(w, device=images.device))[:, None, :]  # (n, 1, w)
+    batch = torch.arange(len(images), device=images.device)[:, None, None]
+    return images.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)
 
 
 def _sample(images, theta, size, mode) -> torch.Tensor:

@@ -34,13 +34,27 @@ class _Checked(Dataset):
 
 def _collate(items):
     good = [(image, label) for image, label, bad in items if bad is None]
-    images = torch.stack([image for image, _ in good]) if good else None
+    images = _stack([image for image, _ in good]) if good else None
     return images, torch.as_tensor([label for _, label in good], dtype=torch.long), \
         [bad is None for _, _, bad in items], [bad for _, _, bad in items if bad is not None]
 
 
+def _stack(images: list):
+    """Stacked images, or a tuple of stacks where the transform returns tuples (image, its extent)."""
+    if isinstance(images[0], tuple):
+        return tuple(torch.stack(part) for part in zip(*images))
+    return torch.stack(images)
+
+
+def _cat(batches: list):
+    if isinstance(batches[0], tuple):
+        return tuple(torch.cat(part) for part in zip(*batches))
+    return torch.cat(batches)
+
+
 def read_all(dataset: Dataset, transform, on_bad_image: str, workers: int = 0, batch_size: int = 256):
-    """Reads every sample once: (stacked images or None, labels, kept indices, bad paths)."""
+    """Reads every sample once: (stacked images, labels, kept indices, bad paths); the images are a
+    tuple of stacks when `transform` returns tuples."""
     loader = DataLoader(_Checked(dataset, transform, on_bad_image == "skip"), batch_size=batch_size,
                         num_workers=workers, collate_fn=_collate)
     images, labels, kept, bad, start = [], [], [], [], 0
@@ -54,7 +68,7 @@ def read_all(dataset: Dataset, transform, on_bad_image: str, workers: int = 0, b
     if not kept:
         raise BadImageError(f"none of the {len(dataset)} images could be decoded (first: {bad[0] if bad else '?'}); "
                             "check the data set's files")
-    return torch.cat(images), torch.cat(labels), kept, bad
+    return _cat(images), torch.cat(labels), kept, bad
 
 
 def without_bad_images(dataset: Dataset, on_bad_image: str, workers: int = 0) -> tuple[Dataset, list[str]]:

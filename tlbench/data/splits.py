@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset
 
+from tlbench import specs
 from tlbench.errors import ConfigError
 
 @dataclass
@@ -28,6 +29,7 @@ class DataSplits:
     train_subset: str = "all"  # which part of train trains: all, a fraction or K per class (nested draws)
     metric: str = "top1"  # what the literature reports: top1 or mean_per_class (results.METRIC_FIELDS, the one list)
     on_bad_image: str = "fail"  # what the loaders do with undecodable files (image_check.py)
+    preprocess: specs.Preprocess = specs.SQUASH  # how images become image_size squares (dataset.preprocess)
     skipped: dict[str, list[str]] = field(default_factory=dict)  # per split, filled when the loaders read
 
     @property

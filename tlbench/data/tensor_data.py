@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import Dataset, Subset
 from torchvision.transforms import v2
 
+from tlbench.data import augment as views
 from tlbench.data import batch_augment as ops
 from tlbench.data import disk_cache, image_check
 from tlbench import specs
@@ -27,11 +28,12 @@ CACHE_FORMAT = 2  # bump when the cached layout changes: old files are then igno
 
 @dataclass
 class CachedSplit:
-    images: torch.Tensor   # uint8 (N, 3, size, size), host memory
+    images: torch.Tensor   # uint8 (N, 3, size, size), host memory (the training view of photos: a larger canvas)
     labels: torch.Tensor   # int64 (N,)
     path: Path | None      # the cache file, None for in-memory data sets
     decoded: bool          # True when this call decoded the images (False: read from the cache)
     skipped: list[str] = field(default_factory=list)  # files left out because they cannot be decoded (dataset.on_bad_image=skip)
+    extents: torch.Tensor | None = None  # int16 (N, 2): each photo's (h, w) on its canvas (view="train", preprocess=crop)
 
 
 def fingerprint(dataset: Dataset) -> str | None:
@@ -59,44 +61,69 @@ def fingerprint(dataset: Dataset) -> str | None:
 
 
 def cached_split(dataset: Dataset, size: int, cache_dir, name: str, split: str, workers: int = 0,
-                 on_bad_image: str = "fail") -> CachedSplit:
-    if isinstance(dataset, TensorImages):  # already decoded in memory: resize only
-        return CachedSplit(ops.resize(dataset.images, size), dataset.labels.clone(), None, False, [])
+                 on_bad_image: str = "fail", preprocess: specs.Preprocess = specs.SQUASH,
+                 view: str = "eval") -> CachedSplit:
+    """The split decoded once, as `view` needs it: "eval" the evaluation view (size x size), "train"
+    what the training augmentation starts from (with preprocess=crop, each photo on a canvas with
+    its extent; else the evaluation view). Squashed splits keep their cache files' old names."""
+    canvas = preprocess.crops and view == "train"
+    if isinstance(dataset, TensorImages):  # already decoded in memory: the view of the tensors
+        if not preprocess.crops:
+            return CachedSplit(ops.resize(dataset.images, size), dataset.labels.clone(), None, False, [])
+        images, extents = _views(dataset.images, size, preprocess, canvas)
+        return CachedSplit(images, dataset.labels.clone(), None, False, [], extents)
     key = fingerprint(dataset)
     if key is None:  # a source that cannot be identified is decoded every time, never cached
-        images, labels, skipped = decode(dataset, size, workers, on_bad_image)
-        return CachedSplit(images, labels, None, True, skipped)
-    path = Path(cache_dir).expanduser() / f"{name}-{split}-{size}px-v{CACHE_FORMAT}-{key}.pt"
+        images, labels, skipped, extents = decode(dataset, size, workers, on_bad_image, preprocess, view)
+        return CachedSplit(images, labels, None, True, skipped, extents)
+    tag = f"-crop{preprocess.crop_fraction:g}-{view}" if preprocess.crops else ""
+    path = Path(cache_dir).expanduser() / f"{name}-{split}-{size}px{tag}-v{CACHE_FORMAT}-{key}.pt"
+    side = preprocess.canvas_side(size) if canvas else size
     stored, hit = disk_cache.read_or_build(
-        path, lambda found: _check_cached(found, size, len(dataset)),
-        lambda: dict(zip(("images", "labels", "skipped"), decode(dataset, size, workers, on_bad_image))),
+        path, lambda found: _check_cached(found, side, len(dataset), canvas),
+        lambda: dict(zip(("images", "labels", "skipped", "extents"),
+                         decode(dataset, size, workers, on_bad_image, preprocess, view))),
         "decode cache", f"decoding the {split} split again")
     images, labels, skipped = stored["images"], stored["labels"], stored["skipped"]
     if hit and skipped and on_bad_image == "fail":
         raise BadImageError(f"{len(skipped)} image(s) of the {split} split cannot be decoded, e.g. "
                             f"{skipped[0]}; delete or replace them, or set dataset.on_bad_image=skip", path=skipped[0])
-    return CachedSplit(images, labels, path, not hit, skipped)
+    return CachedSplit(images, labels, path, not hit, skipped, stored.get("extents"))
 
 
-def _check_cached(stored: dict, size: int, count: int) -> None:
+def _views(images: torch.Tensor, size: int, preprocess: specs.Preprocess, canvas: bool):
+    """In-memory uint8 images (one shape) as `decode` would store them: (images, extents or None)."""
+    if canvas:
+        placed = views.PhotoCanvas(size, preprocess)(images)
+        return placed[0].contiguous(), placed[1].expand(len(images), 2).clone()
+    return v2.Compose(views.view(size, preprocess))(images).as_subclass(torch.Tensor).contiguous(), None
+
+
+def _check_cached(stored: dict, size: int, count: int, canvas: bool = False) -> None:
     """Raises unless `stored` is what `decode` writes for a split of `count` images at `size` px."""
     images, labels, skipped = stored["images"], stored["labels"], stored["skipped"]
+    extents = stored.get("extents")
     if not (isinstance(images, torch.Tensor) and images.dtype == torch.uint8 and images.dim() == 4
             and tuple(images.shape[-2:]) == (size, size) and isinstance(labels, torch.Tensor)
             and labels.dtype == torch.int64 and labels.shape == (len(images),) and isinstance(skipped, list)
-            and len(images) + len(skipped) == count):
+            and len(images) + len(skipped) == count
+            and (not canvas or (isinstance(extents, torch.Tensor) and extents.shape == (len(images), 2)))):
         raise ValueError(f"it does not hold this split's {count} images at {size} px (uint8, int64 labels)")
 
 
-def decode(dataset: Dataset, size: int, workers: int = 0,
-           on_bad_image: str = "fail") -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+def decode(dataset: Dataset, size: int, workers: int = 0, on_bad_image: str = "fail",
+           preprocess: specs.Preprocess = specs.SQUASH, view: str = "eval"):
+    """(uint8 images, labels, skipped paths, extents or None) of every image of `dataset`."""
     started = time.perf_counter()
-    to_uint8 = v2.Compose([v2.ToImage(), v2.Resize((size, size), antialias=True)])
+    canvas = preprocess.crops and view == "train"
+    to_uint8 = views.PhotoCanvas(size, preprocess) if canvas else v2.Compose([v2.ToImage(), *views.view(size, preprocess)])
     images, labels, _, skipped = image_check.read_all(dataset, to_uint8, on_bad_image, workers)
+    images, extents = images if canvas else (images, None)
     images = images.as_subclass(torch.Tensor).contiguous()
-    log.info("decoded %d images to %d px in %.1f s (%d MB)%s", len(images), size, time.perf_counter() - started,
+    log.info("decoded %d images to %d px%s in %.1f s (%d MB)%s", len(images), size,
+             f" ({preprocess.mode}, {view} view)" if preprocess.crops else "", time.perf_counter() - started,
              images.numel() // 2**20, f"; skipped {len(skipped)} undecodable file(s)" if skipped else "")
-    return images, labels, skipped
+    return images, labels, skipped, extents
 
 
 class BatchTransform:
@@ -104,14 +131,18 @@ class BatchTransform:
     `augment`: the group's keys, checked by specs.Augment (the same description the per-image
     pipeline reads); ignored when `train` is false."""
 
-    def __init__(self, image_size, input_size, mean, std, train=True, **augment):
+    def __init__(self, image_size, input_size, mean, std, train=True, preprocess: specs.Preprocess = specs.SQUASH,
+                 **augment):
         self.image_size, self.input_size, self.mean, self.std, self.train = image_size, input_size, mean, std, train
         self.augment = specs.augment(augment if train else {})
+        self.preprocess = preprocess
+        views.check_preprocess(preprocess, self.augment)
         self._stats = {}  # device -> (mean, std) tensors there, made on the first batch, not on every one
 
-    def __call__(self, images: torch.Tensor, generator) -> torch.Tensor:
+    def __call__(self, images: torch.Tensor, generator, extents: torch.Tensor | None = None) -> torch.Tensor:
+        """`extents`: the photos' (h, w) on their canvases, for a training split cached by PhotoCanvas."""
         if self.train:
-            images = self._augment(images, generator)
+            images = self._augment(images, generator, extents)
         images = ops.resize(images.float() / 255, self.input_size)
         return ops.normalize(images, *self._stats_on(images.device))
 
@@ -121,9 +152,12 @@ class BatchTransform:
                                         for values in (self.mean, self.std))
         return self._stats[device]
 
-    def _augment(self, x, generator):
+    def _augment(self, x, generator, extents=None):
         aug = self.augment
-        if aug.random_resized_crop:
+        if extents is not None:  # photos on canvases: a box from each photo, or its evaluation view
+            x = (ops.random_resized_crop(x, self.image_size, aug.random_resized_crop, generator, extents=extents)
+                 if aug.random_resized_crop else ops.center_crop_photos(x, self.image_size, extents))
+        elif aug.random_resized_crop:
             x = ops.random_resized_crop(x, self.image_size, aug.random_resized_crop, generator)
         elif not aug.resize:
             x = ops.resize(x, self.image_size)
@@ -160,6 +194,7 @@ class DeviceBatches:
         self.images = split.images.to(device) if self.on_device else split.images  # streaming: no copy of the split
         self.host = None if self.on_device else HostBatches(split.images, batch_size, device)
         self.labels, self.device = split.labels.to(device), device
+        self.extents = None if split.extents is None else split.extents.to(device)
         self.batch_size, self.transform, self.shuffle = batch_size, transform, shuffle
         self.order_generator = torch.Generator().manual_seed(seed)
         self.augment_generator = torch.Generator(device=device).manual_seed(seed)
@@ -185,7 +220,8 @@ class DeviceBatches:
             images = self.host.batches(order)
         for start, batch in zip(starts, images):
             index = device_order[start:start + self.batch_size]
-            yield self.transform(batch, self.augment_generator), self.labels[index]
+            extents = None if self.extents is None else self.extents[index]
+            yield self.transform(batch, self.augment_generator, extents), self.labels[index]
 
 
 class HostBatches:

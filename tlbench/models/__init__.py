@@ -38,6 +38,7 @@ class BuiltModel:
     stages: list[list[str]]           # parameter names by depth, stem first, head last
     mean: tuple = IMAGENET_MEAN       # the pretrained weights' normalization
     std: tuple = IMAGENET_STD
+    crop_fraction: float | None = None  # the weights' evaluation crop (timm crop_pct, torchvision crop / resize); None = unknown
     weights_source: str | None = None  # where pretrained weights came from; None = random init
     info: dict = field(default_factory=dict)
 
@@ -109,7 +110,7 @@ def _build_timm(name, num_classes, pretrained, weights_file, weights_dir, kwargs
     return BuiltModel(
         model=model, head_params=head, stages=_stages_with_head_last(list(stages.values()), head),
         mean=tuple(cfg.get("mean", IMAGENET_MEAN)), std=tuple(cfg.get("std", IMAGENET_STD)),
-        weights_source=located.describe() if located else None,
+        crop_fraction=cfg.get("crop_pct"), weights_source=located.describe() if located else None,
         info={"head_module": _module_name(model, head_module)},
     )
 
@@ -146,8 +147,18 @@ def _build_torchvision(name, num_classes, pretrained, weights_file, weights_dir,
     head = [n for n, _ in model.named_parameters() if n.startswith(head_name + ".")]
     return BuiltModel(
         model=model, head_params=head, stages=_stages_with_head_last(torchvision_stages(model), head),
+        crop_fraction=torchvision_crop_fraction(name),
         weights_source=located.describe() if located else None, info={"head_module": head_name},
     )
+
+
+def torchvision_crop_fraction(name: str) -> float | None:
+    """crop / resize of the model's default ImageNet weights' preset (224 / 256 for most), or None."""
+    try:
+        preset = torchvision.models.get_model_weights(name).DEFAULT.transforms()
+        return preset.crop_size[0] / preset.resize_size[0]
+    except (ValueError, KeyError, AttributeError, TypeError, IndexError):  # no weights, or a preset without sizes
+        return None
 
 
 def replace_torchvision_head(model: nn.Module, num_classes: int) -> str:

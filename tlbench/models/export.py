@@ -11,7 +11,8 @@ cannot run code, and other tools read it too.
                "source": "timm",                   # timm | torchvision
                "kwargs": null},                    # the builder's extra arguments, or null
      "classes": ["cat", "dog"],                    # class names in label order
-     "preprocessing": {"image_size": 32,           # images are resized to this side first
+     "preprocessing": {"image_size": 32,           # images are resized to this side first (mode squash), or
+                       # mode crop: shorter side to floor(image_size / crop_fraction), central square (absent: squash)
                        "input_size": 32,           # then to the model's input side (null = image_size)
                        "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
      "run_id": "...", "epoch": 5, "which": "final",  # final | best
@@ -28,7 +29,7 @@ from torch import nn
 
 from tlbench.records import atomic
 from tlbench.data import augment
-from tlbench import models
+from tlbench import models, specs
 from tlbench.models import weights as weight_files
 from tlbench.errors import ConfigError, DataNotFoundError, WeightsMismatchError
 
@@ -141,5 +142,7 @@ def load_strict(model: nn.Module, state: dict, weights: Path) -> None:
 def eval_transform(meta: dict):
     """One PIL image -> the normalized tensor the model saw in evaluation during training."""
     pre = meta["preprocessing"]
-    return augment.eval_transform(pre["image_size"], pre["mean"], pre["std"], input_size=pre.get("input_size"))
+    preprocess = specs.Preprocess(pre.get("mode", "squash"), pre.get("crop_fraction", specs.DEFAULT_CROP_FRACTION))
+    return augment.eval_transform(pre["image_size"], pre["mean"], pre["std"], input_size=pre.get("input_size"),
+                                  preprocess=preprocess)
 

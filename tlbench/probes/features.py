@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from tlbench.data import tensor_data
-from tlbench.specs import FeatureSpec
+from tlbench.specs import SQUASH, FeatureSpec, Preprocess
 from tlbench.data import disk_cache
 
 log = logging.getLogger("tlbench")
@@ -65,14 +65,18 @@ def weights_fingerprint(model: nn.Module, head_module: str) -> str:
 
 
 def cache_key(spec: FeatureSpec, image_size: int, dataset_identity: dict, weights: str, split: str,
-              size: int) -> dict:
+              size: int, preprocess: Preprocess = SQUASH) -> dict:
     """Everything the features of one split depend on (not where files live, nor the run's seed:
-    a seeded random init is in `weights`)."""
-    return {"format": FEATURE_FORMAT, "model": {"name": spec.model_name, "source": spec.model_source,
+    a seeded random init is in `weights`). Squashed images keep the keys they had before
+    dataset.preprocess existed; cropped ones add how (the crop fraction `model` resolved)."""
+    key = {"format": FEATURE_FORMAT, "model": {"name": spec.model_name, "source": spec.model_source,
                                                 "kwargs": json.loads(json.dumps(spec.model_kwargs, default=str))},
             "weights": weights, "dataset": dataset_identity, "split": split, "size": size,
             "preprocessing": {"image_size": image_size, "input_size": spec.input_size or image_size,
                               "mean": list(spec.mean), "std": list(spec.std), "amp": spec.amp}}
+    if preprocess.crops:
+        key["preprocessing"]["view"] = preprocess.describe()
+    return key
 
 
 def split_features(spec: FeatureSpec, splits, built, device, dataset_identity: dict) -> tuple[dict, dict]:
@@ -86,7 +90,7 @@ def split_features(spec: FeatureSpec, splits, built, device, dataset_identity: d
     folder.mkdir(parents=True, exist_ok=True)
     found = {}
     for name, dataset in splits.named().items():
-        key = cache_key(spec, splits.image_size, dataset_identity, weights, name, len(dataset))
+        key = cache_key(spec, splits.image_size, dataset_identity, weights, name, len(dataset), splits.preprocess)
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
         path = folder / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', spec.model_name)}-{name}-{digest}.pt"
         timing = {}
@@ -104,9 +108,10 @@ def split_features(spec: FeatureSpec, splits, built, device, dataset_identity: d
 def _extract(spec: FeatureSpec, splits, name, dataset, forward, device, key, timing: dict) -> dict:
     """What the cache stores for one split; `timing["extract_s"]`: the seconds the forward passes took."""
     cached = tensor_data.cached_split(dataset, splits.image_size, cache_dir=spec.cache_dir, name=spec.dataset_name,
-                                      split=name, workers=spec.decode_workers, on_bad_image=splits.on_bad_image)
+                                      split=name, workers=spec.decode_workers, on_bad_image=splits.on_bad_image,
+                                      preprocess=splits.preprocess)
     transform = tensor_data.BatchTransform(splits.image_size, spec.input_size or splits.image_size, spec.mean,
-                                           spec.std, train=False)
+                                           spec.std, train=False, preprocess=splits.preprocess)
     batches = tensor_data.DeviceBatches(cached, spec.eval_batch_size, transform, device, False, 0,
                                         spec.device_budget_gb * 2**30)
     started = time.perf_counter()

@@ -43,6 +43,9 @@ LATER_SETTINGS = {
     "lr_find.start_lr": 1e-7, "lr_find.end_lr": 10.0, "lr_find.steps": 100, "lr_find.stop_factor": 4.0,
     "lr_find.beta": 0.98,
     "freeze.cv_folds": 0,  # logreg's C chosen by cross-validation: older runs chose it on val
+    # how images become squares: older runs squashed every image; `model` is the weights' own crop,
+    # which the model setting already names (an explicit fraction is part of the identity)
+    "dataset.preprocess": "squash", "dataset.crop_fraction": "model",
 }
 # Settings that some data set options gained later than the others, left out at their old behaviour there only.
 LATER_FOR_DATASET = {"digits": {"dataset.train_fraction": 1.0}, "synthetic": {"dataset.train_fraction": 1.0}}

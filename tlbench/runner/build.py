@@ -9,7 +9,7 @@ import torch
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 
-from tlbench import data, models, probes
+from tlbench import data, models, probes, specs
 from tlbench.data import augment, image_check, tensor_data
 from tlbench.errors import DataNotFoundError, StartupError, WeightsNotFoundError
 from tlbench.models import adapters
@@ -120,6 +120,8 @@ def prepare(cfg) -> tuple[data.DataSplits, models.BuiltModel]:
         raise (DataNotFoundError if problems[0].startswith("data") else WeightsNotFoundError)(problems[0])
     if problems:
         raise StartupError("cannot start:\n" + "\n".join(problems))
+    splits.preprocess = specs.preprocess(cfg.dataset.get("preprocess", "squash"), cfg.dataset.get("crop_fraction", "model"),
+                                         built.crop_fraction)  # `model`: the weights' own crop
     return splits, built
 
 
@@ -150,10 +152,11 @@ def make_loaders(cfg, splits: data.DataSplits, built: models.BuiltModel, device)
     for name, dataset in splits.named().items():
         train = name == "train"
         size = (cfg.augment.resize or splits.image_size) if train else splits.image_size  # decoded resolution
-        cached = tensor_data.cached_split(dataset, size, split=name, **cache)
+        cached = tensor_data.cached_split(dataset, size, split=name, preprocess=splits.preprocess,
+                                          view="train" if train else "eval", **cache)
         if cached.skipped:
             splits.skipped[name] = cached.skipped
-        transform = tensor_data.BatchTransform(splits.image_size, input_size, mean, std,
+        transform = tensor_data.BatchTransform(splits.image_size, input_size, mean, std, preprocess=splits.preprocess,
                                                **(cfg.augment if train else {}), train=train)
         loaders[name] = tensor_data.DeviceBatches(cached, cfg.batch_size if train else eval_batch_size, transform,
                                                   device, train, cfg.seed, budget)
@@ -169,11 +172,13 @@ def _pil_loaders(cfg, splits, mean, std, input_size, eval_batch_size, device) ->
         if skipped:
             splits.skipped[name] = skipped
         if name == "train":
-            transform = augment.train_transform(splits.image_size, mean, std, input_size=input_size, **cfg.augment)
+            transform = augment.train_transform(splits.image_size, mean, std, input_size=input_size,
+                                                preprocess=splits.preprocess, **cfg.augment)
             loaders[name] = DataLoader(data.Transformed(readable, transform), batch_size=cfg.batch_size, shuffle=True,
                                        generator=torch.Generator().manual_seed(cfg.seed), **common)
         else:
-            transform = augment.eval_transform(splits.image_size, mean, std, input_size=input_size)
+            transform = augment.eval_transform(splits.image_size, mean, std, input_size=input_size,
+                                               preprocess=splits.preprocess)
             loaders[name] = DataLoader(data.Transformed(readable, transform), batch_size=eval_batch_size,
                                        shuffle=False, **common)
     return loaders

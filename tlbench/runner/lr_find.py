@@ -60,7 +60,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s", datefmt="%H:%M:%S")
     try:
-        cfg = compose(args.overrides)
+        cfg = settings.concrete(compose(args.overrides))
         folder = args.out or Path(cfg.results_dir) / "lr_find" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
         entry = find_for_config(cfg, folder, args.phase)
     except ConfigError as err:

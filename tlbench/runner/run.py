@@ -31,6 +31,7 @@ def run(cfg: DictConfig, output_dir=None) -> dict:
     attempt left in the folder decides the start (resume.py): a complete run with the same run_id
     is skipped, an unfinished one goes on from its last epoch checkpoint, anything else is archived."""
     output_dir = Path(output_dir or _hydra_output_dir() or cfg.results_dir)
+    cfg = settings.concrete(cfg)  # augment=auto: the data set's recipe, named in result.json
     config = resolved_config(cfg)
     result = results.new_result(config, identity.fingerprint_paths(config))
     try:
@@ -71,7 +72,7 @@ def run(cfg: DictConfig, output_dir=None) -> dict:
 
 def resolved_config(cfg: DictConfig) -> dict:
     """The composed config as result.json records it (and its run_id is computed from)."""
-    config = OmegaConf.to_container(cfg, resolve=True)
+    config = OmegaConf.to_container(settings.concrete(cfg), resolve=True)
     config.pop("hydra", None)
     return config
 
@@ -187,7 +188,7 @@ def keep_models(cfg, output_dir: Path, model, splits, built, result: dict, histo
                       "kwargs": OmegaConf.to_container(cfg.model.kwargs) if cfg.model.get("kwargs") else None},
             "classes": list(splits.classes), "run_id": result["run_id"],
             "preprocessing": {"image_size": splits.image_size, "input_size": cfg.input_size or splits.image_size,
-                              "mean": list(mean), "std": list(std)},
+                              "mean": list(mean), "std": list(std), **splits.preprocess.describe()},
             "chosen_on": "test" if splits.val_is_test else "val"}
     last = history.epochs[-1]
     adapted = "lora" in built.info  # saved with the adapters merged: the plain architecture, as predict rebuilds it

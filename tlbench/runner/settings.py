@@ -6,10 +6,11 @@ are left to the optimizer factory."""
 
 from dataclasses import fields
 
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from tlbench import specs
+from tlbench.configs import config_dir
 from tlbench.errors import ConfigError
 from tlbench.specs import (FREEZES, OPTIMIZERS, PROBES, SCHEDULES, Augment, DataPath, DatasetSplits, Defects,
                            LrFind, ModelSettings, Training, closed)
@@ -29,13 +30,35 @@ def checked(schema, values, prefix: str = ""):
         raise ConfigError(f"{prefix}{key}: {err.msg if hasattr(err, 'msg') else err}".splitlines()[0]) from None
 
 
+# augment=auto (the default): the recipe that fits how the data set's images are preprocessed
+AUTO_AUGMENT = {"squash": "crop_flip", "crop": "random_resized_crop"}
+
+
+def concrete(cfg):
+    """`cfg` with augment=auto replaced by the option that dataset.preprocess calls for (a copy;
+    `cfg` itself when nothing is automatic), so a run, its result.json and its run_id record the
+    augmentation it trains with: a run with augment=auto is the same experiment as one naming it."""
+    if "auto" not in cfg.augment:
+        return cfg
+    others = sorted(set(cfg.augment) - {"auto"})
+    if others:
+        raise ConfigError(f"augment=auto takes no other keys (got augment.{', augment.'.join(others)}); name the "
+                          f"option to change, e.g. augment=random_resized_crop augment.{others[0]}=...")
+    mode = cfg.dataset.get("preprocess", "squash")
+    specs.preprocess(mode)  # an unknown mode fails here, naming the choices
+    cfg = cfg.copy()
+    with open_dict(cfg):
+        cfg.augment = OmegaConf.load(config_dir() / "augment" / f"{AUTO_AUGMENT[mode]}.yaml")
+    return cfg
+
+
 def validate(cfg) -> None:
     """Every shared setting, before any data loads."""
     checked(Training, cfg)
     checked(DatasetSplits, cfg.dataset, "dataset.")
     checked(DataPath, cfg.data, "data.")
     defects(cfg.get("defects") or {})
-    augment(cfg.augment)
+    augment(concrete(cfg).augment)
     optimizer(cfg.optimizer)
     _closed(ModelSettings, cfg.model, "model")
     lr_find(cfg.get("lr_find") or {})

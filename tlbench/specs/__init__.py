@@ -12,6 +12,7 @@ from tlbench.specs.options import (FREEZES, OPTIMIZERS, PROBES, REFIT_CHOICES, S
                                    OptimizerSettings, PlateauSchedule, SgdSettings, StepSchedule, freeze, optimizer,
                                    schedule)
 from tlbench.specs.shared import (AUTO_FLAGS, BAD_IMAGE_CHOICES, HEAD_INITS, MODEL_SOURCES, PAD_MODES, PIPELINES,
+                                  PREPROCESSES, SQUASH, DEFAULT_CROP_FRACTION, Preprocess, preprocess,
                                   Augment, DataPath, DatasetSplits, Defects, FeatureSpec, LrFind, ModelSettings,
                                   Training, augment)
 
@@ -22,6 +23,6 @@ __all__ = [
     "Knn", "LayerDecaySettings", "LinearProbeSettings", "Logreg", "LoraSettings", "NoFreezeSettings",
     "OneCycleSchedule", "OptimizerSettings", "PlateauSchedule", "SgdSettings", "StepSchedule", "freeze", "optimizer",
     "schedule",
-    "AUTO_FLAGS", "BAD_IMAGE_CHOICES", "HEAD_INITS", "MODEL_SOURCES", "PAD_MODES", "PIPELINES", "Augment",
+    "AUTO_FLAGS", "BAD_IMAGE_CHOICES", "HEAD_INITS", "MODEL_SOURCES", "PAD_MODES", "PIPELINES", "PREPROCESSES", "SQUASH", "DEFAULT_CROP_FRACTION", "Preprocess", "preprocess", "Augment",
     "DataPath", "DatasetSplits", "Defects", "FeatureSpec", "LrFind", "ModelSettings", "Training", "augment",
 ]

@@ -4,6 +4,7 @@ probe extracts its features. The augmentation settings have one description, `Au
 both pipelines (the per-image torchvision one in data/augment.py and the batched one in
 data/tensor_data.py)."""
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -12,6 +13,8 @@ from tlbench.specs.checks import closed, require
 PAD_MODES = ("constant", "reflect", "edge", "symmetric")
 BAD_IMAGE_CHOICES = ("fail", "skip")
 PIPELINES = ("tensor", "pil")
+PREPROCESSES = ("squash", "crop")
+DEFAULT_CROP_FRACTION = 0.875  # timm's and torchvision's ImageNet eval crop (224 of 256), when the weights name none
 AUTO_FLAGS = ("auto", True, False)
 
 
@@ -58,8 +61,11 @@ class DatasetSplits:
     val_split: float = 0.1
     split_seed: int = 0
     on_bad_image: str = "fail"
+    preprocess: str = "squash"       # squash | crop (Preprocess)
+    crop_fraction: Any = "model"     # a number in (0, 1], or model: the weights' own
 
     def __post_init__(self):
+        preprocess(self.preprocess, self.crop_fraction)
         require(self.image_size > 0, "dataset.image_size", self.image_size, "must be a positive size in pixels")
         for key in ("train_fraction", "test_fraction"):
             require(0 < getattr(self, key) <= 1, f"dataset.{key}", getattr(self, key), "must be in (0, 1]")
@@ -80,6 +86,54 @@ class DatasetSplits:
                  "integer number of images (e.g. 200)")
         require(self.on_bad_image in BAD_IMAGE_CHOICES, "dataset.on_bad_image", self.on_bad_image,
                  "is not known; use fail (stop, naming the file) or skip (leave undecodable files out and count them)")
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How an image becomes image_size x image_size before augmentation (`dataset.preprocess`).
+    squash: both sides resized to image_size, the aspect ratio lost (the write-ups' Resize((s, s)),
+    and the small square sets, where it changes nothing). crop: the field's preprocessing of photos
+    for pretrained weights (timm's pretrained_cfg, torchvision's presets): evaluation resizes the
+    shorter side to floor(image_size / crop_fraction) and takes the central image_size square;
+    training draws augment.random_resized_crop boxes from the whole photo (its longer side kept up to
+    4:3), or takes the evaluation view when that is off."""
+    mode: str = "squash"
+    crop_fraction: float = DEFAULT_CROP_FRACTION
+
+    def __post_init__(self):
+        require(self.mode in PREPROCESSES, "dataset.preprocess", self.mode,
+                 "is not known; use crop (shorter side, then a center crop: photos) or squash (resize both sides)")
+        require(0 < self.crop_fraction <= 1, "dataset.crop_fraction", self.crop_fraction,
+                 "must be in (0, 1] (the central part of the resized shorter side kept), or model (the weights' own)")
+
+    @property
+    def crops(self) -> bool:
+        return self.mode == "crop"
+
+    def short_side(self, size: int) -> int:
+        """The shorter side an image is resized to before the central `size` square (timm's floor)."""
+        return max(size, math.floor(size / self.crop_fraction)) if self.crops else size
+
+    def canvas_side(self, size: int) -> int:
+        """The training view's square canvas in the tensor cache: a 4:3 photo fits whole."""
+        return math.ceil(self.short_side(size) * 4 / 3)
+
+    def describe(self) -> dict:
+        """For result.json, model.json and cache keys."""
+        return {"mode": self.mode, "crop_fraction": self.crop_fraction} if self.crops else {"mode": self.mode}
+
+
+SQUASH = Preprocess()
+
+
+def preprocess(mode: str = "squash", crop_fraction="model", model_fraction: float | None = None) -> Preprocess:
+    """`dataset.preprocess` / `dataset.crop_fraction`; crop_fraction `model` = the weights' own
+    (`model_fraction`, from timm's pretrained_cfg or torchvision's preset), else the field's 0.875."""
+    if crop_fraction == "model":
+        crop_fraction = model_fraction or DEFAULT_CROP_FRACTION
+    require(isinstance(crop_fraction, (int, float)) and not isinstance(crop_fraction, bool), "dataset.crop_fraction",
+             crop_fraction, "must be a number in (0, 1] or model (the weights' own crop fraction)")
+    return Preprocess(mode, float(crop_fraction))
 
 
 @dataclass
