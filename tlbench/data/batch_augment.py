@@ -7,8 +7,9 @@ pipeline, all of them within the same distributions:
 - color jitter applies brightness, contrast, saturation, hue in this fixed order (torchvision
   shuffles the order per image); contrast blends with each image's mean gray, as torchvision does;
 - rotation uses nearest-neighbour sampling with zero fill, like RandomRotation's defaults;
-- random-resized-crop samples scale and log-ratio once per image without torchvision's 10 retries
-  (boxes that do not fit are clamped to the image instead)."""
+- random-resized-crop of a squashed image samples scale and log-ratio once per image without
+  torchvision's 10 retries (boxes that do not fit are clamped to the image instead); of a photo on
+  its canvas (dataset.preprocess=crop) it follows torchvision's rule, retries included (photo_boxes)."""
 
 import math
 
@@ -107,23 +108,59 @@ def rotate(images: torch.Tensor, max_deg: float, generator) -> torch.Tensor:
 def random_resized_crop(images: torch.Tensor, size: int, scale, generator, ratio=(3 / 4, 4 / 3),
                         extents: torch.Tensor | None = None) -> torch.Tensor:
     """`extents`: None (the whole image), or per image the (h, w) in pixels of a photo centred on
-    its square canvas (augment.PhotoCanvas): the box is then drawn from the photo alone, its area
-    and aspect ratio relative to the photo, as torchvision's RandomResizedCrop on the photo."""
+    its square canvas (augment.PhotoCanvas): the box is then drawn from the photo alone by
+    torchvision's rule (`photo_boxes`)."""
+    if extents is not None:
+        return _crop_photos(images, size, scale, ratio, generator, extents)
     n, device = len(images), images.device
     area = uniform(n, scale[0], scale[1], generator, device)
     log_ratio = uniform(n, math.log(ratio[0]), math.log(ratio[1]), generator, device)
     aspect = torch.exp(log_ratio)
-    if extents is not None:  # the photo's own aspect ratio (w / h) turns pixel ratios into side fractions
-        aspect = aspect / (extents[:, 1].float() / extents[:, 0].float())
     width = torch.sqrt(area * aspect).clamp(max=1)   # as fractions of the image side
     height = torch.sqrt(area / aspect).clamp(max=1)
     cx = uniform(n, 0, 1, generator, device) * (1 - width) * 2 - (1 - width)   # box center in [-1, 1]
     cy = uniform(n, 0, 1, generator, device) * (1 - height) * 2 - (1 - height)
-    if extents is not None:  # from the photo's coordinates to the canvas's
-        (top, left), (h, w) = content_origin(extents, images.shape[-2:]), extents.float().unbind(1)
-        side_h, side_w = images.shape[-2:]
-        width, cx = width * w / side_w, cx * w / side_w + (2 * left + w - side_w) / side_w
-        height, cy = height * h / side_h, cy * h / side_h + (2 * top + h - side_h) / side_h
+    zero = torch.zeros_like(width)
+    theta = torch.stack([torch.stack([width, zero, cx], 1), torch.stack([zero, height, cy], 1)], 1)
+    return _sample(images, theta, (size, size), mode="bilinear")
+
+
+TRIES = 10  # torchvision's RandomResizedCrop draws up to 10 boxes before it falls back to a center crop
+
+
+def photo_boxes(aspect: torch.Tensor, scale, ratio, generator) -> tuple[torch.Tensor, ...]:
+    """(width, height, cx, cy) of one box per photo, as fractions of the photo's sides and centres
+    in [-1, 1]: torchvision's RandomResizedCrop rule, vectorised. Up to 10 draws of an area in
+    `scale` (of the photo's) and a log-uniform aspect ratio in `ratio`; the first box that fits
+    wins; if none does, the whole photo, cut to the nearest allowed ratio, in the centre.
+    `aspect`: each photo's width / height."""
+    n, device = len(aspect), aspect.device
+    area = scale[0] + (scale[1] - scale[0]) * torch.rand((n, TRIES), generator=generator, device=device)
+    log_ratio = math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * torch.rand(
+        (n, TRIES), generator=generator, device=device)
+    box_ratio = torch.exp(log_ratio)
+    width = torch.sqrt(area * box_ratio / aspect[:, None])
+    height = torch.sqrt(area * aspect[:, None] / box_ratio)
+    fits = (width <= 1) & (height <= 1)
+    first = fits.to(torch.uint8).argmax(1, keepdim=True)
+    found = fits.any(1)
+    whole_w = torch.where(aspect > ratio[1], ratio[1] / aspect, torch.ones_like(aspect))
+    whole_h = torch.where(aspect < ratio[0], aspect / ratio[0], torch.ones_like(aspect))
+    width = torch.where(found, width.gather(1, first)[:, 0], whole_w)
+    height = torch.where(found, height.gather(1, first)[:, 0], whole_h)
+    where = torch.rand((n, 2), generator=generator, device=device)
+    cx = torch.where(found, (where[:, 0] * 2 - 1) * (1 - width), torch.zeros_like(width))
+    cy = torch.where(found, (where[:, 1] * 2 - 1) * (1 - height), torch.zeros_like(height))
+    return width, height, cx, cy
+
+
+def _crop_photos(images, size, scale, ratio, generator, extents) -> torch.Tensor:
+    """Boxes of each photo (photo_boxes), mapped from the photo's coordinates to its canvas's."""
+    h, w = extents.float().unbind(1)
+    width, height, cx, cy = photo_boxes(w / h, scale, ratio, generator)
+    (top, left), (side_h, side_w) = content_origin(extents, images.shape[-2:]), images.shape[-2:]
+    width, cx = width * w / side_w, cx * w / side_w + (2 * left + w - side_w) / side_w
+    height, cy = height * h / side_h, cy * h / side_h + (2 * top + h - side_h) / side_h
     zero = torch.zeros_like(width)
     theta = torch.stack([torch.stack([width, zero, cx], 1), torch.stack([zero, height, cy], 1)], 1)
     return _sample(images, theta, (size, size), mode="bilinear")

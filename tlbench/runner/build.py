@@ -90,6 +90,9 @@ def schedule_settings(schedule_cfg, metric: str) -> dict:
 def check_settings(cfg) -> None:
     """Every setting, before any data loads: the shared groups by their schemas (settings.py)."""
     settings.validate(cfg)
+    augment.check_preprocess(specs.preprocess(cfg.dataset.get("preprocess", "squash"),
+                                              cfg.dataset.get("crop_fraction", "model")),
+                             settings.augment(settings.concrete(cfg).augment))
     targets = devices.check_devices(cfg.device, cfg.devices)  # e.g. cuda:3 on a 2-GPU machine fails now
     if probes.is_probe(cfg.freeze.name):
         settings.probe(cfg.freeze, cfg.dataset.val_split)
