@@ -220,8 +220,10 @@ class DeviceBatches:
             images = self.host.batches(order)
         for start, batch in zip(starts, images):
             index = device_order[start:start + self.batch_size]
-            extents = None if self.extents is None else self.extents[index]
-            yield self.transform(batch, self.augment_generator, extents), self.labels[index]
+            if self.extents is None:
+                yield self.transform(batch, self.augment_generator), self.labels[index]
+            else:  # photos on canvases (dataset.preprocess=crop): the boxes are drawn from each photo
+                yield self.transform(batch, self.augment_generator, self.extents[index]), self.labels[index]
 
 
 class HostBatches:
