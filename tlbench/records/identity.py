@@ -43,6 +43,7 @@ LATER_SETTINGS = {
     "lr_find.start_lr": 1e-7, "lr_find.end_lr": 10.0, "lr_find.steps": 100, "lr_find.stop_factor": 4.0,
     "lr_find.beta": 0.98,
     "freeze.cv_folds": 0,  # logreg's C chosen by cross-validation: older runs chose it on val
+    "select_epoch": "acc",  # the val-chosen epoch's rule: older runs took the first highest val metric
 }
 # Settings that some data set options gained later than the others, left out at their old behaviour there only.
 LATER_FOR_DATASET = {"digits": {"dataset.train_fraction": 1.0}, "synthetic": {"dataset.train_fraction": 1.0}}

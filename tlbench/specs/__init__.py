@@ -12,8 +12,8 @@ from tlbench.specs.options import (FREEZES, OPTIMIZERS, PROBES, REFIT_CHOICES, S
                                    OptimizerSettings, PlateauSchedule, SgdSettings, StepSchedule, freeze, optimizer,
                                    schedule)
 from tlbench.specs.shared import (AUTO_FLAGS, BAD_IMAGE_CHOICES, HEAD_INITS, MODEL_SOURCES, PAD_MODES, PIPELINES,
-                                  Augment, DataPath, DatasetSplits, Defects, FeatureSpec, LrFind, ModelSettings,
-                                  Training, augment)
+                                  SELECT_RULES, Augment, DataPath, DatasetSplits, Defects, FeatureSpec, LrFind,
+                                  ModelSettings, Training, augment)
 
 __all__ = [
     "closed", "require",
@@ -22,6 +22,7 @@ __all__ = [
     "Knn", "LayerDecaySettings", "LinearProbeSettings", "Logreg", "LoraSettings", "NoFreezeSettings",
     "OneCycleSchedule", "OptimizerSettings", "PlateauSchedule", "SgdSettings", "StepSchedule", "freeze", "optimizer",
     "schedule",
-    "AUTO_FLAGS", "BAD_IMAGE_CHOICES", "HEAD_INITS", "MODEL_SOURCES", "PAD_MODES", "PIPELINES", "Augment",
+    "AUTO_FLAGS", "BAD_IMAGE_CHOICES", "HEAD_INITS", "MODEL_SOURCES", "PAD_MODES", "PIPELINES", "SELECT_RULES",
+    "Augment",
     "DataPath", "DatasetSplits", "Defects", "FeatureSpec", "LrFind", "ModelSettings", "Training", "augment",
 ]
