@@ -120,3 +120,36 @@ def test_a_run_keeps_the_epoch_its_rule_chose_as_best(make_cfg, tmp_path):
 def test_the_old_rule_keeps_every_run_id_and_another_rule_is_another_experiment(make_cfg):
     assert run_id_of(make_cfg(*TINY, "select_epoch=acc")) == run_id_of(make_cfg(*TINY))
     assert run_id_of(make_cfg(*TINY, "select_epoch=acc_loss")) != run_id_of(make_cfg(*TINY))
+
+
+def selection_rules():
+    """benchmarks/selection_rules.py, imported as the script it is."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "selection_rules.py"
+    spec = importlib.util.spec_from_file_location("selection_rules", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_selection_rules_benchmark_reads_test_at_each_rules_epoch(tmp_path, capsys):
+    import pandas as pd
+
+    write_run(tmp_path / "sweep", make_result(test_acc=TEST_ACC, val_acc=VAL_ACC, val_loss=VAL_LOSS, seed=0))
+    write_run(tmp_path / "sweep", make_result(test_acc=[0.5, 0.6, 0.7], val_acc=[0.5, 0.7, 0.6], seed=1))
+    write_run(tmp_path / "sweep", make_result(test_acc=[0.8], freeze="logreg", seed=2))  # a probe: skipped
+    write_run(tmp_path / "sweep", make_result(test_acc=[0.5, 0.9], val_is_test=True, seed=3))  # skipped
+    assert selection_rules().main([str(tmp_path / "sweep"), "--by", "dataset.name,pretrained",
+                                   "--csv", str(tmp_path / "rows.csv")]) == 0
+    shown = capsys.readouterr().out
+    assert "4 result.json files, 2 fine-tuning runs counted" in shown and "1 skipped (a probe)" in shown
+    rows = pd.read_csv(tmp_path / "rows.csv")
+    first = rows[rows["seed"] == 0].set_index("rule")
+    assert first["epoch"].to_dict() == CHOSEN
+    assert first.loc["acc_loss", "test_metric"] == 0.74 and first.loc["acc_loss", "vs_final"] == pytest.approx(0.05)
+    # acc over both runs: (0.70 + 0.60) / 2 = 65%, vs final (0.69 and 0.70): -4.5 points, 2 runs
+    table = selection_rules().table(rows, ["dataset.name", "pretrained"]).set_index("rule")
+    assert table.loc["acc", ["test_pct", "vs_final_pts", "runs"]].tolist() == [65.0, -4.5, 2]
+    assert list(table.index) == ["acc", "acc_loss", "loss", "smoothed", "final"]
