@@ -3,6 +3,8 @@ decides the summary's best_epoch, best.pt and the report's val-best columns."""
 
 import json
 
+import pandas as pd
+
 import pytest
 import torch
 from conftest import TINY
@@ -153,3 +155,33 @@ def test_the_selection_rules_benchmark_reads_test_at_each_rules_epoch(tmp_path, 
     table = selection_rules().table(rows, ["dataset.name", "pretrained"]).set_index("rule")
     assert table.loc["acc", ["test_pct", "vs_final_pts", "runs"]].tolist() == [65.0, -4.5, 2]
     assert list(table.index) == ["acc", "acc_loss", "loss", "smoothed", "final"]
+
+
+def with_val_size(result: dict, val_size: int) -> dict:
+    result["data_info"]["val_size"] = val_size
+    return result
+
+
+def test_the_report_flags_selections_made_on_few_val_images(tmp_path):
+    from tlbench.report.build import write_report
+
+    for seed in (0, 1):  # 25 val images: flagged; val accuracy 0.8 on 25 images has SE 8.0 points
+        write_run(tmp_path / "small", with_val_size(make_result(val_acc=[0.6, 0.8, 0.8], seed=seed), 25))
+        write_run(tmp_path / "large", with_val_size(make_result(val_acc=[0.6, 0.8, 0.8], seed=seed), 200))
+    small = write_report([tmp_path / "small"], tmp_path / "small_report").read_text()
+    assert "70.0%†" in small and "25 (SE 8.0)†" in small
+    assert "† chosen on fewer than 100 val images" in small and "dataset.val_split" in small
+    runs = pd.read_csv(tmp_path / "small_report" / "runs.csv")
+    assert runs["val_size"].tolist() == [25, 25] and runs["best_val_acc_se"].tolist() == pytest.approx([0.08] * 2)
+    large = write_report([tmp_path / "large"], tmp_path / "large_report").read_text()
+    assert "200 (SE 2.8)" in large and "†" not in large
+
+
+def test_the_tuned_on_val_table_says_how_many_val_images_chose(tmp_path):
+    from tlbench.report.build import write_report
+
+    for lr, accs in ((0.001, [0.6, 0.8]), (0.01, [0.6, 0.72])):
+        write_run(tmp_path / "sweep", with_val_size(make_result(val_acc=accs, test_acc=[0.5, 0.6], lr=lr), 25))
+    shown = write_report([tmp_path / "sweep"], tmp_path / "report", tune=["optimizer.lr"]).read_text()
+    tuned = shown[shown.index("## Tuned on val"):shown.index("## Findings")]
+    assert "80.0†" in tuned and "25 (SE 8.0)†" in tuned and "† chosen on fewer than 100 val images" in tuned
