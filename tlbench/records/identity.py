@@ -46,6 +46,7 @@ LATER_SETTINGS = {
     # how images become squares: older runs squashed every image; `model` is the weights' own crop,
     # which the model setting already names (an explicit fraction is part of the identity)
     "dataset.preprocess": "squash", "dataset.crop_fraction": "model",
+    "select_epoch": "acc",  # the val-chosen epoch's rule: older runs took the first highest val metric
 }
 # Settings that some data set options gained later than the others, left out at their old behaviour there only.
 LATER_FOR_DATASET = {"digits": {"dataset.train_fraction": 1.0}, "synthetic": {"dataset.train_fraction": 1.0}}

@@ -16,16 +16,20 @@ plateau with monitor=val_acc, a search's objective `best_val_metric`) and fills 
 *_metric fields (summarize); with top1 they equal the *_acc ones."""
 
 import json
+import math
 from datetime import datetime, timezone
 from pathlib import Path
 
 from tlbench.records import atomic, identity
 from tlbench.errors import ResultsWriteError
+from tlbench.specs import SELECT_RULES
 
 SCHEMA_VERSION = 2  # 2: train / val / test splits; selection on val, test reported
 RESULT_FILE = "result.json"  # one per run folder; the report reads these and nothing else
 # The data set's metric (DataSplits.metric; the one list of metrics) -> the epoch fields holding it on (val, test).
 METRIC_FIELDS = {"top1": ("val_acc", "test_acc"), "mean_per_class": ("val_mean_class_acc", "test_mean_class_acc")}
+OLD_SELECT_RULE = "acc"  # how every run chose before `select_epoch` existed: a file without the key
+SETTLE_LAG = {"smoothed": 1}  # epochs a rule waits before an epoch's key is final (settled)
 
 
 def new_result(config: dict, fingerprints: dict | None = None) -> dict:
@@ -105,19 +109,62 @@ def selection_field(metric: str | None) -> str:
     return metric_fields(metric)[0]
 
 
-def best_epoch(epochs: list[dict], metric: str | None = "top1") -> dict:
-    """The first epoch with the highest val value of the data set's metric."""
-    return max(epochs, key=lambda e: e[selection_field(metric)])
+def selection_keys(values: list[float], losses: list[float], rule: str = OLD_SELECT_RULE) -> list[tuple]:
+    """Per epoch, what `rule` (specs.SELECT_RULES) ranks it by: the chosen epoch is the first with the
+    largest key. `values`: the data set's metric on val per epoch; `losses`: val loss per epoch. A
+    missing value (NaN or None) ranks below every real one, on either list."""
+    values = [-math.inf if _missing(v) else v for v in values]
+    losses = [math.inf if _missing(v) else v for v in losses]
+    if rule == "acc":
+        return [(v,) for v in values]
+    if rule == "acc_loss":
+        return [(v, -loss) for v, loss in zip(values, losses)]
+    if rule == "loss":
+        return [(-loss,) for loss in losses]
+    if rule == "smoothed":  # centred 3-epoch mean; the first and last epochs average the two that exist
+        smoothed = [sum(values[max(0, i - 1):i + 2]) / len(values[max(0, i - 1):i + 2]) for i in range(len(values))]
+        return [(s, -loss) for s, loss in zip(smoothed, losses)]
+    if rule == "final":
+        return [(i,) for i in range(len(values))]
+    raise ValueError(f"select_epoch={rule!r} is not known; use one of {', '.join(SELECT_RULES)}")
 
 
-def summarize(epochs: list[dict], metric: str | None = "top1") -> dict | None:
-    """Accuracies are fractions in [0, 1]. The best epoch is chosen on val only (the first wins a
-    tie), on the data set's `metric`; the test split is reported at the last epoch and at that
+def settled(rule: str, recorded: int, complete: bool) -> int:
+    """How many of the `recorded` epochs have a key that later epochs can no longer change: all of a
+    complete run; smoothed's last epoch waits for the next one, whose value joins its mean."""
+    return recorded if complete else max(0, recorded - SETTLE_LAG.get(rule, 0))
+
+
+def chosen_position(values: list[float], losses: list[float], rule: str = OLD_SELECT_RULE) -> int:
+    """The one home of the val-chosen epoch: its 0-based position under `rule` (the first wins a tie).
+    The summary, best.pt (training/engine.py), the report and benchmarks/selection_rules.py all ask here."""
+    keys = selection_keys(values, losses, rule)
+    return max(range(len(keys)), key=keys.__getitem__)  # max keeps the first of equal keys
+
+
+def best_epoch(epochs: list[dict], metric: str | None = "top1", rule: str = OLD_SELECT_RULE) -> dict:
+    """The epoch record `rule` chooses on val, in the data set's metric."""
+    field = selection_field(metric)
+    return epochs[chosen_position([e[field] for e in epochs], [e.get("val_loss") for e in epochs], rule)]
+
+
+def select_rule(config: dict | None) -> str:
+    """The run's `select_epoch` as its config records it; files from before the setting chose by `acc`."""
+    return (config or {}).get("select_epoch") or OLD_SELECT_RULE
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def summarize(epochs: list[dict], metric: str | None = "top1", rule: str = OLD_SELECT_RULE) -> dict | None:
+    """Accuracies are fractions in [0, 1]. The best epoch is chosen on val only, by `rule`
+    (chosen_position; the first wins a tie), on the data set's `metric`; the test split is reported at the last epoch and at that
     chosen epoch, never maximized. *_acc are top-1 (best_val_acc and test_acc_at_best_val: at the
     chosen epoch), *_metric the data set's metric. overfit_gap = final train acc - final test acc."""
     if not epochs:
         return None
-    best, final = best_epoch(epochs, metric), epochs[-1]
+    best, final = best_epoch(epochs, metric, rule), epochs[-1]
     val, test = metric_fields(metric)
     return {
         "final_test_acc": final["test_acc"], "test_acc_at_best_val": best["test_acc"],
@@ -126,7 +173,7 @@ def summarize(epochs: list[dict], metric: str | None = "top1") -> dict | None:
         "final_test_loss": final["test_loss"], "overfit_gap": final["train_acc"] - final["test_acc"],
         "total_time_s": sum(e["time_s"] for e in epochs),
         "metric": metric or "top1", "final_test_metric": final[test], "test_metric_at_best_val": best[test],
-        "final_val_metric": final[val], "best_val_metric": best[val],
+        "final_val_metric": final[val], "best_val_metric": best[val], "select_epoch": rule,
     }
 
 
@@ -139,7 +186,8 @@ def objective(summary: dict) -> float | None:
 def update(result: dict, history) -> dict:
     """`history`: the core's History (epochs, iter_loss, iters_per_epoch), complete or partial."""
     result.update(epochs=history.epochs, iter_loss=history.iter_loss, iters_per_epoch=history.iters_per_epoch or None,
-                  summary=summarize(history.epochs, result.get("metric")), compile=history.compile)
+                  summary=summarize(history.epochs, result.get("metric"), select_rule(result.get("config"))),
+                  compile=history.compile)
     return result
 
 

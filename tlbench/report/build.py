@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tlbench.report import across, charts, compare, efficiency, frontier, published, tables, tuning
+from tlbench.report import across, charts, compare, efficiency, frontier, published, selection, tables, tuning
 from tlbench.report.document import Bullets, Heading, Image, Paragraph, Table, to_html, to_markdown
 from tlbench.report.findings import findings
 from tlbench.report.groups import add_group_keys, group_label
@@ -20,7 +20,8 @@ DEFINITIONS = [
     "95% CI: Student t interval of the mean across seeds; n = 1 gives no interval.",
     "Pretrained − random: paired t on per-seed differences when both sides ran the same "
     "seeds, otherwise Welch t on the difference of means.",
-    "Val-best epoch: the first epoch with the highest val_acc (val split only). The headline "
+    "Val-best epoch: the epoch each run's select_epoch rule chose on the val split only (acc, the default and "
+    "the rule of files without the setting: the first epoch with the highest val_acc). The headline "
     "accuracies are the compared metric at the final epoch and at the val-best epoch; the "
     "maximum of test accuracy over epochs is never reported, as it is chosen by looking at the "
     "test split.",
@@ -53,7 +54,8 @@ def analyse(paths, metric: str = "test_acc", fraction: float = 0.9, threshold: f
     if "model" not in runs.columns:
         runs["model"] = runs.get("config.model.name", "model")
     epochs, losses = epochs_table(results), iter_loss_table(results)
-    runs, choices = tuning.tune(add_group_keys(add_run_metrics(runs, epochs, metric, fraction, threshold)), list(tune))
+    runs = selection.add_selection_columns(add_run_metrics(runs, epochs, metric, fraction, threshold))
+    runs, choices = tuning.tune(add_group_keys(runs), list(tune))
     ok = compare.finished(runs)
     labels = compare.setting_columns(ok)
     runs["setting"] = [group_label(row, labels) for _, row in runs.iterrows()]
@@ -272,7 +274,7 @@ def tuning_blocks(choices: pd.DataFrame, keys: list[str]) -> list:
                       "size the same) by the highest mean val accuracy at the val-best epoch over the seeds "
                       "(ties: lower val loss); the runs of the other values are left out of every table and "
                       "chart below. The test split plays no part in the choice."),
-            Table(tuning.choices_text(choices, keys))]
+            Table(tuning.choices_text(choices, keys)), *map(Paragraph, selection.footnote(choices))]
 
 
 def report_blocks(sources, runs, summary, deltas, drawn, metric, fraction, threshold,
@@ -300,6 +302,7 @@ def report_blocks(sources, runs, summary, deltas, drawn, metric, fraction, thres
     if len(summary):
         blocks += [
             Heading("Accuracy by setting"), Table(tables.accuracy_table(summary, metric)),
+            *map(Paragraph, selection.footnote(summary)),
             *_image(drawn, "curves", f"{metric} per epoch for every run"),
             Heading("Convergence speed"),
             Table(tables.convergence_table(summary, fraction, threshold)),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from tlbench.report.groups import is_pretrained_column, label_columns, short_name
+from tlbench.report import selection
 from tlbench.report.metrics import headline_columns, metric_columns
 from tlbench.report.stats import Estimate, mean_ci, paired_diff_ci, welch_diff_ci
 
@@ -59,6 +60,8 @@ def group_summary(runs: pd.DataFrame, metric: str = "test_acc") -> pd.DataFrame:
         row["seeds"] = " ".join(str(s) for s in sorted(seed_of(group).tolist(), key=str))
         row["val_is_test"] = any_val_is_test(group)
         row["metric"] = first.get("metric", "top1")  # the data set's: what val_acc and test_acc hold (load.py)
+        if "small_val" in group.columns:
+            row.update(selection.group_columns(group))
         for column in metric_columns(metric):
             row.update(_estimate_columns(column, mean_ci(group[column])))
         for column in phase_columns:

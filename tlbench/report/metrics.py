@@ -4,7 +4,8 @@ Definitions (also in METRICS.md); `m` is the compared metric, `test_acc` by defa
 and accuracies are fractions in [0, 1]. The epoch a run would be stopped at is chosen on
 the val split only; the test split is read at that epoch, never maximized over epochs.
 
-- best_epoch: the first epoch with the highest val_acc (the val-selected epoch).
+- best_epoch: the epoch the run's own select_epoch rule chooses on val (records/results.py
+  chosen_position; files without the setting: acc, the first epoch with the highest val_acc).
 - final_<m>: m at the last recorded epoch. <m>_at_best_val: m at best_epoch. These two are
   the accuracy headlines. When the run's val_is_test is true (schema-1 files, dataset.val_split=0)
   best_epoch was chosen on the test split, so test_acc_at_best_val is optimistic.
@@ -32,6 +33,8 @@ import math
 
 import numpy as np
 import pandas as pd
+
+from tlbench.records import results
 
 
 def check_options(epochs: pd.DataFrame, metric: str, fraction: float, threshold: float) -> None:
@@ -80,15 +83,16 @@ def _column_or_nan(epochs: pd.DataFrame, name: str) -> pd.Series:
     return epochs[name] if name in epochs.columns else pd.Series(math.nan, index=epochs.index)
 
 
-def val_best_position(epochs: pd.DataFrame) -> int | None:
-    """Row position of the first epoch with the highest val_acc, None without val_acc.
+def val_best_position(epochs: pd.DataFrame, rule: str = results.OLD_SELECT_RULE) -> int | None:
+    """Row position of the epoch the run's select_epoch `rule` chooses on val (results.chosen_position),
+    None without val_acc.
 
     This is where early stopping on val would have kept the model; reading test there (and
     not at test's own maximum) keeps the reported split out of the selection."""
     val = _column_or_nan(epochs, "val_acc").to_numpy(dtype=float)
     if np.isnan(val).all():
         return None
-    return int(np.nanargmax(val))  # the first maximum: an earlier epoch wins a tie
+    return results.chosen_position(val.tolist(), _column_or_nan(epochs, "val_loss").tolist(), rule)
 
 
 def headline_columns(metric: str) -> list[str]:
@@ -97,14 +101,15 @@ def headline_columns(metric: str) -> list[str]:
 
 
 def run_metrics(epochs: pd.DataFrame, metric: str = "test_acc", fraction: float = 0.9,
-                threshold: float = 0.9) -> dict:
-    """All per-run metrics for one run's epochs (sorted by epoch); NaN where undefined."""
+                threshold: float = 0.9, rule: str = results.OLD_SELECT_RULE) -> dict:
+    """All per-run metrics for one run's epochs (sorted by epoch); NaN where undefined. `rule`:
+    the run's select_epoch."""
     epochs = epochs.dropna(subset=[metric]) if metric in epochs.columns else epochs.iloc[:0]
     if epochs.empty:
         return {}
     values = epochs[metric]
     oracle_max = float(values.max())
-    chosen = val_best_position(epochs)
+    chosen = val_best_position(epochs, rule)
     test_top1 = epochs["test_top1_acc"] if "test_top1_acc" in epochs.columns else _column_or_nan(epochs, "test_acc")
     gap = _column_or_nan(epochs, "train_acc") - test_top1
     to_fraction = _first_epoch(epochs, values >= fraction * oracle_max)
@@ -145,8 +150,10 @@ def add_run_metrics(runs: pd.DataFrame, epochs: pd.DataFrame, metric: str = "tes
     whatever epochs they recorded; statistics later use only status == "ok")."""
     check_options(epochs, metric, fraction, threshold)
     by_path = dict(list(epochs.groupby("path", sort=False))) if len(epochs) else {}
-    rows = [run_metrics(by_path.get(path, epochs.iloc[:0]), metric, fraction, threshold)
-            for path in runs["path"]]
+    rules = runs["config.select_epoch"] if "config.select_epoch" in runs else pd.Series(None, index=runs.index)
+    rows = [run_metrics(by_path.get(path, epochs.iloc[:0]), metric, fraction, threshold,
+                        rule if isinstance(rule, str) else results.OLD_SELECT_RULE)
+            for path, rule in zip(runs["path"], rules)]
     computed = pd.DataFrame(rows, index=runs.index)
     for column in [*metric_columns(metric), "best_epoch", "best_val_acc", "best_val_loss", f"oracle_max_{metric}"]:
         if column not in computed.columns:

@@ -10,6 +10,7 @@ import math
 
 import pandas as pd
 
+from tlbench.report import selection
 from tlbench.report.compare import finished, seed_of
 from tlbench.report.load import DATASET_METRIC_FIELDS
 from tlbench.report.metrics import headline_columns
@@ -116,11 +117,17 @@ def accuracy_table(summary: pd.DataFrame, metric: str) -> pd.DataFrame:
     kinds = metric_kinds(summary)
     if kinds:
         table["metric"] = dataset_metric_text(metric, summary["metric"])
+    small = summary["small_val"] if "small_val" in summary.columns else pd.Series(False, index=summary.index)
     for col in headline_columns(metric):
-        table[headline_name(col, kinds)] = summary[f"{col}_mean"].map(pct)
+        shown = summary[f"{col}_mean"].map(pct)
+        table[headline_name(col, kinds)] = [selection.marked(text, s) for text, s in zip(shown, small)] \
+            if col.endswith("_at_best_val") else shown
         table[f"{headline_kind(col)} 95% CI (%)"] = [interval(lo, hi, n) for lo, hi, n in zip(
             summary[f"{col}_ci_low"], summary[f"{col}_ci_high"], summary[f"{col}_n"])]
     table["val-best epoch chosen on"] = summary["val_is_test"].map(chosen_on)
+    if "val_size" in summary.columns:
+        table["val images (SE of val acc, points)"] = [selection.chosen_by(n, se, s) for n, se, s in zip(
+            summary["val_size"], summary["val_acc_se"], small)]
     table[f"AUC {metric_name(metric, kinds)}"] = summary[f"auc_{metric}_mean"].map(lambda v: pct(v, 2))
     return table
 

@@ -22,6 +22,7 @@ import json
 
 import pandas as pd
 
+from tlbench.report import selection
 from tlbench.report.compare import any_val_is_test, finished
 from tlbench.report.groups import IDENTITY_PREFIX, add_group_keys, group_columns, group_label, is_pretrained_column, \
     key_of, label_columns, short_name
@@ -64,6 +65,7 @@ def tune(runs: pd.DataFrame, keys: list[str]) -> tuple[pd.DataFrame, pd.DataFram
                      **{key: value for key, value in zip(keys, json.loads(best))},
                      "tried": len(scores), "val_acc_chosen": scores.loc[best, "val"], "n": int(scores.loc[best, "n"]),
                      "val_is_test": any_val_is_test(cell),  # then "val" was the test split: the choice saw test
+                     **_chosen_on_how_many(cell[cell["tuned_key"] == best], scores.loc[best, "val"]),
                      "val_acc_by_value": "; ".join(f"{_value_text(k)}: {100 * v:.1f}" for k, v in
                                                    scores["val"].items())})
     chosen_value = runs["cell_key"].map(chosen)
@@ -72,6 +74,15 @@ def tune(runs: pd.DataFrame, keys: list[str]) -> tuple[pd.DataFrame, pd.DataFram
     kept = kept.rename(columns={c: TUNED_PREFIX + k for c, k in zip(columns, keys)})
     kept = add_group_keys(kept.drop(columns=["cell_key", "tuned_key"]))
     return kept, pd.DataFrame(rows)
+
+
+def _chosen_on_how_many(chosen: pd.DataFrame, val_acc: float) -> dict:
+    """The choice's val images (the fewest over its seeds), the binomial standard error of its mean val
+    accuracy on that many, and whether that is a small-val selection (selection.py)."""
+    if "val_size" not in chosen.columns:
+        return {}
+    facts = selection.group_columns(chosen)
+    return {**facts, "val_acc_se": selection.standard_error(val_acc, facts["val_size"])}
 
 
 def _check_keys(runs: pd.DataFrame, keys: list[str], columns: list[str]) -> None:
@@ -106,6 +117,11 @@ def choices_text(choices: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     for key in keys:
         shown[key] = shown[key].map(_shown)
     shown["val accuracy of the choice (%)"] = choices["val_acc_chosen"].map(lambda v: f"{100 * v:.1f}")
+    if "val_size" in choices.columns:
+        shown["val accuracy of the choice (%)"] = [selection.marked(text, small) for text, small in zip(
+            shown["val accuracy of the choice (%)"], choices["small_val"])]
+        shown["val images (SE, points)"] = [selection.chosen_by(n, se, small) for n, se, small in zip(
+            choices["val_size"], choices["val_acc_se"], choices["small_val"])]
     shown["seeds"] = choices["n"]
     shown["chosen on"] = choices["val_is_test"].map(chosen_on)
     shown["val accuracy per value tried (%)"] = choices["val_acc_by_value"]

@@ -143,6 +143,7 @@ def _fine_tune(cfg, attempt: Attempt, splits, built: models.BuiltModel, device) 
         show_progress=sys.stderr.isatty(),
         checkpoint=output_dir / checkpoint.CHECKPOINT_FILE, checkpoint_info={"run_id": record.data["run_id"]},
         checkpoint_every_s=cfg.checkpoint_every_s, select_on=results.selection_field(splits.metric),
+        select_epoch=cfg.select_epoch,
         eval_view=adapters.merged if "lora" in built.info else None)  # val/test on the merged weights: faster
     record.precision(options.amp, options.channels_last)
     model = build.placed_model(cfg, built, device, options, strategy)
@@ -180,8 +181,8 @@ def run_cost(cfg, model, splits, history: engine.History, started: float, device
 
 
 def keep_models(cfg, output_dir: Path, model, splits, built, result: dict, history: engine.History) -> None:
-    """The final model as model.safetensors + model.json (tlbench/models/export.py), and the val-best
-    epoch's (save_best's best.pt; chosen on the data set's metric) as best.safetensors + best.json,
+    """The final model as model.safetensors + model.json (tlbench/models/export.py), and the val-chosen
+    epoch's (save_best's best.pt; chosen by select_epoch on the data set's metric) as best.safetensors + best.json,
     with what predicting needs."""
     mean, std = augment.resolve_normalization(cfg.normalize, built.mean, built.std)
     meta = {"model": {"name": cfg.model.name, "source": cfg.model.source,
@@ -196,7 +197,7 @@ def keep_models(cfg, output_dir: Path, model, splits, built, result: dict, histo
                       {**meta, "which": "final", "epoch": last["epoch"], "test_acc": last["test_acc"]})
     best_pt = output_dir / "best.pt"
     if best_pt.exists():
-        best = results.best_epoch(history.epochs, splits.metric)  # the epoch best.pt holds
+        best = results.best_epoch(history.epochs, splits.metric, cfg.select_epoch)  # the epoch best.pt holds
         state = torch.load(best_pt, map_location="cpu", weights_only=True)
         export.save_model(output_dir, "best", adapters.merged(model, state).state_dict() if adapted else state,
                           {**meta, "which": "best", "epoch": best["epoch"], "test_acc": best["test_acc"]})

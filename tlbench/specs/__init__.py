@@ -12,9 +12,9 @@ from tlbench.specs.options import (FREEZES, OPTIMIZERS, PROBES, REFIT_CHOICES, S
                                    OptimizerSettings, PlateauSchedule, SgdSettings, StepSchedule, freeze, optimizer,
                                    schedule)
 from tlbench.specs.shared import (AUTO_FLAGS, BAD_IMAGE_CHOICES, HEAD_INITS, MODEL_SOURCES, PAD_MODES, PIPELINES,
-                                  PREPROCESSES, SQUASH, DEFAULT_CROP_FRACTION, Preprocess, preprocess,
-                                  Augment, DataPath, DatasetSplits, Defects, FeatureSpec, LrFind, ModelSettings,
-                                  Training, augment)
+                                  PREPROCESSES, SELECT_RULES, SQUASH, DEFAULT_CROP_FRACTION, Augment, DataPath,
+                                  DatasetSplits, Defects, FeatureSpec, LrFind, ModelSettings, Preprocess, Training,
+                                  augment, preprocess)
 
 __all__ = [
     "closed", "require",
@@ -23,6 +23,7 @@ __all__ = [
     "Knn", "LayerDecaySettings", "LinearProbeSettings", "Logreg", "LoraSettings", "NoFreezeSettings",
     "OneCycleSchedule", "OptimizerSettings", "PlateauSchedule", "SgdSettings", "StepSchedule", "freeze", "optimizer",
     "schedule",
-    "AUTO_FLAGS", "BAD_IMAGE_CHOICES", "HEAD_INITS", "MODEL_SOURCES", "PAD_MODES", "PIPELINES", "PREPROCESSES", "SQUASH", "DEFAULT_CROP_FRACTION", "Preprocess", "preprocess", "Augment",
+    "AUTO_FLAGS", "BAD_IMAGE_CHOICES", "HEAD_INITS", "MODEL_SOURCES", "PAD_MODES", "PIPELINES", "PREPROCESSES",
+    "SELECT_RULES", "SQUASH", "DEFAULT_CROP_FRACTION", "Preprocess", "preprocess", "Augment",
     "DataPath", "DatasetSplits", "Defects", "FeatureSpec", "LrFind", "ModelSettings", "Training", "augment",
 ]

@@ -16,6 +16,15 @@ PIPELINES = ("tensor", "pil")
 PREPROCESSES = ("squash", "crop")
 DEFAULT_CROP_FRACTION = 0.875  # timm's and torchvision's ImageNet eval crop (224 of 256), when the weights name none
 AUTO_FLAGS = ("auto", True, False)
+# How a fine-tuning run picks its val-chosen epoch (`select_epoch`; records/results.py chosen_position
+# applies them). Ties go to the earlier epoch under every rule.
+SELECT_RULES = {
+    "acc": "the highest val metric",
+    "acc_loss": "the highest val metric, a tie broken by the lower val loss",
+    "loss": "the lowest val loss",
+    "smoothed": "the highest centred 3-epoch mean of the val metric, a tie broken by the lower val loss",
+    "final": "the last epoch",
+}
 
 
 @dataclass
@@ -165,6 +174,7 @@ class Training:
     amp: Any = "auto"
     channels_last: Any = "auto"
     checkpoint_every_s: float = 60.0
+    select_epoch: str = "acc"
 
     def __post_init__(self):
         for key in ("epochs", "batch_size"):
@@ -182,6 +192,8 @@ class Training:
             require(getattr(self, key) in AUTO_FLAGS, key, getattr(self, key), "must be auto, true or false")
         require(self.checkpoint_every_s >= 0, "checkpoint_every_s", self.checkpoint_every_s,
                  "must be >= 0 seconds (0 = save after every epoch)")
+        require(self.select_epoch in SELECT_RULES, "select_epoch", self.select_epoch,
+                f"is not known; use one of {', '.join(SELECT_RULES)}")
 
 
 @dataclass

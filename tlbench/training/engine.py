@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tlbench.records import results
 from tlbench.training import checkpoint
 from tlbench.training.compiled import IGNORE_INDEX
 from tlbench.training.freeze import FreezeStrategy, apply_phase, set_train_mode
@@ -30,6 +31,7 @@ class TrainOptions(StepOptions):
     best_checkpoint: Path | None = None  # where to keep the best epoch's state_dict, or None
     select_on: str = "val_acc"           # the epoch record's field that picks the best epoch: the data set's
                                          # metric on val (results.selection_field: val_mean_class_acc for some)
+    select_epoch: str = results.OLD_SELECT_RULE  # the rule that picks it (specs.SELECT_RULES)
     checkpoint: Path | None = None       # where to save the full training state (see checkpoint_every_s)
     checkpoint_every_s: float = 0.0      # save when this long has passed since the last save (or the start),
                                          # and after the last epoch; 0 = after every epoch
@@ -89,8 +91,9 @@ def fit(model: nn.Module, train_loader, val_loader, freeze: FreezeStrategy, opti
     phase, optimizer, trainable, first_epoch, prepared = None, None, 0, 0, None
     saver = _Saver(options, train_loader)
     if resume is not None:
-        first_epoch, saver.best_val_acc = resume["epoch"], resume["best_val_acc"]
+        first_epoch = resume["epoch"]
         phase, trainable, optimizer = _restore(plain, freeze, optimizers, schedule, train_loader, history, resume)
+        saver.resumed(history, plain)
     hooks.start(history, train_loader)
     for epoch in range(first_epoch, options.epochs):
         if freeze.phase(epoch) != phase:  # a phase change rebuilds the optimizer over the new set
@@ -153,33 +156,71 @@ class _Saver:
     file systems, against 1.2 s for a CIFAR-10 epoch on an H100, while a slow epoch still saves
     every time. A resume trains the epochs after the last save again. The best epoch's weights wait
     in host memory and go to `best_checkpoint` at the same moments, so best.pt never holds an epoch
-    newer than the checkpoint a resume starts from."""
+    newer than the checkpoint a resume starts from.
+
+    best.pt holds the epoch results.chosen_position picks, the one the summary reports: each epoch,
+    once its key is settled (results.settled: smoothed waits one epoch, whose weights wait in host
+    memory meanwhile), replaces the kept one if the rule ranks it higher."""
 
     def __init__(self, options: TrainOptions, train_loader):
         self.options, self.train_loader = options, train_loader
-        self.best_val_acc, self.best_state, self.last_saved = -1.0, None, time.monotonic()
+        self.kept, self.best_state, self.last_saved = None, None, time.monotonic()
+        self.waiting: dict[int, dict] = {}  # position -> weights of epochs not settled yet
+
+    def resumed(self, history: History, model) -> None:
+        """After a resume: the kept epoch from the restored history (best.pt on disk holds it), and the
+        restored weights (the last saved epoch's) waiting if that epoch is not settled yet."""
+        done = len(history.epochs)
+        ready = results.settled(self.options.select_epoch, done, done == self.options.epochs)
+        keys = self._keys(history)
+        self.kept = max(range(ready), key=keys.__getitem__) if ready else None
+        if self.options.best_checkpoint and ready < done:
+            self.waiting[done - 1] = _host_copy(model)
 
     def epoch_end(self, record: dict, model, optimizer, schedule, phase, history: History) -> str:
         """Keeps the epoch's weights if it is the best so far; saves if due. Returns a note for the log."""
         options = self.options
-        if options.best_checkpoint and record[options.select_on] > self.best_val_acc:
-            self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-        self.best_val_acc = max(self.best_val_acc, record[options.select_on])  # saved as best_val_acc, whichever
+        if options.best_checkpoint:
+            self._choose(history, model)
         if record["epoch"] != options.epochs and time.monotonic() - self.last_saved < options.checkpoint_every_s:
             return ""
         started = time.monotonic()
         if self.best_state is not None:  # best.pt first: the other order, killed between the writes, would resume
-            checkpoint.write_atomic(self.best_state, options.best_checkpoint)  # a best_val_acc whose weights are lost
+            checkpoint.write_atomic(self.best_state, options.best_checkpoint)  # a kept epoch whose weights are lost
             self.best_state = None
         if options.checkpoint:
+            kept = history.epochs[self.kept][options.select_on] if self.kept is not None else -1.0
             checkpoint.save(dict(**options.checkpoint_info, epoch=record["epoch"], phase=phase.name,
-                                 best_val_acc=self.best_val_acc, model=model.state_dict(),
+                                 best_val_acc=kept, model=model.state_dict(),
                                  optimizer=optimizer.state_dict(), schedule=schedule.state_dict(),
                                  scaler=None,  # bf16 autocast needs no GradScaler
                                  rng=checkpoint.rng_state(self.train_loader), history=asdict(history)),
                             options.checkpoint)
         self.last_saved = time.monotonic()
         return f", saved in {self.last_saved - started:.1f} s"
+
+    def _choose(self, history: History, model) -> None:
+        """The newest epoch waits (its weights copied only if it may still be chosen); each epoch
+        settled now replaces the kept one when the rule ranks it strictly higher (the first wins a tie)."""
+        done, rule = len(history.epochs), self.options.select_epoch
+        ready = results.settled(rule, done, done == self.options.epochs)
+        keys = self._keys(history)
+        newest = done - 1
+        if newest >= ready or self.kept is None or keys[newest] > keys[self.kept]:
+            self.waiting[newest] = _host_copy(model)
+        for position in sorted(p for p in self.waiting if p < ready):
+            state = self.waiting.pop(position)
+            if self.kept is None or keys[position] > keys[self.kept]:
+                self.kept, self.best_state = position, state
+
+    def _keys(self, history: History) -> list[tuple]:
+        epochs = history.epochs
+        return results.selection_keys([e[self.options.select_on] for e in epochs],
+                                      [e["val_loss"] for e in epochs], self.options.select_epoch)
+
+
+def _host_copy(model) -> dict:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
 def _restore(model, freeze, optimizers, schedule, train_loader, history, state) -> tuple:

@@ -1,0 +1,60 @@
+"""How far to trust a val-selected number: how many val images chose it (result.json
+data_info.val_size) and the binomial standard error of the val accuracy at the chosen epoch,
+sqrt(p (1 - p) / n). Selections made on fewer than SMALL_VAL images are flagged with MARK and
+explained by one footnote (`footnote`)."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+# Below this many val images one image moves val accuracy by 1 point or more, and epochs (or
+# settings) tie often: issue 22's 25 val images moved it in 4-point steps.
+SMALL_VAL = 100
+MARK = "†"
+
+
+def add_selection_columns(runs: pd.DataFrame) -> pd.DataFrame:
+    """`runs` (with run_metrics' best_val_acc) plus val_size, best_val_acc_se and small_val (a
+    selection on fewer than SMALL_VAL val images; a probe that chose by cross-validation,
+    freeze.cv_folds > 0, chose on train + val and is not flagged)."""
+    size = pd.to_numeric(runs.get("data_info.val_size", pd.Series(math.nan, index=runs.index)), errors="coerce")
+    p = pd.to_numeric(runs.get("best_val_acc", pd.Series(math.nan, index=runs.index)), errors="coerce")
+    folds = pd.to_numeric(runs.get("config.freeze.cv_folds", pd.Series(0, index=runs.index)), errors="coerce")
+    return runs.assign(val_size=size, best_val_acc_se=standard_error(p, size),
+                       small_val=(size < SMALL_VAL) & ~(folds.fillna(0) > 0))
+
+
+def standard_error(p, n):
+    """Binomial standard error of an accuracy p measured on n images (NaN without n)."""
+    return (p * (1 - p) / n) ** 0.5
+
+
+def group_columns(group: pd.DataFrame) -> dict:
+    """A group's (seeds') selection facts: the fewest val images, the mean of the seeds' standard
+    errors (val_acc_se), and whether any seed's selection is small."""
+    return {"val_size": group["val_size"].min(), "val_acc_se": group["best_val_acc_se"].mean(),
+            "small_val": bool(group["small_val"].eq(True).any())}
+
+
+def marked(text: str, small) -> str:
+    return f"{text}{MARK}" if small == True else text  # noqa: E712 - numpy bools; NaN reads as no
+
+
+def chosen_by(val_size, se, small) -> str:
+    """"25 (SE 6.5)†": the val images that chose, and the standard error of val accuracy there, in points."""
+    if val_size is None or (isinstance(val_size, float) and math.isnan(val_size)):
+        return "–"
+    error = "" if se is None or (isinstance(se, float) and math.isnan(se)) else f" (SE {100 * se:.1f})"
+    return marked(f"{int(val_size)}{error}", small)
+
+
+def footnote(frame: pd.DataFrame) -> list[str]:
+    """The one line explaining MARK, when some row of `frame` carries it."""
+    if "small_val" not in frame.columns or not frame["small_val"].eq(True).any():
+        return []
+    return [f"{MARK} chosen on fewer than {SMALL_VAL} val images: one image moves val accuracy by 1 point or more "
+            "and epochs or settings tie easily, so this val-selected number is noisy (SE: the binomial standard "
+            "error of the val accuracy, in points). Hold out more: a larger dataset.val_split (e.g. an image "
+            "count: dataset.val_split=200), or for freeze=logreg choose C by cross-validation: freeze.cv_folds=5."]
