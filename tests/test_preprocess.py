@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import TINY
+from conftest import TINY
 from tlbench import specs
 from tlbench.data import augment, tensor_data
 from tlbench.data import batch_augment as ops

@@ -95,7 +95,7 @@ def test_c_is_chosen_on_val_even_when_test_disagrees():
     train, val = two_class_split(generator, 30), two_class_split(generator, 200)
     test = SplitFeatures(val.features, 1 - val.labels, False, 0.0)
     grid = [1e-4, 1e-3, 1e-2, 1e-1, 1, 10]
-    setting = probes.Logreg(C_grid=grid, refit_on="train")
+    setting = probes.Logreg(C_grid=grid, refit_on="train", cv_folds=0)
     metrics, details = probes.logreg(train, val, test, setting, num_classes=2)
     on_val = val_choice(details)
     assert len(set(details["val_acc_grid"])) > 1 and details["C"] == on_val and metrics["val_acc"] == max(details["val_acc_grid"])
@@ -280,5 +280,27 @@ def test_logreg_cross_validation_matches_scikit_learn(standardize):
 
 
 def test_logreg_cross_validation_folds_must_be_two_or_more(make_cfg):
-    with pytest.raises(ConfigError, match="freeze.cv_folds=1 must be 0"):
+    with pytest.raises(ConfigError, match="freeze.cv_folds=1 must be auto"):
         build.check_settings(make_cfg("freeze=logreg", "freeze.cv_folds=1"))
+
+
+@pytest.mark.parametrize("val_count, val_is_test, expected", [(200, False, "cv5_acc"), (1000, False, "val_acc"),
+                                                             (1000, True, "cv5_acc")])
+def test_cv_folds_auto_cross_validates_when_val_is_small_or_is_test(val_count, val_is_test, expected):
+    """freeze.cv_folds=auto (the default): below 1,000 val images (a val accuracy's SE above 1.5
+    points), or when val is the reported split, C is chosen by 5-fold CV; else on val."""
+    generator = torch.Generator().manual_seed(0)
+    train, val = two_class_split(generator, 60), two_class_split(generator, val_count)
+    test = val if val_is_test else two_class_split(generator, 50)
+    _, details = probes.logreg(train, val, test, probes.Logreg(C_grid=[0.01, 1.0]), num_classes=2, val_is_test=val_is_test)
+    assert details["C_chosen_on"] == expected
+    assert details["fit_images"] == (60 if val_is_test else 60 + val_count)
+
+
+def test_cv_folds_auto_uses_the_folds_the_rarest_class_allows():
+    generator = torch.Generator().manual_seed(0)
+    train, val = two_class_split(generator, 4), two_class_split(generator, 2)  # 3 images per class in all
+    _, details = probes.logreg(train, val, two_class_split(generator, 10), probes.Logreg(C_grid=[1.0]), num_classes=2)
+    assert details["cv_folds"] == 3
+    with pytest.raises(ConfigError, match="freeze.cv_folds=5: 5-fold cross-validation needs 5 images"):
+        probes.logreg(train, val, two_class_split(generator, 10), probes.Logreg(C_grid=[1.0], cv_folds=5), num_classes=2)

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from tlbench.probes import features
+from tlbench.errors import ConfigError
 from tlbench.records import results
 from tlbench.specs import PROBES, FeatureSpec, Knn, Logreg
 from tlbench.training import engine
@@ -96,8 +97,13 @@ def logreg(train, val, test, probe: Logreg, num_classes: int, val_is_test: bool 
     from sklearn.preprocessing import StandardScaler
     from threadpoolctl import threadpool_limits
 
-    if probe.cv_folds:
-        return logreg_cv(train, val, test, probe, num_classes, val_is_test, metric)
+    folds = probe.cv_folds_for(len(val.labels), val_is_test)
+    if probe.cv_folds == "auto":  # as many folds as the smallest class allows, at least 2, else C on val
+        pool = train.labels if val_is_test else torch.cat([train.labels, val.labels])
+        folds = min(folds, _smallest_class(pool.numpy()))
+        folds = folds if folds >= 2 else 0
+    if folds:
+        return logreg_cv(train, val, test, probe, num_classes, val_is_test, metric, folds)
     scaler = StandardScaler().fit(train.features.numpy()) if probe.standardize else None
     x_train, x_val, x_test = (_scaled(scaler, split) for split in (train, val, test))
     y_train, y_val, y_test = (split.labels.numpy() for split in (train, val, test))
@@ -133,8 +139,8 @@ def logreg(train, val, test, probe: Logreg, num_classes: int, val_is_test: bool 
 
 
 def logreg_cv(train, val, test, probe: Logreg, num_classes: int, val_is_test: bool = False,
-              metric: str = "top1") -> tuple[dict, dict]:
-    """logreg with C chosen by stratified `probe.cv_folds`-fold cross-validation over train + val
+              metric: str = "top1", folds: int | None = None) -> tuple[dict, dict]:
+    """logreg with C chosen by stratified `folds`-fold (default probe.cv_folds) cross-validation over train + val
     (train alone when val is the test split): for each C, the mean over the folds of the held-out
     fold's `metric`, ties to the lower mean loss, then the smaller C; each fold standardized with
     its own training part's statistics (scikit-learn's Pipeline(StandardScaler, LogisticRegression)
@@ -149,7 +155,13 @@ def logreg_cv(train, val, test, probe: Logreg, num_classes: int, val_is_test: bo
 
     pool = train if val_is_test else _joined(train, val)
     x_pool, y_pool = pool.features.numpy(), pool.labels.numpy()
-    folds = list(StratifiedKFold(n_splits=probe.cv_folds, shuffle=True, random_state=0).split(x_pool, y_pool))
+    wanted = folds or probe.cv_folds
+    smallest = _smallest_class(y_pool)
+    if smallest < wanted:
+        raise ConfigError(f"freeze.cv_folds={probe.cv_folds}: {wanted}-fold cross-validation needs {wanted} images of "
+                          f"every class in train + val, and one class has {smallest}; set freeze.cv_folds={max(smallest, 2)} "
+                          "or fewer, or 0 (choose C on val)")
+    folds = list(StratifiedKFold(n_splits=wanted, shuffle=True, random_state=0).split(x_pool, y_pool))
     grid = sorted(float(c) for c in probe.C_grid)
     chosen_on = results.selection_field(metric).removeprefix("val_")
 
@@ -174,14 +186,20 @@ def logreg_cv(train, val, test, probe: Logreg, num_classes: int, val_is_test: bo
     x_train, x_test = train.features.numpy(), test.features.numpy()
     metrics = _record(_scores(final, x_train, train.labels.numpy(), num_classes), means[best],
                       _scores(final, x_test, test.labels.numpy(), num_classes))
-    details = {"C": grid[best], "C_grid": grid, "C_chosen_on": f"cv{probe.cv_folds}_{chosen_on}",
-               "cv_folds": probe.cv_folds, "cv_fold_images": [len(held_out) for _, held_out in folds],
+    details = {"C": grid[best], "C_grid": grid, "C_chosen_on": f"cv{wanted}_{chosen_on}",
+               "cv_folds": wanted, "cv_fold_images": [len(held_out) for _, held_out in folds],
                "cv_acc_folds": [[fold["acc"] for fold in per_fold] for per_fold in cv_scores],
                "val_acc_grid": [m["acc"] for m in means], "val_mean_class_acc_grid": [m["mean_class_acc"] for m in means],
                "val_loss_grid": [m["loss"] for m in means], "n_iter_grid": n_iter, "max_iter": probe.max_iter,
                "standardize": probe.standardize, "refit_on": "train" if val_is_test else "train_val",
                "fit_images": len(y_pool)}
     return metrics, details
+
+
+def _smallest_class(labels: np.ndarray) -> int:
+    """Images of the rarest class present in `labels`."""
+    counts = np.bincount(labels)
+    return int(counts[counts > 0].min()) if len(labels) else 0
 
 
 def _scaled(scaler, split):

@@ -17,13 +17,13 @@ MARK = "†"
 
 def add_selection_columns(runs: pd.DataFrame) -> pd.DataFrame:
     """`runs` (with run_metrics' best_val_acc) plus val_size, best_val_acc_se and small_val (a
-    selection on fewer than SMALL_VAL val images; a probe that chose by cross-validation,
-    freeze.cv_folds > 0, chose on train + val and is not flagged)."""
+    selection on fewer than SMALL_VAL val images; a probe that chose by cross-validation
+    (probe.C_chosen_on cv5_acc, ...) chose on train + val and is not flagged)."""
     size = pd.to_numeric(runs.get("data_info.val_size", pd.Series(math.nan, index=runs.index)), errors="coerce")
     p = pd.to_numeric(runs.get("best_val_acc", pd.Series(math.nan, index=runs.index)), errors="coerce")
-    folds = pd.to_numeric(runs.get("config.freeze.cv_folds", pd.Series(0, index=runs.index)), errors="coerce")
+    chosen_on = runs.get("probe.C_chosen_on", pd.Series("", index=runs.index)).fillna("").astype(str)
     return runs.assign(val_size=size, best_val_acc_se=standard_error(p, size),
-                       small_val=(size < SMALL_VAL) & ~(folds.fillna(0) > 0))
+                       small_val=(size < SMALL_VAL) & ~chosen_on.str.startswith("cv"))
 
 
 def standard_error(p, n):

@@ -219,9 +219,9 @@ class Knn:
 class Logreg:
     C_grid: list[float] = field(default_factory=lambda: [10.0 ** e for e in range(-4, 3)])
     refit_on: str = "train_val"  # Kornblith et al.: refit on train + val with the chosen C
-    standardize: bool = True     # zero mean, unit variance per feature (train statistics): L-BFGS converges
     max_iter: int = 1000
-    cv_folds: int = 0            # 0: choose C on the val split; k >= 2: stratified k-fold over train + val
+    standardize: bool = False    # zero mean, unit variance per feature (train statistics); raw measured better
+    cv_folds: Any = "auto"       # auto: 5-fold when val is small (cv_folds_for); 0: C on val; k >= 2: k-fold over train + val
 
     def __post_init__(self):
         grid = list(self.C_grid)
@@ -232,11 +232,23 @@ class Logreg:
                  "is not known; use train_val (refit the chosen C on train + val, as Kornblith et al.) "
                  "or train")
         require(self.max_iter >= 1, "freeze.max_iter", self.max_iter, "must be a positive integer")
-        require(self.cv_folds == 0 or self.cv_folds >= 2, "freeze.cv_folds", self.cv_folds,
-                "must be 0 (choose C on val) or a number of folds >= 2 (stratified cross-validation over "
-                "train + val; small data sets: 5)")
+        folds_ok = self.cv_folds == "auto" or (isinstance(self.cv_folds, int) and not isinstance(self.cv_folds, bool)
+                                               and (self.cv_folds == 0 or self.cv_folds >= 2))
+        require(folds_ok, "freeze.cv_folds", self.cv_folds,
+                "must be auto (5-fold cross-validation when the val split has fewer than 1,000 images), 0 (choose C "
+                "on val) or a number of folds >= 2 (stratified cross-validation over train + val)")
+
+    def cv_folds_for(self, val_images: int, val_is_test: bool) -> int:
+        """The folds this fit uses: `auto` cross-validates (CV_AUTO_FOLDS) whenever choosing on val would
+        be noisy (fewer than CV_AUTO_BELOW_VAL images: a val accuracy's standard error is then above 1.5
+        points) or would choose on the reported split (val is test); else it chooses on val."""
+        if self.cv_folds != "auto":
+            return self.cv_folds
+        return CV_AUTO_FOLDS if val_is_test or val_images < CV_AUTO_BELOW_VAL else 0
 
 
+CV_AUTO_FOLDS = 5          # freeze.cv_folds=auto: 5-fold, as LogisticRegressionCV's default
+CV_AUTO_BELOW_VAL = 1000   # ... when the val split has fewer images than this
 PROBES = {"knn": Knn, "logreg": Logreg}
 
 
