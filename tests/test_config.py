@@ -8,6 +8,7 @@ from tlbench.data import augment
 from tlbench import data, models, probes
 from tlbench.training import freeze, optim, schedules
 from tlbench.errors import ConfigError, DataNotFoundError
+from tlbench.runner import settings
 from tlbench.runner.build import check_settings
 
 GROUPS = ["model", "dataset", "augment", "optimizer", "schedule", "freeze", "experiment"]
@@ -103,7 +104,7 @@ def test_cifar10_reads_a_local_imagefolder_copy(make_cfg, image_tree):
 
 @pytest.mark.parametrize("option", options("augment"))
 def test_augment_option_builds_and_keeps_the_size(make_cfg, option):
-    cfg = make_cfg(f"augment={option}")
+    cfg = settings.concrete(make_cfg(f"augment={option}"))  # auto: the data set's recipe (crop_flip on cifar10)
     transform = augment.train_transform(48, (0.5,) * 3, (0.5,) * 3, **cfg.augment)
     out = transform(torch.randint(0, 256, (3, 40, 40), dtype=torch.uint8))
     assert out.shape == (3, 48, 48) and out.dtype == torch.float32

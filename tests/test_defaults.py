@@ -49,7 +49,8 @@ def test_top_level_settings_agree_with_their_schemas():
 
 
 def test_augment_auto_names_existing_options_for_every_preprocessing():
-    assert load(CONF / "augment" / "auto.yaml") == {"auto": True}
+    auto = load(CONF / "augment" / "auto.yaml")
+    assert auto == {"auto": True, **{f.name: None for f in fields(specs.Augment)}}  # every key, null: the recipe's
     assert set(settings.AUTO_AUGMENT) == set(specs.PREPROCESSES)
     for option in settings.AUTO_AUGMENT.values():
         specs.augment(load(CONF / "augment" / f"{option}.yaml"))

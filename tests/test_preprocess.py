@@ -160,6 +160,9 @@ def test_squash_is_one_override_away_and_keeps_old_run_ids(make_cfg, tmp_path):
     new_default = make_cfg(*common)
     assert run_id_of(old) != run_id_of(new_default)
     assert run_id_of(make_cfg(*common, "dataset.preprocess=squash")) == run_id_of(old)  # auto -> crop_flip
+    # a key set with augment=auto goes on top of the recipe: the same experiment as naming the option
+    assert run_id_of(make_cfg(*common, "augment.hflip=0")) == \
+        run_id_of(make_cfg(*common, "augment=random_resized_crop", "augment.hflip=0"))
 
 
 def test_bad_preprocess_values_fail_before_training(make_cfg, tmp_path):

@@ -35,20 +35,24 @@ AUTO_AUGMENT = {"squash": "crop_flip", "crop": "random_resized_crop"}
 
 
 def concrete(cfg):
-    """`cfg` with augment=auto replaced by the option that dataset.preprocess calls for (a copy;
-    `cfg` itself when nothing is automatic), so a run, its result.json and its run_id record the
-    augmentation it trains with: a run with augment=auto is the same experiment as one naming it."""
+    """`cfg` with augment=auto replaced by the option that dataset.preprocess calls for, with the keys
+    set on the command line (not null) on top (a copy; `cfg` itself when nothing is automatic), so a
+    run, its result.json and its run_id record the augmentation it trains with: augment=auto is the
+    same experiment as naming the option (and augment.hflip=0 as that option with hflip 0)."""
     if "auto" not in cfg.augment:
         return cfg
-    others = sorted(set(cfg.augment) - {"auto"})
-    if others:
-        raise ConfigError(f"augment=auto takes no other keys (got augment.{', augment.'.join(others)}); name the "
-                          f"option to change, e.g. augment=random_resized_crop augment.{others[0]}=...")
     mode = cfg.dataset.get("preprocess", "squash")
     specs.preprocess(mode)  # an unknown mode fails here, naming the choices
+    recipe = OmegaConf.load(config_dir() / "augment" / f"{AUTO_AUGMENT[mode]}.yaml")
+    unknown = sorted(set(cfg.augment) - set(recipe) - {"auto"})
+    if unknown:
+        raise ConfigError(f"augment does not take {', '.join(unknown)}; it takes {', '.join(recipe)}")
+    for key, value in cfg.augment.items():
+        if key != "auto" and value is not None:
+            recipe[key] = value
     cfg = cfg.copy()
     with open_dict(cfg):
-        cfg.augment = OmegaConf.load(config_dir() / "augment" / f"{AUTO_AUGMENT[mode]}.yaml")
+        cfg.augment = recipe
     return cfg
 
 
