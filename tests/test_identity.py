@@ -157,3 +157,9 @@ def test_runs_on_two_imagefolder_roots_are_two_groups_and_copies_are_one(make_cf
     assert by_run["a"] == by_run["b"], "the same images at two paths are seeds of one experiment"
     assert by_run["a"] != by_run["c"], "different images must never be averaged together"
     assert runs["fingerprints.dataset.root"].str.startswith("tree:").all()
+
+
+def test_probe_names_in_identity_are_the_probes():
+    """records/ names the probes itself (it imports no specs); they must be the same list."""
+    from tlbench import specs
+    assert identity.PROBE_NAMES == tuple(specs.PROBES)

@@ -6,6 +6,7 @@ import json
 import pandas as pd
 
 import pytest
+from omegaconf import OmegaConf
 import torch
 from conftest import TINY
 from report_fixtures import make_result, write_run
@@ -119,9 +120,18 @@ def test_a_run_keeps_the_epoch_its_rule_chose_as_best(make_cfg, tmp_path):
     assert best["test_acc"] == result["summary"]["test_acc_at_best_val"]
 
 
-def test_the_old_rule_keeps_every_run_id_and_another_rule_is_another_experiment(make_cfg):
-    assert run_id_of(make_cfg(*TINY, "select_epoch=acc")) == run_id_of(make_cfg(*TINY))
-    assert run_id_of(make_cfg(*TINY, "select_epoch=acc_loss")) != run_id_of(make_cfg(*TINY))
+def test_the_old_rule_keeps_old_run_ids_and_another_rule_is_another_experiment(make_cfg):
+    """select_epoch=acc is what every run did before the setting: left out of the identity, so a
+    config without the key (an old result.json's) has the id it always had."""
+    from tlbench.records import identity
+
+    old = make_cfg(*TINY, "select_epoch=acc")
+    config = identity.flatten(OmegaConf.to_container(old, resolve=True))
+    assert "select_epoch" not in identity.experiment(OmegaConf.to_container(old, resolve=True))
+    assert config["select_epoch"] == "acc"
+    assert run_id_of(make_cfg(*TINY, "select_epoch=loss")) != run_id_of(make_cfg(*TINY)) != run_id_of(old)
+    # a probe has no epochs to choose among: the rule is not part of its identity
+    assert run_id_of(make_cfg(*TINY, "freeze=knn", "select_epoch=loss")) == run_id_of(make_cfg(*TINY, "freeze=knn"))
 
 
 def selection_rules():

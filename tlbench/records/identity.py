@@ -48,6 +48,9 @@ LATER_SETTINGS = {
     "dataset.preprocess": "squash", "dataset.crop_fraction": "model",
     "select_epoch": "acc",  # the val-chosen epoch's rule: older runs took the first highest val metric
 }
+# Settings that do nothing for a frozen-feature probe (one fit, no epochs to choose among): left out of its identity.
+NOT_FOR_PROBES = frozenset({"select_epoch"})
+PROBE_NAMES = ("knn", "logreg")  # specs.PROBES, named here to keep records/ free of the specs' imports
 # Settings that some data set options gained later than the others, left out at their old behaviour there only.
 LATER_FOR_DATASET = {"digits": {"dataset.train_fraction": 1.0}, "synthetic": {"dataset.train_fraction": 1.0}}
 # Schema-1 names of settings renamed in schema 2 (one meaning per name), per data set where it differs.
@@ -69,9 +72,10 @@ def experiment(config: dict, fingerprints: dict | None = None) -> dict:
     flat = flatten(json.loads(json.dumps(config, default=str)))
     fingerprints = fingerprints or {}
     later = {**LATER_SETTINGS, **LATER_FOR_DATASET.get(flat.get("dataset.name"), {})}
+    idle = NOT_FOR_PROBES if flat.get("freeze.name") in PROBE_NAMES else frozenset()
     kept = {}
     for key, value in flat.items():
-        if not is_identity_key(key) or (key in later and later[key] == value):
+        if not is_identity_key(key) or (key in later and later[key] == value) or key in idle:
             continue
         kept[key] = {"content": fingerprints[key]} if key in fingerprints and value is not None else value
     return kept

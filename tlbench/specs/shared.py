@@ -174,7 +174,7 @@ class Training:
     amp: Any = "auto"
     channels_last: Any = "auto"
     checkpoint_every_s: float = 60.0
-    select_epoch: str = "acc"
+    select_epoch: str = "acc_loss"
 
     def __post_init__(self):
         for key in ("epochs", "batch_size"):
