@@ -143,6 +143,7 @@ def test_a_photo_folder_trains_with_the_photo_recipe_on_both_paths(make_cfg, tmp
         assert result["status"] == "ok"
         assert result["config"]["augment"]["random_resized_crop"] == [0.35, 1.0]
         assert result["config"]["dataset"]["preprocess"] == "crop"
+        assert result["data_info"]["preprocess"] == {"mode": "crop", "crop_fraction": 0.95}  # `model`, resolved
         card = json.loads((out / "model.json").read_text())
         # crop_fraction=model: the weights' own (timm's pretrained_cfg crop_pct of test_resnet)
         assert card["preprocessing"] == {**card["preprocessing"], "mode": "crop", "crop_fraction": 0.95}

@@ -135,7 +135,7 @@ def data_info(splits: data.DataSplits) -> dict:
         sizes["test_size"] = sizes["val_size"]
     return {"source": splits.source, "classes": splits.classes, "num_classes": len(splits.classes), **sizes,
             "val_is_test": splits.val_is_test, "val_source": splits.val_source, "train_subset": splits.train_subset,
-            "image_size": splits.image_size, "metric": splits.metric,
+            "image_size": splits.image_size, "preprocess": splits.preprocess.describe(), "metric": splits.metric,
             "skipped_images": image_check.summary({name: splits.skipped.get(name, []) for name in splits.named()})}
 
 
