@@ -1,0 +1,75 @@
+"""The defaults-across-sizes table (issue 22 item 2) from the result.json files of one or more sweep folders:
+mean test accuracy per strategy, candidate and training size over the draws, and each candidate's paired
+difference from the strategy's default on the same draws (mean and its standard error across draws).
+
+    python benchmarks/small_photos/grid_table.py /tmp/m22/c_ft /tmp/m22/c_bitfit ... [--value chosen|final]
+
+A draw is `dataset.subset_seed` (CIFAR-10 subsets) or the last folder of `dataset.root` (ants-bees draws).
+`chosen` is the test accuracy at the val-chosen epoch (the run's `select_epoch` rule), `final` the last epoch's.
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+import pandas as pd
+
+# the default candidate of each strategy (conf/: optimizer.lr, freeze.*lr_ratio, epochs)
+DEFAULTS = {"none": "lr=0.001", "linear_probe": "head_lr_ratio=10", "bitfit": "lr_ratio=10", "lora": "lr_ratio=1"}
+
+
+def candidate(config: dict) -> tuple[str, str]:
+    freeze = config["freeze"]
+    name = freeze["name"] if config["pretrained"] else f"{freeze['name']} (random init)"
+    knob = {"linear_probe": f"head_lr_ratio={freeze.get('head_lr_ratio')}", "bitfit": f"lr_ratio={freeze.get('lr_ratio')}",
+            "lora": f"lr_ratio={freeze.get('lr_ratio')}"}.get(freeze["name"], f"lr={config['optimizer']['lr']:g}")
+    if config["epochs"] != 10:
+        knob += f" epochs={config['epochs']}"
+    return name, knob
+
+
+def rows(folders: list[Path]) -> pd.DataFrame:
+    found = []
+    for path in (p for folder in folders for p in folder.rglob("result.json")):
+        result = json.loads(path.read_text())
+        if result.get("status") != "ok":
+            continue
+        config, summary = result["config"], result["summary"]
+        data = config["dataset"]
+        root = data.get("root")
+        draw = Path(root).name if data["name"] == "imagefolder" else f"subset_seed={data.get('subset_seed', 0)}"
+        strategy, knob = candidate(config)
+        found.append(dict(strategy=strategy, candidate=knob, size=str(data.get("train_per_class") or "all"), draw=draw,
+                          final=100 * summary["final_test_acc"], chosen=100 * summary["test_acc_at_best_val"]))
+    return pd.DataFrame(found)
+
+
+def table(frame: pd.DataFrame, value: str) -> pd.DataFrame:
+    lines = []
+    for (strategy, size), cell in frame.groupby(["strategy", "size"]):
+        default = DEFAULTS.get(strategy.split(" ")[0])
+        base = cell[cell.candidate == default].set_index("draw")[value]
+        for knob, runs in cell.groupby("candidate"):
+            paired = (runs.set_index("draw")[value] - base).dropna()
+            lines.append(dict(strategy=strategy, candidate=knob, size=size, draws=len(runs), mean=runs[value].mean(),
+                              vs_default=paired.mean() if len(paired) else float("nan"),
+                              se=paired.std(ddof=1) / len(paired) ** 0.5 if len(paired) > 1 else float("nan")))
+    return pd.DataFrame(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folders", nargs="+", type=Path)
+    parser.add_argument("--value", choices=["chosen", "final"], default="chosen")
+    args = parser.parse_args()
+    result = table(rows(args.folders), args.value)
+    sizes = sorted(result["size"].unique(), key=lambda s: (s == "all", int(s) if s.isdigit() else 0))
+    for column in ("mean", "vs_default", "se"):
+        wide = result.pivot_table(index=["strategy", "candidate"], columns="size", values=column).reindex(columns=sizes)
+        print(f"\n{args.value} test accuracy, {column} (%):\n{wide.round(2).to_string()}")
+    print("\ndraws per cell:\n" + result.pivot_table(index=["strategy", "candidate"], columns="size",
+                                                     values="draws").reindex(columns=sizes).to_string())
+
+
+if __name__ == "__main__":
+    main()
