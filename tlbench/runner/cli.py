@@ -19,6 +19,7 @@ from tlbench.runner.settings import missing_value_message
 
 FULL_ERROR = "HYDRA_FULL_ERROR"
 SWEEP_FLAGS = ("-m", "--multirun")
+UNKNOWN_KEY = (ConfigAttributeError, ConfigKeyError)  # the cause of Hydra's "Could not override 'key'"
 
 
 def run_hydra_main(hydra_main, argv=None) -> int:
@@ -70,7 +71,7 @@ def user_message(err: Exception, sweep: bool = False) -> str | None:
         return missing_value_message([err.full_key])
     if isinstance(err, MissingConfigException):
         return _unknown_option(err)
-    if isinstance(err, ConfigCompositionException) and isinstance(err.__cause__, (ConfigAttributeError, ConfigKeyError)):
+    if isinstance(err, ConfigCompositionException) and isinstance(err.__cause__, UNKNOWN_KEY):
         return _unknown_key(err, sweep)
     if isinstance(err, CompactHydraException):  # a malformed override and the like: Hydra says which
         return str(err)
@@ -84,11 +85,12 @@ def _unknown_key(err: ConfigCompositionException, sweep: bool) -> str:
     override = given.group(1) if given else f"{key}=..."
     siblings = [str(k) for k in cause.parent_node.keys()] if cause.parent_node is not None else []
     close = [".".join([*key.split(".")[:-1], name]) for name in difflib.get_close_matches(str(cause.key), siblings)]
-    lines = [f"{override}: the config has no setting {key}" + (f"; did you mean {' or '.join(close)}?" if close else "")]
+    guess = f"; did you mean {' or '.join(close)}?" if close else ""
+    lines = [f"{override}: the config has no setting {key}{guess}"]
     if sweep:
-        lines.append(f"In a sweep (-m) Hydra composes the config once without the swept options (e.g. experiment=a,b), "
-                     f"so a key that only a swept option has is missing there: write ++{override}, which sets the "
-                     "key, adding it where it is missing.")
+        lines.append("In a sweep (-m) Hydra composes the config once without the swept options (e.g. experiment=a,b), "
+                     f"so a key that only a swept option has is missing there: write ++{override}, which sets the key, "
+                     "adding it where it is missing.")
     else:
         lines.append(f"`python -m tlbench <your overrides> --cfg job` prints every setting; +{override} adds a key "
                      "the config does not have.")
