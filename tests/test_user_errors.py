@@ -56,6 +56,17 @@ def test_hydra_full_error_still_raises_with_the_trace(tlbench, monkeypatch):
     assert raised.traceback[-1].name == "prepare"  # raised where it happened, not where it was printed
 
 
+def test_anything_else_is_a_bug_and_keeps_its_traceback(tlbench, monkeypatch):
+    from tlbench.runner import run
+
+    def broken(cfg, output_dir=None):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(run, "run", broken)
+    with pytest.raises(ZeroDivisionError, match="a bug"):
+        tlbench("dataset=synthetic")
+
+
 @pytest.mark.parametrize("override, named", [
     ("epoch=3", ["epoch=3: the config has no setting epoch; did you mean epochs?", "--cfg job", "+epoch=3"]),
     ("freeze=linear_prob", ["Could not find 'freeze/linear_prob'", "did you mean linear_probe", "gradual"]),

@@ -39,8 +39,8 @@ def exit_code(err: Exception, sweep: bool = False) -> int:
     """In a command's `except`: prints a user's error as one message and returns 2; re-raises
     anything else, and everything with HYDRA_FULL_ERROR=1 (its traceback is the error's own)."""
     message = None if os.environ.get(FULL_ERROR) == "1" else user_message(err, sweep)
-    if message is None:
-        raise err.with_traceback(err.__traceback__) from err.__cause__
+    if message is None:  # its own traceback and cause (not the _Escaped it may have travelled in)
+        raise err from err.__cause__
     print(f"error: {message}", file=sys.stderr)
     return USER_ERROR_EXIT
 
