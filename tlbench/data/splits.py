@@ -82,7 +82,8 @@ def carve_validation(splits: DataSplits, val_split: float, split_seed: int) -> N
         return
     splits.train, splits.val = hold_out(splits.train, val_split, split_seed, "dataset.val_split",
                                         "or set dataset.val_split=0 to validate on the test split")
-    splits.val_source = f"{describe_share(val_split)} of train, stratified, split_seed={split_seed}"
+    size = f"{int(val_split)} images" if val_split >= 1 else f"{val_split:g}"
+    splits.val_source = f"{size} of train, stratified, split_seed={split_seed}"
 
 
 def hold_out(dataset: Dataset, share: float, seed: int, key: str, fix: str) -> tuple[Dataset, Dataset]:
@@ -99,10 +100,6 @@ def hold_out(dataset: Dataset, share: float, seed: int, key: str, fix: str) -> t
                           f"{classes} classes (each split needs one image per class); add images, {fix}")
     rest, held = train_test_split(np.arange(len(targets)), test_size=held_out, random_state=seed, stratify=targets)
     return subset(dataset, sorted(rest.tolist())), subset(dataset, sorted(held.tolist()))
-
-
-def describe_share(share: float) -> str:
-    return f"{int(share)} images" if share >= 1 else f"{share:g}"
 
 
 def cut_training(splits: DataSplits, fraction: float, per_class: int | None, seed: int,

@@ -64,7 +64,8 @@ def failed_runs(sweep_dir) -> list[tuple[Path, str]]:
 
 def user_error(why: str) -> bool:
     """Whether a failed run's "status: type: message" (failed_runs) names an error a user can fix."""
-    return why.split(": ")[1:2] in ([cls.__name__] for cls in UserError.__subclasses__())
+    parts = why.split(": ", 2)
+    return len(parts) == 3 and parts[1] in {cls.__name__ for cls in UserError.__subclasses__()}
 
 
 class ExitOnFailedRuns(Callback):
