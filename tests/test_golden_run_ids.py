@@ -80,3 +80,14 @@ def test_the_run_ids_before_issue_22_are_one_override_away(name, make_cfg, lists
     back = OLD_BEHAVIOUR.get(name, ["select_epoch=acc"])
     cfg = make_cfg(*[override.format(lists=lists) for override in [*overrides, *back]])
     assert run_id_of(cfg) == frozen, f"{name}: {back} no longer give back the run_id frozen at 321b965"
+
+
+def test_an_imagefolder_root_of_split_folders_keeps_its_run_id(make_cfg, tmp_path):
+    """Frozen at 01e30a1, before dataset.test_split (issue 23): a root's identity is its layout (paths
+    and sizes), so the files are written with fixed bytes."""
+    for split in ("train", "val"):
+        for name in ("ants", "bees"):
+            (tmp_path / "photos" / split / name).mkdir(parents=True)
+            (tmp_path / "photos" / split / name / "1.jpg").write_bytes(b"not decoded for the run_id")
+    cfg = make_cfg("dataset=imagefolder", f"dataset.root={tmp_path / 'photos'}")
+    assert run_id_of(cfg) == "72b56e6383ba"

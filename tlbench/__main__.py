@@ -1,7 +1,9 @@
 """`python -m tlbench [overrides]` / `python -m tlbench -m a=1,2 b=x,y` (a sweep); the console script
-`tlbench` is this `main`."""
+`tlbench` is this `main`. An error a user can fix ends the command with one message, exit code 2
+(runner/cli.py)."""
 
 import logging
+import sys
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -9,6 +11,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from tlbench.configs import CONFIG_NAME, config_dir
+from tlbench.runner import cli
 from tlbench.runner.sweep import register_resolvers
 
 log = logging.getLogger("tlbench")
@@ -16,7 +19,7 @@ register_resolvers()  # conf/config.yaml names the sweep folder with tlbench.swe
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=CONFIG_NAME)
-def main(cfg: DictConfig) -> float | None:
+def hydra_main(cfg: DictConfig) -> float | None:
     """Returns the run's best val accuracy in the data set's metric (results.objective): what a
     search sweeper (Optuna) maximizes; None for a failed run of a sweep (a search records that
     trial as failed and goes on)."""
@@ -24,7 +27,8 @@ def main(cfg: DictConfig) -> float | None:
     from tlbench.runner.run import run  # imported here so `--help` and config errors stay fast
 
     if HydraConfig.get().mode != RunMode.MULTIRUN:
-        return objective(run(cfg)["summary"])
+        with cli.escaping_user_errors():
+            return objective(run(cfg)["summary"])
     try:
         return objective(run(cfg)["summary"])
     except Exception as err:  # noqa: BLE001 - one failed run must not stop its siblings
@@ -33,5 +37,10 @@ def main(cfg: DictConfig) -> float | None:
         return None
 
 
+def main(argv: list[str] | None = None) -> int:
+    """`tlbench <overrides>` with `argv` (None: the command line's); returns the exit code."""
+    return cli.run_hydra_main(hydra_main, argv)
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -27,10 +27,9 @@ from tlbench.records import atomic
 from tlbench.runner import devices
 from tlbench.models import export
 from tlbench.data import folders
-from tlbench.errors import BadImageError, ConfigError, DataNotFoundError, WeightsMismatchError
+from tlbench.errors import USER_ERROR_EXIT, BadImageError, DataNotFoundError, UserError
 
 DEFAULT_CSV = "predictions.csv"
-USER_ERRORS = (ConfigError, DataNotFoundError, WeightsMismatchError)
 
 
 @dataclass
@@ -56,9 +55,9 @@ def main(argv=None) -> int:
         return int(exit_.code or 0)
     try:
         return predict(args)
-    except USER_ERRORS as err:
+    except UserError as err:  # a missing run folder, a bad image, weights that do not fit: one message
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return USER_ERROR_EXIT
 
 
 def parse_args(argv) -> argparse.Namespace:

@@ -3,6 +3,7 @@ so that a typo or a missing folder fails at startup, naming the path and the fix
 
 import logging
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
@@ -29,15 +30,31 @@ def load_rgb(path) -> Image.Image:
                             "them)", path=path) from err
 
 
+LAYOUTS = """tlbench reads one of these layouts:
+  photos/<class>/*.jpg          one folder per class: tlbench holds out dataset.test_split of every
+                                class as the test split (stratified, dataset.split_seed)
+  photos/train/<class>/*.jpg    split folders with the same class folders in each: test/ is the test
+  photos/test/<class>/*.jpg     split (a val/ without test/ becomes the test split)"""
+SPLIT_FOLDERS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where an ImageFolder root's splits are: `train`, and `test` with `test_source` saying which
+    folder became test (for the log and data_info), or None: the test split is held out of train."""
+    train: Path
+    test: Path | None = None
+    test_source: str = ""
+
+
 def image_folder(split_dir: Path) -> ImageFolder:
     """One sub-folder per class; an empty class folder is an error, not a silently smaller set."""
     if not split_dir.is_dir():
-        raise DataNotFoundError(f"{split_dir} does not exist; an ImageFolder root needs train/ and val/ "
-                                "(or test/), each with one sub-folder of images per class")
+        raise DataNotFoundError(f"{split_dir} does not exist. {LAYOUTS}")
     classes = sorted(p.name for p in split_dir.iterdir() if p.is_dir())
     if not classes:
         raise DataNotFoundError(f"{split_dir} has no class folders; put each class's images in "
-                                f"{split_dir}/<class name>/")
+                                f"{split_dir}/<class name>/. {LAYOUTS}")
     for name in classes:
         if not any(f.suffix.lower() in IMAGE_SUFFIXES for f in (split_dir / name).rglob("*")):
             raise DataNotFoundError(f"class folder {split_dir / name} holds no images ({', '.join(IMAGE_SUFFIXES)}); "
@@ -45,21 +62,43 @@ def image_folder(split_dir: Path) -> ImageFolder:
     return ImageFolder(str(split_dir), loader=load_rgb)
 
 
-def image_folder_splits(root) -> tuple[ImageFolder, ImageFolder, str]:
+def layout(root) -> Layout:
+    """A root of class folders, or of split folders (train/ and test/ or val/, or train/ alone);
+    anything else (split and class folders mixed, val/ without train/, no folders) fails now,
+    showing the layouts."""
     root = Path(root).expanduser()
     if not root.is_dir():
-        raise DataNotFoundError(f"dataset.root={str(root)!r} does not exist; point it at a folder holding "
-                                "train/ and val/ (or test/)")
-    val_name = next((n for n in ("val", "test") if (root / n).is_dir()), None)
-    if val_name is None:
-        raise DataNotFoundError(f"dataset.root={str(root)!r} has no val/ or test/ folder next to train/")
-    train, val = image_folder(root / "train"), image_folder(root / val_name)
-    if train.classes != val.classes:
-        only_train = sorted(set(train.classes) - set(val.classes))
-        only_val = sorted(set(val.classes) - set(train.classes))
-        raise DataNotFoundError(f"train/ and {val_name}/ in {root} have different classes: only in train: "
-                                f"{only_train or 'none'}; only in {val_name}: {only_val or 'none'}")
-    return train, val, val_name
+        raise DataNotFoundError(f"dataset.root={str(root)!r} does not exist. {LAYOUTS}")
+    folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    splits = [name for name in SPLIT_FOLDERS if name in folders]
+    others = [name for name in folders if name not in SPLIT_FOLDERS]
+    if not folders:
+        raise DataNotFoundError(f"dataset.root={str(root)!r} holds no folders; put each class's images in a folder "
+                                f"of its own. {LAYOUTS}")
+    if not splits:
+        return Layout(root)
+    if others:
+        raise DataNotFoundError(f"dataset.root={str(root)!r} mixes split folders ({', '.join(splits)}) with other "
+                                f"folders ({', '.join(others[:5])}); use one layout. {LAYOUTS}")
+    if "train" not in splits:
+        raise DataNotFoundError(f"dataset.root={str(root)!r} has {'/ and '.join(splits)}/ but no train/. {LAYOUTS}")
+    if "test" in splits and "val" in splits:  # the choice before issue 23, kept so that such runs keep their results
+        log.warning("dataset.root=%s holds train/, val/ and test/: val/ is the test split and test/ is not read "
+                    "(as in earlier versions); to test on test/, move val/ out of the root", root)
+        return Layout(root / "train", root / "val", "the val/ folder (test/ is not read)")
+    if "val" in splits:
+        return Layout(root / "train", root / "val", "the val/ folder (there is no test/ folder)")
+    if "test" in splits:
+        return Layout(root / "train", root / "test", "the test/ folder")
+    return Layout(root / "train")
+
+
+def same_classes(train: ImageFolder, test: ImageFolder, root: Path, test_name: str) -> None:
+    if train.classes != test.classes:
+        only_train = sorted(set(train.classes) - set(test.classes))
+        only_test = sorted(set(test.classes) - set(train.classes))
+        raise DataNotFoundError(f"train/ and {test_name}/ in {root} have different classes: only in train: "
+                                f"{only_train or 'none'}; only in {test_name}: {only_test or 'none'}")
 
 
 class FileListDataset(Dataset):

@@ -26,6 +26,7 @@ class DataSplits:
     source: str  # where the images came from, for the JSON
     val: Dataset | None = None
     val_source: str = "official validation split"
+    test_source: str = "official test split"  # or the folder / the held-out part it came from (data_info)
     train_subset: str = "all"  # which part of train trains: all, a fraction or K per class (nested draws)
     metric: str = "top1"  # what the literature reports: top1 or mean_per_class (results.METRIC_FIELDS, the one list)
     on_bad_image: str = "fail"  # what the loaders do with undecodable files (image_check.py)
@@ -79,23 +80,26 @@ def carve_validation(splits: DataSplits, val_split: float, split_seed: int) -> N
         return
     if splits.val is not None:
         return
-    from sklearn.model_selection import train_test_split
-
-    targets = targets_of(splits.train)
-    classes = len(set(targets))
-    # a fraction of train, or (an integer >= 1, as scikit-learn's test_size) a number of images;
-    # at least one image of every class either way
-    held_out = max(classes, int(val_split) if val_split >= 1 else math.ceil(val_split * len(targets)))
-    if len(targets) - held_out < classes:
-        raise ConfigError(f"dataset.val_split={val_split} cannot hold out a stratified validation split from "
-                          f"{len(targets)} training images in {classes} classes (each split needs one image per "
-                          f"class); add images, or set dataset.val_split=0 to validate on the test split")
-    train_idx, val_idx = train_test_split(np.arange(len(targets)), test_size=held_out, random_state=split_seed,
-                                          stratify=targets)
-    splits.val = subset(splits.train, sorted(val_idx.tolist()))
-    splits.train = subset(splits.train, sorted(train_idx.tolist()))
+    splits.train, splits.val = hold_out(splits.train, val_split, split_seed, "dataset.val_split",
+                                        "or set dataset.val_split=0 to validate on the test split")
     size = f"{int(val_split)} images" if val_split >= 1 else f"{val_split:g}"
     splits.val_source = f"{size} of train, stratified, split_seed={split_seed}"
+
+
+def hold_out(dataset: Dataset, share: float, seed: int, key: str, fix: str) -> tuple[Dataset, Dataset]:
+    """(the rest, the held-out part) of `dataset`: a stratified fraction `share` of it, or (an integer
+    >= 1, as scikit-learn's test_size) that many images, at least one image of every class either way,
+    drawn with `seed`. `key` and `fix` name the setting and the other way out in the error."""
+    from sklearn.model_selection import train_test_split
+
+    targets = targets_of(dataset)
+    classes = len(set(targets))
+    held_out = max(classes, int(share) if share >= 1 else math.ceil(share * len(targets)))
+    if len(targets) - held_out < classes:
+        raise ConfigError(f"{key}={share} cannot hold out a stratified split from {len(targets)} images in "
+                          f"{classes} classes (each split needs one image per class); add images, {fix}")
+    rest, held = train_test_split(np.arange(len(targets)), test_size=held_out, random_state=seed, stratify=targets)
+    return subset(dataset, sorted(rest.tolist())), subset(dataset, sorted(held.tolist()))
 
 
 def cut_training(splits: DataSplits, fraction: float, per_class: int | None, seed: int,

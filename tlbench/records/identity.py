@@ -47,6 +47,9 @@ LATER_SETTINGS = {
     # which the model setting already names (an explicit fraction is part of the identity)
     "dataset.preprocess": "squash", "dataset.crop_fraction": "model",
     "select_epoch": "acc",  # the val-chosen epoch's rule: older runs took the first highest val metric
+    # the test split held out of a root of class folders, which older runs refused: a root with split folders
+    # never reads it, and a root's layout is in its fingerprint (the same root, the same layout)
+    "dataset.test_split": 0.2,
 }
 # Settings that do nothing for a frozen-feature probe (one fit, no epochs to choose among): left out of its identity.
 NOT_FOR_PROBES = frozenset({"select_epoch"})

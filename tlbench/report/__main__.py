@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from tlbench.errors import USER_ERROR_EXIT, UserError
+
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
@@ -45,9 +47,9 @@ def main(argv=None) -> int:
         report = write_report(args.paths, args.out, metric=args.metric,
                               threshold=args.threshold, fraction=args.fraction, font=args.font,
                               tune=tuning.parse_keys(args.tune))
-    except (FileNotFoundError, ValueError) as error:
+    except (FileNotFoundError, ValueError, UserError) as error:  # no results there, a bad option, a report not writable
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return USER_ERROR_EXIT
     print(f"wrote {report} and {report.with_suffix('.html').name} in {report.parent}")
     return 0
 

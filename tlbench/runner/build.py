@@ -134,7 +134,8 @@ def data_info(splits: data.DataSplits) -> dict:
     if splits.val_is_test:
         sizes["test_size"] = sizes["val_size"]
     return {"source": splits.source, "classes": splits.classes, "num_classes": len(splits.classes), **sizes,
-            "val_is_test": splits.val_is_test, "val_source": splits.val_source, "train_subset": splits.train_subset,
+            "val_is_test": splits.val_is_test, "val_source": splits.val_source, "test_source": splits.test_source,
+            "train_subset": splits.train_subset,
             "image_size": splits.image_size, "preprocess": splits.preprocess.describe(), "metric": splits.metric,
             "skipped_images": image_check.summary({name: splits.skipped.get(name, []) for name in splits.named()})}
 

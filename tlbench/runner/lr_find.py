@@ -10,7 +10,7 @@ from datetime import datetime
 from pathlib import Path
 
 from tlbench.errors import ConfigError
-from tlbench.runner import settings
+from tlbench.runner import cli, settings
 from tlbench.training.lr_find import RULE, FindingOptimizers
 
 log = logging.getLogger("tlbench")
@@ -63,9 +63,8 @@ def main(argv=None) -> int:
         cfg = settings.concrete(compose(args.overrides))
         folder = args.out or Path(cfg.results_dir) / "lr_find" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
         entry = find_for_config(cfg, folder, args.phase)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except Exception as err:  # noqa: BLE001 - a user's error is one message (exit 2); anything else re-raised
+        return cli.exit_code(err)
     if entry["lr"] is None:
         print(f"phase {entry['phase']}: {entry['skipped']}")
         return 0

@@ -4,6 +4,7 @@ key), the range checks of its `__post_init__`, and unknown keys failing with the
 build.check_settings calls these before any data loads; only the optimizer's extra torch keywords
 are left to the optimizer factory."""
 
+import re
 from dataclasses import fields
 
 from omegaconf import OmegaConf, open_dict
@@ -28,6 +29,34 @@ def checked(schema, values, prefix: str = ""):
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None) or getattr(err, "key", None) or "?"
         raise ConfigError(f"{prefix}{key}: {err.msg if hasattr(err, 'msg') else err}".splitlines()[0]) from None
+
+
+def require_values(cfg) -> None:
+    """Every value the config leaves to the user (`???`: a data set's root, a file list) is set; the
+    error names each with its YAML comment (conf/<group>/<option>.yaml), which says what it wants."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(missing_value_message(missing, {key: _comment(cfg, key) for key in missing}))
+
+
+def missing_value_message(keys: list[str], reasons: dict | None = None) -> str:
+    """For settings whose config value is `???` (a data set's root, a file list): nothing can default them."""
+    reasons = reasons or {}
+    named = "\n".join(f"  {key}" + (f": {reasons[key]}" if reasons.get(key) else "") for key in keys)
+    return (f"no value for what the config leaves to you (`???`):\n{named}\n"
+            f"add {' '.join(f'{key}=...' for key in keys)} to the command")
+
+
+def _comment(cfg, key: str) -> str | None:
+    """The comment after a group option's `key: ???` line, or None (a key outside a group option,
+    or an option in the user's own config folder)."""
+    group, _, leaf = key.partition(".")
+    name = OmegaConf.select(cfg, f"{group}.name", default=None) if leaf and "." not in leaf else None
+    path = config_dir() / group / f"{name}.yaml"
+    if not isinstance(name, str) or not path.is_file():
+        return None
+    found = re.search(rf"^{re.escape(leaf)}:\s*\?\?\?\s*#\s*(.+)$", path.read_text(), flags=re.M)
+    return found and found.group(1).strip()
 
 
 # augment=auto (the default): the recipe that fits how the data set's images are preprocessed
@@ -58,6 +87,7 @@ def concrete(cfg):
 
 def validate(cfg) -> None:
     """Every shared setting, before any data loads."""
+    require_values(cfg)
     checked(Training, cfg)
     checked(DatasetSplits, cfg.dataset, "dataset.")
     checked(DataPath, cfg.data, "data.")

@@ -13,6 +13,7 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
+from tlbench.errors import USER_ERROR_EXIT, UserError
 from tlbench.runner import runlock
 from tlbench.records.identity import is_identity_key
 from tlbench.records.results import RESULT_FILE
@@ -61,11 +62,20 @@ def failed_runs(sweep_dir) -> list[tuple[Path, str]]:
     return failed
 
 
+def user_error(why: str) -> bool:
+    """Whether a failed run's "status: type: message" (failed_runs) names an error a user can fix."""
+    parts = why.split(": ", 2)
+    return len(parts) == 3 and parts[1] in {cls.__name__ for cls in UserError.__subclasses__()}
+
+
 class ExitOnFailedRuns(Callback):
+    """A sweep with failed runs exits non-zero, naming them: 2 when every failure is an error a user
+    can fix (errors.UserError: a setting, missing data or weights), as a single run does, else 1."""
+
     def on_multirun_end(self, config, **kwargs) -> None:
         failed = failed_runs(config.hydra.sweep.dir)
         if failed:
             for path, why in failed:
                 log.error("failed run %s (%s)", path.parent, why)
             log.error("%d run(s) of the sweep failed; the others are complete", len(failed))
-            sys.exit(1)
+            sys.exit(USER_ERROR_EXIT if all(user_error(why) for _, why in failed) else 1)
