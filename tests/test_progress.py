@@ -87,3 +87,17 @@ def test_the_estimate_is_the_mean_run_time_times_the_runs_left_over_the_parallel
 ])
 def test_the_planned_runs_come_from_the_sweepers_lists(overrides, sweeper, runs):
     assert planned_runs(overrides, sweeper) == runs
+
+
+def test_a_progress_file_that_cannot_be_written_warns_and_the_run_stands(tmp_path, caplog):
+    from hydra.core.utils import JobReturn, JobStatus
+    from omegaconf import OmegaConf
+
+    from tlbench.runner.progress import SweepProgress
+
+    progress, job = SweepProgress(), OmegaConf.create({"hydra": {"runtime": {"output_dir": str(tmp_path / "0")}}})
+    progress.file = tmp_path / "progress.jsonl"
+    progress.file.mkdir()  # not a file: writing it fails as on a full or read-only disk
+    progress.on_job_start(job)
+    progress.on_job_end(job, JobReturn(status=JobStatus.COMPLETED))
+    assert "this run's end was not counted" in caplog.text

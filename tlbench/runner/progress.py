@@ -111,7 +111,8 @@ def _stamp(run_dir: Path) -> tuple | None:
 
 class SweepProgress(Callback):
     """conf/config.yaml lists it last: Hydra calls `*_end` hooks in reverse order, so its cleanup runs
-    before ExitOnFailedRuns ends the process."""
+    before ExitOnFailedRuns ends the process. The lines only inform: a failure to count (an unwritable
+    sweep folder, a file system without locks) is a warning, never a failed run or sweep."""
 
     def __init__(self) -> None:
         self.file: Path | None = None  # set when a multirun starts; joblib's workers get a copy with it
@@ -124,7 +125,11 @@ class SweepProgress(Callback):
         self.total = planned_runs(list(hydra.overrides.task), OmegaConf.to_container(hydra.sweeper, resolve=False))
         self.parallel = devices.parallel_jobs(OmegaConf.to_container(hydra.launcher, resolve=True), devices.cores())
         folder = Path(hydra.sweep.dir).resolve() / PROGRESS_FOLDER
-        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            log.warning("[sweep] no progress lines: %s", err)
+            return
         self.file = folder / f"{datetime.now():%Y-%m-%d_%H-%M-%S}-{os.getpid()}.jsonl"
         log.info("%s", progress_line([], self.total, self.parallel))
 
@@ -138,15 +143,19 @@ class SweepProgress(Callback):
         started, before = self._job
         end = Finished(outcome(Path(config.hydra.runtime.output_dir), before, job_return.status == JobStatus.FAILED),
                        time.monotonic() - started)
-        with FileLock(self.file.with_suffix(".lock")):
-            with self.file.open("a") as handle:
-                handle.write(json.dumps(asdict(end)) + "\n")
-            finished = [Finished(**json.loads(line)) for line in self.file.read_text().splitlines()]
-            log.info("%s", progress_line(finished, self.total, self.parallel))  # in order, across processes
+        try:
+            with FileLock(self.file.with_suffix(".lock")):
+                with self.file.open("a") as handle:
+                    handle.write(json.dumps(asdict(end)) + "\n")
+                finished = [Finished(**json.loads(line)) for line in self.file.read_text().splitlines()]
+                log.info("%s", progress_line(finished, self.total, self.parallel))  # in order, across processes
+        except OSError as err:  # a full disk, a file system without locks
+            log.warning("[sweep] this run's end was not counted (%s): %s", self.file, err)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         if self.file:
             for path in (self.file, self.file.with_suffix(".lock")):
-                path.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    path.unlink(missing_ok=True)
             with contextlib.suppress(OSError):
                 self.file.parent.rmdir()  # only when empty: another live command of the same sweep may use it
