@@ -8,6 +8,8 @@ import hashlib
 import json
 from pathlib import Path
 
+from tlbench.records import identity
+
 
 def make_result(model="resnet18", pretrained=True, seed=0, test_acc=(0.5, 0.7, 0.8),
                 val_acc=None, train_acc=None, val_loss=None, test_loss=None, train_loss=None,
@@ -148,4 +150,19 @@ def write_sweep(folder: Path, runs=SWEEP, failed: bool = True) -> Path:
     if failed:
         write_run(folder, make_result(model="resnet18", pretrained=True, seed=3,
                                       test_acc=[0.4], status="failed"))
+    return Path(folder)
+
+
+def write_efficiency_sweep(folder: Path) -> Path:
+    """A data-efficiency sweep (dataset.train_per_class=10,100,1000, 3 seeds, one setting). Random init:
+    30% at 100 images, 50% at 1,000, 70% at 10,000; pretrained 60%, 75%, 80%."""
+    means = {True: {10: 0.60, 100: 0.75, 1000: 0.80}, False: {10: 0.30, 100: 0.50, 1000: 0.70}}
+    for pretrained, by_k in means.items():
+        for k, mean in by_k.items():
+            for seed, wobble in enumerate((-0.01, 0.0, 0.01)):
+                result = make_result(pretrained=pretrained, seed=seed, test_acc=[mean + wobble], freeze="none",
+                                     dataset_extra={"train_per_class": k})
+                result["identity"] = identity.experiment(result["config"])
+                result["data_info"]["train_size"] = 10 * k
+                write_run(folder, result)
     return Path(folder)

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from conftest import TINY
-from report_fixtures import make_result, write_run
+from report_fixtures import write_efficiency_sweep
 from tlbench import data
 from tlbench.records import identity
 from tlbench.errors import ConfigError
@@ -124,19 +124,6 @@ def resolved(cfg):
 def test_size_needed_interpolates_on_a_log_axis_and_censors_outside(means, target, expected):
     size, how = size_needed([100, 1000, 10000], means, target)
     assert how == expected[1] and size == pytest.approx(expected[0])
-
-
-def write_efficiency_sweep(folder):
-    """Random init: 30% at 100 images, 50% at 1,000, 70% at 10,000; pretrained 60%, 75%, 80%."""
-    means = {True: {10: 0.60, 100: 0.75, 1000: 0.80}, False: {10: 0.30, 100: 0.50, 1000: 0.70}}
-    for pretrained, by_k in means.items():
-        for k, mean in by_k.items():
-            for seed, wobble in enumerate((-0.01, 0.0, 0.01)):
-                result = make_result(pretrained=pretrained, seed=seed, test_acc=[mean + wobble], freeze="none",
-                                     dataset_extra={"train_per_class": k})
-                result["identity"] = identity.experiment(result["config"])
-                result["data_info"]["train_size"] = 10 * k
-                write_run(folder, result)
 
 
 def test_the_report_draws_accuracy_against_size_and_the_data_multiplier(tmp_path):

@@ -3,6 +3,7 @@ a user types it; and a decode cache shared by processes that build it at the sam
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -39,8 +40,13 @@ def measured(csv) -> pd.DataFrame:
 def test_joblib_runs_two_jobs_at_once_and_reports_what_a_sequential_sweep_reports(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher", reason="the `parallel` extra is not installed")
     parallel, sequential = tmp_path / "parallel", tmp_path / "sequential"
-    sweep(tmp_path, parallel, *SWEEP, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
+    done = sweep(tmp_path, parallel, *SWEEP, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
     sweep(tmp_path, sequential, *SWEEP, "threads=1")
+
+    # each worker process's run end counts the sweep's runs in <sweep>/.progress/ (tlbench/runner/progress.py)
+    progress = re.findall(r"\[sweep\] (\d)/4 done, 0 failed, (\d) left(.*)", done.stdout + done.stderr)
+    assert [(int(d), int(left)) for d, left, _ in progress] == [(0, 4), (1, 3), (2, 2), (3, 1), (4, 0)], done.stdout
+    assert all(re.fullmatch(r", ~\d+ (s|min) left", eta) for _, _, eta in progress[1:-1]), progress
 
     runs = results_in(parallel)
     assert len(runs) == 4 and all(r["status"] == "ok" for r in runs)

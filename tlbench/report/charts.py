@@ -78,8 +78,42 @@ def _figure(n_panels: int = 1, width_in: float = 5.2, height_in: float = 3.8,
 
 def _save(figure: Figure, path: Path) -> Path:
     FigureCanvasAgg(figure)
+    _fit_text(figure)
     figure.savefig(path, dpi=DPI)
     return path
+
+
+def _fit_text(figure: Figure, passes: int = 3) -> None:
+    """Wraps the figure's title, each panel's title and axis labels to the room they have (the
+    figure's width; the panel's width, or its height for a y label). Constrained layout makes room
+    around text but never wraps it, so a title wider than a one-panel figure was cut at both edges.
+    A wrap makes the layout move, so it is measured again until nothing wraps."""
+    for _ in range(passes):
+        figure.draw_without_rendering()  # runs the layout: the axes' final sizes
+        renderer = figure.canvas.get_renderer()
+        wrapped = False
+        if figure.get_suptitle():
+            wrapped |= _wrap(figure._suptitle, 0.98 * figure.bbox.width, renderer)
+        for ax in (ax for ax in figure.axes if ax.get_visible()):
+            box = ax.get_window_extent(renderer)
+            for title in (ax.title, ax.xaxis.label):
+                wrapped |= _wrap(title, box.width, renderer)
+            wrapped |= _wrap(ax.yaxis.label, box.height, renderer, along="height")
+        if not wrapped:
+            return
+
+
+def _wrap(text, room_px: float, renderer, along: str = "width") -> bool:
+    """Re-wraps `text`'s lines (keeping its own line breaks) to fit `room_px`; True if it changed."""
+    content = text.get_text()
+    extent = getattr(text.get_window_extent(renderer), along)
+    if not content or extent <= room_px:
+        return False
+    longest = max(len(line) for line in content.split("\n"))
+    chars = max(8, int(longest * room_px / extent * 0.95))
+    wrapped = "\n".join(textwrap.fill(line, chars) for line in content.split("\n"))
+    text.set_text(wrapped)
+    return wrapped != content
 
 
 def _inits(frame: pd.DataFrame) -> list[str]:
@@ -149,8 +183,8 @@ def pretrained_deltas(deltas: pd.DataFrame, labels: list[str], metric: str, path
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_xticks(x, [_one_part_a_line(label) for label in labels], fontsize="small")
     ax.set(ylabel="pretrained − random (points)",
-           title="Gain from pretrained weights (bars: mean, whiskers: 95% CI;\n"
-                 "'no CI': too few seeds for an interval)")
+           title="Gain from pretrained weights (bars: mean, whiskers: 95% CI; "
+                 "'no CI': too few seeds for an interval)")  # wrapped to the width by _fit_text
     ax.legend(fontsize="small")
     return _save(figure, path)
 

@@ -132,21 +132,31 @@ def set_threads(requested, launcher: dict | None) -> int:
             raise ConfigError(f"threads={requested!r} must be a positive integer or auto")
         torch.set_num_threads(requested)
         return requested
-    share = _launcher_share(launcher or {}, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                            else os.cpu_count() or 1)
+    share = _launcher_share(launcher or {}, cores())
     if share:
         torch.set_num_threads(share)
     return torch.get_num_threads()
 
 
+def cores() -> int:
+    """The cores this process may run on (its affinity where the OS tells it)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def _launcher_share(launcher: dict, cores: int) -> int | None:
     if launcher.get("cpus_per_task"):
         return int(launcher["cpus_per_task"])
+    running = parallel_jobs(launcher, cores)
+    return max(1, cores // running) if running != 1 else None
+
+
+def parallel_jobs(launcher: dict, cores: int) -> int:
+    """How many jobs the launcher runs at once on this machine: joblib's n_jobs (-1 = every core,
+    -2 = all but one, as joblib counts), else 1."""
     n_jobs = launcher.get("n_jobs")
-    if isinstance(n_jobs, int) and n_jobs != 1:
-        running = n_jobs if n_jobs > 0 else max(1, cores + 1 + n_jobs)  # joblib: -1 = every core
-        return max(1, cores // running)
-    return None
+    if isinstance(n_jobs, int) and n_jobs != 0:
+        return n_jobs if n_jobs > 0 else max(1, cores + 1 + n_jobs)
+    return 1
 
 
 def resolve_flag(value, device: torch.device) -> bool:
