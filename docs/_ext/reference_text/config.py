@@ -63,13 +63,15 @@ def groups_markdown(conf: Path | None = None) -> str:
 
 def experiments_markdown(conf: Path | None = None) -> str:
     """The presets (`experiment=<name>`): what each is for and everything it sets."""
-    parts = []
-    for option in groups(conf).get(PRESETS, []):
+    presets = groups(conf).get(PRESETS, [])
+    choices = ", ".join(f"{{ref}}`{option} <{label(PRESETS, option)}>`" for option in presets)
+    parts = [f"({label(PRESETS)})=\n## {PRESETS}",
+             f"A preset ({code(f'{PRESETS}=<name>')}) chooses options of several groups and sets keys, listing only "
+             f"what it changes; overrides after it on the command line still win: {choices}."]
+    for option in presets:
         preset = option_file(PRESETS, option, conf)
-        chosen = [f"{code(_override(entry))}" for entry in preset.defaults() if isinstance(entry, dict)]
-        parts += [f"({label(PRESETS, option)})=\n## experiment={option}", comment_markdown(preset.header)]
-        if chosen:
-            parts.append(f"Chooses {', '.join(chosen)}.")
+        parts += [f"({label(PRESETS, option)})=\n### {PRESETS}={option}", comment_markdown(preset.header),
+                  _composition(PRESETS, preset, conf)]
         if preset.leaves():
             parts += ["Sets:", table(("key", "value", "comment"), _rows(preset, preset.leaves()))]
     return "\n\n".join(part for part in parts if part)
@@ -78,10 +80,8 @@ def experiments_markdown(conf: Path | None = None) -> str:
 def _option_markdown(group: str, option: str, conf: Path | None) -> str:
     found = option_file(group, option, conf)
     prefix = _package(group, found)
-    parts = [f"({label(group, option)})=\n### {group}={option}", comment_markdown(found.header)]
-    composes = [_override(entry) for entry in found.defaults()]
-    if composes:
-        parts.append(f"Builds on {', '.join(code(entry) for entry in composes)}.")
+    parts = [f"({label(group, option)})=\n### {group}={option}", comment_markdown(found.header),
+             _composition(group, found, conf)]
     if found.leaves():
         parts.append(table(COLUMNS, _rows(found, found.leaves(), prefix)))
     return "\n\n".join(part for part in parts if part)
@@ -93,10 +93,19 @@ def _package(group: str, found: YamlFile) -> str:
     return "" if package == "_global_" else f"{package}."
 
 
+def _composition(group: str, found: YamlFile, conf: Path | None) -> str:
+    """What an option's defaults list brings in: another option it builds on (linked when it is one of this group's
+    in conf/), and the options of other groups it chooses (`override /model: x`)."""
+    siblings = set(groups(conf).get(group, []))
+    bases = [f"{{ref}}`{group}={entry} <{label(group, entry)}>`" if entry in siblings else code(entry)
+             for entry in found.defaults() if isinstance(entry, str)]
+    chosen = [code(_override(entry)) for entry in found.defaults() if isinstance(entry, dict)]
+    said = [f"Builds on {', '.join(bases)}." if bases else "", f"Chooses {', '.join(chosen)}." if chosen else ""]
+    return " ".join(part for part in said if part)
+
+
 def _override(entry) -> str:
     """A defaults-list entry as the command-line choice it makes (`override /model: x` -> model=x)."""
-    if not isinstance(entry, dict):
-        return str(entry)
     (key, value), = entry.items()
     return f"{key.removeprefix('override ').lstrip('/')}={_flow(value)}"
 

@@ -3,7 +3,7 @@
 import re
 
 SPECIAL = re.compile(r"([\\*_\[\]<>|{}$~])")  # emphasis, links, HTML, table cells, roles, math
-COMMAND = re.compile(r"^(python -m |tlbench|mlflow |pip install |\$ )")
+COMMAND = re.compile(r"^(python3? -m \w|tlbench(-[a-z-]+)? -|mlflow ui |pip install )")  # a command to type
 
 
 def escape(text: str) -> str:
