@@ -130,21 +130,23 @@ def test_result_json_of_a_real_run_matches_its_documented_schema_both_ways(make_
     text = result_json.result_json_markdown()
     for field in schema.FIELDS:
         assert f"| `{field.name}` |" in text, field.name
+        for key in field.keys:
+            assert f"| `{key.name}` |" in text, (field.name, key.name)
     assert "## epochs[]" in text and "| `val_mean_class_acc` | float |" in section(text, "## epochs[]")
 
 
 def check_fields(written: dict, fields: tuple, where: str) -> None:
     """Every key written is described; every key described as always there is written; objects with described
     keys (and the items of such lists) the same, all the way down."""
-    described = {f.name: f for f in fields}
-    assert set(written) <= set(described), f"{where or 'result.json'}: not in schema.py: {set(written) - set(described)}"
+    described, where = {f.name: f for f in fields}, where or "result.json"
+    assert set(written) <= set(described), f"{where}: not in schema.py: {set(written) - set(described)}"
     missing = {f.name for f in fields if not f.when} - set(written)
-    assert not missing, f"{where or 'result.json'}: described as always there but not written: {missing}"
+    assert not missing, f"{where}: described as always there but not written: {missing}"
     for name, value in written.items():
         items = value if isinstance(value, list) else [value]
         for item in items if described[name].keys else []:
             if isinstance(item, dict):
-                check_fields(item, described[name].keys, f"{where}{name}.")
+                check_fields(item, described[name].keys, name if where == "result.json" else f"{where}.{name}")
 
 
 @pytest.mark.skipif(not (importlib.util.find_spec("sphinx") and importlib.util.find_spec("myst_parser")),

@@ -5,7 +5,6 @@ import copy
 import importlib
 import os
 import sys
-import tomllib
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -22,9 +21,17 @@ MODULE_ONLY = {"python -m tlbench.bench": "tlbench.bench"}  # commands without a
 
 def scripts(pyproject: Path = PYPROJECT) -> dict[str, str]:
     """{command: "module:function"}: pyproject's [project.scripts], then the `python -m` only commands."""
+    return {**_console_scripts(pyproject), **{name: f"{module}:main" for name, module in MODULE_ONLY.items()}}
+
+
+def _console_scripts(pyproject: Path) -> dict[str, str]:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10: the installed metadata holds the same table
+        from importlib.metadata import entry_points
+        return {e.name: e.value for e in entry_points(group="console_scripts") if e.value.startswith("tlbench.")}
     with open(pyproject, "rb") as handle:
-        found = dict(tomllib.load(handle)["project"]["scripts"])
-    return {**found, **{name: f"{module}:main" for name, module in MODULE_ONLY.items()}}
+        return dict(tomllib.load(handle)["project"]["scripts"])
 
 
 @contextmanager

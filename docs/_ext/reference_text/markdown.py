@@ -3,15 +3,22 @@
 import re
 
 SPECIAL = re.compile(r"([\\*_\[\]<>|{}$~])")  # emphasis, links, HTML, table cells, roles, math
+FLAG = re.compile(r"(?<![\w`-])(--[a-z][\w-]*)")  # a command-line flag in prose
 COMMAND = re.compile(r"^(python3? -m \w|tlbench(-[a-z-]+)? -|mlflow ui |pip install )")  # a command to type
 
 
 def escape(text: str) -> str:
-    """`text` as literal Markdown: backtick spans stay code (pipes escaped for tables), the rest is escaped."""
+    """`text` as literal Markdown: backtick spans stay code (pipes escaped for tables), command-line flags
+    (`--tune`) become code (so no typography turns `--` into a dash), the rest is escaped."""
     parts = text.split("`")
     if len(parts) % 2 == 0:  # an unpaired backtick: no code spans at all
         return SPECIAL.sub(r"\\\1", text).replace("`", "\\`")
-    return "`".join(part.replace("|", "\\|") if i % 2 else SPECIAL.sub(r"\\\1", part) for i, part in enumerate(parts))
+    return "`".join(part.replace("|", "\\|") if i % 2 else _prose(part) for i, part in enumerate(parts))
+
+
+def _prose(text: str) -> str:
+    pieces = FLAG.split(text)  # odd positions: the flags
+    return "".join(f"`{piece}`" if i % 2 else SPECIAL.sub(r"\\\1", piece) for i, piece in enumerate(pieces))
 
 
 def code(value: str) -> str:

@@ -88,7 +88,7 @@ class _Walker(ast.NodeVisitor):
         title = node.args[0]
         text = title.value if isinstance(title, ast.Constant) else self.constants.get(getattr(title, "id", None))
         level = next((k.value.value for k in node.keywords if k.arg == "level"), 2)
-        self.found.append(Section(str(text), level, self.writer, "; ".join(self.conditions)))
+        self.found.append(Section(str(text), level, self.writer, "; ".join(c.rstrip(".") for c in self.conditions)))
 
 
 def _arguments_passed(tree: ast.Module, functions: dict) -> dict[str, str]:
