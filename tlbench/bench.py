@@ -312,6 +312,15 @@ def _criteria(target: Target, row: dict) -> list[tuple[bool, str]]:
 
 
 def parse_args(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for key in ("steps", "windows", "eval_images"):
+        if getattr(args, key) is not None and getattr(args, key) < 1:
+            parser.error(f"--{key.replace('_', '-')} must be at least 1")
+    return args
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m tlbench.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true",
                         help="print PASS/FAIL per target and exit 1 unless all pass; measures only the targets' "
@@ -329,11 +338,7 @@ def parse_args(argv=None):
     parser.add_argument("--eval-images", type=int, default=None, help="images per timed evaluation pass "
                                                                       "(default: 4096 on CPU, 10000 on CUDA)")
     parser.add_argument("--out", default=None, help="JSON file (default: results/bench/bench-<device>-<time>.json)")
-    args = parser.parse_args(argv)
-    for key in ("steps", "windows", "eval_images"):
-        if getattr(args, key) is not None and getattr(args, key) < 1:
-            parser.error(f"--{key.replace('_', '-')} must be at least 1")
-    return args
+    return parser
 
 
 def planned_rows(args, device) -> list[tuple[str, int]]:

@@ -61,6 +61,10 @@ def main(argv=None) -> int:
 
 
 def parse_args(argv) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m tlbench.predict",
                                      description="Top-k classes of images, from a completed tlbench run's model.")
     parser.add_argument("model", help="a run folder, or its model.json / best.json")
@@ -71,7 +75,7 @@ def parse_args(argv) -> argparse.Namespace:
     parser.add_argument("--csv", type=Path, help=f"write predictions here (default with a folder: ./{DEFAULT_CSV})")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     parser.add_argument("--batch-size", type=positive_int, default=64, help="images per forward pass (default 64)")
-    return parser.parse_args(argv)
+    return parser
 
 
 def positive_int(text: str) -> int:

@@ -1,10 +1,6 @@
-"""The one JSON file per run (`result.json`, schema below and in README) and how it is written.
-
-schema_version 2: schema_version, run_id, identity, fingerprints, status ("ok"|"failed"|"interrupted"|"running"),
-config, model, dataset, metric, pretrained, freeze, optimizer, schedule, seed, epochs[] (train_*, val_*, test_*),
-iter_loss[], iters_per_epoch, summary, model_info, data_info, cost (tlbench/training/cost.py), compile
-(tlbench/training/compiled.py; null without compile=true), seeds, deterministic, env, error, started_at, finished_at, resumes[]. Version 1 had no
-test split (its val was the test split) and no identity.
+"""The one JSON file per run (`result.json`) and how it is written. Its fields, one by one, are described in
+schema.py (docs/reference/result-json.md is generated from there). Version 1 had no test split (its val was the
+test split) and no identity.
 
 `metric` (also data_info.metric) is the accuracy the literature reports for the data set
 (DataSplits.metric): "top1", or "mean_per_class" (Kornblith et al. 2019: FGVC Aircraft,

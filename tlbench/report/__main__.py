@@ -9,6 +9,10 @@ from tlbench.errors import USER_ERROR_EXIT, UserError
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m tlbench.report",
         description="Compare tlbench runs: reads every result.json under the given folders "
@@ -35,7 +39,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--font", default=None, metavar="FAMILY",
                         help="font family for chart text, e.g. 'Noto Sans CJK JP'; falls back "
                              "to DejaVu Sans with a warning when not installed")
-    return parser.parse_args(argv)
+    return parser
 
 
 def main(argv=None) -> int:

@@ -51,13 +51,17 @@ def find_for_config(cfg, folder: Path, phase_name: str | None = None) -> dict:
     return factory.find(model, phase)
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m tlbench.lr_find",
                                      description="fastai's LR finder on the run that the overrides describe.")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, as for python -m tlbench")
     parser.add_argument("--out", type=Path, help="output folder (default <results_dir>/lr_find/<date>_<time>)")
     parser.add_argument("--phase", help="a later freeze phase (e.g. all), measured from the starting weights")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s", datefmt="%H:%M:%S")
     try:
         cfg = settings.concrete(compose(args.overrides))

@@ -1,0 +1,205 @@
+"""result.json, field by field: the one description of the schema (version results.SCHEMA_VERSION).
+
+docs/reference/result-json.md is generated from FIELDS, and tests/test_reference_docs.py checks a
+real run's result.json against it both ways (every field written is described here; every field
+described without a `when` is written). Adding a field to result.json means adding it here."""
+
+from dataclasses import dataclass
+
+from tlbench.records.identity import CONTENT_KEYS, NOT_IDENTITY
+
+
+@dataclass(frozen=True)
+class Field:
+    """One key of result.json. `when`: empty when every file has it, else when it is there.
+    `keys`: the fields of an object, or of each item of a list (empty: free-form or a plain value)."""
+    name: str
+    type: str
+    meaning: str
+    when: str = ""
+    keys: tuple = ()
+
+
+def _fields(*rows) -> tuple:
+    """Rows (name, type, meaning[, when]) as Fields without keys of their own."""
+    return tuple(Field(*row) for row in rows)
+
+
+EPOCH = _fields(
+    ("epoch", "int", "from 1"),
+    ("train_loss", "float", "mean training loss of the epoch"),
+    ("train_acc", "float", "top-1 accuracy on the training images as they were trained on"),
+    ("val_loss", "float", "loss on the val split"),
+    ("val_acc", "float", "top-1 accuracy on the val split"),
+    ("val_mean_class_acc", "float", "mean over the split's classes of each class's accuracy, on val"),
+    ("test_loss", "float", "loss on the test split"),
+    ("test_acc", "float", "top-1 accuracy on the test split"),
+    ("test_mean_class_acc", "float", "mean over the split's classes of each class's accuracy, on test"),
+    ("lr", "float", "the head's param group's learning rate at the end of the epoch"),
+    ("time_s", "float", "training plus evaluation of val and test"),
+    ("images_per_s", "float", "training images / training time"),
+    ("trainable_params", "int", "parameters trained in this epoch"),
+    ("trainable_fraction", "float", "of every parameter the model holds, adapters included"),
+    ("freeze_phase", "str", "the freeze strategy's phase, e.g. head or all"),
+    ("train_images", "int", "images trained on (a compiled run drops the partial last batch)"),
+    ("compile_s", "float", "compile warm-up before the epoch, outside time_s; 0 without one"),
+)
+
+SUMMARY = _fields(
+    ("final_test_acc", "float", "test accuracy at the last epoch"),
+    ("test_acc_at_best_val", "float", "test accuracy at best_epoch"),
+    ("final_val_acc", "float", "val accuracy at the last epoch"),
+    ("best_val_acc", "float", "val accuracy at best_epoch"),
+    ("best_epoch", "int", "the epoch chosen on val by select_epoch; the first wins a tie"),
+    ("final_train_acc", "float", "train accuracy at the last epoch"),
+    ("final_val_loss", "float", "val loss at the last epoch"),
+    ("final_test_loss", "float", "test loss at the last epoch"),
+    ("overfit_gap", "float", "final train accuracy - final test accuracy"),
+    ("total_time_s", "float", "sum of the epochs' time_s"),
+    ("metric", "str", "the data set's metric: top1 or mean_per_class"),
+    ("final_test_metric", "float", "the data set's metric on test at the last epoch"),
+    ("test_metric_at_best_val", "float", "the data set's metric on test at best_epoch"),
+    ("final_val_metric", "float", "the data set's metric on val at the last epoch"),
+    ("best_val_metric", "float", "the data set's metric on val at best_epoch (what a search maximizes)"),
+    ("select_epoch", "str", "the rule that chose best_epoch (config select_epoch)"),
+)
+
+MODEL_INFO = (
+    *_fields(
+        ("weights_source", "str or null", "where the pretrained weights came from; null for random init"),
+        ("total_params", "int", "every parameter of the model"),
+        ("head_params", "list of str", "the new classifier's parameter names"),
+        ("head_module", "str", "the classifier module's name"),
+        ("head_init", "str", "how the new classifier started (model.head_init)"),
+        ("stages", "int", "the backbone stages freeze=gradual and layer_decay count"),
+        ("feature_dim", "int", "the feature size the probe fitted on", "freeze=logreg or knn"),
+    ),
+    Field("lora", "object", "the adapters peft injected", "freeze=lora", _fields(
+        ("targets", "int", "layers that got an adapter"),
+        ("first_targets", "list of str", "the first 5 of their names"),
+        ("rank", "int", "freeze.rank"),
+        ("alpha", "float", "freeze.alpha"),
+        ("dropout", "float", "freeze.dropout"),
+        ("adapter_params", "int", "parameters the adapters add"),
+    )),
+)
+
+DATA_INFO = (
+    *_fields(
+        ("source", "str", "where the images came from"),
+        ("classes", "list of str", "class names, in label order"),
+        ("num_classes", "int", ""),
+        ("train_size", "int", "training images used, after any skipped"),
+        ("val_size", "int", "val images used"),
+        ("test_size", "int", "test images used"),
+        ("val_is_test", "bool", "true only with dataset.val_split=0: the best epoch was chosen on test"),
+        ("val_source", "str", "how the val split was made"),
+        ("train_subset", "str", "all, or the fraction / K per class and subset_seed"),
+        ("image_size", "int", "the side the images were decoded to"),
+        ("metric", "str", "the data set's metric, as the top-level metric"),
+    ),
+    Field("preprocess", "object", "how the images became squares (from issue 22)", keys=_fields(
+        ("mode", "str", "squash or crop"),
+        ("crop_fraction", "float", "the crop fraction, model resolved", "mode is crop"),
+    )),
+    Field("skipped_images", "object", "undecodable files left out (dataset.on_bad_image=skip)", keys=_fields(
+        ("train", "int", "files skipped in train"),
+        ("val", "int", "files skipped in val"),
+        ("test", "int", "files skipped in test"),
+        ("examples", "list of str", "the first 10 paths"),
+    )),
+)
+
+COST = _fields(
+    ("total_params", "int", "every parameter of the model"),
+    ("trainable_params", "int", "the most any freeze phase trained"),
+    ("gmacs_per_image", "float", "forward multiply-accumulates of one image at input_size (torch's FlopCounterMode "
+                                 "/ 2), checked against torchvision's published numbers"),
+    ("input_size", "int", "the side the model saw, px"),
+    ("train_images_per_s", "float", "mean over epochs"),
+    ("wall_s", "float", "this attempt, from start-up to the end of training"),
+    ("peak_host_mib", "float", "the process's peak resident memory"),
+    ("peak_device_mib", "float or null", "peak CUDA memory allocated; null off CUDA"),
+)
+
+COMPILE = _fields(
+    ("backend", "str", "torch.compile's backend"),
+    ("dynamic", "bool", "false: static shapes"),
+    ("graphs_needed", "int", "2 x freeze phases"),
+    ("recompile_limit", "int", "dynamo's limit as set for the run"),
+    ("compile_s", "float", "total compile time"),
+    ("phases", "list", "one {epoch, phase, compile_s, graphs} per warm-up"),
+    ("graphs_in_timed_epochs", "int", "0 unless a graph compiled outside a warm-up"),
+    ("fell_back_to_eager", "bool", "whether the run gave up compiling"),
+    ("fallback_reason", "str or null", "why it did"),
+    ("dropped_train_images", "list of int", "per epoch, the partial last batch left out"),
+)
+
+SEEDS = _fields(
+    ("python", "int", "random.seed"), ("numpy", "int", "np.random.seed"), ("torch", "int", "torch.manual_seed"),
+    ("data_order", "int", "the training loader's shuffle"),
+)
+
+ENV = _fields(
+    ("python", "str", "Python version"), ("torch", "str", "torch version"),
+    ("torchvision", "str", "torchvision version"), ("timm", "str", "timm version"),
+    ("device", "str", "the device the run used, e.g. cpu or cuda:0"), ("device_name", "str", "its name"),
+    ("git_sha", "str or null", "the checkout's commit, when there is one"), ("hostname", "str", ""),
+    ("pid", "int", "the process that trained"), ("threads", "int", "CPU threads used"),
+    ("job_num", "int or null", "the run's number in its sweep, or null"),
+    ("amp", "bool", "bf16 autocast as used (auto resolved)"),
+    ("channels_last", "bool", "memory format as used (auto resolved)"),
+)
+
+LR_FIND = _fields(
+    ("phase", "str", "the freeze phase measured"), ("before_epoch", "int", "the first epoch of that phase"),
+    ("lr", "float or null", "the valley rule's suggestion, used as optimizer.lr; null when skipped"),
+    ("rule", "str", "the suggestion rule"),
+    ("steps", "int", "ramp steps taken", "lr is not null"), ("stopped", "str", "why the ramp stopped", "lr is not null"),
+    ("curve", "str", "the PNG under lr_find/, relative to the run folder", "lr is not null"),
+    ("data", "str", "the JSON of the curve under lr_find/", "lr is not null"),
+    ("group_lrs", "list of float", "each param group's lr before the schedule's factor", "lr is not null"),
+    ("skipped", "str", "why nothing was found: every group has an absolute lr", "lr is null"),
+)
+
+FIELDS = (
+    Field("schema_version", "int", "2 (version 1 had no test split: its val was the test split)"),
+    Field("run_id", "str", "first 12 hex digits of sha256 over identity (canonical JSON)"),
+    Field("identity", "object", "what makes this experiment this experiment (tlbench/records/identity.py): the "
+          f"resolved config flattened to dotted keys, without where files live or how fast things run "
+          f"({', '.join(sorted(NOT_IDENTITY))}); {', '.join(CONTENT_KEYS)} replaced by the content fingerprints of the "
+          "files they name; settings added later left out while they keep "
+          "the behaviour older runs had (identity.LATER_SETTINGS)"),
+    Field("fingerprints", "object", "{dotted key: fingerprint} for every local file or folder the config names: a "
+          "folder is tree:<hash of every file's relative path and size>:<n>files:<bytes>bytes, a file "
+          "sha256:<first 16 hex digits>"),
+    Field("status", "str", "ok, failed, interrupted (Ctrl-C, or a cluster's preemption signal), or running (still "
+          "going, or killed)"),
+    Field("config", "object", "the resolved config"),
+    *(Field(group, "str", f"config {group}.name") for group in ("model", "dataset", "freeze", "optimizer", "schedule")),
+    Field("metric", "str or null", "the data set's accuracy metric: top1 or mean_per_class; it selects the best "
+          "epoch and fills summary.*_metric; null until the data is built; absent in older files (read as top1)"),
+    Field("pretrained", "bool", "config pretrained"),
+    Field("seed", "int", "config seed"),
+    Field("epochs", "list", "one object per epoch; *_acc are top-1, *_mean_class_acc the mean per-class accuracy, "
+          "train is top-1 only", keys=EPOCH),
+    Field("iter_loss", "list of float", "training loss of every optimizer step"),
+    Field("iters_per_epoch", "int", "optimizer steps per epoch"),
+    Field("summary", "object or null", "the headline numbers; *_acc are top-1, *_metric the data set's metric, "
+          "read at the same best_epoch; null before the first epoch", keys=SUMMARY),
+    Field("model_info", "object", "the model as built", keys=MODEL_INFO),
+    Field("data_info", "object", "the data as built", keys=DATA_INFO),
+    Field("cost", "object", "what the run cost (tlbench/training/cost.py)", keys=COST),
+    Field("compile", "object or null", "null unless compile=true (tlbench/training/compiled.py)", keys=COMPILE),
+    Field("seeds", "object", "the seeds given to Python, NumPy, torch and the data order", keys=SEEDS),
+    Field("deterministic", "bool", "whether deterministic kernels were requested"),
+    Field("env", "object", "the software and the machine", keys=ENV),
+    Field("error", "object or null", "{type, message} when status is failed or interrupted"),
+    Field("started_at", "str", "UTC, ISO 8601; the first attempt's when resumed"),
+    Field("finished_at", "str or null", "UTC, ISO 8601; null while running"),
+    Field("resumes", "list", "one {at, after_epoch, rng} per resume from a checkpoint; [] for a run that never "
+          "stopped (rng: which random states could not be restored on this device)"),
+    Field("lr_find", "list", "the LR finder, one entry per freeze phase", "optimizer.lr=find", keys=LR_FIND),
+    Field("probe", "object", "the probe's settings, choice, feature size, timings and cache hits",
+          "freeze=logreg or freeze=knn"),
+)
