@@ -1,7 +1,6 @@
 """Parameter-efficient fine-tuning: freeze=bitfit (biases, norm layers and the head) and
 freeze=lora (peft adapters and the head), trained for real on tiny data."""
 
-import json
 
 import pytest
 import torch

@@ -4,7 +4,6 @@ it, and the pages build with warnings as errors."""
 
 import importlib.util
 import json
-import os
 import re
 import shutil
 import subprocess
