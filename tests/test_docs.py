@@ -40,7 +40,7 @@ from tlbench.runner.sweep import register_resolvers
 
 REPO = Path(__file__).resolve().parents[1]
 README_MAX_LINES = 220  # issue 23: "a README of at most ~200 lines"
-PAGES = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
+PAGES = [REPO / "README.md", *sorted(p for p in (REPO / "docs").rglob("*.md") if "_build" not in p.parts)]
 ENTRY_POINTS = {  # the words a command starts with -> the module whose parser takes its arguments
     ("python", "-m", "tlbench"): "tlbench", ("tlbench",): "tlbench",
     ("python", "-m", "tlbench.report"): "tlbench.report.__main__", ("tlbench-report",): "tlbench.report.__main__",
