@@ -6,15 +6,18 @@ What counts as a command: a line of a fenced code block, or an inline code span,
 `python -m tlbench`, `tlbench`, or one of the other entry points (`python -m tlbench.report`,
 `tlbench-report`, `... predict`, `... lr_find` / `tlbench-lr-find`, `python -m tlbench.bench`); a `$ `
 prompt is dropped, lines ending in `\\` are joined, `# comments` are dropped, and `a && b` / `a; b` are
-separate commands. Placeholders, which a reader replaces: `<anything>` becomes the word `placeholder`,
-`$PWD` the folder the command runs in, any other `$NAME` / `${NAME}` the word NAME, and a whole token in
-brackets (`[overrides]`) or `...` is dropped. The `mkdir` and `printf` lines of a code block run first,
+separate commands. Placeholders, which a reader replaces: a whole word `<anything>` is dropped (it stands
+for overrides or a path), inside a word it becomes `placeholder` (`dataset.root=<copy>`); `$PWD` is the
+folder the command runs in, `$NAME` / `${NAME}` the value a line `NAME=...` of the same code block gave
+it (split into words, as the shell does), else the word NAME; a whole word in brackets (`[overrides]`)
+and `...` are dropped. The `mkdir` and `printf` lines of a code block run first,
 in a temporary folder, as a reader would (they write the configs its commands then use).
 
 How a `tlbench` command is checked, as Hydra runs it: its overrides compose with Hydra's compose API
 against the package's conf/; with `-m`, first the sweep's base config (the overrides without the swept
 ones, which is where `freeze.epochs=1` beside a swept `experiment=` fails and `++freeze.epochs=1` does
-not), then every combination of the swept values. `-cd DIR` becomes `hydra.searchpath=[file://DIR]`;
+not), then every combination of the swept values (up to MAX_JOBS of them; a larger sweep is composed for
+as many jobs as its longest list, which between them hold every value of every swept key). `-cd DIR` becomes `hydra.searchpath=[file://DIR]`;
 `--cfg`, `--info` and their arguments are ignored; any other flag fails. A command that names a Hydra
 plugin (`hydra/launcher=joblib`, `search=optuna`, ...) skips when that plugin is not installed.
 """
@@ -23,6 +26,7 @@ import contextlib
 import importlib
 import io
 import itertools
+import math
 import re
 import shlex
 import subprocess
@@ -57,6 +61,7 @@ PLUGINS = {  # an override naming a Hydra plugin's option -> the plugin's packag
     "search=optuna": "hydra_plugins.hydra_optuna_sweeper",
 }
 SETUP_WORDS = ("mkdir", "printf")
+MAX_JOBS = 16  # a larger sweep is composed job by job for a covering set of its values (combinations)
 HYDRA_IGNORED_WITH_VALUE = ("--cfg", "-c", "--info", "-i", "--package", "-p")
 
 
@@ -71,10 +76,24 @@ class Command:
         return f"{self.where}: {shlex.join(self.words)}"
 
 
-def placeholders(text: str) -> str:
-    text = re.sub(r"<[^<>]*>", "placeholder", text)
-    text = re.sub(r"\$\{?(?!PWD\b)([A-Za-z_][A-Za-z0-9_]*)\}?", r"\1", text)
-    return text
+PLACEHOLDER = "__placeholder__"
+
+
+def placeholders(text: str, variables: dict[str, str]) -> str:
+    """`<...>` -> PLACEHOLDER; `$NAME` -> its value when the block assigned it (`NAME="a=1 b=2"`), else NAME."""
+    text = re.sub(r"<[^<>]*>", PLACEHOLDER, text)
+    return re.sub(r"\$\{?(?!PWD\b)([A-Za-z_][A-Za-z0-9_]*)\}?",
+                  lambda m: variables.get(m.group(1), m.group(1)), text)
+
+
+def assignment(text: str) -> tuple[str, str] | None:
+    """A shell variable set on a line of its own: `COMMON="dataset=digits epochs=3"` -> (COMMON, its value)."""
+    match = re.fullmatch(r"([A-Za-z_][A-Za-z0-9_]*)=(\S.*)?", text)
+    if not match:
+        return None
+    with contextlib.suppress(ValueError):
+        return match.group(1), " ".join(shlex.split(match.group(2) or ""))
+    return None
 
 
 def split_commands(line: str) -> list[list[str]]:
@@ -95,7 +114,8 @@ def split_commands(line: str) -> list[list[str]]:
 def as_command(words: list[str], where: str, setup: list[str]) -> Command | None:
     for start, module in sorted(ENTRY_POINTS.items(), key=lambda kv: -len(kv[0])):
         if tuple(words[:len(start)]) == start:
-            rest = [w for w in words[len(start):] if w != "..." and not re.fullmatch(r"\[\w[\w ]*\]", w)]
+            rest = [w.replace(PLACEHOLDER, "placeholder") for w in words[len(start):]
+                    if w not in ("...", PLACEHOLDER) and not re.fullmatch(r"\[\w[\w ]*\]", w)]
             return Command(where, rest, module, setup)
     return None
 
@@ -130,13 +150,17 @@ def documented_commands() -> list[Command]:
     for path in PAGES:
         name = path.relative_to(REPO).as_posix()
         setup_by_block: dict[int, list[str]] = {}
+        variables: dict[int, dict[str, str]] = {}
         lines = list(code_lines(path))
         for _, text, block in lines:
             if block is not None and text.split()[:1] and text.split()[0] in SETUP_WORDS:
                 setup_by_block.setdefault(block, []).append(text)
+            if block is not None and assignment(text):
+                name, value = assignment(text)
+                variables.setdefault(block, {})[name] = placeholders(value, variables.get(block, {}))
         for number, text, block in lines:
             try:
-                parts = split_commands(placeholders(text))
+                parts = split_commands(placeholders(text, variables.get(block, {})))
             except ValueError:  # not shell (an unbalanced quote in prose or output)
                 continue
             for words in parts:
@@ -170,11 +194,14 @@ def hydra_overrides(command: Command, folder: Path) -> tuple[list[str], bool]:
 
 
 def combinations(overrides: list[str]) -> list[list[str]]:
-    """Every job of a sweep: the swept overrides' values, crossed, as Hydra's basic sweeper does."""
+    """The jobs of a sweep: every combination of the swept values, as Hydra's basic sweeper makes them, up to
+    MAX_JOBS; a larger sweep is covered by fewer jobs in which every value of every swept key appears."""
     parsed = OverridesParser.create().parse_overrides(overrides)
     choices = [[f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()] if o.is_sweep_override()
                else [o.input_line] for o in parsed]
-    return [list(job) for job in itertools.product(*choices)]
+    if math.prod(len(c) for c in choices) <= MAX_JOBS:
+        return [list(job) for job in itertools.product(*choices)]
+    return [[c[i % len(c)] for c in choices] for i in range(max(len(c) for c in choices))]
 
 
 def compose(overrides: list[str], run_mode: RunMode):
