@@ -289,3 +289,16 @@ def test_readme_stays_short():
     assert len(lines) <= README_MAX_LINES, (
         f"README.md has {len(lines)} lines, more than {README_MAX_LINES}: move the detail into a page of docs/ "
         "and link it")
+
+
+def test_ci_runs_what_readme_says():
+    """.ci/run installs with README's set-up line and runs README's test commands and docs build."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    ci = [line.replace("pip install -q ", "pip install ") for line in
+          (REPO / ".ci" / "run").read_text(encoding="utf-8").splitlines() if not line.startswith("#")]
+    install = re.search(r"(pip install torch\S* .*)$", readme, re.M).group(1)
+    assert install in ci, f"README's set-up installs `{install}`; .ci/run must install the same"
+    for command in ("python -m pytest -q", "python -m pytest -q -m e2e -n 0"):
+        assert f"\n{command}\n" in readme and command in ci
+    assert any(line.startswith("sphinx-build -q -W --keep-going -b html docs ") for line in ci)
+    assert "sphinx-build -W --keep-going -b html docs " in readme
