@@ -17,8 +17,9 @@ How a `tlbench` command is checked, as Hydra runs it: its overrides compose with
 against the package's conf/; with `-m`, first the sweep's base config (the overrides without the swept
 ones, which is where `freeze.epochs=1` beside a swept `experiment=` fails and `++freeze.epochs=1` does
 not), then every combination of the swept values (up to MAX_JOBS of them; a larger sweep is composed for
-as many jobs as its longest list, which between them hold every value of every swept key). `-cd DIR` becomes `hydra.searchpath=[file://DIR]`;
-`--cfg`, `--info` and their arguments are ignored; any other flag fails. A command that names a Hydra
+as many jobs as its longest list, which between them hold every value of every swept key). `-cd DIR`
+becomes `hydra.searchpath=[file://DIR]`; `--cfg`, `--info` and their arguments are ignored; any other flag
+fails. A command that names a Hydra
 plugin (`hydra/launcher=joblib`, `search=optuna`, ...) skips when that plugin is not installed.
 """
 
@@ -278,8 +279,8 @@ def test_a_broken_command_fails(tmp_path):
                    "freeze.epochs=1"]):
         with pytest.raises(pytest.fail.Exception, match="does not compose"):
             check_tlbench(Command("planted", words, "tlbench"), tmp_path)
-    check_tlbench(Command("planted", ["-m", "experiment=seed_efficientnet_b0_cifar10,seed_efficientnet_b0_cifar10_fixed",
-                                      "++freeze.epochs=1"], "tlbench"), tmp_path)
+    swept = "experiment=seed_efficientnet_b0_cifar10,seed_efficientnet_b0_cifar10_fixed"
+    check_tlbench(Command("planted", ["-m", swept, "++freeze.epochs=1"], "tlbench"), tmp_path)
     with pytest.raises(pytest.fail.Exception, match="is not an option"):
         check_flags(Command("planted", ["run", "cat.jpg", "--topk", "3"], "tlbench.predict"))
 
