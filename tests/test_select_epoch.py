@@ -182,9 +182,22 @@ def test_the_report_flags_selections_made_on_few_val_images(tmp_path):
     assert "70.0%†" in small and "25 (SE 8.0)†" in small
     assert "† chosen on fewer than 100 val images" in small and "dataset.val_split" in small
     runs = pd.read_csv(tmp_path / "small_report" / "runs.csv")
-    assert runs["val_size"].tolist() == [25, 25] and runs["best_val_acc_se"].tolist() == pytest.approx([0.08] * 2)
+    assert runs["val_size"].tolist() == [25, 25] and runs["best_val_acc_se"].tolist() == pytest.approx([0.0795] * 2, abs=1e-4)
     large = write_report([tmp_path / "large"], tmp_path / "large_report").read_text()
     assert "200 (SE 2.8)" in large and "†" not in large
+
+
+def test_the_val_accuracy_standard_error_is_agresti_coulls_and_never_zero():
+    from scipy.stats import binomtest
+
+    from tlbench.report.selection import Z, standard_error
+
+    for right, n in ((17, 17), (20, 25), (0, 40), (160, 200)):
+        wilson = binomtest(right, n).proportion_ci(confidence_level=0.95, method="wilson")
+        centre = (wilson.low + wilson.high) / 2  # Agresti-Coull's adjusted p is the Wilson interval's centre
+        n_adjusted = n + Z ** 2
+        assert standard_error(right / n, n) == pytest.approx((centre * (1 - centre) / n_adjusted) ** 0.5, rel=1e-3)
+    assert 100 * standard_error(1.0, 17) == pytest.approx(6.3, abs=0.05)  # 17 of 17 right is not certainty
 
 
 def test_the_tuned_on_val_table_says_how_many_val_images_chose(tmp_path):

@@ -1,7 +1,7 @@
 """How far to trust a val-selected number: how many val images chose it (result.json
-data_info.val_size) and the binomial standard error of the val accuracy at the chosen epoch,
-sqrt(p (1 - p) / n). Selections made on fewer than SMALL_VAL images are flagged with MARK and
-explained by one footnote (`footnote`)."""
+data_info.val_size) and the binomial standard error of the val accuracy at the chosen epoch
+(Agresti-Coull's, `standard_error`: never 0, also at 100%). Selections made on fewer than
+SMALL_VAL images are flagged with MARK and explained by one footnote (`footnote`)."""
 
 from __future__ import annotations
 
@@ -26,9 +26,17 @@ def add_selection_columns(runs: pd.DataFrame) -> pd.DataFrame:
                        small_val=(size < SMALL_VAL) & ~chosen_on.str.startswith("cv"))
 
 
+Z = 1.96  # the 95% normal quantile of the Agresti-Coull adjustment
+
+
 def standard_error(p, n):
-    """Binomial standard error of an accuracy p measured on n images (NaN without n)."""
-    return (p * (1 - p) / n) ** 0.5
+    """Binomial standard error of an accuracy p measured on n images (NaN without n), Agresti and
+    Coull's (1998): add Z^2/2 successes and failures, n~ = n + Z^2, p~ = (p n + Z^2/2) / n~, then
+    sqrt(p~ (1 - p~) / n~). The plain sqrt(p (1 - p) / n) is 0 when all 17 val images are right,
+    which would read as certainty; p~ is the centre of the Wilson interval."""
+    n_adjusted = n + Z ** 2
+    p_adjusted = (p * n + Z ** 2 / 2) / n_adjusted
+    return (p_adjusted * (1 - p_adjusted) / n_adjusted) ** 0.5
 
 
 def group_columns(group: pd.DataFrame) -> dict:
@@ -56,5 +64,5 @@ def footnote(frame: pd.DataFrame) -> list[str]:
         return []
     return [f"{MARK} chosen on fewer than {SMALL_VAL} val images: one image moves val accuracy by 1 point or more "
             "and epochs or settings tie easily, so this val-selected number is noisy (SE: the binomial standard "
-            "error of the val accuracy, in points). Hold out more: a larger dataset.val_split (e.g. an image "
+            "error of the val accuracy, Agresti-Coull, in points). Hold out more: a larger dataset.val_split (e.g. an image "
             "count: dataset.val_split=200), or for freeze=logreg choose C by cross-validation: freeze.cv_folds=5."]
