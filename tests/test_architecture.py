@@ -1,4 +1,4 @@
-"""The layers hold (README "Layout"): the import contracts in pyproject.toml pass, and the config
+"""The layers hold (CONTRIBUTING.md "Layout"): the import contracts in pyproject.toml pass, and the config
 (omegaconf, Hydra, DictConfig) is named only at the edge: the entry point, the config locator,
 the report's Hydra callback and the run layer."""
 

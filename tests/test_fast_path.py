@@ -182,13 +182,14 @@ def test_bench_judges_each_target_of_the_device_and_requires_them_all_under_chec
     lines = bench.check_lines([row("resnet18", 32, 41_202, 57_971, 5_444, 0.03)], cuda, require_all=True)
     assert [line for ok, line in lines] == [
         "PASS resnet18 @ 32 px on cuda: tlbench loop 41,202 img/s at batch 512 >= 40,000",
-        "FAIL resnet18 @ 32 px on cuda: tlbench loop at 71% of the ceiling >= 80%",  # README's first H100 run
+        # the first H100 run in docs/results/speed.md
+        "FAIL resnet18 @ 32 px on cuda: tlbench loop at 71% of the ceiling >= 80%",
         "PASS resnet18 @ 32 px on cuda: evaluation 3% of a CIFAR-10 epoch <= 15%",
         "FAIL efficientnet_b0 @ 224 px on cuda: not measured (--models efficientnet_b0 --sizes 224)"]
     assert [ok for ok, _ in lines] == [True, False, True, False]
     assert len(bench.check_lines([], cuda, require_all=False)) == 0, "without --check, unmeasured targets are skipped"
     cpu = [ok for ok, _ in bench.check_lines([row("resnet18", 32, 832, 901, 448, 0.05)], torch.device("cpu"), True)]
-    assert cpu == [True, True, True]  # README's second CPU run: 92% of the ceiling, 1.86x the seed loop
+    assert cpu == [True, True, True]  # docs/results/speed.md's second CPU run: 92% of the ceiling, 1.86x the seed loop
 
 
 def test_bench_seed_loop_numerics_are_the_write_ups_and_are_restored_afterwards():

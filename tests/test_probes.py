@@ -233,7 +233,7 @@ def test_both_probes_classify_real_cifar10_from_real_lite0_features(make_cfg, tm
     # val / 1,000 test at 32 px upsampled to 64, nine draws (dataset.split_seed 0-2 x dataset.subset_seed
     # 0-2): logreg test acc 53.6-60.4% (60.1% for this draw, 0 / 0), knn (k 20, T 0.07) 50.6-55.3% (51.3%).
     # The floors sit about 2.5 binomial standard errors (3.9 points on 1,000 images) below the lowest
-    # draw; random-init lite0 features give 24.1% with logreg (README's CIFAR-10 sweep).
+    # draw; random-init lite0 features give 24.1% with logreg (docs/results/beyond-pretrained-or-not.md).
     assert logreg["summary"]["final_test_acc"] > 0.50, logreg["probe"]
     assert knn["summary"]["final_test_acc"] > 0.46, knn["probe"]
 

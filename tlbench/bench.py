@@ -67,7 +67,7 @@ class Target:
     max_eval_fraction: float = 0.15        # evaluation's share of a CIFAR-10 epoch
 
 
-# Issue #12's targets. CUDA's are set for one H100 (README "Speed": 41,202 and 4,295 img/s measured).
+# Issue #12's targets. CUDA's are set for one H100 (docs/results/speed.md: 41,202 and 4,295 img/s measured).
 TARGETS = {
     "cuda": (Target("resnet18", 32, min_images_per_s=40_000), Target("efficientnet_b0", 224, min_images_per_s=3_500)),
     "cpu": (Target("resnet18", 32, min_speedup=1.8),),

@@ -9,6 +9,7 @@ from pathlib import Path
 from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.datasets import ImageFolder
+from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from tlbench.errors import BadImageError, ConfigError, DataNotFoundError
 
@@ -17,6 +18,7 @@ LIST_FOLDER, WORKING_DIR, ABSOLUTE = "list folder", "working directory", "absolu
 
 log = logging.getLogger("tlbench")
 
+# What tlbench-predict reads (through PIL); ImageFolder trees read torchvision's IMG_EXTENSIONS, without .gif.
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
 
 
@@ -56,9 +58,10 @@ def image_folder(split_dir: Path) -> ImageFolder:
         raise DataNotFoundError(f"{split_dir} has no class folders; put each class's images in "
                                 f"{split_dir}/<class name>/. {LAYOUTS}")
     for name in classes:
-        if not any(f.suffix.lower() in IMAGE_SUFFIXES for f in (split_dir / name).rglob("*")):
-            raise DataNotFoundError(f"class folder {split_dir / name} holds no images ({', '.join(IMAGE_SUFFIXES)}); "
-                                    "add images or remove the folder")
+        # ImageFolder's own list (no .gif), so that a folder it would find empty fails here, with the fix
+        if not any(f.suffix.lower() in IMG_EXTENSIONS for f in (split_dir / name).rglob("*")):
+            raise DataNotFoundError(f"class folder {split_dir / name} holds no images ({', '.join(IMG_EXTENSIONS)}); "
+                                    "add images (convert .gif files to .png) or remove the folder")
     return ImageFolder(str(split_dir), loader=load_rgb)
 
 

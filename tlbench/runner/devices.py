@@ -172,7 +172,7 @@ def resolve_channels_last(value, device: torch.device, depthwise: bool) -> bool:
     """`channels_last=auto`: on for CUDA, and on a CPU for a model with depthwise convolutions
     (`depthwise`: models.has_depthwise_conv), which oneDNN runs 1.3-1.6x faster in channels_last
     (tf_efficientnet_lite0/1, efficientnet_b0, mobilenetv3 at 64 px, training and evaluation, 2-core
-    CPU, README "Speed"); resnet18 and ViTs gain nothing there, so they stay NCHW."""
+    CPU, docs/results/speed.md); resnet18 and ViTs gain nothing there, so they stay NCHW."""
     if value == "auto":
         return device.type == "cuda" or (device.type == "cpu" and depthwise)
     return resolve_flag(value, device)

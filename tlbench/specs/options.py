@@ -99,7 +99,7 @@ class OptimizerSettings:
     def __post_init__(self):
         number = isinstance(self.lr, (int, float)) and not isinstance(self.lr, bool)
         require(self.lr == "find" or (number and 0 < self.lr and math.isfinite(self.lr)), "optimizer.lr", self.lr,
-                 "must be a positive number (e.g. 1e-3) or find (the LR finder picks it: README \"LR finder\")")
+                 "must be a positive number (e.g. 1e-3) or find (the LR finder picks it: docs/how-to/lr-finder.md)")
         require(self.weight_decay >= 0, "optimizer.weight_decay", self.weight_decay, "must be >= 0")
 
 

@@ -236,7 +236,7 @@ class ModelSettings:
     against the source's registry when the run starts, with the closest names suggested."""
     name: str = "resnet18"
     source: str = "timm"                 # timm or torchvision
-    weights_file: Optional[str] = None   # local pretrained weights (README "Local weights, offline")
+    weights_file: Optional[str] = None   # local pretrained weights (docs/how-to/offline.md)
     head_init: str = "zeros"             # the new head: zeros, normal (std 0.01), library, linear
     kwargs: Optional[dict] = field(default_factory=dict)  # passed on to the builder (timm.create_model, ...)
 

@@ -12,7 +12,7 @@ to what the phases need, only while the model runs, and turns hitting it into a 
 in result.json (`compile.fell_back_to_eager`) and eager execution, never a silent fallback.
 
 The engine compiles each phase's graphs in a warm-up before its epoch is timed (engine.warm_up);
-`Compiled.record` is result.json's `compile` block (README "result.json")."""
+`Compiled.record` is result.json's `compile` block (docs/reference/result-json.md)."""
 
 import logging
 import time

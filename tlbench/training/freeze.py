@@ -10,7 +10,7 @@ of parameters that already trained into the next phase, as one optimizer over ev
 does (write-ups A and B); by default each phase starts a fresh optimizer.
 
 `AsPublished` reproduces the write-ups' own freeze code, defects included (the `defects` settings;
-README "Reproducing the write-ups"); nothing uses it unless a preset or the user switches it on."""
+docs/how-to/writeups.md); nothing uses it unless a preset or the user switches it on."""
 
 from dataclasses import dataclass
 
@@ -66,7 +66,7 @@ class NoFreeze(FreezeStrategy):
 class LinearProbe(FreezeStrategy):
     """`head_lr_ratio`: the head trains at this multiple of the optimizer's lr. A lone linear
     layer on fixed features takes larger steps than a whole network: measured with the default
-    recipe (README "The default recipe"), 10 x 1e-3 beat 1e-3 by 4-10 points on digits and CIFAR-10."""
+    recipe (docs/explanation/default-recipe.md), 10 x 1e-3 beat 1e-3 by 4-10 points on digits and CIFAR-10."""
 
     def __init__(self, stages, settings: specs.LinearProbeSettings):
         super().__init__(stages, settings)
