@@ -25,6 +25,8 @@ def candidate(config: dict) -> tuple[str, str]:
             "lora": f"lr_ratio={freeze.get('lr_ratio')}"}.get(freeze["name"], f"lr={config['optimizer']['lr']:g}")
     if config["epochs"] != 10:
         knob += f" epochs={config['epochs']}"
+    if config["batch_size"] != 64:
+        knob += f" batch_size={config['batch_size']}"
     return name, knob
 
 

@@ -29,6 +29,9 @@ def run_hydra_main(hydra_main, argv=None) -> int:
     try:
         with _command_line(argv), _hydra_reraises():
             hydra_main()
+    except BrokenPipeError:  # `tlbench --help | head`: the reader left; Python's documented way out
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (Exception, _Escaped) as caught:  # noqa: BLE001 - a user's error is printed, anything else re-raised
         return exit_code(caught.error if isinstance(caught, _Escaped) else caught,
                          sweep=any(flag in argv for flag in SWEEP_FLAGS))
