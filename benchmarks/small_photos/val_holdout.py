@@ -1,0 +1,51 @@
+"""How much val to hold out (issue 22 item 3), from the result.json files of sweeps over `dataset.val_split` on
+the ants-bees draws: per folder size and val_split, the mean test accuracy of the headline a user gets (the
+val-chosen epoch; with val_split=0 the final epoch, since there the "val" is the test split) and of the final
+epoch, with the paired difference from val_split=0.1 on the same draws (mean and its standard error).
+
+    python benchmarks/small_photos/val_holdout.py /tmp/m22/ab_val20 /tmp/m22/ab_valall
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+import pandas as pd
+
+
+def rows(folders: list[Path]) -> pd.DataFrame:
+    found = []
+    for path in (p for folder in folders for p in folder.rglob("result.json")):
+        result = json.loads(path.read_text())
+        if result.get("status") != "ok":
+            continue
+        data, summary, info = result["config"]["dataset"], result["summary"], result["data_info"]
+        split = float(data["val_split"])
+        final = 100 * summary["final_test_acc"]
+        found.append(dict(folder=Path(data["root"]).name.rstrip("0123456789"), draw=Path(data["root"]).name[-1],
+                          val_split=split, train=info.get("train_size"), val=info.get("val_size") if split else 0,
+                          headline=final if split == 0 else 100 * summary["test_acc_at_best_val"], final=final))
+    return pd.DataFrame(found)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folders", nargs="+", type=Path)
+    args = parser.parse_args()
+    frame = rows(args.folders)
+    lines = []
+    for (folder, split), cell in frame.groupby(["folder", "val_split"]):
+        base = frame[(frame.folder == folder) & (frame.val_split == 0.1)].set_index("draw")
+        line = dict(folder=folder, val_split=split, draws=len(cell), train=cell.train.mean(), val=cell.val.mean())
+        for value in ("headline", "final"):
+            paired = (cell.set_index("draw")[value] - base[value]).dropna()
+            line[value] = cell[value].mean()
+            line[f"{value}_vs_0.1"] = paired.mean()
+            line[f"{value}_se"] = paired.std(ddof=1) / len(paired) ** 0.5 if len(paired) > 1 else float("nan")
+        lines.append(line)
+    pd.set_option("display.width", 200)
+    print(pd.DataFrame(lines).round(2).to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()
