@@ -30,12 +30,17 @@ def candidate(config: dict) -> tuple[str, str]:
     return name, knob
 
 
-def rows(folders: list[Path]) -> pd.DataFrame:
-    found = []
+def completed(folders: list[Path]):
+    """The result.json of every complete run under `folders` (also used by val_holdout.py)."""
     for path in (p for folder in folders for p in folder.rglob("result.json")):
         result = json.loads(path.read_text())
-        if result.get("status") != "ok":
-            continue
+        if result.get("status") == "ok":
+            yield result
+
+
+def rows(folders: list[Path]) -> pd.DataFrame:
+    found = []
+    for result in completed(folders):
         config, summary = result["config"], result["summary"]
         data = config["dataset"]
         root = data.get("root")

@@ -7,18 +7,15 @@ epoch, with the paired difference from val_split=0.1 on the same draws (mean and
 """
 
 import argparse
-import json
 from pathlib import Path
 
 import pandas as pd
+from grid_table import completed  # the same folder: python puts a script's folder on sys.path
 
 
 def rows(folders: list[Path]) -> pd.DataFrame:
     found = []
-    for path in (p for folder in folders for p in folder.rglob("result.json")):
-        result = json.loads(path.read_text())
-        if result.get("status") != "ok":
-            continue
+    for result in completed(folders):
         data, summary, info = result["config"]["dataset"], result["summary"], result["data_info"]
         split = float(data["val_split"])
         final = 100 * summary["final_test_acc"]
