@@ -66,9 +66,8 @@ def test_lora_trains_under_5_percent_and_saves_the_merged_plain_model(make_cfg, 
 
 
 def rebuild_adapted(cfg, state):
-
     splits, built = build.prepare(cfg)
-    build.build_strategy(cfg, built)
+    build.adapt(cfg, built)  # the adapters, as the run injects them
     built.model.load_state_dict(state)
     return built.model
 

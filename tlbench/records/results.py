@@ -83,6 +83,9 @@ class RunRecord:
     def cost(self, cost: dict) -> None:
         self.data["cost"] = cost
 
+    def budget(self, budget: dict) -> None:
+        self.data["budget"] = budget
+
 
 def resumed(previous: dict, config: dict, after_epoch: int) -> dict:
     """The earlier attempt's result, going on: same run_id and start time, one more entry in

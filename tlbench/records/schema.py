@@ -25,6 +25,15 @@ def _fields(*rows) -> tuple:
     return tuple(Field(*row) for row in rows)
 
 
+BUDGET = _fields(
+    ("epochs", "int", "the epochs trained: max(epochs, ceil(min_steps / steps_per_epoch))"),
+    ("steps", "int", "optimizer steps in all: epochs x steps_per_epoch"),
+    ("steps_per_epoch", "int", "batches of the training split per epoch"),
+    ("min_steps", "int", "config min_steps"),
+    ("configured_epochs", "int", "config epochs"),
+    ("raised", "bool", "whether min_steps raised the epochs"),
+)
+
 EPOCH = _fields(
     ("epoch", "int", "from 1"),
     ("train_loss", "float", "mean training loss of the epoch"),
@@ -200,6 +209,8 @@ FIELDS = (
     Field("finished_at", "str or null", "UTC, ISO 8601; null while running"),
     Field("resumes", "list", "one {at, after_epoch, rng} per resume from a checkpoint; [] for a run that never "
           "stopped (rng: which random states could not be restored on this device)"),
+    Field("budget", "object", "how long the run trained: the configured epochs, raised when min_steps asked for "
+          "more optimizer steps than they give", "a fine-tuning run (not freeze=knn / logreg)", keys=BUDGET),
     Field("lr_find", "list", "the LR finder, one entry per freeze phase", "optimizer.lr=find", keys=LR_FIND),
     Field("probe", "object", "the probe's settings, choice, feature size, timings and cache hits",
           "freeze=logreg or freeze=knn"),

@@ -16,7 +16,7 @@ from tlbench.models import adapters
 from tlbench.records import results
 from tlbench.runner import devices, settings
 from tlbench.specs import FeatureSpec
-from tlbench.training import compiled, engine, freeze, optim
+from tlbench.training import compiled, engine, freeze, optim, schedules
 from tlbench.training.lr_find import FindingOptimizers
 from tlbench.training.optim import OptimizerFactory
 
@@ -51,10 +51,11 @@ def feature_spec(cfg, built: models.BuiltModel, device) -> FeatureSpec:
                        device_budget_gb=cfg.data.device_budget_gb)
 
 
-def build_strategy(cfg, built: models.BuiltModel) -> freeze.FreezeStrategy:
-    """The run's freeze strategy with the write-ups' defects applied (`defects.*`). What a strategy
-    needs to know of the model comes from the model: its normalisation-layer parameters (bitfit),
-    its LoRA adapters (lora: injected into `built.model` here, recorded in `built.info`)."""
+def adapt(cfg, built: models.BuiltModel) -> dict:
+    """What a freeze strategy needs to know of the model, from the model: its normalisation-layer
+    parameters (bitfit), its LoRA adapters (lora: injected into `built.model` here, recorded in
+    `built.info`; before the model moves or compiles, and before the loaders, which the random init
+    of the adapters must not wait for)."""
     facts = {}
     if cfg.freeze.name == "bitfit":
         facts["norm_params"] = adapters.norm_param_names(built.model)
@@ -63,8 +64,30 @@ def build_strategy(cfg, built: models.BuiltModel) -> freeze.FreezeStrategy:
                                                   cfg.freeze.alpha, cfg.freeze.dropout,
                                                   OmegaConf.to_container(cfg.freeze, resolve=True)["target_modules"])
         facts["adapter_params"] = adapters.adapter_param_names(built.model)
+    return facts
+
+
+def build_strategy(cfg, built: models.BuiltModel, facts: dict) -> freeze.FreezeStrategy:
+    """The run's freeze strategy (`facts`: adapt's) with the write-ups' defects applied (`defects.*`),
+    over cfg.epochs: the budgeted config's (`budgeted`)."""
     strategy = freeze.build_freeze(stages=built.stages, total_epochs=cfg.epochs, **cfg.freeze, **facts)
     return freeze.as_published(strategy, **cfg.defects)
+
+
+def budget(cfg, train_loader) -> schedules.Budget:
+    """The run's budget: cfg.epochs, raised to min_steps optimizer steps over this training split."""
+    return schedules.Budget(cfg.epochs, cfg.min_steps, len(train_loader))
+
+
+def budgeted(cfg, run_budget: schedules.Budget):
+    """`cfg` with the epochs the run trains (a copy when min_steps raised them), so that the strategy,
+    the schedule, the training core and compile all count the same epochs. result.json's config keeps
+    the epochs as configured (the run's identity); its `budget` records what ran."""
+    if not run_budget.raised:
+        return cfg
+    cfg = cfg.copy()
+    cfg.epochs = run_budget.epochs
+    return cfg
 
 
 def core_options(cfg, device, model, **where) -> engine.TrainOptions:

@@ -130,13 +130,20 @@ def _probe(cfg, attempt: Attempt, splits, built: models.BuiltModel, device) -> N
 
 def _fine_tune(cfg, attempt: Attempt, splits, built: models.BuiltModel, device) -> None:
     record, output_dir = attempt.record, attempt.output_dir
-    strategy = build.build_strategy(cfg, built)  # freeze=lora: adapters injected here, before the model moves
-    # or compiles
+    facts = build.adapt(cfg, built)  # freeze=lora: adapters injected here, before the model moves or compiles
     loaders = build.make_loaders(cfg, splits, built, device)
     record.data_info(build.data_info(splits))
     if cfg.compile:  # static shapes, so a short last batch compiles no graph of its own (compiled.StaticBatches)
         sizes = {name: record.data["data_info"][f"{name}_size"] for name in loaders}
         loaders = compiled.static_loaders(loaders, sizes, cfg.batch_size, cfg.eval_batch_size or 2 * cfg.batch_size)
+    run_budget = build.budget(cfg, loaders["train"])
+    record.budget(run_budget.describe())
+    if run_budget.raised:
+        log.info("min_steps=%d: %d epochs of %d steps raised to %d epochs (%d steps)", run_budget.min_steps,
+                 run_budget.configured_epochs, run_budget.steps_per_epoch, run_budget.epochs,
+                 run_budget.epochs * run_budget.steps_per_epoch)
+    cfg = build.budgeted(cfg, run_budget)  # below here cfg.epochs is the epochs this run trains
+    strategy = build.build_strategy(cfg, built, facts)
     record.model(build.model_info(built))  # with LoRA's adapters, once injected
     options = build.core_options(
         cfg, device, built.model, best_checkpoint=output_dir / "best.pt" if cfg.save_best else None,

@@ -163,6 +163,7 @@ class Training:
     """Top-level settings of the training core."""
     pretrained: bool = True
     epochs: int = 10
+    min_steps: int = 0
     batch_size: int = 64
     eval_batch_size: Optional[int] = None
     seed: int = 0
@@ -179,6 +180,8 @@ class Training:
     def __post_init__(self):
         for key in ("epochs", "batch_size"):
             require(getattr(self, key) >= 1, key, getattr(self, key), "must be a positive integer")
+        require(self.min_steps >= 0, "min_steps", self.min_steps,
+                "must be >= 0 optimizer steps (0 = train the epochs as given)")
         require(self.eval_batch_size is None or self.eval_batch_size >= 1, "eval_batch_size", self.eval_batch_size,
                  "must be a positive integer or null (2 x batch_size)")
         require(self.num_workers >= 0, "num_workers", self.num_workers, "must be >= 0")

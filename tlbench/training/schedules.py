@@ -4,9 +4,36 @@ Epoch-based shapes are pure functions of the global step, stepped every iteratio
 schedule is the one stateful kind (it watches a validation metric at each epoch end)."""
 
 import math
+from dataclasses import dataclass
 from functools import partial
 
 from tlbench.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How long a run trains: `epochs` as configured, raised when the training split is so small that
+    they would be fewer than `min_steps` optimizer steps (issue 22: 10 epochs of 100 images at batch 64
+    are 20 steps). What is counted in epochs (warm-up, step decay points, freeze.epochs) keeps its count;
+    a schedule shaped over the whole run (cosine, onecycle) spans the raised one."""
+    configured_epochs: int
+    min_steps: int
+    steps_per_epoch: int
+
+    @property
+    def epochs(self) -> int:
+        """The epochs the run trains: at least `configured_epochs`, and enough for `min_steps` steps."""
+        return max(self.configured_epochs, math.ceil(self.min_steps / max(1, self.steps_per_epoch)))
+
+    @property
+    def raised(self) -> bool:
+        return self.epochs > self.configured_epochs
+
+    def describe(self) -> dict:
+        """result.json `budget`."""
+        return {"epochs": self.epochs, "steps": self.epochs * self.steps_per_epoch,
+                "steps_per_epoch": self.steps_per_epoch, "min_steps": self.min_steps,
+                "configured_epochs": self.configured_epochs, "raised": self.raised}
 
 
 def _warmup(step, warmup_steps):

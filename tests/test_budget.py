@@ -1,0 +1,85 @@
+"""`min_steps`: a floor on optimizer steps, so a small training split is not trained for a handful of
+steps (issue 22: 10 epochs of 100 images at batch 64 are 20). The epochs are raised once the training
+split's size is known; result.json's config keeps the epochs as configured, its `budget` what ran."""
+
+import pytest
+from conftest import TINY, interrupt_after_epoch
+
+from tlbench.records import identity
+from tlbench.runner.run import run, run_id_of
+from tlbench.training.schedules import Budget
+
+# 4 synthetic classes x 4 images = 16 training images: one step per epoch at batch 32
+SMALL = [*TINY, "pretrained=false", "dataset.train_per_class=4"]
+
+
+@pytest.mark.parametrize("configured, min_steps, per_epoch, epochs", [
+    (10, 0, 2, 10), (10, 15, 2, 10), (10, 20, 2, 10), (10, 21, 2, 11), (10, 200, 2, 100), (10, 200, 3, 67),
+    (3, 5, 16, 3),
+])
+def test_the_budget_raises_epochs_just_enough_for_the_floor(configured, min_steps, per_epoch, epochs):
+    budget = Budget(configured, min_steps, per_epoch)
+    assert budget.epochs == epochs and budget.raised == (epochs > configured)
+    assert budget.describe()["steps"] == epochs * per_epoch >= min_steps
+
+
+def test_a_small_split_trains_min_steps_and_result_json_says_so(make_cfg, tmp_path):
+    result = run(make_cfg(*SMALL, "min_steps=5"), output_dir=tmp_path / "run")
+    assert result["status"] == "ok"
+    assert result["budget"] == {"epochs": 5, "steps": 5, "steps_per_epoch": 1, "min_steps": 5,
+                                "configured_epochs": 2, "raised": True}
+    assert [e["epoch"] for e in result["epochs"]] == [1, 2, 3, 4, 5]
+    assert len(result["iter_loss"]) == 5
+    assert result["config"]["epochs"] == 2  # the configured value: the run's identity
+    assert result["summary"]["final_test_acc"] == result["epochs"][-1]["test_acc"]
+
+
+def test_the_floor_changes_nothing_when_the_epochs_already_give_enough_steps(make_cfg, tmp_path):
+    floored = run(make_cfg(*SMALL, "min_steps=2"), output_dir=tmp_path / "floored")
+    plain = run(make_cfg(*SMALL), output_dir=tmp_path / "plain")
+    assert floored["budget"]["raised"] is False and floored["budget"]["epochs"] == 2
+    assert floored["iter_loss"] == plain["iter_loss"]
+    assert [e["test_acc"] for e in floored["epochs"]] == [e["test_acc"] for e in plain["epochs"]]
+
+
+def test_a_raised_budget_is_the_same_training_as_asking_for_those_epochs(make_cfg, tmp_path):
+    """The floor only decides the epoch count: the schedule, strategy and data order are those of epochs=N."""
+    floored = run(make_cfg(*SMALL, "min_steps=4", "freeze=freeze_unfreeze", "freeze.epochs=1"),
+                  output_dir=tmp_path / "floored")
+    asked = run(make_cfg(*SMALL, "epochs=4", "freeze=freeze_unfreeze", "freeze.epochs=1"),
+                output_dir=tmp_path / "asked")
+    assert floored["iter_loss"] == asked["iter_loss"]
+    assert [e["test_acc"] for e in floored["epochs"]] == [e["test_acc"] for e in asked["epochs"]]
+    assert floored["run_id"] != asked["run_id"]
+
+
+def test_a_run_interrupted_under_a_raised_budget_resumes_to_its_end(make_cfg, tmp_path, monkeypatch):
+    overrides = [*SMALL, "min_steps=4"]
+    uninterrupted = run(make_cfg(*overrides), output_dir=tmp_path / "uninterrupted")
+    with monkeypatch.context() as patch:
+        interrupt_after_epoch(patch, 3)  # past the configured 2 epochs
+        with pytest.raises(KeyboardInterrupt):
+            run(make_cfg(*overrides), output_dir=tmp_path / "resumed")
+    resumed = run(make_cfg(*overrides), output_dir=tmp_path / "resumed")
+    assert [e["epoch"] for e in resumed["epochs"]] == [1, 2, 3, 4]
+    assert resumed["iter_loss"] == pytest.approx(uninterrupted["iter_loss"])
+
+
+def test_min_steps_zero_is_the_old_identity_and_a_probe_ignores_it(make_cfg):
+    assert "min_steps" not in identity.experiment(_config(make_cfg(*TINY)))
+    assert run_id_of(make_cfg(*TINY, "min_steps=100")) != run_id_of(make_cfg(*TINY))
+    assert run_id_of(make_cfg(*TINY, "freeze=logreg", "min_steps=100")) == run_id_of(make_cfg(*TINY, "freeze=logreg"))
+
+
+def _config(cfg) -> dict:
+    from tlbench.runner.run import resolved_config
+
+    return resolved_config(cfg)
+
+
+def test_a_negative_floor_is_one_clear_message(make_cfg):
+    from tlbench.errors import ConfigError
+    from tlbench.runner.build import check_settings
+
+    with pytest.raises(ConfigError, match=r"min_steps.*-1.*>= 0"):
+        check_settings(make_cfg(*TINY, "min_steps=-1"))
