@@ -99,6 +99,18 @@ def test_schema_1_and_val_split_0_runs_are_flagged_in_every_output(tmp_path):
         assert text.count(cell) == 2, name
 
 
+def test_a_run_without_a_val_split_that_trains_to_the_end_is_not_flagged(tmp_path):
+    """dataset.val_split=0 with select_epoch=final (the val-free mode for tiny folders) chose no epoch
+    on the test split: nothing optimistic to flag; the data fact stays in runs.csv."""
+    write_run(tmp_path, make_result(seed=0, test_acc=[0.5, 0.7, 0.6], val_is_test=True, select_epoch="final"))
+    write_report([tmp_path])
+    runs = pd.read_csv(tmp_path / "runs.csv")
+    assert runs["val_is_test"].tolist() == [False] and runs["data_info.val_is_test"].tolist() == [True]
+    assert runs["test_acc_at_best_val"].tolist() == [0.6]  # the final epoch: nothing was chosen
+    text = (tmp_path / "report.md").read_text()
+    assert "val_is_test = true" not in text and "test split (optimistic)" not in text
+
+
 def test_cli_merges_two_folders_into_default_report_dir(tmp_path):
     write_sweep(tmp_path / "sweep_a", runs=SWEEP[:6], failed=False)
     write_sweep(tmp_path / "sweep_b", runs=SWEEP[6:], failed=True)

@@ -18,15 +18,21 @@ import pandas as pd
 DEFAULTS = {"none": "lr=0.001", "linear_probe": "head_lr_ratio=10", "bitfit": "lr_ratio=10", "lora": "lr_ratio=1"}
 
 
-def candidate(config: dict) -> tuple[str, str]:
+def candidate(config: dict, steps: int | None = None) -> tuple[str, str]:
+    """(strategy, candidate); `steps`: label the budget by the optimizer steps the run took (--by-steps)
+    instead of its epochs, batch size and min_steps, so budgets compare across training sizes."""
     freeze = config["freeze"]
     name = freeze["name"] if config["pretrained"] else f"{freeze['name']} (random init)"
     knob = {"linear_probe": f"head_lr_ratio={freeze.get('head_lr_ratio')}", "bitfit": f"lr_ratio={freeze.get('lr_ratio')}",
             "lora": f"lr_ratio={freeze.get('lr_ratio')}"}.get(freeze["name"], f"lr={config['optimizer']['lr']:g}")
+    if steps is not None:
+        return name, f"{knob} steps={steps:04d}"
     if config["epochs"] != 10:
         knob += f" epochs={config['epochs']}"
     if config["batch_size"] != 64:
         knob += f" batch_size={config['batch_size']}"
+    if config.get("min_steps"):
+        knob += f" min_steps={config['min_steps']}"
     return name, knob
 
 
@@ -38,23 +44,26 @@ def completed(folders: list[Path]):
             yield result
 
 
-def rows(folders: list[Path]) -> pd.DataFrame:
+def rows(folders: list[Path], by_steps: bool = False) -> pd.DataFrame:
     found = []
     for result in completed(folders):
         config, summary = result["config"], result["summary"]
         data = config["dataset"]
         root = data.get("root")
         draw = Path(root).name if data["name"] == "imagefolder" else f"subset_seed={data.get('subset_seed', 0)}"
-        strategy, knob = candidate(config)
+        steps = len(result["epochs"]) * result["iters_per_epoch"] if by_steps else None
+        strategy, knob = candidate(config, steps)
         found.append(dict(strategy=strategy, candidate=knob, size=str(data.get("train_per_class") or "all"), draw=draw,
                           final=100 * summary["final_test_acc"], chosen=100 * summary["test_acc_at_best_val"]))
     return pd.DataFrame(found)
 
 
-def table(frame: pd.DataFrame, value: str) -> pd.DataFrame:
+def table(frame: pd.DataFrame, value: str, by_steps: bool = False) -> pd.DataFrame:
     lines = []
     for (strategy, size), cell in frame.groupby(["strategy", "size"]):
         default = DEFAULTS.get(strategy.split(" ")[0])
+        if by_steps:  # the default budget: the fewest steps of the default's knob at this size
+            default = min(k for k in cell.candidate if k.startswith(default + " steps="))
         base = cell[cell.candidate == default].set_index("draw")[value]
         for knob, runs in cell.groupby("candidate"):
             paired = (runs.set_index("draw")[value] - base).dropna()
@@ -68,8 +77,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folders", nargs="+", type=Path)
     parser.add_argument("--value", choices=["chosen", "final"], default="chosen")
+    parser.add_argument("--by-steps", action="store_true",
+                        help="candidates by the optimizer steps each run took; the default is the fewest at each size")
     args = parser.parse_args()
-    result = table(rows(args.folders), args.value)
+    result = table(rows(args.folders, args.by_steps), args.value, args.by_steps)
+    if args.by_steps:
+        print(result.sort_values(["strategy", "size", "candidate"], key=lambda c: c.map(
+            lambda v: int(v) if str(v).isdigit() else v)).round(2).to_string(index=False))
+        return
     sizes = sorted(result["size"].unique(), key=lambda s: (s == "all", int(s) if s.isdigit() else 0))
     for column in ("mean", "vs_default", "se"):
         wide = result.pivot_table(index=["strategy", "candidate"], columns="size", values=column).reindex(columns=sizes)

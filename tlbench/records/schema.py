@@ -101,7 +101,8 @@ DATA_INFO = (
         ("train_size", "int", "training images used, after any skipped"),
         ("val_size", "int", "val images used"),
         ("test_size", "int", "test images used"),
-        ("val_is_test", "bool", "true only with dataset.val_split=0: the best epoch was chosen on test"),
+        ("val_is_test", "bool", "true only with dataset.val_split=0: val is the test split, so the best epoch "
+         "was chosen on test (unless select_epoch=final, which chooses nothing)"),
         ("val_source", "str", "how the val split was made"),
         ("test_source", "str", "where the test split came from: the official split, a folder, or the held-out part"),
         ("train_subset", "str", "all, or the fraction / K per class and subset_seed"),

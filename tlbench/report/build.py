@@ -20,14 +20,17 @@ DEFINITIONS = [
     "95% CI: Student t interval of the mean across seeds; n = 1 gives no interval.",
     "Pretrained − random: paired t on per-seed differences when both sides ran the same "
     "seeds, otherwise Welch t on the difference of means.",
-    "Val-best epoch: the epoch each run's select_epoch rule chose on the val split only (acc, the default and "
-    "the rule of files without the setting: the first epoch with the highest val_acc). The headline "
+    "Val-best epoch: the epoch each run's select_epoch rule chose on the val split only (acc_loss, the "
+    "default: the highest val accuracy, ties to the lowest val loss; acc, the rule of files without the "
+    "setting: the first epoch with the highest val_acc; final: the last epoch, nothing chosen). The headline "
     "accuracies are the compared metric at the final epoch and at the val-best epoch; the "
     "maximum of test accuracy over epochs is never reported, as it is chosen by looking at the "
     "test split.",
     "val_is_test: the run's val split was its test split (schema-1 files, or "
-    "dataset.val_split=0 as the write-up presets set to keep their published protocol); its "
-    "val-best epoch was then chosen on the test split and its accuracy there is optimistic.",
+    "dataset.val_split=0 as the write-up presets set to keep their published protocol) and it chose its "
+    "val-best epoch (or a probe's C) there, so its accuracy there is optimistic. A run without a val split "
+    "that chose nothing (select_epoch=final; knn; C by cross-validation) is not flagged "
+    "(runs.csv data_info.val_is_test keeps the data fact).",
     "Epochs to X% of own best: first epoch whose value reaches X% of the run's maximum; "
     "seconds: cumulative time_s up to that epoch. 'never': the run did not get there.",
     "AUC: mean of the metric over recorded epochs (area under the per-epoch curve divided "

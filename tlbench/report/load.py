@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from tlbench.records import identity
-from tlbench.records.results import METRIC_FIELDS, RESULT_FILE, SCHEMA_VERSION
+from tlbench.records.results import METRIC_FIELDS, RESULT_FILE, SCHEMA_VERSION, select_rule
 
 # Schema 1 had no separate val split: its "val" WAS the test split, and its best epoch was
 # chosen on it. How such a file reads in schema-2 terms (see upgrade_schema_1).
@@ -189,11 +189,19 @@ def _without_empty_sections(mapping: dict) -> dict:
 
 
 def val_is_test(result: dict):
-    """True when the run's val split was its test split (its val-selected numbers were selected
-    on the reported split), False when not, None when the run never recorded its data."""
+    """True when the run's val split was its test split and it chose something there, so its
+    val-selected numbers were selected on the reported split: its epoch (any select_epoch but final)
+    or a probe's C on val (not by cross-validation; knn chooses nothing). False when not: a run with
+    no val split (dataset.val_split=0) and select_epoch=final chose nothing and is not optimistic
+    (runs.csv keeps the data fact as data_info.val_is_test). None when the run never recorded its data."""
     data_info = result.get("data_info")
     flag = data_info.get("val_is_test") if isinstance(data_info, dict) else None
-    return None if flag is None else bool(flag)
+    if not flag:
+        return None if flag is None else False
+    probe = result.get("probe")
+    if isinstance(probe, dict):
+        return str(probe.get("C_chosen_on", "")).startswith("val_")
+    return select_rule(result.get("config")) != "final"
 
 
 def runs_table(results: list[dict]) -> pd.DataFrame:
