@@ -36,15 +36,27 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-@pytest.fixture
-def make_cfg(tmp_path):
-    """make_cfg("model=resnet18", "epochs=1") -> a DictConfig, as `python -m tlbench` would build."""
+def _composer(tmp_path, *first: str):
     def _make(*overrides):
         with initialize_config_dir(str(CONF), version_base="1.3"):
             return compose(CONFIG_NAME, overrides=[f"results_dir={tmp_path / 'results'}",
                                                 f"weights_dir={tmp_path / 'weights'}",
-                                                f"data_dir={tmp_path / 'data'}", *overrides])
+                                                f"data_dir={tmp_path / 'data'}", *first, *overrides])
     return _make
+
+
+@pytest.fixture
+def make_cfg(tmp_path):
+    """make_cfg("model=resnet18", "epochs=1") -> a DictConfig, as `python -m tlbench` would build,
+    training the epochs it asks for: min_steps=0 (the default floor of 60 optimizer steps would turn a
+    test's 1 epoch of a few images into 60; a test of the floor passes min_steps=N, which wins)."""
+    return _composer(tmp_path, "min_steps=0")
+
+
+@pytest.fixture
+def user_cfg(tmp_path):
+    """As make_cfg with every default as a user gets it (min_steps too): for identity and defaults tests."""
+    return _composer(tmp_path)
 
 
 def tlbench_command(*args) -> list[str]:
@@ -59,9 +71,11 @@ def subprocess_env(tmp_path) -> dict:
 
 
 # Small, fast settings for real training in tests: timm's test_resnet (0.4 M parameters, BatchNorm,
-# ~10x faster than the default resnet18 on a CPU), 32 px synthetic images, 2 epochs. A test that needs
-# another model names it after TINY (`*TINY, "model=resnet18"`): the later group override wins.
-TINY = ["model=test_resnet", "dataset=synthetic", "epochs=2", "batch_size=32", "augment=none", "checkpoint_every_s=0"]
+# ~10x faster than the default resnet18 on a CPU), 32 px synthetic images, 2 epochs (min_steps=0: the
+# epochs as given, not the floor of 60 optimizer steps). A test that needs another model names it after
+# TINY (`*TINY, "model=resnet18"`): the later group override wins.
+TINY = ["model=test_resnet", "dataset=synthetic", "epochs=2", "batch_size=32", "augment=none", "checkpoint_every_s=0",
+        "min_steps=0"]
 
 
 @pytest.fixture

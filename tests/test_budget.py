@@ -9,7 +9,7 @@ from tlbench.records import identity
 from tlbench.runner.run import run, run_id_of
 from tlbench.training.schedules import Budget
 
-# 4 synthetic classes x 4 images = 16 training images: one step per epoch at batch 32
+# 4 synthetic classes x 4 images = 16 training images: one step per epoch at batch 32 (TINY sets min_steps=0)
 SMALL = [*TINY, "pretrained=false", "dataset.train_per_class=4"]
 
 
@@ -65,10 +65,19 @@ def test_a_run_interrupted_under_a_raised_budget_resumes_to_its_end(make_cfg, tm
     assert resumed["iter_loss"] == pytest.approx(uninterrupted["iter_loss"])
 
 
-def test_min_steps_zero_is_the_old_identity_and_a_probe_ignores_it(make_cfg):
-    assert "min_steps" not in identity.experiment(_config(make_cfg(*TINY)))
+def test_min_steps_zero_is_the_old_identity_and_a_probe_ignores_it(make_cfg, user_cfg):
+    assert "min_steps" not in identity.experiment(_config(make_cfg(*TINY)))  # TINY: min_steps=0
+    assert identity.experiment(_config(user_cfg("dataset=synthetic")))["min_steps"] == 60  # the default
     assert run_id_of(make_cfg(*TINY, "min_steps=100")) != run_id_of(make_cfg(*TINY))
     assert run_id_of(make_cfg(*TINY, "freeze=logreg", "min_steps=100")) == run_id_of(make_cfg(*TINY, "freeze=logreg"))
+
+
+def test_the_default_floor_raises_a_small_split(user_cfg, tmp_path):
+    """The default (60 steps): 8 images at batch 16 train 60 epochs of one step."""
+    small = [arg for arg in SMALL if arg != "min_steps=0"]
+    assert run(user_cfg(*small, "epochs=1", "batch_size=16", "dataset.train_per_class=2"),
+               output_dir=tmp_path / "small")["budget"] == {
+        "epochs": 60, "steps": 60, "steps_per_epoch": 1, "min_steps": 60, "configured_epochs": 1, "raised": True}
 
 
 def _config(cfg) -> dict:

@@ -38,21 +38,22 @@ GOLDEN = {
     "kornblith_logreg": (["experiment=kornblith_logreg", "dataset=dtd"], "0404b554a1ca"),
 }
 
-# Issue 22's migration (CHANGELOG): fine-tuning runs choose their epoch by select_epoch=acc_loss;
-# photo sets are cropped, not squashed, and train with random-resized-crop; logreg fits raw features
-# with C chosen by cross-validation on small data. Each config's run_id now, and the overrides that
-# give back the one frozen above (default: select_epoch=acc; probes and the write-up presets, which
-# keep acc, need none of it).
+# Issue 22's migration (CHANGELOG): fine-tuning runs choose their epoch by select_epoch=acc_loss and
+# train at least min_steps=60 optimizer steps; photo sets are cropped, not squashed, and train with
+# random-resized-crop; logreg fits raw features with C chosen by cross-validation on small data. Each
+# config's run_id now, and the overrides that give back the one frozen above (default: select_epoch=acc
+# min_steps=0; probes and the write-up presets, which keep acc and pin min_steps: 0, need none of it).
 NOW = {
-    "quickstart_pretrained": "5fd3f51621b7", "quickstart_random_init": "73d741fffdaf", "default": "6183fce1c7a7",
-    "freeze_none_digits": "2c54c96f435a", "linear_probe": "7279c30d2045", "freeze_unfreeze": "ba51a8e72961",
-    "gradual": "cb8ae0557c24", "layer_decay": "53595f01dd6c", "bitfit": "c6125cc17a20", "lora": "4f00511199c9",
+    "quickstart_pretrained": "b0e4929bcbbd", "quickstart_random_init": "3f2a11d3535f", "default": "9b572e3087ad",
+    "freeze_none_digits": "5246cbd689ec", "linear_probe": "5709e2cd76aa", "freeze_unfreeze": "fc059b0de819",
+    "gradual": "a399bbb16cab", "layer_decay": "06ba56dedc53", "bitfit": "224db95a4cfa", "lora": "4ca26468e3e9",
     "logreg_probe": "7fdd7c54fa8b", "knn_probe": "d560203de154", "writeup_preset": "344cd04abf1c",
-    "writeup_preset_fixed": "d5c5a8fcd185", "data_efficiency_size": "463d364f48e0", "lr_find": "b621d98fa8a1",
-    "filelist": "afd35d4d0af0", "kornblith_logreg": "12b680e72ded",
+    "writeup_preset_fixed": "d5c5a8fcd185", "data_efficiency_size": "f7a7f9de7125", "lr_find": "ecb74af23d6f",
+    "filelist": "a861d5791783", "kornblith_logreg": "12b680e72ded",
 }
+FINE_TUNE_BEFORE = ["select_epoch=acc", "min_steps=0"]
 OLD_BEHAVIOUR = {
-    "filelist": ["select_epoch=acc", "dataset.preprocess=squash", "augment=crop_flip"],
+    "filelist": [*FINE_TUNE_BEFORE, "dataset.preprocess=squash", "augment=crop_flip"],
     "kornblith_logreg": ["dataset.preprocess=squash", "freeze.standardize=true", "freeze.cv_folds=0"],
     "logreg_probe": ["freeze.standardize=true", "freeze.cv_folds=0"],
     "knn_probe": [], "writeup_preset": [], "writeup_preset_fixed": [],
@@ -69,25 +70,27 @@ def lists(tmp_path):
 
 
 @pytest.mark.parametrize("name", sorted(GOLDEN))
-def test_run_ids_move_only_by_migrations(name, make_cfg, lists):
+def test_run_ids_move_only_by_migrations(name, user_cfg, lists):
     overrides = [override.format(lists=lists) for override in GOLDEN[name][0]]
-    assert run_id_of(make_cfg(*overrides)) == NOW[name], f"{name}: the run_id of {overrides} changed (a migration?)"
+    assert run_id_of(user_cfg(*overrides)) == NOW[name], f"{name}: the run_id of {overrides} changed (a migration?)"
 
 
 @pytest.mark.parametrize("name", sorted(GOLDEN))
-def test_the_run_ids_before_issue_22_are_one_override_away(name, make_cfg, lists):
+def test_the_run_ids_before_issue_22_are_one_override_away(name, user_cfg, lists):
     overrides, frozen = GOLDEN[name]
-    back = OLD_BEHAVIOUR.get(name, ["select_epoch=acc"])
-    cfg = make_cfg(*[override.format(lists=lists) for override in [*overrides, *back]])
+    back = OLD_BEHAVIOUR.get(name, FINE_TUNE_BEFORE)
+    cfg = user_cfg(*[override.format(lists=lists) for override in [*overrides, *back]])
     assert run_id_of(cfg) == frozen, f"{name}: {back} no longer give back the run_id frozen at 321b965"
 
 
-def test_an_imagefolder_root_of_split_folders_keeps_its_run_id(make_cfg, tmp_path):
+def test_an_imagefolder_root_of_split_folders_keeps_its_run_id(user_cfg, tmp_path):
     """Frozen at 01e30a1, before dataset.test_split (issue 23): a root's identity is its layout (paths
-    and sizes), so the files are written with fixed bytes."""
+    and sizes), so the files are written with fixed bytes. Moved by the min_steps migration (issue 22);
+    min_steps=0 gives the frozen one back."""
     for split in ("train", "val"):
         for name in ("ants", "bees"):
             (tmp_path / "photos" / split / name).mkdir(parents=True)
             (tmp_path / "photos" / split / name / "1.jpg").write_bytes(b"not decoded for the run_id")
-    cfg = make_cfg("dataset=imagefolder", f"dataset.root={tmp_path / 'photos'}")
-    assert run_id_of(cfg) == "72b56e6383ba"
+    root = f"dataset.root={tmp_path / 'photos'}"
+    assert run_id_of(user_cfg("dataset=imagefolder", root)) == "3215f0e7e592"
+    assert run_id_of(user_cfg("dataset=imagefolder", root, "min_steps=0")) == "72b56e6383ba"

@@ -23,8 +23,8 @@ def candidate(config: dict, steps: int | None = None) -> tuple[str, str]:
     instead of its epochs, batch size and min_steps, so budgets compare across training sizes."""
     freeze = config["freeze"]
     name = freeze["name"] if config["pretrained"] else f"{freeze['name']} (random init)"
-    knob = {"linear_probe": f"head_lr_ratio={freeze.get('head_lr_ratio')}", "bitfit": f"lr_ratio={freeze.get('lr_ratio')}",
-            "lora": f"lr_ratio={freeze.get('lr_ratio')}"}.get(freeze["name"], f"lr={config['optimizer']['lr']:g}")
+    key = {"linear_probe": "head_lr_ratio", "bitfit": "lr_ratio", "lora": "lr_ratio"}.get(freeze["name"])
+    knob = f"{key}={freeze[key]:g}" if key else f"lr={config['optimizer']['lr']:g}"
     if steps is not None:
         return name, f"{knob} steps={steps:04d}"
     if config["epochs"] != 10:

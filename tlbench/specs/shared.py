@@ -163,7 +163,7 @@ class Training:
     """Top-level settings of the training core."""
     pretrained: bool = True
     epochs: int = 10
-    min_steps: int = 0
+    min_steps: int = 60
     batch_size: int = 64
     eval_batch_size: Optional[int] = None
     seed: int = 0
