@@ -54,8 +54,8 @@ def feature_spec(cfg, built: models.BuiltModel, device) -> FeatureSpec:
 def adapt(cfg, built: models.BuiltModel) -> dict:
     """What a freeze strategy needs to know of the model, from the model: its normalisation-layer
     parameters (bitfit), its LoRA adapters (lora: injected into `built.model` here, recorded in
-    `built.info`; before the model moves or compiles, and before the loaders, which the random init
-    of the adapters must not wait for)."""
+    `built.info`; before the model moves or compiles, and before the loaders are built, so that the
+    adapters' random init draws the same random numbers as it always has)."""
     facts = {}
     if cfg.freeze.name == "bitfit":
         facts["norm_params"] = adapters.norm_param_names(built.model)
