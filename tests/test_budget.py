@@ -27,7 +27,7 @@ def test_a_small_split_trains_min_steps_and_result_json_says_so(make_cfg, tmp_pa
     result = run(make_cfg(*SMALL, "min_steps=5"), output_dir=tmp_path / "run")
     assert result["status"] == "ok"
     assert result["budget"] == {"epochs": 5, "steps": 5, "steps_per_epoch": 1, "min_steps": 5,
-                                "configured_epochs": 2, "raised": True}
+                                "configured_epochs": 2, "configured_steps": None, "raised": True}
     assert [e["epoch"] for e in result["epochs"]] == [1, 2, 3, 4, 5]
     assert len(result["iter_loss"]) == 5
     assert result["config"]["epochs"] == 2  # the configured value: the run's identity
@@ -77,7 +77,8 @@ def test_the_default_floor_raises_a_small_split(user_cfg, tmp_path):
     small = [arg for arg in SMALL if arg != "min_steps=0"]
     assert run(user_cfg(*small, "epochs=1", "batch_size=16", "dataset.train_per_class=2"),
                output_dir=tmp_path / "small")["budget"] == {
-        "epochs": 60, "steps": 60, "steps_per_epoch": 1, "min_steps": 60, "configured_epochs": 1, "raised": True}
+        "epochs": 60, "steps": 60, "steps_per_epoch": 1, "min_steps": 60, "configured_epochs": 1,
+        "configured_steps": None, "raised": True}
 
 
 def _config(cfg) -> dict:
@@ -92,3 +93,70 @@ def test_a_negative_floor_is_one_clear_message(make_cfg):
 
     with pytest.raises(ConfigError, match=r"min_steps.*-1.*>= 0"):
         check_settings(make_cfg(*TINY, "min_steps=-1"))
+
+
+# --- `steps`: an exact budget in optimizer steps (issue 24: VTAB's 1,000 steps, Kornblith's) -------------------
+
+# 16 training images at batch 4: four steps an epoch
+STEPPED = [*SMALL, "batch_size=4"]
+
+
+@pytest.mark.parametrize("steps, per_epoch, epochs", [(6, 4, 2), (8, 4, 2), (1, 4, 1), (1000, 13, 77), (1000, 12, 84)])
+def test_a_steps_budget_takes_as_many_epochs_as_its_steps_need(steps, per_epoch, epochs):
+    budget = Budget(10, 60, per_epoch, configured_steps=steps)  # epochs and the floor give way to `steps`
+    assert budget.epochs == epochs and budget.steps == steps and not budget.raised
+    assert budget.changed == (epochs != 10)
+    assert budget.describe()["configured_steps"] == steps
+
+
+def test_a_steps_budget_stops_the_last_epoch_part_way(make_cfg, tmp_path):
+    result = run(make_cfg(*STEPPED, "steps=6", "schedule=constant"), output_dir=tmp_path / "run")
+    assert result["status"] == "ok"
+    assert result["budget"] == {"epochs": 2, "steps": 6, "steps_per_epoch": 4, "min_steps": 0, "configured_epochs": 2,
+                                "configured_steps": 6, "raised": False}
+    assert len(result["iter_loss"]) == 6
+    assert [e["train_images"] for e in result["epochs"]] == [16, 8]
+    assert result["config"]["steps"] == 6 and result["config"]["epochs"] == 2  # as configured
+    # the same training as the first 6 steps of a longer run: the budget only decides where training stops
+    longer = run(make_cfg(*STEPPED, "epochs=2", "schedule=constant"), output_dir=tmp_path / "longer")
+    assert result["iter_loss"] == longer["iter_loss"][:6]
+
+
+def test_a_schedule_over_the_run_spans_the_steps_budget(make_cfg, tmp_path):
+    """cosine over 6 steps (warm-up 1 epoch = 4 steps): the last step, 5, trains at lr x cosine(1 of 2)."""
+    import math
+
+    result = run(make_cfg(*STEPPED, "steps=6", "optimizer.lr=0.1"), output_dir=tmp_path / "run")
+    assert result["epochs"][-1]["lr"] == pytest.approx(0.1 * 0.5 * (1 + math.cos(math.pi * 1 / 2)))
+
+
+def test_a_run_interrupted_under_a_steps_budget_resumes_to_its_end(make_cfg, tmp_path, monkeypatch):
+    overrides = [*STEPPED, "steps=10"]  # 3 epochs: 4 + 4 + 2 steps
+    uninterrupted = run(make_cfg(*overrides), output_dir=tmp_path / "uninterrupted")
+    with monkeypatch.context() as patch:
+        interrupt_after_epoch(patch, 2)
+        with pytest.raises(KeyboardInterrupt):
+            run(make_cfg(*overrides), output_dir=tmp_path / "resumed")
+    resumed = run(make_cfg(*overrides), output_dir=tmp_path / "resumed")
+    assert len(resumed["iter_loss"]) == 10 and [e["epoch"] for e in resumed["epochs"]] == [1, 2, 3]
+    assert resumed["iter_loss"] == pytest.approx(uninterrupted["iter_loss"])
+
+
+def test_steps_unset_is_the_old_identity_and_a_probe_ignores_it(make_cfg):
+    assert "steps" not in identity.experiment(_config(make_cfg(*TINY)))
+    assert identity.experiment(_config(make_cfg(*TINY, "steps=1000")))["steps"] == 1000
+    assert run_id_of(make_cfg(*TINY, "freeze=logreg", "steps=100")) == run_id_of(make_cfg(*TINY, "freeze=logreg"))
+
+
+def test_a_steps_budget_below_one_is_one_clear_message(make_cfg):
+    from tlbench.errors import ConfigError
+    from tlbench.runner.build import check_settings
+
+    with pytest.raises(ConfigError, match=r"steps.*0.*positive number of optimizer steps"):
+        check_settings(make_cfg(*TINY, "steps=0"))
+
+
+def test_under_a_steps_budget_epochs_and_the_floor_are_not_the_identity(make_cfg):
+    """They train nothing different: `steps` decides the epochs."""
+    assert run_id_of(make_cfg(*TINY, "steps=100", "epochs=3", "min_steps=60")) == run_id_of(make_cfg(*TINY, "steps=100"))
+    assert run_id_of(make_cfg(*TINY, "steps=100")) != run_id_of(make_cfg(*TINY, "steps=101"))

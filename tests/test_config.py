@@ -24,7 +24,7 @@ def test_every_group_has_its_documented_options():
     assert {"cifar10", "cifar100", "imagefolder", "filelist", "imagewoof", "imagenette", "digits",
             "synthetic"} <= set(options("dataset"))
     assert set(options("optimizer")) == {"sgd", "adam", "adamw"}
-    assert set(options("schedule")) == {"constant", "plateau", "onecycle", "cosine", "step"}
+    assert set(options("schedule")) == {"constant", "plateau", "onecycle", "cosine", "step", "multistep"}
     assert {"none", "linear_probe", "freeze_unfreeze", "gradual", "layer_decay", "logreg", "knn"} <= set(options("freeze"))
     assert {"quickstart", "seed_resnet18_cifar10", "seed_efficientnet_b0_cifar10", "seed_resnet50_imagewoof",
             "seed_resnet18_food20"} <= set(options("experiment"))

@@ -216,3 +216,21 @@ def test_the_report_ranks_each_data_set_on_its_own_metric_and_says_which(tmp_pat
     assert "test accuracy (each data set's metric: top-1 or mean per-class) at the val-best epoch" in report
     table = report[report.index("## Accuracy by setting"):].splitlines()
     assert sum("| mean per-class |" in line for line in table) == 2 and sum("| top-1 |" in line for line in table) == 2
+
+
+def test_dataset_metric_overrides_the_data_sets_own_and_is_part_of_the_run(make_cfg, tmp_path):
+    """`dataset.metric` replaces what the data set reports (VTAB reads every set in top-1; here the synthetic
+    set, top-1 of its own, is read in mean per-class accuracy): selection and the summary follow it."""
+    own = run(make_cfg(*TINY, "pretrained=false"), output_dir=tmp_path / "own")
+    other = run(make_cfg(*TINY, "pretrained=false", "+dataset.metric=mean_per_class"), output_dir=tmp_path / "other")
+    assert (own["metric"], other["metric"]) == ("top1", "mean_per_class")
+    assert own["summary"]["final_test_metric"] == own["epochs"][-1]["test_acc"]
+    assert other["summary"]["final_test_metric"] == other["epochs"][-1]["test_mean_class_acc"]
+    assert other["run_id"] != own["run_id"]
+
+
+def test_an_unknown_dataset_metric_is_one_clear_message(make_cfg):
+    from tlbench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"dataset.metric.*top5.*top1 or mean_per_class"):
+        build.check_settings(make_cfg(*TINY, "+dataset.metric=top5"))

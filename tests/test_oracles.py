@@ -96,6 +96,20 @@ def test_step_decay_with_warmup_equals_linear_lr_chained_with_step_lr():
     assert_same_every_step(schedule, theirs)
 
 
+def test_multistep_is_vtabs_piecewise_constant_with_warmup_from_zero():
+    """VTAB's schedule (task_adaptation trainer.py): tf.train.piecewise_constant keeps a boundary step at the
+    earlier value, which is torch's MultiStepLR with each milestone one step later; the warm-up is
+    lr x step / W from step 0 (torch's LambdaLR of that), and replaces the decayed lr while it lasts."""
+    milestones, warmup, total = [300, 600, 900], 80, 1000
+    schedule = build_schedule("multistep", 80, 13, total_steps=total, milestones=milestones, gamma=0.1,
+                              warmup_steps=warmup)
+    decayed = torch_lrs(lambda o: S.MultiStepLR(o, milestones=[m + 1 for m in milestones], gamma=0.1), total)
+    warming = torch_lrs(lambda o: S.LambdaLR(o, lambda step: step / warmup), warmup)
+    assert_same_every_step(schedule, warming + decayed[warmup:])
+    assert [schedule.factor(s) for s in (0, 40, 80, 300, 301, 600, 601, 900, 901, 999)] == pytest.approx(
+        [0.0, 0.5, 1.0, 1.0, 0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
+
+
 @pytest.mark.parametrize("epochs, steps_per_epoch, pct_start, div_factor, final_div_factor", [
     (5, 8, 0.3, 25.0, 1e4),    # pct_start * total an integer: 12
     (3, 7, 0.3, 25.0, 1e4),    # 6.3: torch does not round the end of the rise

@@ -49,11 +49,43 @@ def test_a_suite_preset_is_one_sweep_over_its_data_sets(make_cfg, preset, suite,
             assert next(o for o in job if o.startswith("pretrained=")).split("=")[1].lower() in inits
 
 
-def test_vtab1k_trains_on_800_selects_on_200_and_runs_1000_steps(make_cfg):
+def test_vtab1k_is_the_reference_codes_protocol_item_by_item(make_cfg):
+    """google-research/task_adaptation scripts/run_all_tasks.sh, trainer.py and adapt_and_eval.py's defaults."""
     cfg = make_cfg("experiment=vtab1k", "dataset=caltech101")
-    assert (cfg.dataset.train_images, cfg.dataset.val_split, cfg.batch_size) == (800, 200, 64)
-    assert cfg.epochs * -(-800 // cfg.batch_size) >= 1000
-    assert (cfg.optimizer.name, cfg.optimizer.lr, cfg.freeze.name) == ("sgd", 0.01, "none")
+    reference = {"training examples": 1000, "held out to select on": 0, "chosen on a split": "nothing (final)",
+                 "optimizer": ("sgd", 0.9, False, 0.0), "batch size": 64, "learning rate": 0.01,
+                 "optimizer steps": 1000, "schedule": ("multistep", [300, 600, 900], 0.1, 80),
+                 "preprocessing": ("squash", 224), "augmentation": "none", "label smoothing": 0.0,
+                 "metric": "top1", "head": "zeros"}
+    composed = {"training examples": cfg.dataset.train_images, "held out to select on": cfg.dataset.val_split,
+                "chosen on a split": "nothing (final)" if cfg.select_epoch == "final" else cfg.select_epoch,
+                "optimizer": (cfg.optimizer.name, cfg.optimizer.momentum, cfg.optimizer.nesterov,
+                              cfg.optimizer.weight_decay),
+                "batch size": cfg.batch_size, "learning rate": cfg.optimizer.lr, "optimizer steps": cfg.steps,
+                "schedule": (cfg.schedule.name, list(cfg.schedule.milestones), cfg.schedule.gamma,
+                             cfg.schedule.warmup_steps),
+                "preprocessing": (cfg.dataset.preprocess, cfg.input_size),
+                "augmentation": "none" if not any(v for k, v in cfg.augment.items() if k != "pad_mode") else "some",
+                "label smoothing": cfg.label_smoothing, "metric": cfg.dataset.metric, "head": cfg.model.head_init}
+    assert composed == reference
+
+
+def test_a_vtab1k_run_takes_exactly_its_steps_on_the_multistep_schedule_and_tests_the_final_model(make_cfg,
+                                                                                                  tmp_path):
+    """The preset on tiny data, scaled down: 96 training images at batch 16 are 6 steps an epoch; 20 steps
+    with milestones 5, 10, 15 and a 4-step warm-up. Each epoch's recorded lr is its last step's."""
+    from tlbench.runner.run import run
+
+    result = run(make_cfg("experiment=vtab1k", "model=test_resnet", "dataset=synthetic", "input_size=null",
+                          "dataset.train_images=96", "batch_size=16", "steps=20", "schedule.milestones=[5,10,15]",
+                          "schedule.warmup_steps=4", "pretrained=false"), output_dir=tmp_path / "run")
+    assert result["status"] == "ok" and result["budget"]["steps"] == 20 and len(result["iter_loss"]) == 20
+    assert [e["train_images"] for e in result["epochs"]] == [96, 96, 96, 32]
+    last_steps = [5, 11, 17, 19]
+    assert [e["lr"] for e in result["epochs"]] == pytest.approx([0.01 * 0.1 ** sum(s > m for m in (5, 10, 15))
+                                                                 for s in last_steps])
+    assert result["summary"]["best_epoch"] == 4 and result["data_info"]["val_is_test"]
+    assert result["metric"] == "top1"
 
 
 def test_kornblith_finetune_uses_nesterov_sgd_at_batch_256_and_logreg_probes(make_cfg):

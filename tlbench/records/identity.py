@@ -51,9 +51,12 @@ LATER_SETTINGS = {
     # never reads it, and a root's layout is in its fingerprint (the same root, the same layout)
     "dataset.test_split": 0.2,
     "min_steps": 0,  # a floor on optimizer steps (issue 22): older runs trained `epochs` whatever the split size
+    "steps": None,  # an exact budget in optimizer steps (issue 24): older runs trained `epochs`
 }
 # Settings that do nothing for a frozen-feature probe (one fit, no epochs to choose among): left out of its identity.
-NOT_FOR_PROBES = frozenset({"select_epoch", "min_steps"})
+NOT_FOR_PROBES = frozenset({"select_epoch", "min_steps", "steps"})
+# Settings that do nothing under an exact budget in optimizer steps (`steps` set): left out of its identity.
+IDLE_UNDER_STEPS = frozenset({"epochs", "min_steps"})
 PROBE_NAMES = ("knn", "logreg")  # specs.PROBES, named here to keep records/ free of the specs' imports
 # Settings that some data set options gained later than the others, left out at their old behaviour there only.
 LATER_FOR_DATASET = {"digits": {"dataset.train_fraction": 1.0}, "synthetic": {"dataset.train_fraction": 1.0}}
@@ -76,7 +79,10 @@ def experiment(config: dict, fingerprints: dict | None = None) -> dict:
     flat = flatten(json.loads(json.dumps(config, default=str)))
     fingerprints = fingerprints or {}
     later = {**LATER_SETTINGS, **LATER_FOR_DATASET.get(flat.get("dataset.name"), {})}
-    idle = NOT_FOR_PROBES if flat.get("freeze.name") in PROBE_NAMES else frozenset()
+    if flat.get("freeze.name") in PROBE_NAMES:
+        idle = NOT_FOR_PROBES
+    else:
+        idle = IDLE_UNDER_STEPS if flat.get("steps") is not None else frozenset()
     kept = {}
     for key, value in flat.items():
         if not is_identity_key(key) or (key in later and later[key] == value) or key in idle:

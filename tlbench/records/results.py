@@ -18,12 +18,12 @@ from pathlib import Path
 
 from tlbench.records import atomic, identity
 from tlbench.errors import ResultsWriteError
-from tlbench.specs import SELECT_RULES
+from tlbench.specs import METRICS, SELECT_RULES
 
 SCHEMA_VERSION = 2  # 2: train / val / test splits; selection on val, test reported
 RESULT_FILE = "result.json"  # one per run folder; the report reads these and nothing else
 # The data set's metric (DataSplits.metric; the one list of metrics) -> the epoch fields holding it on (val, test).
-METRIC_FIELDS = {"top1": ("val_acc", "test_acc"), "mean_per_class": ("val_mean_class_acc", "test_mean_class_acc")}
+METRIC_FIELDS = dict(zip(METRICS, [("val_acc", "test_acc"), ("val_mean_class_acc", "test_mean_class_acc")]))
 OLD_SELECT_RULE = "acc"  # how every run chose before `select_epoch` existed: a file without the key
 SETTLE_LAG = {"smoothed": 1}  # epochs a rule waits before an epoch's key is final (settled)
 

@@ -26,11 +26,13 @@ def _fields(*rows) -> tuple:
 
 
 BUDGET = _fields(
-    ("epochs", "int", "the epochs trained: max(epochs, ceil(min_steps / steps_per_epoch))"),
-    ("steps", "int", "optimizer steps in all: epochs x steps_per_epoch"),
+    ("epochs", "int", "the epochs trained: max(epochs, ceil(min_steps / steps_per_epoch)), or ceil(steps / "
+                      "steps_per_epoch) under a `steps` budget (the last one partial)"),
+    ("steps", "int", "optimizer steps in all: config steps, else epochs x steps_per_epoch"),
     ("steps_per_epoch", "int", "batches of the training split per epoch"),
     ("min_steps", "int", "config min_steps"),
     ("configured_epochs", "int", "config epochs"),
+    ("configured_steps", "int or null", "config steps (an exact budget in optimizer steps); absent before issue 24"),
     ("raised", "bool", "whether min_steps raised the epochs"),
 )
 
@@ -211,7 +213,7 @@ FIELDS = (
     Field("resumes", "list", "one {at, after_epoch, rng} per resume from a checkpoint; [] for a run that never "
           "stopped (rng: which random states could not be restored on this device)"),
     Field("budget", "object", "how long the run trained: the configured epochs, raised when min_steps asked for "
-          "more optimizer steps than they give", "a fine-tuning run (not freeze=knn / logreg)", keys=BUDGET),
+          "more optimizer steps than they give, or exactly the configured steps", "a fine-tuning run (not freeze=knn / logreg)", keys=BUDGET),
     Field("lr_find", "list", "the LR finder, one entry per freeze phase", "optimizer.lr=find", keys=LR_FIND),
     Field("probe", "object", "the probe's settings, choice, feature size, timings and cache hits",
           "freeze=logreg or freeze=knn"),

@@ -75,15 +75,16 @@ def build_strategy(cfg, built: models.BuiltModel, facts: dict) -> freeze.FreezeS
 
 
 def budget(cfg, train_loader) -> schedules.Budget:
-    """The run's budget: cfg.epochs, raised to min_steps optimizer steps over this training split."""
-    return schedules.Budget(cfg.epochs, cfg.min_steps, len(train_loader))
+    """The run's budget: exactly cfg.steps optimizer steps when set, else cfg.epochs, raised to
+    min_steps optimizer steps over this training split."""
+    return schedules.Budget(cfg.epochs, cfg.min_steps, len(train_loader), cfg.get("steps"))
 
 
 def budgeted(cfg, run_budget: schedules.Budget):
-    """`cfg` with the epochs the run trains (a copy when min_steps raised them), so that the strategy,
-    the schedule, the training core and compile all count the same epochs. result.json's config keeps
-    the epochs as configured (the run's identity); its `budget` records what ran."""
-    if not run_budget.raised:
+    """`cfg` with the epochs the run trains (a copy when min_steps raised them or `steps` set them), so
+    that the strategy, the schedule, the training core and compile all count the same epochs.
+    result.json's config keeps the epochs as configured (the run's identity); its `budget` records what ran."""
+    if not run_budget.changed:
         return cfg
     cfg = cfg.copy()
     cfg.epochs = run_budget.epochs
@@ -94,7 +95,7 @@ def core_options(cfg, device, model, **where) -> engine.TrainOptions:
     """How the training core steps `model` (precision, memory format, loss, clipping), shared by the
     run and the LR finder; `where`: the run's checkpoint and progress settings."""
     return engine.TrainOptions(
-        epochs=cfg.epochs, amp=devices.resolve_flag(cfg.amp, device),
+        epochs=cfg.epochs, steps=cfg.get("steps"), amp=devices.resolve_flag(cfg.amp, device),
         channels_last=devices.resolve_channels_last(cfg.channels_last, device, models.has_depthwise_conv(model)),
         label_smoothing=cfg.label_smoothing,
         sigmoid_before_loss=cfg.defects.sigmoid_before_loss,

@@ -138,10 +138,8 @@ def _fine_tune(cfg, attempt: Attempt, splits, built: models.BuiltModel, device) 
         loaders = compiled.static_loaders(loaders, sizes, cfg.batch_size, cfg.eval_batch_size or 2 * cfg.batch_size)
     run_budget = build.budget(cfg, loaders["train"])
     record.budget(run_budget.describe())
-    if run_budget.raised:
-        log.info("min_steps=%d: %d epochs of %d steps raised to %d epochs (%d steps)", run_budget.min_steps,
-                 run_budget.configured_epochs, run_budget.steps_per_epoch, run_budget.epochs,
-                 run_budget.epochs * run_budget.steps_per_epoch)
+    if run_budget.changed:
+        log.info("%s", run_budget.note())
     cfg = build.budgeted(cfg, run_budget)  # below here cfg.epochs is the epochs this run trains
     strategy = build.build_strategy(cfg, built, facts)
     record.model(build.model_info(built))  # with LoRA's adapters, once injected
@@ -164,6 +162,7 @@ def _fine_tune(cfg, attempt: Attempt, splits, built: models.BuiltModel, device) 
         record.resumed_rng(checkpoint.describe(reseeded))
     engine.fit(model, loaders["train"], loaders["val"], strategy, optimizers,
                schedules.build_schedule(epochs=cfg.epochs, steps_per_epoch=len(loaders["train"]),
+                                        total_steps=run_budget.steps,
                                         **build.schedule_settings(cfg.schedule, splits.metric)),
                device, options, attempt.history, resume=resume_from, test_loader=loaders.get("test"),
                on_epoch_end=lambda record: _epoch_done(attempt), hooks=compiled.CompileHooks(model) if cfg.compile

@@ -11,8 +11,8 @@ from tlbench.specs.options import (FREEZES, OPTIMIZERS, PROBES, REFIT_CHOICES, S
                                    LinearProbeSettings, Logreg, LoraSettings, NoFreezeSettings, OneCycleSchedule,
                                    OptimizerSettings, PlateauSchedule, SgdSettings, StepSchedule, freeze, optimizer,
                                    schedule)
-from tlbench.specs.shared import (AUTO_FLAGS, BAD_IMAGE_CHOICES, HEAD_INITS, MODEL_SOURCES, PAD_MODES, PIPELINES,
-                                  PREPROCESSES, SELECT_RULES, SQUASH, DEFAULT_CROP_FRACTION, Augment, DataPath,
+from tlbench.specs.shared import (AUTO_FLAGS, BAD_IMAGE_CHOICES, HEAD_INITS, METRICS, MODEL_SOURCES, PAD_MODES,
+                                  PIPELINES, PREPROCESSES, SELECT_RULES, SQUASH, DEFAULT_CROP_FRACTION, Augment, DataPath,
                                   DatasetSplits, Defects, FeatureSpec, LrFind, ModelSettings, Preprocess, Training,
                                   augment, preprocess)
 
@@ -23,7 +23,8 @@ __all__ = [
     "Knn", "LayerDecaySettings", "LinearProbeSettings", "Logreg", "LoraSettings", "NoFreezeSettings",
     "OneCycleSchedule", "OptimizerSettings", "PlateauSchedule", "SgdSettings", "StepSchedule", "freeze", "optimizer",
     "schedule",
-    "AUTO_FLAGS", "BAD_IMAGE_CHOICES", "HEAD_INITS", "MODEL_SOURCES", "PAD_MODES", "PIPELINES", "PREPROCESSES",
+    "AUTO_FLAGS", "BAD_IMAGE_CHOICES", "HEAD_INITS", "METRICS", "MODEL_SOURCES", "PAD_MODES", "PIPELINES",
+    "PREPROCESSES",
     "SELECT_RULES", "SQUASH", "DEFAULT_CROP_FRACTION", "Preprocess", "preprocess", "Augment",
     "DataPath", "DatasetSplits", "Defects", "FeatureSpec", "LrFind", "ModelSettings", "Training", "augment",
 ]

@@ -165,6 +165,21 @@ class StepSchedule(ConstantSchedule):
 
 
 @dataclass
+class MultistepSchedule:
+    """VTAB's schedule, in optimizer steps (training/schedules.py multistep)."""
+    milestones: list[int] = field(default_factory=lambda: [300, 600, 900])  # steps after which the lr is x gamma
+    gamma: float = 0.1
+    warmup_steps: int = 80               # linear warm-up from 0 over this many steps
+
+    def __post_init__(self):
+        milestones = list(self.milestones)
+        require(all(isinstance(m, int) and m >= 0 for m in milestones) and milestones == sorted(milestones),
+                "schedule.milestones", milestones, "must be optimizer steps (integers >= 0) in increasing order")
+        require(self.gamma > 0, "schedule.gamma", self.gamma, "must be positive")
+        require(self.warmup_steps >= 0, "schedule.warmup_steps", self.warmup_steps, "must be >= 0 optimizer steps")
+
+
+@dataclass
 class OneCycleSchedule:
     warmup_epochs: float = 0.0           # not in onecycle.yaml; accepted and unused, as always (pct_start rises)
     pct_start: float = 0.3               # torch's OneCycleLR: the share of steps spent rising
@@ -197,7 +212,7 @@ class PlateauSchedule:
 
 
 SCHEDULES = {"constant": ConstantSchedule, "cosine": CosineSchedule, "step": StepSchedule,
-             "onecycle": OneCycleSchedule, "plateau": PlateauSchedule}
+             "multistep": MultistepSchedule, "onecycle": OneCycleSchedule, "plateau": PlateauSchedule}
 
 
 REFIT_CHOICES = ("train_val", "train")

@@ -16,6 +16,9 @@ PIPELINES = ("tensor", "pil")
 PREPROCESSES = ("squash", "crop")
 DEFAULT_CROP_FRACTION = 0.875  # timm's and torchvision's ImageNet eval crop (224 of 256), when the weights name none
 AUTO_FLAGS = ("auto", True, False)
+# What a data set reports (DataSplits.metric; records/results.py METRIC_FIELDS maps each to its epoch fields):
+# top-1 accuracy, or the mean over classes of each class's accuracy (Kornblith et al. 2019's choice for some sets).
+METRICS = ("top1", "mean_per_class")
 # How a fine-tuning run picks its val-chosen epoch (`select_epoch`; records/results.py chosen_position
 # applies them). Ties go to the earlier epoch under every rule.
 SELECT_RULES = {
@@ -72,9 +75,13 @@ class DatasetSplits:
     on_bad_image: str = "fail"
     preprocess: str = "squash"       # squash | crop (Preprocess)
     crop_fraction: Any = "model"     # a number in (0, 1], or model: the weights' own
+    metric: Optional[str] = None     # what selects and is reported: null = the data set's own (its literature's), or
+                                     # one of METRICS for all sets (VTAB reports top-1 everywhere)
 
     def __post_init__(self):
         preprocess(self.preprocess, self.crop_fraction)
+        require(self.metric is None or self.metric in METRICS, "dataset.metric", self.metric,
+                f"is not known; use {' or '.join(METRICS)}, or null (the data set's own)")
         require(self.image_size > 0, "dataset.image_size", self.image_size, "must be a positive size in pixels")
         for key in ("train_fraction", "test_fraction"):
             require(0 < getattr(self, key) <= 1, f"dataset.{key}", getattr(self, key), "must be in (0, 1]")
@@ -163,6 +170,7 @@ class Training:
     """Top-level settings of the training core."""
     pretrained: bool = True
     epochs: int = 10
+    steps: Optional[int] = None
     min_steps: int = 60
     batch_size: int = 64
     eval_batch_size: Optional[int] = None
@@ -180,6 +188,8 @@ class Training:
     def __post_init__(self):
         for key in ("epochs", "batch_size"):
             require(getattr(self, key) >= 1, key, getattr(self, key), "must be a positive integer")
+        require(self.steps is None or self.steps >= 1, "steps", self.steps,
+                "must be a positive number of optimizer steps, or null (train `epochs`)")
         require(self.min_steps >= 0, "min_steps", self.min_steps,
                 "must be >= 0 optimizer steps (0 = train the epochs as given)")
         require(self.eval_batch_size is None or self.eval_batch_size >= 1, "eval_batch_size", self.eval_batch_size,

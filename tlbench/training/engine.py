@@ -28,6 +28,8 @@ log = logging.getLogger("tlbench")
 class TrainOptions(StepOptions):
     """How `fit` runs: the step's options (step.StepOptions) and the epochs around it."""
     epochs: int
+    steps: int | None = None             # an exact budget in optimizer steps: the last epoch stops once it is
+                                         # reached (None = every epoch runs over the whole loader)
     best_checkpoint: Path | None = None  # where to keep the best epoch's state_dict, or None
     select_on: str = "val_acc"           # the epoch record's field that picks the best epoch: the data set's
                                          # metric on val (results.selection_field: val_mean_class_acc for some)
@@ -105,8 +107,10 @@ def fit(model: nn.Module, train_loader, val_loader, freeze: FreezeStrategy, opti
                 model, val_loader, train_loader.batch_size, device, options, freeze))
             prepared = phase
         started = time.perf_counter()  # compile time stays out of time_s and images_per_s
-        train = train_one_epoch(model, train_loader, optimizer, schedule, epoch * len(train_loader), device,
-                                options, desc=f"epoch {epoch + 1}/{options.epochs}")
+        first_step = epoch * len(train_loader)
+        train = train_one_epoch(model, train_loader, optimizer, schedule, first_step, device, options,
+                                desc=f"epoch {epoch + 1}/{options.epochs}",
+                                limit=None if options.steps is None else options.steps - first_step)
         train_time_s = time.perf_counter() - started
         scores = _scores(hooks.scored(model), val_loader, test_loader, device, options)
         record = dict(epoch=epoch + 1, train_loss=train["loss"], train_acc=train["acc"], **scores,
@@ -270,8 +274,9 @@ def warm_up(model, val_loader, batch_size, device, options, freeze) -> None:
         torch.cuda.synchronize(device)  # the warm-up's kernels finish inside compile_s, not in the epoch
 
 
-def train_one_epoch(model, loader, optimizer, schedule, first_step, device, options, desc="") -> dict:
-    """One pass over `loader`. No step reads a tensor back to the host where that makes the host
+def train_one_epoch(model, loader, optimizer, schedule, first_step, device, options, desc="",
+                    limit: int | None = None) -> dict:
+    """One pass over `loader`, or its first `limit` batches (a `steps` budget's last epoch). No step reads a tensor back to the host where that makes the host
     wait for the device (`_reads_stall`): losses and the correct count stay on the device, and the
     losses are read in bulk every `check_every` steps, which is when divergence is caught and the
     progress bar gets its numbers, and once more at the end. On the CPU reading is free, so
@@ -281,6 +286,8 @@ def train_one_epoch(model, loader, optimizer, schedule, first_step, device, opti
     bar = _progress(loader, desc) if options.show_progress else None
     started = time.perf_counter()
     for i, (images, labels) in enumerate(bar if bar is not None else loader):
+        if limit is not None and i >= limit:
+            break
         schedule.apply(optimizer, first_step + i)
         loss, batch_correct = train_step(model, optimizer, images, labels, device, options)
         losses.append(loss)

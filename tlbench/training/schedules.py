@@ -12,28 +12,54 @@ from tlbench.errors import ConfigError
 
 @dataclass(frozen=True)
 class Budget:
-    """How long a run trains: `epochs` as configured, raised when the training split is so small that
-    they would be fewer than `min_steps` optimizer steps (issue 22: 10 epochs of 100 images at batch 64
-    are 20 steps). What is counted in epochs (warm-up, step decay points, freeze.epochs) keeps its count;
-    a schedule shaped over the whole run (cosine, onecycle) spans the raised one."""
+    """How long a run trains. Either exactly `steps` optimizer steps (a protocol's budget, e.g. VTAB's
+    1,000: the epochs are as many as those steps take, the last one stopping part-way), or `epochs` as
+    configured, raised when the training split is so small that they would be fewer than `min_steps`
+    optimizer steps (issue 22: 10 epochs of 100 images at batch 64 are 20 steps). What is counted in
+    epochs (warm-up epochs, step decay points, freeze.epochs) keeps its count; a schedule shaped over
+    the whole run (cosine, onecycle) spans the steps the run takes."""
     configured_epochs: int
     min_steps: int
     steps_per_epoch: int
+    configured_steps: int | None = None  # `steps`: an exact budget in optimizer steps, replacing epochs
 
     @property
     def epochs(self) -> int:
-        """The epochs the run trains: at least `configured_epochs`, and enough for `min_steps` steps."""
-        return max(self.configured_epochs, math.ceil(self.min_steps / max(1, self.steps_per_epoch)))
+        """The epochs the run trains (the last may be partial under `steps`): at least
+        `configured_epochs`, and enough for `min_steps` steps."""
+        per_epoch = max(1, self.steps_per_epoch)
+        if self.configured_steps is not None:
+            return math.ceil(self.configured_steps / per_epoch)
+        return max(self.configured_epochs, math.ceil(self.min_steps / per_epoch))
+
+    @property
+    def steps(self) -> int:
+        """The optimizer steps the run takes."""
+        return self.configured_steps if self.configured_steps is not None else self.epochs * self.steps_per_epoch
 
     @property
     def raised(self) -> bool:
-        return self.epochs > self.configured_epochs
+        """min_steps raised the configured epochs."""
+        return self.configured_steps is None and self.epochs > self.configured_epochs
+
+    @property
+    def changed(self) -> bool:
+        """The run trains other epochs than configured (raised, or set by `steps`)."""
+        return self.epochs != self.configured_epochs
+
+    def note(self) -> str:
+        """The log line of a budget that changed the configured epochs."""
+        if self.configured_steps is None:
+            return (f"min_steps={self.min_steps}: {self.configured_epochs} epochs of {self.steps_per_epoch} steps "
+                    f"raised to {self.epochs} epochs ({self.steps} steps)")
+        last = self.steps - (self.epochs - 1) * self.steps_per_epoch
+        return f"steps={self.steps}: {self.epochs} epochs of {self.steps_per_epoch} steps, the last {last}"
 
     def describe(self) -> dict:
         """result.json `budget`."""
-        return {"epochs": self.epochs, "steps": self.epochs * self.steps_per_epoch,
-                "steps_per_epoch": self.steps_per_epoch, "min_steps": self.min_steps,
-                "configured_epochs": self.configured_epochs, "raised": self.raised}
+        return {"epochs": self.epochs, "steps": self.steps, "steps_per_epoch": self.steps_per_epoch,
+                "min_steps": self.min_steps, "configured_epochs": self.configured_epochs,
+                "configured_steps": self.configured_steps, "raised": self.raised}
 
 
 def _warmup(step, warmup_steps):
@@ -53,6 +79,16 @@ def cosine(step, total_steps, warmup_steps=0, min_lr_ratio=0.0):
 
 def step_decay(step, total_steps, steps_per_epoch, step_epochs, gamma, warmup_steps=0):
     return _warmup(step, warmup_steps) * gamma ** (step // (steps_per_epoch * step_epochs))
+
+
+def multistep(step, total_steps, milestones, gamma=0.1, warmup_steps=0):
+    """VTAB's schedule (google-research/task_adaptation trainer.py: tf.train.piecewise_constant, then
+    apply_warmup_lr): the lr is multiplied by gamma once for each milestone the step is past (step 300
+    still at the earlier value, 301 decayed), and over the first `warmup_steps` it rises linearly from
+    0 (step 0 trains at lr 0, as there) to lr, ignoring the decay. Steps count from 0."""
+    if step < warmup_steps:
+        return step / warmup_steps
+    return gamma ** sum(step > milestone for milestone in milestones)
 
 
 def one_cycle(step, total_steps, pct_start=0.3, div_factor=25.0, final_div_factor=1e4):
@@ -151,8 +187,11 @@ class LrSchedule:
             self.plateau.scale = 1.0
 
 
-def build_schedule(name: str, epochs: int, steps_per_epoch: int, **kwargs) -> LrSchedule:
-    total = epochs * steps_per_epoch
+def build_schedule(name: str, epochs: int, steps_per_epoch: int, total_steps: int | None = None,
+                   **kwargs) -> LrSchedule:
+    """`total_steps`: the run's optimizer steps when a `steps` budget stops the last epoch part-way
+    (Budget.steps); None = epochs x steps_per_epoch."""
+    total = total_steps if total_steps is not None else epochs * steps_per_epoch
     warmup = round(kwargs.pop("warmup_epochs", 0) * steps_per_epoch)
     try:
         schedule = _make(name, total, steps_per_epoch, warmup, kwargs)
@@ -172,6 +211,8 @@ def _make(name, total, steps_per_epoch, warmup, kwargs) -> LrSchedule:
     if name == "step":
         return LrSchedule(name, partial(step_decay, total_steps=total, steps_per_epoch=steps_per_epoch,
                                         warmup_steps=warmup, **kwargs))
+    if name == "multistep":
+        return LrSchedule(name, partial(multistep, total_steps=total, **kwargs))
     if name == "onecycle":
         momentum = {k: kwargs.pop(k) for k in ("base_momentum", "max_momentum") if k in kwargs}
         cycled = kwargs.pop("cycle_momentum", True)
@@ -180,4 +221,4 @@ def _make(name, total, steps_per_epoch, warmup, kwargs) -> LrSchedule:
                                            **momentum) if cycled else None)
     if name == "plateau":
         return LrSchedule(name, partial(constant, total_steps=total, warmup_steps=warmup), Plateau(**kwargs))
-    raise ConfigError(f"schedule.name={name!r} is not known; use constant, cosine, step, onecycle or plateau")
+    raise ConfigError(f"schedule.name={name!r} is not known; use constant, cosine, step, multistep, onecycle or plateau")
