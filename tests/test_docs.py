@@ -51,6 +51,7 @@ ENTRY_POINTS = {  # the words a command starts with -> the module whose parser t
     ("python", "-m", "tlbench.report"): "tlbench.report.__main__", ("tlbench-report",): "tlbench.report.__main__",
     ("python", "-m", "tlbench.predict"): "tlbench.predict", ("tlbench-predict",): "tlbench.predict",
     ("python", "-m", "tlbench.lr_find"): "tlbench.runner.lr_find", ("tlbench-lr-find",): "tlbench.runner.lr_find",
+    ("python", "-m", "tlbench.refit"): "tlbench.runner.refit", ("tlbench-refit",): "tlbench.runner.refit",
     ("python", "-m", "tlbench.bench"): "tlbench.bench",
 }
 PLUGINS = {  # an override naming a Hydra plugin's option -> the plugin's package

@@ -11,7 +11,7 @@ import inspect
 from tlbench import specs
 from tlbench.data import cifar, fastai, hf, local, memory, transfer
 from tlbench.data.splits import (DataSplits, TensorImages, Transformed, carve_validation, cut_training,
-                                 offline, stratified_indices, subset, targets_of)
+                                 offline, stratified_indices, subset, targets_of, train_on_train_val)
 from tlbench.errors import ConfigError
 
 BUILDERS = {
@@ -31,7 +31,8 @@ __all__ = ["BUILDERS", "DataSplits", "TensorImages", "Transformed", "build_datas
 def build_dataset(name: str, val_split: float = 0.1, split_seed: int = 0, train_fraction: float = 1.0,
                   train_per_class: int | None = None, train_images: int | None = None, subset_seed: int = 0,
                   test_fraction: float = 1.0, on_bad_image: str = "fail", preprocess: str = "squash",
-                  crop_fraction="model", metric: str | None = None, **kwargs) -> DataSplits:
+                  crop_fraction="model", metric: str | None = None, train_on: str = "train",
+                  **kwargs) -> DataSplits:
     """`val_split`: the stratified fraction of the training split held out for validation, or an
     integer >= 1, that many images (drawn with `split_seed`, not the run's seed, so every run of a
     sweep validates on the same images); 0 = validate on the test split (the write-ups' protocol:
@@ -43,14 +44,16 @@ def build_dataset(name: str, val_split: float = 0.1, split_seed: int = 0, train_
     `test_fraction`: a stratified part of the test split (fixed seed). `preprocess`, `crop_fraction`:
     how images become squares (specs.Preprocess; crop_fraction `model` is the field's 0.875 here,
     the weights' own once the run layer knows the model). `metric`: what selects and is reported, in place of
-    the data set's own (its literature's, DataSplits.metric); None keeps that."""
+    the data set's own (its literature's, DataSplits.metric); None keeps that. `train_on`: train_val trains on
+    train + val once they are cut (a select-then-refit protocol's refit); val is then the test split."""
     if name not in BUILDERS:
         raise ConfigError(f"dataset.name={name!r} is not known; use one of {', '.join(BUILDERS)}")
     builder = BUILDERS[name]
     specs.DatasetSplits(val_split=val_split, split_seed=split_seed, on_bad_image=on_bad_image,  # range checks
                         train_fraction=train_fraction, train_per_class=train_per_class, train_images=train_images,
                         subset_seed=subset_seed, test_fraction=test_fraction, image_size=kwargs.get("image_size", 1),
-                        preprocess=preprocess, crop_fraction=crop_fraction, metric=metric)
+                        preprocess=preprocess, crop_fraction=crop_fraction, metric=metric,
+                        train_on=train_on)
     accepted = inspect.signature(builder).parameters
     if "split_seed" in accepted:
         kwargs["split_seed"] = split_seed
@@ -63,6 +66,8 @@ def build_dataset(name: str, val_split: float = 0.1, split_seed: int = 0, train_
     splits.preprocess = specs.preprocess(preprocess, crop_fraction)
     carve_validation(splits, val_split, split_seed)
     cut_training(splits, train_fraction, train_per_class, subset_seed, train_images)
+    if train_on == "train_val":
+        train_on_train_val(splits)
     if test_fraction < 1:
         kept = subset(splits.test, stratified_indices(targets_of(splits.test), test_fraction))
         splits.val = kept if splits.val_is_test else splits.val

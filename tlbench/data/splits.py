@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import ConcatDataset, Dataset, Subset
 
 from tlbench import specs
 from tlbench.errors import ConfigError
@@ -126,6 +126,27 @@ def cut_training(splits: DataSplits, fraction: float, per_class: int | None, see
     splits.train_subset = f"{how}, subset_seed={seed}"
 
 
+def train_on_train_val(splits: DataSplits) -> None:
+    """The refit of a select-then-refit protocol (Kornblith et al. 2019, VTAB-1k): train on train + val, once
+    the setting is chosen; the test split takes val's place and chooses nothing (`select_epoch=final`)."""
+    if splits.val_is_test or splits.val is None:
+        raise ConfigError("dataset.train_on=train_val adds the val split to train, but there is none "
+                          "(dataset.val_split=0: val is the test split); set dataset.val_split above 0")
+    splits.train = join(splits.train, splits.val)
+    splits.train_subset = f"{splits.train_subset} + the val split ({splits.val_source})"
+    splits.val, splits.val_source = splits.test, "the test split (dataset.train_on=train_val: val was trained on)"
+
+
+def join(first: Dataset, second: Dataset) -> Dataset:
+    """Both splits as one: parts of one source stay a part of it (so the decode cache knows it), in-memory
+    tensors stay tensors, anything else is concatenated."""
+    if isinstance(first, TensorImages) and isinstance(second, TensorImages):
+        return TensorImages(torch.cat([first.images, second.images]), torch.cat([first.labels, second.labels]))
+    if isinstance(first, Subset) and isinstance(second, Subset) and first.dataset is second.dataset:
+        return Subset(first.dataset, sorted([*first.indices, *second.indices]))
+    return ConcatDataset([first, second])
+
+
 def subset(dataset: Dataset, indices: list[int]) -> Dataset:
     """In-memory images stay in-memory tensors (the fast path resizes them without decoding)."""
     if isinstance(dataset, TensorImages):
@@ -138,6 +159,8 @@ def targets_of(dataset: Dataset) -> list[int]:
     if isinstance(dataset, Subset):
         parent = targets_of(dataset.dataset)
         return [parent[i] for i in dataset.indices]
+    if isinstance(dataset, ConcatDataset):
+        return [target for part in dataset.datasets for target in targets_of(part)]
     return list(dataset.targets)
 
 

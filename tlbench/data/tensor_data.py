@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import ConcatDataset, Dataset, Subset
 from torchvision.transforms import v2
 
 from tlbench.data import augment as views
@@ -46,6 +46,12 @@ def fingerprint(dataset: Dataset) -> str | None:
             return None
         digest.update(parent.encode())
         digest.update(torch.as_tensor(dataset.indices).numpy().tobytes())
+    elif isinstance(dataset, ConcatDataset):  # train + an official val split (dataset.train_on=train_val)
+        for part in dataset.datasets:
+            found = fingerprint(part)
+            if found is None:
+                return None
+            digest.update(found.encode())
     elif getattr(dataset, "source_fingerprint", None):  # the source identifies itself (data/hf.py)
         digest.update(dataset.source_fingerprint.encode())
     elif hasattr(dataset, "samples"):

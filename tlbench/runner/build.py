@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 
 from tlbench import data, models, probes, specs
 from tlbench.data import augment, image_check, tensor_data
-from tlbench.errors import DataNotFoundError, StartupError, WeightsNotFoundError
+from tlbench.errors import ConfigError, DataNotFoundError, StartupError, WeightsNotFoundError
 from tlbench.models import adapters
 from tlbench.records import results
 from tlbench.runner import devices, settings
@@ -123,10 +123,27 @@ def check_settings(cfg) -> None:
     else:
         settings.freeze(cfg.freeze, cfg.epochs)
     settings.schedule(cfg.schedule)
+    check_refit(cfg)
     # The optimizer group passes any keyword on to torch (+optimizer.eps, +optimizer.foreach): the factory
     # checks them against torch's optimizer on the kernels the target device gets (fused on CUDA), now.
     optim.OptimizerFactory(**factory_settings(cfg.optimizer),  # optimizer.lr=find: the other keys
                            fused=any(target.type == "cuda" for target in targets))
+
+
+def check_refit(cfg) -> None:
+    """dataset.train_on=train_val trains on the val split too, so the test split takes its place: nothing may
+    be chosen on it (the epoch, a plateau's reductions), and a probe refits on train + val by itself."""
+    if cfg.dataset.get("train_on", "train") != "train_val":
+        return
+    if probes.is_probe(cfg.freeze.name):
+        raise ConfigError(f"dataset.train_on=train_val with freeze={cfg.freeze.name}: the probe chooses on val and "
+                          "then refits on train + val itself (freeze.refit_on=train_val); leave dataset.train_on=train")
+    if cfg.select_epoch != "final":
+        raise ConfigError(f"dataset.train_on=train_val with select_epoch={cfg.select_epoch} would choose the epoch on "
+                          "the test split (val is trained on); set select_epoch=final: a refit trains its fixed budget")
+    if cfg.schedule.name == "plateau":
+        raise ConfigError("dataset.train_on=train_val with schedule=plateau would lower the lr by the test split "
+                          "(val is trained on); use a schedule fixed in advance (cosine, step, multistep)")
 
 
 def prepare(cfg) -> tuple[data.DataSplits, models.BuiltModel]:

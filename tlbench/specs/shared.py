@@ -14,6 +14,7 @@ PAD_MODES = ("constant", "reflect", "edge", "symmetric")
 BAD_IMAGE_CHOICES = ("fail", "skip")
 PIPELINES = ("tensor", "pil")
 PREPROCESSES = ("squash", "crop")
+TRAIN_ON = ("train", "train_val")  # dataset.train_on: train, or train + val (a protocol's refit, once chosen)
 DEFAULT_CROP_FRACTION = 0.875  # timm's and torchvision's ImageNet eval crop (224 of 256), when the weights name none
 AUTO_FLAGS = ("auto", True, False)
 # What a data set reports (DataSplits.metric; records/results.py METRIC_FIELDS maps each to its epoch fields):
@@ -75,11 +76,14 @@ class DatasetSplits:
     on_bad_image: str = "fail"
     preprocess: str = "squash"       # squash | crop (Preprocess)
     crop_fraction: Any = "model"     # a number in (0, 1], or model: the weights' own
+    train_on: str = "train"          # train | train_val: a select-then-refit protocol's refit (python -m tlbench.refit)
     metric: Optional[str] = None     # what selects and is reported: null = the data set's own (its literature's), or
                                      # one of METRICS for all sets (VTAB reports top-1 everywhere)
 
     def __post_init__(self):
         preprocess(self.preprocess, self.crop_fraction)
+        require(self.train_on in TRAIN_ON, "dataset.train_on", self.train_on,
+                "is not known; use train, or train_val (train on train + val: a refit once the setting is chosen)")
         require(self.metric is None or self.metric in METRICS, "dataset.metric", self.metric,
                 f"is not known; use {' or '.join(METRICS)}, or null (the data set's own)")
         require(self.image_size > 0, "dataset.image_size", self.image_size, "must be a positive size in pixels")
