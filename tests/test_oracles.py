@@ -496,3 +496,19 @@ def test_the_run_passes_loss_and_clipping_settings_to_the_step(make_cfg):
         == (0.15, 0.3, 2.5, True)
     default = build.core_options(make_cfg(), torch.device("cpu"), nn.Linear(2, 2))
     assert default.label_smoothing == 0.1 and not default.sigmoid_before_loss
+
+
+def test_decay_per_lr_decays_weight_decay_over_lr_in_torchs_update():
+    """optimizer.decay_per_lr (Kornblith et al.'s grid): torch's SGD with weight_decay / lr, so one step of
+    a zero gradient shrinks a weight by lr x (weight_decay / lr) = weight_decay, whatever the lr."""
+    from tlbench.training import optim
+    from tlbench.training.freeze import Phase, ParamGroup
+
+    for lr in (0.1, 0.001):
+        model = nn.Linear(1, 1, bias=False)
+        nn.init.ones_(model.weight)
+        factory = optim.OptimizerFactory("sgd", lr=lr, weight_decay=1e-3, decay_per_lr=True, momentum=0.0)
+        optimizer = factory.build(model, Phase("all", (ParamGroup(("weight",)),)))
+        model.weight.grad = torch.zeros_like(model.weight)
+        optimizer.step()
+        assert model.weight.item() == pytest.approx(1 - 1e-3)

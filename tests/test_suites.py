@@ -32,13 +32,17 @@ def dataset_of(job: list[str]) -> str:
     return next(o.split("=", 1)[1] for o in job if o.startswith("dataset="))
 
 
-@pytest.mark.parametrize("preset, suite, inits", [
-    ("kornblith_finetune", KORNBLITH, {"true", "false"}),
-    ("kornblith_logreg", KORNBLITH, None),
-    ("vtab1k", VTAB, {"true", "false"}),
+ONE_SETTING = ("optimizer.lr=0.01", "optimizer.weight_decay=0.0001")  # the command line's value wins over a grid
+
+
+@pytest.mark.parametrize("preset, suite, inits, extra", [
+    ("kornblith_finetune", KORNBLITH, None, ONE_SETTING),
+    ("kornblith_scratch", KORNBLITH, None, ONE_SETTING),
+    ("kornblith_logreg", KORNBLITH, None, ()),
+    ("vtab1k", VTAB, {"true", "false"}, ()),
 ])
-def test_a_suite_preset_is_one_sweep_over_its_data_sets(make_cfg, preset, suite, inits):
-    jobs = sweep_jobs(preset, "model=resnet18,tf_efficientnet_lite0")
+def test_a_suite_preset_is_one_sweep_over_its_data_sets(make_cfg, preset, suite, inits, extra):
+    jobs = sweep_jobs(preset, "model=resnet18,tf_efficientnet_lite0", *extra)
     assert {dataset_of(job) for job in jobs} == suite
     assert len(jobs) == len(suite) * 2 * (len(inits) if inits else 1)
     for job in jobs:
@@ -88,10 +92,46 @@ def test_a_vtab1k_run_takes_exactly_its_steps_on_the_multistep_schedule_and_test
     assert result["metric"] == "top1"
 
 
-def test_kornblith_finetune_uses_nesterov_sgd_at_batch_256_and_logreg_probes(make_cfg):
-    cfg = make_cfg("experiment=kornblith_finetune", "dataset=food101")
-    assert (cfg.optimizer.name, cfg.optimizer.nesterov, cfg.optimizer.momentum, cfg.batch_size) == ("sgd", True, 0.9, 256)
+def test_kornblith_finetune_is_the_papers_protocol_item_by_item(make_cfg):
+    """As SimCLR's appendix B.8 (Chen, Kornblith et al. 2020), which follows the paper, states it."""
+    cfg = make_cfg("experiment=kornblith_finetune", "dataset=dtd")
+    paper = {"init": "ImageNet weights", "optimizer": ("sgd", 0.9, True), "batch size": 256, "optimizer steps": 20000,
+             "chosen on": "val, the model after the last step", "label smoothing": 0.0,
+             "weight decay divided by the learning rate": True, "training crop": ("random resized crop", 224, 0.5),
+             "evaluation": ("shorter side 256, central 224")}
+    composed = {"init": "ImageNet weights" if cfg.pretrained else "random",
+                "optimizer": (cfg.optimizer.name, cfg.optimizer.momentum, cfg.optimizer.nesterov),
+                "batch size": cfg.batch_size, "optimizer steps": cfg.steps,
+                "chosen on": "val, the model after the last step" if cfg.select_epoch == "final" else cfg.select_epoch,
+                "label smoothing": cfg.label_smoothing, "weight decay divided by the learning rate": cfg.optimizer.decay_per_lr,
+                "training crop": ("random resized crop" if cfg.augment.random_resized_crop else "?", cfg.input_size,
+                                  cfg.augment.hflip),
+                "evaluation": (f"shorter side {int(cfg.dataset.image_size / cfg.dataset.crop_fraction)}, central "
+                               f"{cfg.dataset.image_size}" if cfg.dataset.preprocess == "crop" else "squashed")}
+    assert composed == paper
     assert make_cfg("experiment=kornblith_logreg", "dataset=dtd").freeze.name == "logreg"
+
+
+@pytest.mark.parametrize("preset, lrs, decays, steps, pretrained", [
+    ("kornblith_finetune", (1e-4, 0.1), (1e-6, 1e-3), 20000, True),
+    ("kornblith_scratch", (1e-3, 1.0), (1e-5, 10 ** -1.5), 40000, False),
+])
+def test_the_kornblith_grids_are_shipped_sweeps(make_cfg, preset, lrs, decays, steps, pretrained):
+    """7 log-spaced learning rates x 8 weight decays per data set (fine-tuning: 7 log-spaced and none)."""
+    import math
+
+    jobs = sweep_jobs(preset)
+    assert len(jobs) == 10 * 7 * 8 and {dataset_of(job) for job in jobs} == KORNBLITH
+    value = lambda job, key: float(next(o.split("=", 1)[1] for o in job if o.startswith(key + "=")))  # noqa: E731
+    lr_values = sorted({value(job, "optimizer.lr") for job in jobs})
+    decay_values = sorted({value(job, "optimizer.weight_decay") for job in jobs})
+    assert len(lr_values) == 7 and (lr_values[0], lr_values[-1]) == pytest.approx(lrs, rel=1e-3)
+    assert all(math.log10(b) - math.log10(a) == pytest.approx(0.5, abs=1e-3) for a, b in zip(lr_values, lr_values[1:]))
+    nonzero = [d for d in decay_values if d > 0]
+    assert len(decay_values) == 8 and (nonzero[0], nonzero[-1]) == pytest.approx(decays, rel=1e-3)
+    assert len(nonzero) == (7 if pretrained else 8)
+    cfg = make_cfg(*jobs[0])
+    assert (cfg.steps, cfg.pretrained, cfg.optimizer.decay_per_lr) == (steps, pretrained, True)
 
 
 @pytest.mark.parametrize("name", sorted(KORNBLITH | VTAB))

@@ -64,8 +64,10 @@ def table(frame: pd.DataFrame, value: str, by_steps: bool = False) -> pd.DataFra
         default = DEFAULTS.get(strategy.split(" ")[0])
         if by_steps:  # the default budget: the fewest steps of the default's knob at this size
             default = min(k for k in cell.candidate if k.startswith(default + " steps="))
-        base = cell[cell.candidate == default].set_index("draw")[value]
         for knob, runs in cell.groupby("candidate"):
+            # paired with the default's knob at the same budget (min_steps, epochs...), else the default itself
+            budget = "" if by_steps or " " not in knob else " " + knob.split(" ", 1)[1]
+            base = cell[cell.candidate == default + budget].set_index("draw")[value]
             paired = (runs.set_index("draw")[value] - base).dropna()
             lines.append(dict(strategy=strategy, candidate=knob, size=size, draws=len(runs), mean=runs[value].mean(),
                               vs_default=paired.mean() if len(paired) else float("nan"),

@@ -95,9 +95,13 @@ class OptimizerSettings:
     lr: Any = 1e-3                       # a positive number, or find (the LR finder picks it per phase)
     weight_decay: float = 0.0
     filter_bias_and_bn: bool = True      # no weight decay on 1-D parameters and no_weight_decay() names (timm)
+    decay_per_lr: bool = False           # weight_decay / lr is what decays: Kornblith et al.'s grid (optim.py)
 
     def __post_init__(self):
         number = isinstance(self.lr, (int, float)) and not isinstance(self.lr, bool)
+        require(not (self.decay_per_lr and self.lr == "find"), "optimizer.decay_per_lr", self.decay_per_lr,
+                "divides weight_decay by the learning rate, which optimizer.lr=find does not know in advance; "
+                "give a number for optimizer.lr, or set optimizer.decay_per_lr=false")
         require(self.lr == "find" or (number and 0 < self.lr and math.isfinite(self.lr)), "optimizer.lr", self.lr,
                  "must be a positive number (e.g. 1e-3) or find (the LR finder picks it: docs/how-to/lr-finder.md)")
         require(self.weight_decay >= 0, "optimizer.weight_decay", self.weight_decay, "must be >= 0")

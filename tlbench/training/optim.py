@@ -14,17 +14,21 @@ class OptimizerFactory:
     optimizer never holds a frozen parameter (and weight decay never touches one)."""
 
     def __init__(self, name: str, lr: float, weight_decay: float = 0.0, filter_bias_and_bn: bool = True,
-                 fused: bool = False, **kwargs):
+                 fused: bool = False, decay_per_lr: bool = False, **kwargs):
         """`filter_bias_and_bn`: no weight decay on 1-D parameters (biases, normalization scales and
         shifts) nor on the model's own `no_weight_decay()` names (position embeddings, class
         tokens), timm's rule (`create_optimizer_v2`); false decays every parameter, as plain torch.
         `fused`: one CUDA kernel for the whole update (set by the run on CUDA, not by users). A
         user's `optimizer.foreach` (true or false) picks the implementation instead: torch refuses
-        fused and foreach together, so fused is then left off."""
+        fused and foreach together, so fused is then left off. `decay_per_lr`: the optimizer's weight decay
+        is `weight_decay / lr`, so that lr x decay, the shrink of each step, is `weight_decay` whatever the
+        lr (Kornblith et al. 2019's grid, as SimCLR's and BYOL's appendices state it: "we divide these
+        values of weight decay by the learning rate")."""
         if name not in OPTIMIZERS:
             raise ConfigError(f"optimizer.name={name!r} is not known; use one of {', '.join(OPTIMIZERS)}")
         if lr <= 0:
             raise ConfigError(f"optimizer.lr={lr} must be positive")
+        weight_decay = weight_decay / lr if decay_per_lr else weight_decay
         self.name, self.lr, self.weight_decay, self.kwargs = name, lr, weight_decay, kwargs
         self.fused = fused and "foreach" not in kwargs
         self.filter_bias_and_bn = filter_bias_and_bn
