@@ -121,6 +121,21 @@ def eurosat(base):
             jpeg(base / "eurosat" / "2750" / name / f"{name}_{i + 1}.jpg", i)
 
 
+def clevr(base, depths=(7.0, 8.2, 9.9, 12.0)):
+    """Scenes of 3 and 4 objects (VTAB's count classes 0 and 1), each object's depth from `depths`."""
+    folder = base / "clevr" / "CLEVR_v1.0"
+    for split, count in (("train", 10), ("val", 4)):
+        scenes = []
+        for i in range(count):
+            name = f"CLEVR_{split}_{i:06d}.png"
+            jpeg(folder / "images" / split / name, i)
+            objects = [{"pixel_coords": [10, 20, depths[(i + k) % len(depths)] + k]} for k in range(3 + i % 2)]
+            scenes.append({"image_filename": name, "objects": objects})
+        (folder / "scenes").mkdir(parents=True, exist_ok=True)
+        (folder / "scenes" / f"CLEVR_{split}_scenes.json").write_text(json.dumps({"scenes": scenes}))
+    (folder / "images" / "test").mkdir(parents=True, exist_ok=True)
+
+
 @pytest.fixture(autouse=True)
 def flowers_md5s_unchecked(monkeypatch):
     """Flowers102 checks its .mat files' MD5s even with download=False: the fakes' differ."""
@@ -142,10 +157,11 @@ EXPECTED = {
     "sun397": ((3, 3, 6), ["abbey", "apartment_building/outdoor", "beach"], "top1", 224, CARVED),
     "eurosat": ((9, 3, 3), ["AnnualCrop", "Forest", "River"], "top1", 64,
                 "20% of every class, stratified, split_seed=0 (VTAB's 60/20/20)"),
+    "clevr": ((8, 2, 4), [str(n) for n in range(3, 11)], "top1", 224, CARVED),
 }
 MAKERS = {"food101": food101, "fgvc_aircraft": fgvc_aircraft, "stanford_cars": stanford_cars, "dtd": dtd,
           "oxford_pets": oxford_pets, "caltech101": caltech101, "flowers102": flowers102, "sun397": sun397,
-          "eurosat": eurosat}
+          "eurosat": eurosat, "clevr": clevr}
 
 
 @pytest.mark.parametrize("name", EXPECTED)
@@ -211,6 +227,25 @@ def test_eurosat_draws_a_stratified_60_20_20_split_with_split_seed(make_cfg, tmp
     assert "60/20/20" in splits.val_source
 
 
+def test_clevr_reads_vtabs_two_tasks_from_the_scene_files(make_cfg, tmp_path):
+    """count_all: objects less 3; closest_object_distance: the last of VTAB's thresholds (0, 8, 8.5, 9, 9.5,
+    10, 100) below the closest object's depth."""
+    clevr(tmp_path / "data")
+    count = data.build_dataset(**make_cfg("dataset=clevr", "dataset.val_split=0").dataset)
+    assert data.targets_of(count.test) == [0, 1, 0, 1] and len(count.classes) == 8
+    distance = data.build_dataset(**make_cfg("dataset=clevr", "dataset.task=closest_object_distance",
+                                             "dataset.val_split=0").dataset)
+    # the closest depths of the 4 test scenes: 7.0 (bin 0-8), 8.2 (8-8.5), 9.0 (8.5-9: a threshold is not below
+    # itself), 8.0 (0-8)
+    closest = [min(7.0, 8.2 + 1, 9.9 + 2), min(8.2, 9.9 + 1, 12.0 + 2, 7.0 + 3), min(9.9, 12.0 + 1, 7.0 + 2),
+               min(12.0, 7.0 + 1, 8.2 + 2, 9.9 + 3)]
+    expected = [max(i for i, t in enumerate((0.0, 8.0, 8.5, 9.0, 9.5, 10.0, 100.0)) if t < d) for d in closest]
+    assert data.targets_of(distance.test) == expected == [0, 1, 2, 0]
+    assert distance.classes == ["0-8", "8-8.5", "8.5-9", "9-9.5", "9.5-10", "10-100"]
+    with pytest.raises(ConfigError, match="dataset.task='count' is not one of VTAB's CLEVR tasks"):
+        data.build_dataset(**make_cfg("dataset=clevr", "dataset.task=count").dataset)
+
+
 def test_sun397_without_its_partition_files_says_where_to_get_them(make_cfg, tmp_path):
     sun397(tmp_path / "data", partition_files=False)
     with pytest.raises(DataNotFoundError, match=r"Training_01.txt does not exist.*Partitions.zip into .*SUN397"):
@@ -220,7 +255,7 @@ def test_sun397_without_its_partition_files_says_where_to_get_them(make_cfg, tmp
 # a distinctive part of each set's hint: what torchvision reads there
 HINTS = {"food101": "meta/train.json", "fgvc_aircraft": "images_variant_", "dtd": r"dtd/labels/",
          "oxford_pets": r"annotations/\{trainval,test\}.txt", "caltech101": "101_ObjectCategories",
-         "flowers102": "setid.mat", "sun397": "Partitions.zip", "eurosat": "2750/",
+         "flowers102": "setid.mat", "sun397": "Partitions.zip", "eurosat": "2750/", "clevr": "CLEVR_v1.0/scenes",
          "stanford_cars": r"URLs are dead.*cars_test_annos_withlabels.mat.*kaggle"}
 
 

@@ -1,5 +1,5 @@
 """The transfer data sets of Kornblith et al. 2019 ("Do Better ImageNet Models Transfer Better?",
-CVPR; Appendix A.1 for the splits, Table 1 for the metrics) and EuroSAT (VTAB), each read through
+CVPR; Appendix A.1 for the splits, Table 1 for the metrics), and EuroSAT and CLEVR (VTAB), each read through
 torchvision's own class: it downloads (checking its MD5s) and parses the official split files. The
 images are then read by path (folders.FileListDataset), so both data paths see plain (path, label)
 samples: the tensor path's cache key and dataset.on_bad_image work as for an ImageFolder.
@@ -23,6 +23,10 @@ CALTECH_TRAIN_PER_CLASS = 30  # Kornblith et al. 2019, A.1: 30 random training i
 EUROSAT_FRACTIONS = (0.6, 0.2)  # train, val of every class; the rest is test (VTAB's 60/20/20)
 PARTITIONS = range(1, 11)  # DTD's and SUN397's 10 official train/test partitions
 SUN397_PARTITIONS = "https://vision.princeton.edu/projects/2010/SUN/download/Partitions.zip"  # its 10, as text files
+# VTAB's CLEVR tasks (google-research/task_adaptation data/clevr.py): the number of objects less 3 (3-10: 8
+# classes), or the depth of the closest object binned by these thresholds (6 classes)
+CLEVR_TASKS = ("count_all", "closest_object_distance")
+CLEVR_DISTANCE_THRESHOLDS = (0.0, 8.0, 8.5, 9.0, 9.5, 10.0, 100.0)
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,8 @@ SOURCES = {
                      "extract http://vision.princeton.edu/projects/2010/SUN/SUN397.tar.gz into {base}; either way, "
                      "put Training_01.txt and Testing_01.txt (dataset.partition=1) from " + SUN397_PARTITIONS +
                      " into {base}/SUN397: torchvision does not fetch them", "top1"),
+    "clevr": Source("clevr", "CLEVR_v1.0/images/{train,val}/*.png and CLEVR_v1.0/scenes/CLEVR_{train,val}_scenes.json",
+                    "extract https://dl.fbaipublicfiles.com/clevr/CLEVR_v1.0.zip into {base}/clevr", "top1"),
     "eurosat": Source("eurosat", "2750/<class>/*.jpg",
                       "extract EuroSAT.zip (torchvision's copy: huggingface.co/datasets/torchgeo/eurosat/resolve/"
                       "c877bcd43f099cd0196738f714544e355477f3fd/EuroSAT.zip) into {base}/eurosat", "top1"),
@@ -197,6 +203,46 @@ def eurosat(data_dir, root=None, download=True, image_size=64, split_seed=0) -> 
                        val=_part(samples, val))
     splits.val_source = f"20% of every class, stratified, split_seed={split_seed} (VTAB's 60/20/20)"
     return splits
+
+
+def clevr(data_dir, task, root=None, download=True, image_size=224) -> DataSplits:
+    """CLEVR v1.0's rendered scenes as VTAB's two CLEVR tasks read them: `count_all` (how many objects, 3-10)
+    or `closest_object_distance` (the closest object's depth, in 6 bins). CLEVR's train split (70,000) trains,
+    its val split (15,000; TFDS's "validation") is the test split, as in VTAB; labels come from the scene files
+    (the test split has none)."""
+    if task not in CLEVR_TASKS:
+        raise ConfigError(f"dataset.task={task!r} is not one of VTAB's CLEVR tasks; use {' or '.join(CLEVR_TASKS)}")
+    base, fetch = _locate("clevr", data_dir, root, download)
+    _read("clevr", base, fetch, datasets.CLEVRClassification, base, split="val", download=fetch)  # fetched, checked
+    folder = base / SOURCES["clevr"].folder / "CLEVR_v1.0"
+    if task == "count_all":
+        classes = [str(count) for count in range(3, 11)]
+    else:
+        bins = CLEVR_DISTANCE_THRESHOLDS
+        classes = [f"{low:g}-{high:g}" for low, high in zip(bins, bins[1:])]
+    train, test = (_clevr_split("clevr", base, folder, split, task) for split in ("train", "val"))
+    return _official("clevr", base, train, test, classes, image_size, f"CLEVR v1.0 train / val (VTAB's test), {task}")
+
+
+def _clevr_split(name, base: Path, folder: Path, split: str, task: str) -> FileListDataset:
+    import json
+
+    scenes_file = folder / "scenes" / f"CLEVR_{split}_scenes.json"
+    try:
+        scenes = json.loads(scenes_file.read_text())["scenes"]
+    except (OSError, ValueError, KeyError) as err:
+        raise DataNotFoundError(_hint(name, base, f"has no readable {scenes_file.name} ({err})")) from err
+    return FileListDataset([(folder / "images" / split / scene["image_filename"], _clevr_label(scene, task))
+                            for scene in scenes])
+
+
+def _clevr_label(scene: dict, task: str) -> int:
+    """VTAB's: the object count less 3, or the index of the last threshold below the closest depth."""
+    objects = scene["objects"]
+    if task == "count_all":
+        return len(objects) - 3
+    depth = min(obj["pixel_coords"][2] for obj in objects)
+    return max(i for i, threshold in enumerate(CLEVR_DISTANCE_THRESHOLDS) if threshold < depth)
 
 
 def _locate(name, data_dir, root, download) -> tuple[Path, bool]:
