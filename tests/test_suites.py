@@ -15,7 +15,8 @@ from tlbench.runner.build import check_settings
 
 KORNBLITH = {"food101", "cifar10", "cifar100", "sun397", "stanford_cars", "fgvc_aircraft", "dtd", "oxford_pets",
              "caltech101", "flowers102"}
-VTAB = {"caltech101", "cifar100", "dtd", "flowers102", "oxford_pets", "sun397", "eurosat", "clevr", "clevr_distance"}
+VTAB = {"caltech101", "cifar100", "dtd", "flowers102", "oxford_pets", "svhn", "sun397", "eurosat", "clevr",
+        "clevr_distance"}
 
 
 def sweep_jobs(preset: str, *extra: str) -> list[list[str]]:

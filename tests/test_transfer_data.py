@@ -136,6 +136,15 @@ def clevr(base, depths=(7.0, 8.2, 9.9, 12.0)):
     (folder / "images" / "test").mkdir(parents=True, exist_ok=True)
 
 
+def svhn(base):
+    """The .mat files as the SVHN site ships them: X (32, 32, 3, N) uint8, y (N, 1) with 10 for the digit 0."""
+    folder = base / "svhn"
+    folder.mkdir(parents=True)
+    for split, labels in (("train", [10, 1, 2, 10, 1, 2, 10, 1, 2, 10, 1, 2]), ("test", [10, 1, 2, 1])):
+        images = np.stack([np.full((32, 32, 3), 20 * i, np.uint8) for i in range(len(labels))], axis=3)
+        scipy.io.savemat(folder / f"{split}_32x32.mat", {"X": images, "y": np.array(labels).reshape(-1, 1)})
+
+
 @pytest.fixture(autouse=True)
 def flowers_md5s_unchecked(monkeypatch):
     """Flowers102 checks its .mat files' MD5s even with download=False: the fakes' differ."""
@@ -161,7 +170,7 @@ EXPECTED = {
 }
 MAKERS = {"food101": food101, "fgvc_aircraft": fgvc_aircraft, "stanford_cars": stanford_cars, "dtd": dtd,
           "oxford_pets": oxford_pets, "caltech101": caltech101, "flowers102": flowers102, "sun397": sun397,
-          "eurosat": eurosat, "clevr": clevr}
+          "eurosat": eurosat, "clevr": clevr, "svhn": svhn}
 
 
 @pytest.mark.parametrize("name", EXPECTED)
@@ -246,6 +255,17 @@ def test_clevr_reads_vtabs_two_tasks_from_the_scene_files(make_cfg, tmp_path):
         data.build_dataset(**make_cfg("dataset=clevr", "dataset.task=count").dataset)
 
 
+def test_svhn_reads_the_mat_files_in_memory_with_digit_0_as_label_0(make_cfg, tmp_path):
+    svhn(tmp_path / "data")
+    splits = data.build_dataset(**make_cfg("dataset=svhn", "dataset.val_split=0").dataset)
+    assert data.targets_of(splits.test) == [0, 1, 2, 1] and splits.classes == [str(d) for d in range(10)]
+    image, label = splits.train[3]
+    assert tuple(image.shape) == (3, 32, 32) and int(image[0, 5, 7]) == 60 and label == 0
+    result = run(make_cfg("dataset=svhn", "model=test_resnet", "pretrained=false", "epochs=1", "batch_size=3",
+                          "augment=none"), output_dir=tmp_path / "run")
+    assert result["status"] == "ok" and result["data_info"]["train_size"] + result["data_info"]["val_size"] == 12
+
+
 def test_sun397_without_its_partition_files_says_where_to_get_them(make_cfg, tmp_path):
     sun397(tmp_path / "data", partition_files=False)
     with pytest.raises(DataNotFoundError, match=r"Training_01.txt does not exist.*Partitions.zip into .*SUN397"):
@@ -256,6 +276,7 @@ def test_sun397_without_its_partition_files_says_where_to_get_them(make_cfg, tmp
 HINTS = {"food101": "meta/train.json", "fgvc_aircraft": "images_variant_", "dtd": r"dtd/labels/",
          "oxford_pets": r"annotations/\{trainval,test\}.txt", "caltech101": "101_ObjectCategories",
          "flowers102": "setid.mat", "sun397": "Partitions.zip", "eurosat": "2750/", "clevr": "CLEVR_v1.0/scenes",
+         "svhn": "train_32x32.mat",
          "stanford_cars": r"URLs are dead.*cars_test_annos_withlabels.mat.*kaggle"}
 
 
@@ -285,7 +306,7 @@ def test_a_damaged_copy_says_what_torchvision_could_not_read(make_cfg, tmp_path)
 def test_a_tiny_run_on_a_fake_copy_writes_result_json(make_cfg, tmp_path, name, pipeline, one_thread):
     """flowers102 (mean per-class, official val) on the tensor path, food101 (top-1, carved val) on the PIL path."""
     MAKERS[name](tmp_path / "data")
-    cfg = make_cfg(f"dataset={name}", "dataset.image_size=32", "pretrained=false", "epochs=1", "batch_size=4",
+    cfg = make_cfg(f"dataset={name}", "dataset.image_size=32", "pretrained=false", "epochs=1", "batch_size=3",
                    "augment=none", "checkpoint_every_s=0", f"data.pipeline={pipeline}")
     result = run(cfg, output_dir=tmp_path / "run")
     written = json.loads((tmp_path / "run" / "result.json").read_text())

@@ -21,6 +21,7 @@ BUILDERS = {
     "food101": transfer.food101, "fgvc_aircraft": transfer.fgvc_aircraft, "stanford_cars": transfer.stanford_cars,
     "dtd": transfer.dtd, "oxford_pets": transfer.oxford_pets, "caltech101": transfer.caltech101,
     "flowers102": transfer.flowers102, "sun397": transfer.sun397, "eurosat": transfer.eurosat, "clevr": transfer.clevr,
+    "svhn": transfer.svhn,
     "hf": hf.hf,
 }
 

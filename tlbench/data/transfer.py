@@ -1,8 +1,9 @@
 """The transfer data sets of Kornblith et al. 2019 ("Do Better ImageNet Models Transfer Better?",
-CVPR; Appendix A.1 for the splits, Table 1 for the metrics), and EuroSAT and CLEVR (VTAB), each read through
+CVPR; Appendix A.1 for the splits, Table 1 for the metrics), and EuroSAT, SVHN and CLEVR (VTAB), each read through
 torchvision's own class: it downloads (checking its MD5s) and parses the official split files. The
 images are then read by path (folders.FileListDataset), so both data paths see plain (path, label)
-samples: the tensor path's cache key and dataset.on_bad_image work as for an ImageFolder.
+samples: the tensor path's cache key and dataset.on_bad_image work as for an ImageFolder. SVHN's images
+come as arrays in .mat files and are held in memory (TensorImages), as digits' are.
 
 A set lives in `data_dir` under torchvision's folder for it (food-101/, ...) and is downloaded there
 when missing, online and `download` is true. `root` is a local copy, never downloaded into: that
@@ -16,7 +17,7 @@ import numpy as np
 from torchvision import datasets
 
 from tlbench.data.folders import FileListDataset
-from tlbench.data.splits import DataSplits, offline, stratified_indices
+from tlbench.data.splits import DataSplits, TensorImages, offline, stratified_indices
 from tlbench.errors import ConfigError, DataNotFoundError
 
 CALTECH_TRAIN_PER_CLASS = 30  # Kornblith et al. 2019, A.1: 30 random training images per class, the rest test
@@ -73,6 +74,9 @@ SOURCES = {
                      "extract http://vision.princeton.edu/projects/2010/SUN/SUN397.tar.gz into {base}; either way, "
                      "put Training_01.txt and Testing_01.txt (dataset.partition=1) from " + SUN397_PARTITIONS +
                      " into {base}/SUN397: torchvision does not fetch them", "top1"),
+    "svhn": Source("svhn", "train_32x32.mat and test_32x32.mat",
+                   "put train_32x32.mat and test_32x32.mat from http://ufldl.stanford.edu/housenumbers/ into {base}/svhn",
+                   "top1"),
     "clevr": Source("clevr", "CLEVR_v1.0/images/{train,val}/*.png and CLEVR_v1.0/scenes/CLEVR_{train,val}_scenes.json",
                     "extract https://dl.fbaipublicfiles.com/clevr/CLEVR_v1.0.zip into {base}/clevr", "top1"),
     "eurosat": Source("eurosat", "2750/<class>/*.jpg",
@@ -203,6 +207,32 @@ def eurosat(data_dir, root=None, download=True, image_size=64, split_seed=0) -> 
                        val=_part(samples, val))
     splits.val_source = f"20% of every class, stratified, split_seed={split_seed} (VTAB's 60/20/20)"
     return splits
+
+
+def svhn(data_dir, root=None, download=True, image_size=32) -> DataSplits:
+    """Street View House Numbers, cropped digits (VTAB's svhn: the official train and test splits, 73,257 and
+    26,032 images of 32 px; the `extra` split is not used, as in VTAB). Digit 0 is label 0 (the files say 10)."""
+    base, fetch = _locate("svhn", data_dir, root, download)
+    folder = base / SOURCES["svhn"].folder
+    train, test = (_svhn_split(base, folder, split, fetch) for split in ("train", "test"))
+    return _official("svhn", base, train, test, [str(digit) for digit in range(10)], image_size,
+                     "official train/test split (cropped digits)")
+
+
+def _svhn_split(base: Path, folder: Path, split: str, fetch: bool) -> TensorImages:
+    import scipy.io
+    import torch
+
+    path = folder / f"{split}_32x32.mat"
+    if not path.is_file():  # torchvision fetches it (and checks its MD5) where allowed
+        _read("svhn", base, fetch, datasets.SVHN, folder, split=split, download=fetch)
+    try:
+        loaded = scipy.io.loadmat(path)
+        images = torch.from_numpy(np.ascontiguousarray(np.transpose(loaded["X"], (3, 2, 0, 1))))
+        labels = torch.from_numpy(loaded["y"].reshape(-1).astype(np.int64) % 10)
+    except (OSError, ValueError, KeyError) as err:
+        raise DataNotFoundError(_hint("svhn", base, f"has an unreadable {path.name} ({err})")) from err
+    return TensorImages(images, labels)
 
 
 def clevr(data_dir, task, root=None, download=True, image_size=224) -> DataSplits:
