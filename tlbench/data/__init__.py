@@ -20,7 +20,7 @@ BUILDERS = {
     "digits": memory.digits, "synthetic": memory.synthetic,
     "food101": transfer.food101, "fgvc_aircraft": transfer.fgvc_aircraft, "stanford_cars": transfer.stanford_cars,
     "dtd": transfer.dtd, "oxford_pets": transfer.oxford_pets, "caltech101": transfer.caltech101,
-    "flowers102": transfer.flowers102, "sun397": transfer.sun397, "eurosat": transfer.eurosat, "clevr": transfer.clevr,
+    "flowers102": transfer.flowers102, "sun397": transfer.sun397, "eurosat": transfer.eurosat, "clevr": transfer.clevr, "clevr_distance": transfer.clevr_distance,
     "svhn": transfer.svhn,
     "hf": hf.hf,
 }

@@ -25,8 +25,7 @@ EUROSAT_FRACTIONS = (0.6, 0.2)  # train, val of every class; the rest is test (V
 PARTITIONS = range(1, 11)  # DTD's and SUN397's 10 official train/test partitions
 SUN397_PARTITIONS = "https://vision.princeton.edu/projects/2010/SUN/download/Partitions.zip"  # its 10, as text files
 # VTAB's CLEVR tasks (google-research/task_adaptation data/clevr.py): the number of objects less 3 (3-10: 8
-# classes), or the depth of the closest object binned by these thresholds (6 classes)
-CLEVR_TASKS = ("count_all", "closest_object_distance")
+# classes; dataset=clevr), or the depth of the closest object binned by these thresholds (6; clevr_distance)
 CLEVR_DISTANCE_THRESHOLDS = (0.0, 8.0, 8.5, 9.0, 9.5, 10.0, 100.0)
 
 
@@ -235,13 +234,20 @@ def _svhn_split(base: Path, folder: Path, split: str, fetch: bool) -> TensorImag
     return TensorImages(images, labels)
 
 
-def clevr(data_dir, task, root=None, download=True, image_size=224) -> DataSplits:
-    """CLEVR v1.0's rendered scenes as VTAB's two CLEVR tasks read them: `count_all` (how many objects, 3-10)
-    or `closest_object_distance` (the closest object's depth, in 6 bins). CLEVR's train split (70,000) trains,
-    its val split (15,000; TFDS's "validation") is the test split, as in VTAB; labels come from the scene files
-    (the test split has none)."""
-    if task not in CLEVR_TASKS:
-        raise ConfigError(f"dataset.task={task!r} is not one of VTAB's CLEVR tasks; use {' or '.join(CLEVR_TASKS)}")
+def clevr(data_dir, root=None, download=True, image_size=224) -> DataSplits:
+    """CLEVR v1.0's rendered scenes as VTAB's clevr-count: how many objects (3-10, 8 classes). CLEVR's train
+    split (70,000) trains, its val split (15,000; TFDS's "validation") is the test split, as in VTAB; labels
+    come from the scene files (CLEVR's test split has none)."""
+    return _clevr("clevr", data_dir, root, download, image_size, "count_all")
+
+
+def clevr_distance(data_dir, root=None, download=True, image_size=224) -> DataSplits:
+    """VTAB's clevr-dist: the same scenes and splits as `clevr`, labelled by the closest object's depth in 6
+    bins (CLEVR_DISTANCE_THRESHOLDS)."""
+    return _clevr("clevr_distance", data_dir, root, download, image_size, "closest_object_distance")
+
+
+def _clevr(name, data_dir, root, download, image_size, task) -> DataSplits:
     base, fetch = _locate("clevr", data_dir, root, download)
     _read("clevr", base, fetch, datasets.CLEVRClassification, base, split="val", download=fetch)  # fetched, checked
     folder = base / SOURCES["clevr"].folder / "CLEVR_v1.0"
@@ -251,7 +257,9 @@ def clevr(data_dir, task, root=None, download=True, image_size=224) -> DataSplit
         bins = CLEVR_DISTANCE_THRESHOLDS
         classes = [f"{low:g}-{high:g}" for low, high in zip(bins, bins[1:])]
     train, test = (_clevr_split("clevr", base, folder, split, task) for split in ("train", "val"))
-    return _official("clevr", base, train, test, classes, image_size, f"CLEVR v1.0 train / val (VTAB's test), {task}")
+    splits = _official("clevr", base, train, test, classes, image_size, f"CLEVR v1.0 train / val (VTAB's test), {task}")
+    splits.source = splits.source.replace("torchvision clevr", f"torchvision {name}", 1)
+    return splits
 
 
 def _clevr_split(name, base: Path, folder: Path, split: str, task: str) -> FileListDataset:
