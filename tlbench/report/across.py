@@ -27,6 +27,16 @@ from tlbench.report.load import follows_dataset_metric
 from tlbench.report.tables import METRIC_NAMES
 
 BOOTSTRAP_DRAWS = 2000
+# VTAB-1k's 19 tasks in its three groups (Zhai et al. 2019), under tlbench's data set names (those without a
+# loader yet under the names they will get). VTAB reports top-1 on every task, each group's mean, and the mean
+# over the 19 tasks.
+VTAB_GROUPS = {
+    "natural": ("caltech101", "cifar100", "dtd", "flowers102", "oxford_pets", "svhn", "sun397"),
+    "specialized": ("patch_camelyon", "eurosat", "resisc45", "diabetic_retinopathy"),
+    "structured": ("clevr", "clevr_distance", "dmlab", "kitti_distance", "dsprites_location", "dsprites_orientation",
+                   "smallnorb_azimuth", "smallnorb_elevation"),
+}
+VTAB_TASKS = sum(len(tasks) for tasks in VTAB_GROUPS.values())
 
 
 def _dataset_columns(runs: pd.DataFrame) -> list[str]:
@@ -84,6 +94,30 @@ def ranking(found: pd.DataFrame) -> pd.DataFrame:
     low, high = _bootstrap_means(found, table)
     out["mean accuracy ci_low"], out["mean accuracy ci_high"] = low, high
     return out.sort_values(["mean rank", "mean accuracy"], ascending=[True, False]).reset_index()
+
+
+def vtab_groups(found: pd.DataFrame) -> pd.DataFrame:
+    """Per setting: the mean top-1 over the VTAB tasks of each group it was measured on, with how many of the
+    group's tasks that is, and the mean over all 19 tasks only when every one is there (a partial suite is
+    never a VTAB score). Cells in another metric than top-1 (a data set's own mean per-class accuracy) and
+    data sets named twice (other roots) are left out. Empty when fewer than two VTAB tasks were run."""
+    if found.empty:
+        return pd.DataFrame()
+    group_of = {task: group for group, tasks in VTAB_GROUPS.items() for task in tasks}
+    kept = found[found["dataset"].isin(group_of) & found["metric"].isin(["top1", None])]
+    if kept["dataset"].nunique() < 2:
+        return pd.DataFrame()
+    rows = []
+    for method, cells_of in kept.groupby("method", sort=False):
+        row = {"method": method}
+        for group, tasks in VTAB_GROUPS.items():
+            mine = cells_of[cells_of["dataset"].isin(tasks)]
+            row[f"{group} mean"] = mine["mean"].mean() if len(mine) else np.nan
+            row[f"{group} tasks"] = f"{len(mine)} of {len(tasks)}"
+        row["VTAB score (mean of 19)"] = cells_of["mean"].mean() if len(cells_of) == VTAB_TASKS else np.nan
+        row["tasks"] = len(cells_of)
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def _bootstrap_means(found: pd.DataFrame, table: pd.DataFrame) -> tuple[list, list]:

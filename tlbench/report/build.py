@@ -237,13 +237,38 @@ def across_blocks(runs, metric, out_dir: Path | None = None) -> list:
     """"Across data sets", when finished runs cover two or more data sets."""
     found = across.cells(runs, f"{metric}_at_best_val")
     ranked = across.ranking(found)
-    if ranked.empty:
+    vtab = _vtab_blocks(found, out_dir)
+    if ranked.empty and not vtab:
         return []
+    return [Heading("Across data sets"), *([] if ranked.empty else _ranking_blocks(found, ranked, metric, out_dir)),
+            *vtab]
+
+
+def _vtab_blocks(found, out_dir: Path | None) -> list:
+    """VTAB-1k's group means, when two or more VTAB tasks were run."""
+    groups = across.vtab_groups(found)
+    if groups.empty:
+        return []
+    if out_dir is not None:
+        groups.to_csv(out_dir / "vtab_groups.csv", index=False)
+    shown = groups.copy()
+    for column in [c for c in shown.columns if c.endswith("mean") or c.startswith("VTAB score")]:
+        shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{100 * v:.1f}")
+    complete = groups["tasks"].max() == across.VTAB_TASKS
+    return [Heading("VTAB-1k groups", level=3),
+            Paragraph("Mean top-1 over the VTAB-1k tasks of each group (natural, specialized, structured) that each "
+                      "setting was run on, and how many of the group's tasks that is. "
+                      + ("" if complete else f"Fewer than VTAB's {across.VTAB_TASKS} tasks were run: these are not "
+                                             "VTAB scores, and no overall mean is given.")),
+              Table(shown)]
+
+
+def _ranking_blocks(found, ranked, metric, out_dir: Path | None) -> list:
+    """The ranking and its tests, when two or more settings ran on every one of the data sets."""
     kinds = tables.metric_kinds(found)
     if out_dir is not None:
         ranked.to_csv(out_dir / "ranking_across_datasets.csv", index=False)
-    blocks = [Heading("Across data sets"),
-              Paragraph(f"{tables.headline_name(f'{metric}_at_best_val', kinds).capitalize()} (mean over seeds) "
+    blocks = [Paragraph(f"{tables.headline_name(f'{metric}_at_best_val', kinds).capitalize()} (mean over seeds) "
                         "and rank (1 = best, ties share the mean rank) of every setting measured on all these data "
                         "sets; "
                         "mean accuracy with a bootstrap 95% interval over the seeds of every cell (how sure the "
