@@ -14,8 +14,8 @@ from tlbench.errors import DataNotFoundError
 from tlbench.runner.build import check_settings
 
 KORNBLITH = {"food101", "cifar10", "cifar100", "sun397", "stanford_cars", "fgvc_aircraft", "dtd", "oxford_pets",
-             "caltech101", "flowers102"}
-VTAB = {"caltech101", "cifar100", "dtd", "flowers102", "oxford_pets", "svhn", "sun397", "eurosat", "clevr",
+             "caltech101_background", "flowers102"}
+VTAB = {"caltech101_background", "cifar100", "dtd", "flowers102", "oxford_pets", "svhn", "sun397", "eurosat", "clevr",
         "clevr_distance"}
 
 
@@ -56,7 +56,7 @@ def test_a_suite_preset_is_one_sweep_over_its_data_sets(make_cfg, preset, suite,
 
 def test_vtab1k_is_the_reference_codes_protocol_item_by_item(make_cfg):
     """google-research/task_adaptation scripts/run_all_tasks.sh, trainer.py and adapt_and_eval.py's defaults."""
-    cfg = make_cfg("experiment=vtab1k", "dataset=caltech101")
+    cfg = make_cfg("experiment=vtab1k", "dataset=caltech101_background")
     reference = {"training examples": 1000, "held out to select on": 0, "chosen on a split": "nothing (final)",
                  "optimizer": ("sgd", 0.9, False, 0.0), "batch size": 64, "learning rate": 0.01,
                  "optimizer steps": 1000, "schedule": ("multistep", [300, 600, 900], 0.1, 80),

@@ -226,6 +226,21 @@ def test_caltech101_draws_30_per_class_for_training_with_split_seed_and_leaves_o
     assert "BACKGROUND_Google" not in draws[0].classes and "BACKGROUND_Google left out" in draws[0].source
 
 
+def test_caltech101_background_is_the_102nd_class_with_30_training_images(make_cfg, tmp_path):
+    """Kornblith et al.'s and VTAB's count (3,060 / 6,084 on the real set); the other labels stay as they were."""
+    caltech101(tmp_path / "data")
+    folder = tmp_path / "data" / "caltech101" / "101_ObjectCategories" / "BACKGROUND_Google"
+    for i in range(4, 35):
+        jpeg(folder / f"image_{i:04d}.jpg", i)
+    plain = data.build_dataset(**make_cfg("dataset=caltech101", "dataset.val_split=0").dataset)
+    splits = data.build_dataset(**make_cfg("dataset=caltech101_background", "dataset.val_split=0").dataset)
+    assert splits.classes == [*plain.classes, "BACKGROUND_Google"]
+    assert np.bincount(data.targets_of(splits.train)).tolist() == [30, 30, 30]
+    assert np.bincount(data.targets_of(splits.test)).tolist() == [2, 3, 4]
+    assert [s for s in splits.train.samples if s[1] < 2] == list(plain.train.samples)
+    assert "BACKGROUND_Google as the 102nd class" in splits.source
+
+
 def test_eurosat_draws_a_stratified_60_20_20_split_with_split_seed(make_cfg, tmp_path):
     eurosat(tmp_path / "data")
     splits = data.build_dataset(**make_cfg("dataset=eurosat").dataset)

@@ -135,20 +135,26 @@ def oxford_pets(data_dir, root=None, download=True, image_size=224) -> DataSplit
                      train.classes, image_size, "official trainval/test split")
 
 
-def caltech101(data_dir, root=None, download=True, image_size=224, split_seed=0) -> DataSplits:
+def caltech101(data_dir, root=None, download=True, image_size=224, split_seed=0, background=False) -> DataSplits:
     """101 object classes with no official split: as Kornblith et al. 2019, 30 random training
     images per class (drawn with split_seed), the rest test (3,030 / 5,647). torchvision leaves
-    out BACKGROUND_Google, which Kornblith et al. counted as a 102nd class; so does tlbench."""
+    out BACKGROUND_Google; `background=True` reads it as a 102nd class, as Kornblith et al. and VTAB
+    (TFDS) count it (3,060 / 6,084: their Table 1's and TFDS's sizes; dataset=caltech101_background)."""
     base, fetch = _locate("caltech101", data_dir, root, download)
     found = _read("caltech101", base, fetch, datasets.Caltech101, base, download=fetch)
     images = Path(found.root) / "101_ObjectCategories"
     samples = [(images / found.categories[label] / f"image_{index:04d}.jpg", label)
                for label, index in zip(found.y, found.index)]
-    train = stratified_indices(found.y, 1.0, split_seed, CALTECH_TRAIN_PER_CLASS)
+    classes = list(found.categories)
+    if background:  # last, so the other classes keep their labels
+        samples += [(path, len(classes)) for path in sorted((images / "BACKGROUND_Google").glob("*.jpg"))]
+        classes.append("BACKGROUND_Google")
+    labels = [label for _, label in samples]
+    train = stratified_indices(labels, 1.0, split_seed, CALTECH_TRAIN_PER_CLASS)
     test = sorted(set(range(len(samples))) - set(train))
-    return _official("caltech101", base, _part(samples, train), _part(samples, test), found.categories, image_size,
+    return _official("caltech101", base, _part(samples, train), _part(samples, test), classes, image_size,
                      f"{CALTECH_TRAIN_PER_CLASS} training images per class (split_seed={split_seed}), the rest test; "
-                     "BACKGROUND_Google left out")
+                     + ("BACKGROUND_Google as the 102nd class" if background else "BACKGROUND_Google left out"))
 
 
 def flowers102(data_dir, root=None, download=True, image_size=224) -> DataSplits:
