@@ -128,7 +128,8 @@ def test_schedule_option_builds_and_stays_positive(make_cfg, option):
 @pytest.mark.parametrize("option", [o for o in options("freeze") if o not in probes.PROBES])  # probes: test_probes.py
 def test_freeze_option_builds(make_cfg, option):
     stages = [["a"], ["b"], ["head"]]
-    strategy = freeze.build_freeze(stages=stages, total_epochs=10, **make_cfg(f"freeze={option}").freeze)
+    strategy = freeze.build_freeze(stages=stages, total_epochs=10, **make_cfg(f"freeze={option}").freeze,
+                                   input_size=224)
     assert "head" in strategy.phase(0).trainable
 
 

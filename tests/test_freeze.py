@@ -24,7 +24,8 @@ def train_with_snapshots(make_cfg, *overrides):
     def snapshot(record):
         snapshots.append({k: v.clone() for k, v in built.model.state_dict().items()})
 
-    strategy = freeze.build_freeze(stages=built.stages, total_epochs=cfg.epochs, **cfg.freeze)
+    strategy = freeze.build_freeze(stages=built.stages, total_epochs=cfg.epochs, **cfg.freeze,
+                                   input_size=splits.image_size)
     history = engine.fit(built.model, train_loader, val_loader, strategy, optim.OptimizerFactory(**cfg.optimizer),
                          schedules.build_schedule(epochs=cfg.epochs, steps_per_epoch=len(train_loader), **cfg.schedule),
                          torch.device("cpu"), engine.TrainOptions(epochs=cfg.epochs), on_epoch_end=snapshot)
@@ -58,7 +59,7 @@ def test_efficientnet_head_phase_trains_exactly_the_classifier(make_cfg, source,
     """Write-up B froze every name lacking 'fc': its head, while the SE layers (fc1/fc2) trained."""
     cfg = make_cfg("model=efficientnet_b0", f"model.source={source}", "pretrained=false")
     built = models.build_model(num_classes=10, pretrained=False, weights_dir=None, **cfg.model)
-    phase = freeze.LinearProbe(built.stages, specs.LinearProbeSettings(train_bn=False)).phase(0)
+    phase = freeze.LinearProbe(built.stages, specs.LinearProbeSettings(train_bn=False), input_size=224).phase(0)
     assert sorted(phase.trainable) == sorted(head)
     trainable = freeze.apply_phase(built.model, phase)
     assert trainable == 1280 * 10 + 10
@@ -113,13 +114,16 @@ def test_bn_eval_keeps_every_batchnorm_statistic_fixed_while_all_weights_train(m
     assert changed(snaps[1], snaps[2], weights) == set(weights), "after unfreezing every weight must train"
 
 
-@pytest.mark.parametrize("overrides, head_lr", [(["freeze=linear_probe", "optimizer.lr=1e-3"], 1e-2),
-                                                (["freeze=linear_probe", "freeze.head_lr_ratio=1"], 1e-3),
-                                                (["experiment=seed_resnet18_food20"], 5e-3)])
-def test_a_linear_probe_trains_its_head_at_head_lr_ratio_times_lr(make_cfg, overrides, head_lr):
+@pytest.mark.parametrize("overrides, input_size, head_lr", [
+    (["freeze=linear_probe", "optimizer.lr=1e-3"], 32, 1e-2),   # auto: 10 x lr for inputs under 64 px
+    (["freeze=linear_probe", "optimizer.lr=1e-3"], 64, 1e-3),   # ... and 1 x lr from there
+    (["freeze=linear_probe", "freeze.head_lr_ratio=10"], 224, 1e-2),
+    (["freeze=linear_probe", "freeze.head_lr_ratio=1"], 32, 1e-3),
+    (["experiment=seed_resnet18_food20"], 224, 5e-3)])
+def test_a_linear_probe_trains_its_head_at_head_lr_ratio_times_lr(make_cfg, overrides, input_size, head_lr):
     cfg = make_cfg(*overrides)
     built = models.build_model(num_classes=3, pretrained=False, **cfg.model)
-    strategy = freeze.build_freeze(stages=built.stages, total_epochs=cfg.epochs, **cfg.freeze)
+    strategy = freeze.build_freeze(stages=built.stages, total_epochs=cfg.epochs, **cfg.freeze, input_size=input_size)
     optimizer = optim.OptimizerFactory(**cfg.optimizer).build(built.model, strategy.phase(0))
     assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([head_lr] * len(optimizer.param_groups))
     assert sum(p.numel() for g in optimizer.param_groups for p in g["params"]) == \
@@ -192,7 +196,7 @@ def test_keep_optimizer_state_carries_the_heads_adam_moments_over_the_unfreeze(m
     batches = list(build.make_loaders(cfg, splits, built, torch.device("cpu"))["train"])
     theirs = models.build_model(num_classes=len(splits.classes), pretrained=False, **cfg.model).model
     theirs.load_state_dict(built.model.state_dict())
-    strategy = freeze.build_freeze(stages=built.stages, total_epochs=2, **cfg.freeze)
+    strategy = freeze.build_freeze(stages=built.stages, total_epochs=2, **cfg.freeze, input_size=splits.image_size)
     engine.fit(built.model, batches, batches[:1], strategy, optim.OptimizerFactory(**cfg.optimizer),
                schedules.build_schedule(epochs=2, steps_per_epoch=len(batches), **cfg.schedule), torch.device("cpu"),
                engine.TrainOptions(epochs=2))
@@ -219,3 +223,18 @@ def test_freeze_by_name_that_matches_nothing_fails_before_training(make_cfg, tmp
     with pytest.raises(ConfigError, match="defects.freeze_by_name='fc' matches no parameter name"):
         run.run(writeup_b_preset(make_cfg, "experiment=seed_efficientnet_b0_cifar10", "model=tf_efficientnet_lite0",
                                  "model.source=timm"), output_dir=tmp_path / "run")
+
+
+def test_a_linear_probes_auto_head_lr_is_decided_by_the_input_size_and_recorded(make_cfg, tmp_path):
+    """freeze.head_lr_ratio=auto (the default): 10 x lr for 32 px inputs, 1 x lr for 64 px ones, in result.json
+    `resolved`; a number given is used as it is and nothing is resolved."""
+    from tlbench.runner.run import run
+
+    common = [*TINY, "pretrained=false", "freeze=linear_probe", "epochs=1", "schedule=constant", "optimizer.lr=0.01"]
+    small = run(make_cfg(*common), output_dir=tmp_path / "small")  # synthetic: 32 px
+    assert small["resolved"] == {"freeze.head_lr_ratio": 10.0} and small["config"]["freeze"]["head_lr_ratio"] == "auto"
+    assert small["epochs"][0]["lr"] == pytest.approx(0.1)
+    larger = run(make_cfg(*common, "input_size=64"), output_dir=tmp_path / "larger")
+    assert larger["resolved"] == {"freeze.head_lr_ratio": 1.0} and larger["epochs"][0]["lr"] == pytest.approx(0.01)
+    given = run(make_cfg(*common, "freeze.head_lr_ratio=1"), output_dir=tmp_path / "given")
+    assert "resolved" not in given and given["epochs"][0]["lr"] == pytest.approx(0.01)

@@ -86,6 +86,11 @@ class RunRecord:
     def budget(self, budget: dict) -> None:
         self.data["budget"] = budget
 
+    def resolved(self, settings: dict) -> None:
+        """Settings given as auto, with the value the run used (none: nothing is written)."""
+        if settings:
+            self.data["resolved"] = settings
+
 
 def resumed(previous: dict, config: dict, after_epoch: int) -> dict:
     """The earlier attempt's result, going on: same run_id and start time, one more entry in

@@ -67,11 +67,25 @@ def adapt(cfg, built: models.BuiltModel) -> dict:
     return facts
 
 
-def build_strategy(cfg, built: models.BuiltModel, facts: dict) -> freeze.FreezeStrategy:
-    """The run's freeze strategy (`facts`: adapt's) with the write-ups' defects applied (`defects.*`),
-    over cfg.epochs: the budgeted config's (`budgeted`)."""
-    strategy = freeze.build_freeze(stages=built.stages, total_epochs=cfg.epochs, **cfg.freeze, **facts)
+def build_strategy(cfg, built: models.BuiltModel, facts: dict, info: dict) -> freeze.FreezeStrategy:
+    """The run's freeze strategy (`facts`: adapt's; `info`: data_info's, for the input size) with the
+    write-ups' defects applied (`defects.*`), over cfg.epochs: the budgeted config's (`budgeted`)."""
+    strategy = freeze.build_freeze(stages=built.stages, total_epochs=cfg.epochs, **cfg.freeze, **facts,
+                                   input_size=input_side(cfg, info))
     return freeze.as_published(strategy, **cfg.defects)
+
+
+def input_side(cfg, info: dict) -> int:
+    """The side of the squares the model is fed: input_size, else the data set's image size."""
+    return cfg.input_size or info["image_size"]
+
+
+def resolved(cfg, info: dict) -> dict:
+    """result.json `resolved`: each setting given as auto that the run decides, with its value."""
+    if cfg.freeze.name == "linear_probe" and cfg.freeze.get("head_lr_ratio") == "auto":
+        settings = specs.LinearProbeSettings(head_lr_ratio="auto")
+        return {"freeze.head_lr_ratio": settings.ratio_for(input_side(cfg, info))}
+    return {}
 
 
 def budget(cfg, train_loader) -> schedules.Budget:
