@@ -1,7 +1,8 @@
 """Data sets by name (the `dataset` group), one module per source family: memory.py (digits,
 synthetic), local.py (the user's ImageFolder or file lists), cifar.py, fastai.py, transfer.py
-(Kornblith et al. 2019's transfer sets and EuroSAT, through torchvision's classes), hf.py (Hugging
-Face `datasets`: a Hub name or a local copy). Each builder returns the raw train and test splits
+(Kornblith et al. 2019's transfer sets, EuroSAT, SVHN, CLEVR, through torchvision's classes), vtab.py
+(VTAB's other tasks), both finding their copies through sources.py, hf.py (Hugging Face `datasets`: a
+Hub name or a local copy). Each builder returns the raw train and test splits
 (and val where the set has an official one); build_dataset carves validation and training subsets
 the same way for all of them, and transforms are added afterwards, so one builder serves every
 model and augmentation."""
@@ -9,7 +10,7 @@ model and augmentation."""
 import inspect
 
 from tlbench import specs
-from tlbench.data import cifar, fastai, hf, local, memory, transfer
+from tlbench.data import cifar, fastai, hf, local, memory, transfer, vtab
 from tlbench.data.splits import (DataSplits, TensorImages, Transformed, carve_validation, cut_training,
                                  offline, stratified_indices, subset, targets_of, train_on_train_val)
 from tlbench.errors import ConfigError
@@ -22,6 +23,9 @@ BUILDERS = {
     "dtd": transfer.dtd, "oxford_pets": transfer.oxford_pets, "caltech101": transfer.caltech101,
     "flowers102": transfer.flowers102, "sun397": transfer.sun397, "eurosat": transfer.eurosat, "clevr": transfer.clevr, "clevr_distance": transfer.clevr_distance,
     "svhn": transfer.svhn,
+    "resisc45": vtab.resisc45, "patch_camelyon": vtab.patch_camelyon, "kitti_distance": vtab.kitti_distance,
+    "dsprites_location": vtab.dsprites_location, "dsprites_orientation": vtab.dsprites_orientation,
+    "smallnorb_azimuth": vtab.smallnorb_azimuth, "smallnorb_elevation": vtab.smallnorb_elevation,
     "hf": hf.hf,
 }
 

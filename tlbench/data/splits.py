@@ -44,7 +44,8 @@ class DataSplits:
 
 
 class TensorImages(Dataset):
-    """Images held in memory as a uint8 (N, 3, H, W) tensor, with integer labels."""
+    """Images held in memory as a uint8 (N, 3, H, W) tensor, or (N, 1, H, W) for gray images (a third of the
+    memory: dSprites, smallNORB), which are read as RGB; with integer labels."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor):
         self.images, self.labels = images, labels
@@ -54,7 +55,12 @@ class TensorImages(Dataset):
         return len(self.labels)
 
     def __getitem__(self, index):
-        return self.images[index], int(self.labels[index])
+        return self.rgb(self.images[index]), int(self.labels[index])
+
+    @staticmethod
+    def rgb(images: torch.Tensor) -> torch.Tensor:
+        """Gray images as three equal channels (a view, no copy); RGB ones as they are."""
+        return images.expand(*images.shape[:-3], 3, *images.shape[-2:]) if images.shape[-3] == 1 else images
 
 
 class Transformed(Dataset):

@@ -74,9 +74,10 @@ def cached_split(dataset: Dataset, size: int, cache_dir, name: str, split: str, 
     its extent; else the evaluation view). Squashed splits keep their cache files' old names."""
     canvas = preprocess.crops and view == "train"
     if isinstance(dataset, TensorImages):  # already decoded in memory: the view of the tensors
-        if not preprocess.crops:
-            return CachedSplit(ops.resize(dataset.images, size), dataset.labels.clone(), None, False, [])
-        images, extents = _views(dataset.images, size, preprocess, canvas)
+        if not preprocess.crops:  # gray images resized as one channel, then held as RGB
+            resized = TensorImages.rgb(ops.resize(dataset.images, size)).contiguous()
+            return CachedSplit(resized, dataset.labels.clone(), None, False, [])
+        images, extents = _views(TensorImages.rgb(dataset.images), size, preprocess, canvas)
         return CachedSplit(images, dataset.labels.clone(), None, False, [], extents)
     key = fingerprint(dataset)
     if key is None:  # a source that cannot be identified is decoded every time, never cached

@@ -1,0 +1,219 @@
+"""VTAB's other tasks (tlbench/data/vtab.py) on tiny fake copies of their files, in their real formats: an
+ImageFolder tree (RESISC45), .h5 files (PatchCamelyon), the dSprites .npz, NORB binary matrices (smallNORB)
+and KITTI's label and devkit mapping files. Labels and splits are checked against the reference code's rules
+(google-research/task_adaptation data/*.py, TFDS's kitti split) restated here."""
+
+import gzip
+import re
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tlbench import data
+from tlbench.errors import DataNotFoundError
+from tlbench.runner.run import run
+
+
+def picture(path, shade=0, size=(12, 10)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, (shade % 256, 80, 160)).save(path)
+
+
+def resisc45(base, classes=("airport", "beach", "forest"), per_class=5):
+    for name in classes:
+        for i in range(per_class):
+            picture(base / "NWPU-RESISC45" / name / f"{name}_{i + 1:03d}.jpg", i)
+
+
+def patch_camelyon(base, sizes=(("train", 8), ("valid", 4), ("test", 6))):
+    h5py = pytest.importorskip("h5py")
+    folder = base / "pcam"
+    folder.mkdir(parents=True)
+    for split, count in sizes:
+        with h5py.File(folder / f"camelyonpatch_level_2_split_{split}_x.h5", "w") as handle:
+            handle["x"] = np.stack([np.full((96, 96, 3), 10 * i, np.uint8) for i in range(count)])
+        with h5py.File(folder / f"camelyonpatch_level_2_split_{split}_y.h5", "w") as handle:
+            handle["y"] = (np.arange(count) % 2).astype(np.uint8).reshape(-1, 1, 1, 1)
+
+
+def dsprites(base, count=320):
+    """Every x position (32) and orientation (40) value ten and eight times; pixel (0, 0) set on odd images."""
+    folder = base / "dsprites"
+    folder.mkdir(parents=True)
+    latents = np.zeros((count, 6), np.int64)
+    latents[:, 3] = np.arange(count) % 40
+    latents[:, 4] = np.arange(count) % 32
+    images = np.zeros((count, 64, 64), np.uint8)
+    images[1::2, 0, 0] = 1
+    np.savez_compressed(folder / "dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz", imgs=images, latents_classes=latents)
+
+
+def norb_matrix(path, array, gz=False):
+    """The NORB binary format: type code, number of dimensions, max(3, ndim) sizes, data (little-endian)."""
+    code = {np.uint8: 507333717, np.int32: 507333716}[array.dtype.type]
+    dims = list(array.shape) + [1] * (3 - array.ndim)
+    raw = np.array([code, array.ndim, *dims], "<i4").tobytes() + array.astype(array.dtype.newbyteorder("<")).tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    (gzip.open(str(path) + ".gz", "wb") if gz else open(path, "wb")).write(raw)
+
+
+def smallnorb(base, count=36):
+    """Elevation k % 9 and azimuth 2 * (k % 18) for image k; the left image's pixel (0, 0) is k, the right one's 255.
+    The training files gunzipped, the test files as NYU serves them (.gz)."""
+    k = np.arange(count)
+    images = np.zeros((count, 2, 96, 96), np.uint8)
+    images[:, 0, 0, 0], images[:, 1] = k, 255
+    info = np.stack([k % 5, k % 9, 2 * (k % 18), k % 6], axis=1).astype(np.int32)
+    for stem, gz in (("smallnorb-5x46789x9x18x6x2x96x96-training", False),
+                     ("smallnorb-5x01235x9x18x6x2x96x96-testing", True)):
+        norb_matrix(base / "smallnorb" / f"{stem}-dat.mat", images, gz)
+        norb_matrix(base / "smallnorb" / f"{stem}-info.mat", info, gz)
+
+
+KITTI_DRIVES = [f"2011_09_26_drive_{n:04d}_sync" for n in range(1, 21)]  # 20 drives: 2 test, 2 validation
+
+
+def kitti(base, per_drive=3):
+    """Image n belongs to drive n // per_drive, listed through a shuffled train_rand.txt as the devkit does.
+    Image n's closest vehicle (z) cycles through 5, 8, 15, 30 m and none; a closer pedestrian and a DontCare
+    box must not count."""
+    raw = base / "Kitti" / "raw"
+    count = len(KITTI_DRIVES) * per_drive
+    lines = [f"2011_09_26 {KITTI_DRIVES[n // per_drive]} {n:010d}" for n in range(count)]
+    order = np.random.default_rng(0).permutation(count)  # image n is described by line order[n]
+    (raw / "mapping").mkdir(parents=True)
+    (raw / "mapping" / "train_mapping.txt").write_text("\n".join(lines[i] for i in np.argsort(order)) + "\n")
+    (raw / "mapping" / "train_rand.txt").write_text(",".join(str(order[n] + 1) for n in range(count)) + "\n")
+    (raw / "training" / "label_2").mkdir(parents=True)
+    depths = (5.0, 8.0, 15.0, 30.0, None)
+    for n in range(count):
+        picture(raw / "training" / "image_2" / f"{n:06d}.png", n)
+        rows = ["Pedestrian 0.00 0 -0.20 712.40 143.00 810.73 307.92 1.89 0.48 1.20 1.84 1.47 1.50 0.01",
+                "DontCare -1 -1 -10 503.89 169.71 590.61 190.13 -1 -1 -1 -1000 -1000 -1000 -10"]
+        depth = depths[n % len(depths)]
+        if depth is not None:
+            rows += [f"Car 0.00 0 -1.56 564.62 174.59 616.43 224.74 1.61 1.66 3.20 -0.69 1.69 {depth + 3:.2f} -1.59",
+                     f"Van 0.00 1 1.71 481.59 180.09 512.55 202.42 2.19 1.90 4.95 -7.43 1.88 {depth:.2f} 1.55"]
+        (raw / "training" / "label_2" / f"{n:06d}.txt").write_text("\n".join(rows) + "\n")
+    return count, per_drive
+
+
+def counts(split) -> list[int]:
+    return np.bincount(data.targets_of(split)).tolist()
+
+
+def test_resisc45_draws_a_stratified_60_20_20_split(make_cfg, tmp_path):
+    resisc45(tmp_path / "data")
+    splits = data.build_dataset(**make_cfg("dataset=resisc45").dataset)
+    assert [counts(part) for part in (splits.train, splits.val, splits.test)] == [[3, 3, 3], [1, 1, 1], [1, 1, 1]]
+    assert splits.classes == ["airport", "beach", "forest"] and splits.metric == "top1" and splits.image_size == 224
+    assert "60/20/20" in splits.val_source and splits.source.startswith("tlbench resisc45 in")
+    paths = [{path for path, _ in part.samples} for part in (splits.train, splits.val, splits.test)]
+    assert not (paths[0] & paths[1] or paths[0] & paths[2] or paths[1] & paths[2])
+
+
+def test_patch_camelyon_reads_the_official_splits_from_the_h5_files(make_cfg, tmp_path):
+    patch_camelyon(tmp_path / "data")
+    splits = data.build_dataset(**make_cfg("dataset=patch_camelyon").dataset)
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (8, 4, 6)
+    assert splits.val_source == "official validation split" and data.targets_of(splits.test) == [0, 1, 0, 1, 0, 1]
+    image, label = splits.test[3]
+    assert image.mode == "RGB" and image.size == (96, 96) and image.getpixel((5, 5)) == (30, 30, 30) and label == 1
+    result = run(make_cfg("dataset=patch_camelyon", "model=test_resnet", "pretrained=false", "epochs=1", "batch_size=4",
+                          "augment=none", "dataset.image_size=32"), output_dir=tmp_path / "run")
+    assert result["status"] == "ok" and result["data_info"]["val_size"] == 4
+
+
+@pytest.mark.parametrize("task, values", [("location", 32), ("orientation", 40)])
+def test_dsprites_groups_its_latent_into_16_classes_and_draws_80_10_10(make_cfg, tmp_path, task, values):
+    """VTAB: label = floor(value / (values / 16)); pixels 0/1 become 0/255; gray images read as RGB."""
+    dsprites(tmp_path / "data")
+    splits = data.build_dataset(**make_cfg(f"dataset=dsprites_{task}").dataset)
+    column = {"location": 4, "orientation": 3}[task]
+    latents = np.load(tmp_path / "data" / "dsprites" / "dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz")["latents_classes"]
+    expected = np.floor(latents[:, column] / (values / 16)).astype(int)
+    assert sorted(data.targets_of(splits.train) + data.targets_of(splits.val) + data.targets_of(splits.test)) == \
+        sorted(expected.tolist())
+    whole = np.bincount(expected)  # 20 of every location class; 25 or 15 of the orientation classes (2.5 values each)
+    for part, share in ((splits.train, 0.8), (splits.val, 0.1), (splits.test, 0.1)):
+        assert np.abs(np.array(counts(part)) - share * whole).max() <= 1
+    image, _ = splits.train[0]
+    assert tuple(image.shape) == (3, 64, 64) and set(image.unique().tolist()) <= {0, 255}
+    assert len(splits.classes) == 16 and splits.source.startswith(f"tlbench dsprites_{task} in")
+
+
+@pytest.mark.parametrize("pipeline", ["tensor", "pil"])
+def test_a_gray_in_memory_set_trains_on_both_data_paths(make_cfg, tmp_path, pipeline):
+    dsprites(tmp_path / "data")
+    result = run(make_cfg("dataset=dsprites_location", "model=test_resnet", "pretrained=false", "epochs=1",
+                          "batch_size=16", "augment=none", "dataset.image_size=16", "dataset.train_per_class=2",
+                          f"data.pipeline={pipeline}"), output_dir=tmp_path / pipeline)
+    assert result["status"] == "ok" and result["data_info"]["train_size"] == 32
+
+
+@pytest.mark.parametrize("task, column, divisor, classes", [("azimuth", 2, 2, 18), ("elevation", 1, 1, 9)])
+def test_smallnorb_reads_the_norb_files_and_halves_the_official_test_split(make_cfg, tmp_path, task, column, divisor,
+                                                                           classes):
+    smallnorb(tmp_path / "data")
+    splits = data.build_dataset(**make_cfg(f"dataset=smallnorb_{task}").dataset)
+    k = np.arange(36)
+    info = np.stack([k % 5, k % 9, 2 * (k % 18), k % 6], axis=1)
+    assert data.targets_of(splits.train) == (info[:, column] // divisor).tolist() and len(splits.classes) == classes
+    assert len(splits.val) == len(splits.test) == 18 and counts(splits.val) == counts(splits.test)
+    image, label = splits.train[7]
+    assert tuple(image.shape) == (3, 96, 96) and int(image[1, 0, 0]) == 7 and int(image[0, 5, 5]) == 0  # left camera
+    assert "half of the official test split" in splits.val_source
+
+
+def test_kitti_distance_is_tfds_split_by_drive_and_vtabs_closest_vehicle_label(make_cfg, tmp_path):
+    count, per_drive = kitti(tmp_path / "data")
+    splits = data.build_dataset(**make_cfg("dataset=kitti_distance").dataset)
+    # TFDS kitti 3.1.0's _build_splits, restated: global numpy seed 123, 10% of the sorted drives to test,
+    # then 10% of the remaining sorted drives to validation
+    np.random.seed(123)
+    test_drives = set(np.random.choice(sorted(KITTI_DRIVES), 2, replace=False))
+    val_drives = set(np.random.choice(sorted(set(KITTI_DRIVES) - test_drives), 2, replace=False))
+
+    def drives(split):
+        return {KITTI_DRIVES[int(path.stem) // per_drive] for path, _ in split.samples}
+
+    assert drives(splits.test) == test_drives and drives(splits.val) == val_drives
+    assert drives(splits.train) == set(KITTI_DRIVES) - test_drives - val_drives
+    assert len(splits.train) + len(splits.val) + len(splits.test) == count
+    # closest vehicle at 5, 8, 15, 30 m or none: thresholds (-100, 8, 20, 999), label = last threshold below it
+    every = {int(path.stem): label for split in (splits.train, splits.val, splits.test) for path, label in split.samples}
+    assert [every[n] for n in range(5)] == [0, 0, 1, 2, 3]
+    assert splits.classes == ["up to 8 m", "8-20 m", "over 20 m", "no vehicle"]
+    assert splits.source.startswith("torchvision kitti_distance in")
+
+
+MAKERS = {"resisc45": resisc45, "patch_camelyon": patch_camelyon, "dsprites_location": dsprites,
+          "smallnorb_azimuth": smallnorb, "kitti_distance": kitti}
+HINTS = {"resisc45": r"tlbench cannot download it: its only copy is a RAR archive.*NWPU-RESISC45.rar",
+         "patch_camelyon": r"offline mode.*camelyonpatch_level_2_split_\{train,valid,test\}_\{x,y\}.h5",
+         "dsprites_location": r"offline mode.*tlbench downloads it\), or put that file",
+         "smallnorb_azimuth": r"offline mode.*smallnorb-5x46789x9x18x6x2x96x96-training-\{dat,info\}.mat",
+         "kitti_distance": r"offline mode.*raw/mapping/train_\{rand,mapping\}.txt.*devkit_object.zip"}
+
+
+@pytest.mark.parametrize("name", HINTS)
+def test_offline_and_missing_fails_naming_the_folder_and_how_to_supply_it(make_cfg, tmp_path, name):
+    with pytest.raises(DataNotFoundError, match=f"{re.escape(str(tmp_path / 'data'))}.* does not exist .*{HINTS[name]}"):
+        data.build_dataset(**make_cfg(f"dataset={name}").dataset)
+
+
+@pytest.mark.parametrize("name", MAKERS)
+def test_a_damaged_copy_fails_naming_the_file(make_cfg, tmp_path, name):
+    MAKERS[name](tmp_path / "data")
+    victim = {"resisc45": None, "patch_camelyon": "pcam/camelyonpatch_level_2_split_train_y.h5",
+              "dsprites_location": "dsprites/dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz",
+              "smallnorb_azimuth": "smallnorb/smallnorb-5x46789x9x18x6x2x96x96-training-info.mat",
+              "kitti_distance": "Kitti/raw/mapping/train_rand.txt"}[name]
+    if victim is None:  # an empty tree
+        for path in (tmp_path / "data" / "NWPU-RESISC45").rglob("*.jpg"):
+            path.unlink()
+    else:
+        (tmp_path / "data" / victim).write_bytes(b"not the file")
+    with pytest.raises(DataNotFoundError, match=f"{name.split('_')[0] if name != 'patch_camelyon' else name}"):
+        data.build_dataset(**make_cfg(f"dataset={name}").dataset)
