@@ -305,3 +305,47 @@ def test_cv_folds_auto_uses_the_folds_the_rarest_class_allows():
     assert details["cv_folds"] == 3
     with pytest.raises(ConfigError, match="freeze.cv_folds=5: 5-fold cross-validation needs 5 images"):
         probes.logreg(train, val, two_class_split(generator, 10), probes.Logreg(C_grid=[1.0], cv_folds=5), num_classes=2)
+
+
+def test_an_l2_strength_is_the_mean_loss_penalty_and_the_refit_keeps_it():
+    """freeze.l2_grid: the fit minimizes the mean cross-entropy + l2 |w|^2 / 2 (the intercept unpenalized), checked
+    against scipy's L-BFGS on that objective written out; the refit on train + val keeps the strength, so its C
+    falls with the images it fits."""
+    from scipy.optimize import minimize
+    from scipy.special import log_softmax
+
+    from tlbench.specs import Logreg
+
+    train, val, test = _blobs(90, 1), _blobs(30, 2), _blobs(60, 3)
+    strength = 0.05
+    probe = Logreg(l2_grid=[strength], cv_folds=0, max_iter=5000)
+    metrics, details = probes.logreg(train, val, test, probe, num_classes=3)
+    assert details["l2"] == strength and details["l2_grid"] == [strength]
+    assert details["C_grid"] == [pytest.approx(1 / (strength * 90))] and details["C"] == pytest.approx(1 / (strength * 120))
+
+    x = torch.cat([train.features, val.features]).double().numpy()
+    y = torch.cat([train.labels, val.labels]).numpy()
+
+    def objective(flat):
+        weights, bias = flat[:-3].reshape(3, -1), flat[-3:]
+        return -log_softmax(x @ weights.T + bias, axis=1)[np.arange(len(y)), y].mean() + strength * (weights ** 2).sum() / 2
+
+    solved = minimize(objective, np.zeros(3 * x.shape[1] + 3), method="L-BFGS-B", options={"gtol": 1e-10, "maxiter": 10000})
+    logits = test.features.double().numpy() @ solved.x[:-3].reshape(3, -1).T + solved.x[-3:]
+    assert metrics["test_acc"] == pytest.approx((logits.argmax(1) == test.labels.numpy()).mean(), abs=1e-12)
+    probs = np.exp(log_softmax(logits, axis=1))
+    assert metrics["test_loss"] == pytest.approx(-np.log(probs[np.arange(60), test.labels.numpy()]).mean(), abs=1e-3)
+
+
+def test_kornblith_l2_grid_is_45_log_spaced_strengths_walked_strongest_first(make_cfg):
+    from tlbench.specs import Logreg
+
+    grid = Logreg(l2_grid="kornblith").grid()
+    assert len(grid) == 45 and grid[0] == pytest.approx(1e5) and grid[-1] == pytest.approx(1e-6)
+    assert np.allclose(np.diff(np.log10(grid)), -11 / 44)
+    cfg = make_cfg("freeze=logreg", "freeze.l2_grid=kornblith")
+    build.check_settings(cfg)
+    with pytest.raises(ConfigError, match=r"freeze.l2_grid='paper' must be null \(use C_grid\), kornblith"):
+        build.check_settings(make_cfg("freeze=logreg", "freeze.l2_grid=paper"))
+    with pytest.raises(ConfigError, match=r"freeze.l2_grid=\[0.1, 0.0\] must be null"):
+        build.check_settings(make_cfg("freeze=logreg", "freeze.l2_grid=[0.1,0.0]"))

@@ -8,7 +8,8 @@ logreg: multinomial logistic regression, L-BFGS (scikit-learn), features standar
 train split's mean and std (`standardize`). C (scikit-learn's inverse L2 strength) is chosen on
 the val split from `C_grid`: the highest val accuracy in the data set's metric (top-1, or mean
 per-class accuracy where that is what is reported: DataSplits.metric), then the lowest val loss,
-then the smallest C; test is never looked at. Then, as Kornblith et al. (and VTAB's
+then the smallest C; test is never looked at. `l2_grid` searches L2 strengths instead (per image: C = 1 /
+(strength x the fit's images), so the refit on train + val keeps the chosen strength; Logreg.C). Then, as Kornblith et al. (and VTAB's
 train800val200) do, the chosen C is refitted on train + val (`refit_on: train_val`; `train` keeps
 the model that was selected). val_* in the record are the selected train-only model's (the numbers
 C was chosen by), test_* the final model's, train_* the final model's on the train split.
@@ -107,28 +108,27 @@ def logreg(train, val, test, probe: Logreg, num_classes: int, val_is_test: bool 
     scaler = StandardScaler().fit(train.features.numpy()) if probe.standardize else None
     x_train, x_val, x_test = (_scaled(scaler, split) for split in (train, val, test))
     y_train, y_val, y_test = (split.labels.numpy() for split in (train, val, test))
-    grid = sorted(float(c) for c in probe.C_grid)
+    grid = probe.grid()
     model = LogisticRegression(max_iter=probe.max_iter, warm_start=True)
     chosen_on = results.selection_field(metric).removeprefix("val_")  # "acc" or "mean_class_acc"
-    val_scores, n_iter, selected, best = [], [], None, None
+    val_scores, n_iter, selected, best, chosen = [], [], None, None, None
     # One BLAS thread: measured on the 2-core CPU under load, an L-BFGS fit on digits features took
     # 0.25 s with 1 OpenBLAS thread and 8.6 s with 2 (spinning threads descheduled); 10k x 1536: 3.9 vs 27 s.
     with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="blas"):
         warnings.simplefilter("ignore", ConvergenceWarning)  # recorded instead: n_iter == max_iter
-        for c in grid:
-            model.set_params(C=c).fit(x_train, y_train)
+        for value in grid:
+            model.set_params(C=probe.C(value, len(y_train))).fit(x_train, y_train)
             scores = _scores(model, x_val, y_val, num_classes)
             val_scores.append(scores), n_iter.append(int(model.n_iter_.max()))
-            if best is None or (scores[chosen_on], -scores["loss"]) > best:  # ties keep the smaller C
-                best, selected = (scores[chosen_on], -scores["loss"]), copy.deepcopy(model)
-        chosen = selected.C
+            if best is None or (scores[chosen_on], -scores["loss"]) > best:  # ties keep the stronger regularization
+                best, selected, chosen = (scores[chosen_on], -scores["loss"]), copy.deepcopy(model), value
         final = selected
         if probe.refit_on == "train_val" and not val_is_test:
-            final = LogisticRegression(C=chosen, max_iter=probe.max_iter).fit(
+            final = LogisticRegression(C=probe.C(chosen, len(y_train) + len(y_val)), max_iter=probe.max_iter).fit(
                 _stack(x_train, x_val), _stack(y_train, y_val))
     metrics = _record(_scores(final, x_train, y_train, num_classes), val_scores[grid.index(chosen)],
                       _scores(final, x_test, y_test, num_classes))
-    details = {"C": chosen, "C_grid": grid, "C_chosen_on": f"val_{chosen_on}",
+    details = {**_penalty(probe, grid, chosen, final.C, len(y_train)), "C_chosen_on": f"val_{chosen_on}",
                "val_acc_grid": [v["acc"] for v in val_scores],
                "val_mean_class_acc_grid": [v["mean_class_acc"] for v in val_scores],
                "val_loss_grid": [v["loss"] for v in val_scores], "n_iter_grid": n_iter, "max_iter": probe.max_iter,
@@ -162,12 +162,12 @@ def logreg_cv(train, val, test, probe: Logreg, num_classes: int, val_is_test: bo
                           f"every class in train + val, and one class has {smallest}; set freeze.cv_folds={max(smallest, 2)} "
                           "or fewer, or 0 (choose C on val)")
     folds = list(StratifiedKFold(n_splits=wanted, shuffle=True, random_state=0).split(x_pool, y_pool))
-    grid = sorted(float(c) for c in probe.C_grid)
+    grid = probe.grid()
     chosen_on = results.selection_field(metric).removeprefix("val_")
 
-    def fitted(c, x, y):
+    def fitted(value, x, y):
         steps = [StandardScaler()] if probe.standardize else []
-        return make_pipeline(*steps, LogisticRegression(C=c, max_iter=probe.max_iter)).fit(x, y)
+        return make_pipeline(*steps, LogisticRegression(C=probe.C(value, len(y)), max_iter=probe.max_iter)).fit(x, y)
 
     cv_scores, n_iter = [], []
     with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="blas"):  # one BLAS thread: see logreg
@@ -181,12 +181,12 @@ def logreg_cv(train, val, test, probe: Logreg, num_classes: int, val_is_test: bo
             cv_scores.append(per_fold)
         means = [{key: float(np.mean([fold[key] for fold in per_fold])) for key in per_fold[0]}
                  for per_fold in cv_scores]
-        best = max(range(len(grid)), key=lambda i: (means[i][chosen_on], -means[i]["loss"], -grid[i]))
+        best = max(range(len(grid)), key=lambda i: (means[i][chosen_on], -means[i]["loss"], -i))  # then the stronger
         final = fitted(grid[best], x_pool, y_pool)
     x_train, x_test = train.features.numpy(), test.features.numpy()
     metrics = _record(_scores(final, x_train, train.labels.numpy(), num_classes), means[best],
                       _scores(final, x_test, test.labels.numpy(), num_classes))
-    details = {"C": grid[best], "C_grid": grid, "C_chosen_on": f"cv{wanted}_{chosen_on}",
+    details = {**_penalty(probe, grid, grid[best], final[-1].C, len(folds[0][0])), "C_chosen_on": f"cv{wanted}_{chosen_on}",
                "cv_folds": wanted, "cv_fold_images": [len(held_out) for _, held_out in folds],
                "cv_acc_folds": [[fold["acc"] for fold in per_fold] for per_fold in cv_scores],
                "val_acc_grid": [m["acc"] for m in means], "val_mean_class_acc_grid": [m["mean_class_acc"] for m in means],
@@ -194,6 +194,14 @@ def logreg_cv(train, val, test, probe: Logreg, num_classes: int, val_is_test: bo
                "standardize": probe.standardize, "refit_on": "train" if val_is_test else "train_val",
                "fit_images": len(y_pool)}
     return metrics, details
+
+
+def _penalty(probe: Logreg, grid: list[float], chosen: float, final_c: float, fit_images: int) -> dict:
+    """result.json's account of the regularization: C searched and chosen (for an l2_grid, the C of its
+    strengths at `fit_images`, a selection fit's size) and the final model's C; and the L2 strengths, if any."""
+    if probe.l2_grid is None:
+        return {"C": chosen, "C_grid": grid}
+    return {"C": final_c, "C_grid": [probe.C(value, fit_images) for value in grid], "l2": chosen, "l2_grid": grid}
 
 
 def _smallest_class(labels: np.ndarray) -> int:

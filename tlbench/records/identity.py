@@ -52,9 +52,10 @@ LATER_SETTINGS = {
     "dataset.test_split": 0.2,
     "min_steps": 0,  # a floor on optimizer steps (issue 22): older runs trained `epochs` whatever the split size
     "steps": None,  # an exact budget in optimizer steps (issue 24): older runs trained `epochs`
-    "dataset.train_on": "train",
-    "optimizer.decay_per_lr": False,
-    "dataset.background": False,  # caltech101's BACKGROUND_Google as a 102nd class (issue 24): older runs left it out  # weight decay divided by the lr (issue 24): older runs decayed weight_decay  # train + val, a protocol's refit (issue 24): older runs trained on train
+    "dataset.train_on": "train",  # train + val, a protocol's refit (issue 24): older runs trained on train
+    "optimizer.decay_per_lr": False,  # weight decay divided by the lr (issue 24): older runs decayed weight_decay
+    "dataset.background": False,  # caltech101's BACKGROUND_Google as a 102nd class (issue 24): older runs left it out
+    "freeze.l2_grid": None,  # logreg's L2 strengths in place of C_grid (issue 24): older runs searched C_grid
 }
 # Settings that do nothing for a frozen-feature probe (one fit, no epochs to choose among): left out of its identity.
 NOT_FOR_PROBES = frozenset({"select_epoch", "min_steps", "steps"})

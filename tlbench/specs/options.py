@@ -260,12 +260,19 @@ class Logreg:
     max_iter: int = 1000
     standardize: bool = False    # zero mean, unit variance per feature (train statistics); raw measured better
     cv_folds: Any = "auto"       # auto: 5-fold when val is small (cv_folds_for); 0: C on val; k >= 2: k-fold over train + val
+    l2_grid: Any = None          # None: C_grid; a list of L2 strengths (or `kornblith`) in place of it: grid(), C()
 
     def __post_init__(self):
         grid = list(self.C_grid)
         require(len(grid) > 0 and all(c > 0 for c in grid), "freeze.C_grid", grid,
                  "must be a non-empty list of positive values of C (inverse L2 strength), "
                  "e.g. freeze.C_grid=[0.001,0.01,0.1,1,10]")
+        l2 = self.l2_grid
+        require(l2 is None or l2 == KORNBLITH_L2 or (not isinstance(l2, str) and len(list(l2)) > 0
+                                                   and all(v > 0 for v in l2)), "freeze.l2_grid", l2,
+                f"must be null (use C_grid), {KORNBLITH_L2} (Kornblith et al.'s 45 values, 1e-6 to 1e5) or a "
+                "non-empty list of positive L2 strengths, e.g. freeze.l2_grid=[1e-4,1e-3,1e-2]")
+
         require(self.refit_on in REFIT_CHOICES, "freeze.refit_on", self.refit_on,
                  "is not known; use train_val (refit the chosen C on train + val, as Kornblith et al.) "
                  "or train")
@@ -276,6 +283,21 @@ class Logreg:
                 "must be auto (5-fold cross-validation when the val split has fewer than 1,000 images), 0 (choose C "
                 "on val) or a number of folds >= 2 (stratified cross-validation over train + val)")
 
+    def grid(self) -> list[float]:
+        """The values searched, strongest regularization first: C_grid ascending, or l2_grid descending."""
+        if self.l2_grid is None:
+            return sorted(float(c) for c in self.C_grid)
+        low, high = KORNBLITH_L2_RANGE
+        values = ([10.0 ** (low + (high - low) * i / (KORNBLITH_L2_COUNT - 1)) for i in range(KORNBLITH_L2_COUNT)]
+                  if self.l2_grid == KORNBLITH_L2 else self.l2_grid)
+        return sorted((float(v) for v in values), reverse=True)
+
+    def C(self, value: float, images: int) -> float:
+        """scikit-learn's C for one grid value and a fit on `images` images. An L2 strength l is per image:
+        scikit-learn minimizes C * (summed cross-entropy) + |w|^2 / 2, which is the mean cross-entropy
+        + l |w|^2 / 2 with C = 1 / (l * images); so a fit on train + val keeps the strength chosen on train."""
+        return value if self.l2_grid is None else 1.0 / (value * images)
+
     def cv_folds_for(self, val_images: int, val_is_test: bool) -> int:
         """The folds this fit uses: `auto` cross-validates (CV_AUTO_FOLDS) whenever choosing on val would
         be noisy (fewer than CV_AUTO_BELOW_VAL images: a val accuracy's standard error is then above 1.5
@@ -285,6 +307,8 @@ class Logreg:
         return CV_AUTO_FOLDS if val_is_test or val_images < CV_AUTO_BELOW_VAL else 0
 
 
+KORNBLITH_L2 = "kornblith"  # freeze.l2_grid: Kornblith et al. 2019's grid, 45 log-spaced L2 strengths from 1e-6 to 1e5
+KORNBLITH_L2_RANGE, KORNBLITH_L2_COUNT = (-6, 5), 45
 CV_AUTO_FOLDS = 5          # freeze.cv_folds=auto: 5-fold, as LogisticRegressionCV's default
 CV_AUTO_BELOW_VAL = 1000   # ... when the val split has fewer images than this
 PROBES = {"knn": Knn, "logreg": Logreg}
