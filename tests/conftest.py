@@ -106,3 +106,14 @@ def interrupt_after_epoch(monkeypatch, epoch: int | None = None):
             raise KeyboardInterrupt
 
     monkeypatch.setattr(engine.checkpoint, "save", save_then_stop)
+
+
+def run_interrupted(monkeypatch, cfg, output_dir, epoch: int | None = None) -> None:
+    """Runs `cfg` into `output_dir` and stops it like Ctrl-C once the checkpoint of `epoch` (None: the first one
+    saved) is written; the next run() of the same folder resumes it."""
+    from tlbench.runner.run import run
+
+    with monkeypatch.context() as patch:
+        interrupt_after_epoch(patch, epoch)
+        with pytest.raises(KeyboardInterrupt):
+            run(cfg, output_dir=output_dir)

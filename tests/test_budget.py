@@ -3,7 +3,7 @@ steps (issue 22: 10 epochs of 100 images at batch 64 are 20). The epochs are rai
 split's size is known; result.json's config keeps the epochs as configured, its `budget` what ran."""
 
 import pytest
-from conftest import TINY, interrupt_after_epoch
+from conftest import TINY, run_interrupted
 
 from tlbench.records import identity
 from tlbench.runner.run import run, run_id_of
@@ -56,10 +56,7 @@ def test_a_raised_budget_is_the_same_training_as_asking_for_those_epochs(make_cf
 def test_a_run_interrupted_under_a_raised_budget_resumes_to_its_end(make_cfg, tmp_path, monkeypatch):
     overrides = [*SMALL, "min_steps=4"]
     uninterrupted = run(make_cfg(*overrides), output_dir=tmp_path / "uninterrupted")
-    with monkeypatch.context() as patch:
-        interrupt_after_epoch(patch, 3)  # past the configured 2 epochs
-        with pytest.raises(KeyboardInterrupt):
-            run(make_cfg(*overrides), output_dir=tmp_path / "resumed")
+    run_interrupted(monkeypatch, make_cfg(*overrides), tmp_path / "resumed", 3)  # past the configured 2 epochs
     resumed = run(make_cfg(*overrides), output_dir=tmp_path / "resumed")
     assert [e["epoch"] for e in resumed["epochs"]] == [1, 2, 3, 4]
     assert resumed["iter_loss"] == pytest.approx(uninterrupted["iter_loss"])
@@ -133,10 +130,7 @@ def test_a_schedule_over_the_run_spans_the_steps_budget(make_cfg, tmp_path):
 def test_a_run_interrupted_under_a_steps_budget_resumes_to_its_end(make_cfg, tmp_path, monkeypatch):
     overrides = [*STEPPED, "steps=10"]  # 3 epochs: 4 + 4 + 2 steps
     uninterrupted = run(make_cfg(*overrides), output_dir=tmp_path / "uninterrupted")
-    with monkeypatch.context() as patch:
-        interrupt_after_epoch(patch, 2)
-        with pytest.raises(KeyboardInterrupt):
-            run(make_cfg(*overrides), output_dir=tmp_path / "resumed")
+    run_interrupted(monkeypatch, make_cfg(*overrides), tmp_path / "resumed", 2)
     resumed = run(make_cfg(*overrides), output_dir=tmp_path / "resumed")
     assert len(resumed["iter_loss"]) == 10 and [e["epoch"] for e in resumed["epochs"]] == [1, 2, 3]
     assert resumed["iter_loss"] == pytest.approx(uninterrupted["iter_loss"])

@@ -11,7 +11,7 @@ import logging
 
 import pytest
 import torch
-from conftest import TINY, interrupt_after_epoch
+from conftest import TINY, run_interrupted
 
 from tlbench.training import compiled, engine
 from tlbench.data import tensor_data
@@ -102,10 +102,7 @@ def test_hitting_the_recompile_limit_falls_back_to_eager_loudly(make_cfg, tmp_pa
 def test_a_resumed_compiled_run_warms_up_again_and_keeps_the_earlier_warm_ups(make_cfg, tmp_path, monkeypatch,
                                                                                aot_eager):
     overrides = [*TINY, *TINY_RESNET, "compile=true", "freeze=freeze_unfreeze", "freeze.epochs=1", "epochs=3"]
-    with monkeypatch.context() as patch:
-        interrupt_after_epoch(patch, 2)
-        with pytest.raises(KeyboardInterrupt):
-            run(make_cfg(*overrides), output_dir=tmp_path / "run")
+    run_interrupted(monkeypatch, make_cfg(*overrides), tmp_path / "run", 2)
     resumed = run(make_cfg(*overrides), output_dir=tmp_path / "run")  # epoch 3: mid-phase, in a new process state
     info = resumed["compile"]
     assert resumed["status"] == "ok" and [p["epoch"] for p in info["phases"]] == [1, 2, 3]

@@ -7,7 +7,7 @@ import random
 import numpy as np
 import pytest
 import torch
-from conftest import TINY, interrupt_after_epoch
+from conftest import TINY, run_interrupted
 from torch import nn
 
 from tlbench.runner import lr_find as lr_find_command
@@ -168,10 +168,7 @@ def test_freeze_unfreeze_finds_one_lr_per_phase_the_second_at_the_unfreeze(make_
 
     # Stopped after the head epoch and resumed: the head phase keeps its recorded lr (not measured
     # again from the restored weights), the unfreeze measures the same curve, training is the same.
-    with monkeypatch.context() as patch:
-        interrupt_after_epoch(patch, 1)
-        with pytest.raises(KeyboardInterrupt):
-            run(make_cfg(*overrides), output_dir=tmp_path / "resumed")
+    run_interrupted(monkeypatch, make_cfg(*overrides), tmp_path / "resumed", 1)
     resumed = run(make_cfg(*overrides), output_dir=tmp_path / "resumed")
     assert resumed["resumes"] and resumed["lr_find"] == result["lr_find"]
     assert resumed["iter_loss"] == result["iter_loss"]

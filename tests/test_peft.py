@@ -5,7 +5,7 @@ freeze=lora (peft adapters and the head), trained for real on tiny data."""
 import pytest
 import torch
 
-from conftest import TINY, interrupt_after_epoch
+from conftest import TINY, run_interrupted
 from tlbench.models import adapters, export
 from tlbench.runner.run import run
 from tlbench.runner import build
@@ -104,10 +104,7 @@ def test_lora_scores_val_and_test_on_the_merged_weights_with_the_adapted_models_
 def test_a_lora_run_resumes_exactly(make_cfg, tmp_path, monkeypatch):
     overrides = [*SMALL, "epochs=3", "model=tf_efficientnet_lite0", "freeze=lora", "optimizer.lr=0.01"]
     uninterrupted = run(make_cfg(*overrides), output_dir=tmp_path / "whole")
-    with monkeypatch.context() as patch:
-        interrupt_after_epoch(patch, 1)
-        with pytest.raises(KeyboardInterrupt):
-            run(make_cfg(*overrides), output_dir=tmp_path / "resumed")
+    run_interrupted(monkeypatch, make_cfg(*overrides), tmp_path / "resumed", 1)
     resumed = run(make_cfg(*overrides), output_dir=tmp_path / "resumed")
     assert [r["after_epoch"] for r in resumed["resumes"]] == [1]
     assert resumed["iter_loss"] == uninterrupted["iter_loss"]

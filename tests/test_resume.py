@@ -9,7 +9,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import TINY, interrupt_after_epoch, subprocess_env, tlbench_command
+from conftest import TINY, run_interrupted, subprocess_env, tlbench_command
 
 from tlbench.training import checkpoint
 from tlbench.runner.run import run
@@ -33,10 +33,7 @@ def test_a_resumed_run_ends_exactly_where_an_uninterrupted_run_ends(make_cfg, tm
                                                                      stop_after):
     overrides = [*RESUMABLE, f"data.pipeline={pipeline}"]
     uninterrupted = run(make_cfg(*overrides), output_dir=tmp_path / "uninterrupted")
-    with monkeypatch.context() as patch:
-        interrupt_after_epoch(patch, stop_after)
-        with pytest.raises(KeyboardInterrupt):
-            run(make_cfg(*overrides), output_dir=tmp_path / "resumed")
+    run_interrupted(monkeypatch, make_cfg(*overrides), tmp_path / "resumed", stop_after)
     stopped = json.loads((tmp_path / "resumed" / "result.json").read_text())
     assert stopped["status"] == "interrupted" and len(stopped["epochs"]) == stop_after
     assert (tmp_path / "resumed" / checkpoint.CHECKPOINT_FILE).is_file()
@@ -132,10 +129,7 @@ def test_a_resumed_attempt_that_fails_at_startup_keeps_the_epochs_already_record
     from tlbench.errors import DataNotFoundError
 
     folder = tmp_path / "run"
-    with monkeypatch.context() as patch:
-        interrupt_after_epoch(patch, 1)
-        with pytest.raises(KeyboardInterrupt):
-            run(make_cfg(*TINY, "pretrained=false"), output_dir=folder)
+    run_interrupted(monkeypatch, make_cfg(*TINY, "pretrained=false"), folder, 1)
 
     def data_gone(cfg):
         raise DataNotFoundError("the data went away")
@@ -178,10 +172,7 @@ def test_a_checkpoint_of_another_run_is_never_resumed_even_beside_a_matching_res
     import shutil
 
     for folder, lr in (("a", "0.2"), ("b", "0.1")):
-        with monkeypatch.context() as patch:
-            interrupt_after_epoch(patch, 1)
-            with pytest.raises(KeyboardInterrupt):
-                run(make_cfg(*RESUMABLE, f"optimizer.lr={lr}"), output_dir=tmp_path / folder)
+        run_interrupted(monkeypatch, make_cfg(*RESUMABLE, f"optimizer.lr={lr}"), tmp_path / folder, 1)
     shutil.copy(tmp_path / "b" / checkpoint.CHECKPOINT_FILE, tmp_path / "a" / checkpoint.CHECKPOINT_FILE)
     again = run(make_cfg(*RESUMABLE, "optimizer.lr=0.2"), output_dir=tmp_path / "a")
     assert again["status"] == "ok" and again["resumes"] == [] and len(again["epochs"]) == 3
