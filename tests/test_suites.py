@@ -8,7 +8,7 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from conftest import CONF
-from tlbench import data
+from tlbench import data, specs
 from tlbench.configs import CONFIG_NAME
 from tlbench.errors import DataNotFoundError
 from tlbench.runner.build import check_settings
@@ -101,7 +101,7 @@ def test_kornblith_finetune_is_the_papers_protocol_item_by_item(make_cfg):
     paper = {"init": "ImageNet weights", "optimizer": ("sgd", 0.9, True), "batch size": 256, "optimizer steps": 20000,
              "chosen on": "val, the model after the last step", "label smoothing": 0.0,
              "weight decay divided by the learning rate": True, "training crop": ("random resized crop", 224, 0.5),
-             "evaluation": ("shorter side 256, central 224")}
+             "evaluation": ("shorter side 256, central 224"), "BatchNorm decay": "max(1 - 10/s, 0.9)"}
     composed = {"init": "ImageNet weights" if cfg.pretrained else "random",
                 "optimizer": (cfg.optimizer.name, cfg.optimizer.momentum, cfg.optimizer.nesterov),
                 "batch size": cfg.batch_size, "optimizer steps": cfg.steps,
@@ -110,7 +110,10 @@ def test_kornblith_finetune_is_the_papers_protocol_item_by_item(make_cfg):
                 "training crop": ("random resized crop" if cfg.augment.random_resized_crop else "?", cfg.input_size,
                                   cfg.augment.hflip),
                 "evaluation": (f"shorter side {int(cfg.dataset.image_size / cfg.dataset.crop_fraction)}, central "
-                               f"{cfg.dataset.image_size}" if cfg.dataset.preprocess == "crop" else "squashed")}
+                               f"{cfg.dataset.image_size}" if cfg.dataset.preprocess == "crop" else "squashed"),
+                "BatchNorm decay": "max(1 - 10/s, 0.9)" if all(
+                    1 - specs.Training(bn_momentum=cfg.bn_momentum).bn_momentum_for(s) == pytest.approx(max(1 - 10 / s, 0.9))
+                    for s in (8, 100, 296, 5000)) else cfg.bn_momentum}
     assert composed == paper
     assert make_cfg("experiment=kornblith_logreg", "dataset=dtd").freeze.name == "logreg"
 

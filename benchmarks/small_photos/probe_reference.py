@@ -5,7 +5,8 @@ freeze=logreg / knn run's test accuracy.
 For every result.json below the given folders (probe runs), the features of its train, val and
 test splits are found in `<cache_dir>/features` by what they were extracted from (the run's data
 set identity and backbone weights fingerprint); the reference fits on train + val, raw features,
-13 values of C from 1e-4 to 1e2, stratified 5-fold (shuffled, seed 0), lbfgs, and scores test.
+13 values of C from 1e-4 to 1e2, stratified 5-fold (shuffled, seed 0), lbfgs, and scores test. Grouped by
+the probe's settings (incl. freeze.l2_grid) and the training size.
 
     python benchmarks/small_photos/probe_reference.py /tmp/ab/probes --cache /tmp/ab/data3/tensor-cache
 """
@@ -63,16 +64,21 @@ def main() -> None:
         rows.append({"root": config["dataset"]["root"], "preprocess": config["dataset"].get("preprocess", "squash"),
                      "crop_fraction": config["dataset"].get("crop_fraction", "model"),
                      "method": probe["method"], "cv_folds": config["freeze"].get("cv_folds"),
-                     "standardize": config["freeze"].get("standardize"), "tlbench_test": result["summary"]["final_test_acc"],
+                     "standardize": config["freeze"].get("standardize"),
+                     "l2_grid": str(config["freeze"].get("l2_grid")), "train_per_class": config["dataset"].get("train_per_class"),
+                     "subset_seed": config["dataset"].get("subset_seed"), "tlbench_test": result["summary"]["final_test_acc"],
                      "tlbench_C": probe.get("C"), "sklearn_lrcv_test": reference, "sklearn_C": chosen})
     table = pd.DataFrame(rows)
     if args.csv:
         table.to_csv(args.csv, index=False)
     pd.set_option("display.width", 200)
     print(table.to_string(index=False))
-    keys = ["preprocess", "crop_fraction", "method", "cv_folds", "standardize"]
-    means = table.groupby(keys, dropna=False)[["tlbench_test", "sklearn_lrcv_test"]].agg(["mean", "count"])
-    print("\nmean test accuracy over draws:\n", (means * [100, 1, 100, 1]).round(2).to_string())
+    keys = ["preprocess", "crop_fraction", "method", "cv_folds", "standardize", "l2_grid", "train_per_class"]
+    table["minus_reference"] = table["tlbench_test"] - table["sklearn_lrcv_test"]
+    means = table.groupby(keys, dropna=False)[["tlbench_test", "sklearn_lrcv_test", "minus_reference"]].agg(
+        ["mean", "sem", "count"])
+    print("\nmean test accuracy over draws (%; sem: standard error over draws; minus_reference: paired):\n",
+          (means * [100, 100, 1, 100, 100, 1, 100, 100, 1]).round(2).to_string())
 
 
 if __name__ == "__main__":

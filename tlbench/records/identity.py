@@ -55,10 +55,11 @@ LATER_SETTINGS = {
     "dataset.train_on": "train",  # train + val, a protocol's refit (issue 24): older runs trained on train
     "optimizer.decay_per_lr": False,  # weight decay divided by the lr (issue 24): older runs decayed weight_decay
     "dataset.background": False,  # caltech101's BACKGROUND_Google as a 102nd class (issue 24): older runs left it out
-    "freeze.l2_grid": None,  # logreg's L2 strengths in place of C_grid (issue 24): older runs searched C_grid
+    "freeze.l2_grid": None,
+    "bn_momentum": None,  # BatchNorm's momentum set by the run (issue 24): older runs kept the model's own  # logreg's L2 strengths in place of C_grid (issue 24): older runs searched C_grid
 }
 # Settings that do nothing for a frozen-feature probe (one fit, no epochs to choose among): left out of its identity.
-NOT_FOR_PROBES = frozenset({"select_epoch", "min_steps", "steps"})
+NOT_FOR_PROBES = frozenset({"select_epoch", "min_steps", "steps", "bn_momentum"})
 # Settings that do nothing under an exact budget in optimizer steps (`steps` set): left out of its identity.
 IDLE_UNDER_STEPS = frozenset({"epochs", "min_steps"})
 PROBE_NAMES = ("knn", "logreg")  # specs.PROBES, named here to keep records/ free of the specs' imports

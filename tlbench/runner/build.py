@@ -80,12 +80,28 @@ def input_side(cfg, info: dict) -> int:
     return cfg.input_size or info["image_size"]
 
 
-def resolved(cfg, info: dict) -> dict:
-    """result.json `resolved`: each setting given as auto that the run decides, with its value."""
+def resolved(cfg, info: dict, steps_per_epoch: int | None = None) -> dict:
+    """result.json `resolved`: each setting given as auto (or by a rule) that the run decides, with its value."""
+    decided = {}
     if cfg.freeze.name == "linear_probe" and cfg.freeze.get("head_lr_ratio") == "auto":
         settings = specs.LinearProbeSettings(head_lr_ratio="auto")
-        return {"freeze.head_lr_ratio": settings.ratio_for(input_side(cfg, info))}
-    return {}
+        decided["freeze.head_lr_ratio"] = settings.ratio_for(input_side(cfg, info))
+    if isinstance(cfg.get("bn_momentum"), str) and steps_per_epoch:
+        decided["bn_momentum"] = training_settings(cfg).bn_momentum_for(steps_per_epoch)
+    return decided
+
+
+def training_settings(cfg) -> specs.Training:
+    return settings.checked(specs.Training, cfg)
+
+
+def set_bn_momentum(cfg, model: torch.nn.Module, steps_per_epoch: int) -> None:
+    """Every BatchNorm layer's momentum as `bn_momentum` asks; null leaves the model's own."""
+    momentum = training_settings(cfg).bn_momentum_for(steps_per_epoch)
+    if momentum is not None:
+        for module in model.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.momentum = momentum
 
 
 def budget(cfg, train_loader) -> schedules.Budget:

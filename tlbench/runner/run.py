@@ -142,7 +142,8 @@ def _fine_tune(cfg, attempt: Attempt, splits, built: models.BuiltModel, device) 
         log.info("%s", run_budget.note())
     cfg = build.budgeted(cfg, run_budget)  # below here cfg.epochs is the epochs this run trains
     strategy = build.build_strategy(cfg, built, facts, record.data["data_info"])
-    record.resolved(build.resolved(cfg, record.data["data_info"]))
+    record.resolved(build.resolved(cfg, record.data["data_info"], len(loaders["train"])))
+    build.set_bn_momentum(cfg, built.model, len(loaders["train"]))
     record.model(build.model_info(built))  # with LoRA's adapters, once injected
     options = build.core_options(
         cfg, device, built.model, best_checkpoint=output_dir / "best.pt" if cfg.save_best else None,

@@ -188,6 +188,7 @@ class Training:
     channels_last: Any = "auto"
     checkpoint_every_s: float = 60.0
     select_epoch: str = "acc_loss"
+    bn_momentum: Any = None
 
     def __post_init__(self):
         for key in ("epochs", "batch_size"):
@@ -211,6 +212,23 @@ class Training:
                  "must be >= 0 seconds (0 = save after every epoch)")
         require(self.select_epoch in SELECT_RULES, "select_epoch", self.select_epoch,
                 f"is not known; use one of {', '.join(SELECT_RULES)}")
+        momentum = self.bn_momentum
+        require(momentum is None or momentum == BN_MOMENTUM_KORNBLITH or (not isinstance(momentum, (str, bool))
+                                                                         and 0 < momentum <= 1),
+                "bn_momentum", momentum, f"must be null (the model's own), {BN_MOMENTUM_KORNBLITH} (Kornblith et al.'s "
+                "rule by steps per epoch) or a number in (0, 1] (PyTorch's convention: the weight of each batch)")
+
+    def bn_momentum_for(self, steps_per_epoch: int) -> float | None:
+        """BatchNorm's momentum in PyTorch's convention (running = (1 - m) running + m batch), or None (the
+        model's own). Kornblith et al. 2019 (as SimCLR, appendix B.8): a decay of max(1 - 10/s, 0.9) over s
+        steps an epoch, i.e. m = min(10/s, 0.1): running statistics over about the last epoch's batches."""
+        if self.bn_momentum == BN_MOMENTUM_KORNBLITH:
+            return min(BN_MOMENTUM_BATCHES / steps_per_epoch, BN_MOMENTUM_CAP)
+        return None if self.bn_momentum is None else float(self.bn_momentum)
+
+
+BN_MOMENTUM_KORNBLITH = "kornblith"
+BN_MOMENTUM_BATCHES, BN_MOMENTUM_CAP = 10, 0.1  # m = min(10 / steps per epoch, 0.1)
 
 
 @dataclass
