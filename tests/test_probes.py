@@ -345,6 +345,8 @@ def test_kornblith_l2_grid_is_45_log_spaced_strengths_walked_strongest_first(mak
     assert np.allclose(np.diff(np.log10(grid)), -11 / 44)
     cfg = make_cfg("freeze=logreg", "freeze.l2_grid=kornblith")
     build.check_settings(cfg)
+    preset = make_cfg("experiment=kornblith_logreg", "dataset=dtd")
+    assert Logreg(**{k: v for k, v in preset.freeze.items() if k != "name"}).grid() == grid  # the paper's grid
     with pytest.raises(ConfigError, match=r"freeze.l2_grid='paper' must be null \(use C_grid\), kornblith"):
         build.check_settings(make_cfg("freeze=logreg", "freeze.l2_grid=paper"))
     with pytest.raises(ConfigError, match=r"freeze.l2_grid=\[0.1, 0.0\] must be null"):
