@@ -97,10 +97,12 @@ def test_the_report_ranks_settings_across_data_sets_with_friedman_and_wilcoxon(t
 
 
 def test_vtab_tasks_get_group_means_and_a_partial_suite_no_vtab_score(tmp_path):
-    """Four VTAB tasks (3 natural, 1 structured), two settings: each group's mean over its tasks run, with how
-    many of the group's tasks that is; no overall score (VTAB's needs all 19); a non-VTAB set is left out."""
+    """Five VTAB tasks (4 natural, 1 structured), two settings: each group's mean over its tasks run, with how
+    many of the group's tasks that is; no overall score (VTAB's needs all 19); non-VTAB sets are left out
+    (caltech101 without its background class is not VTAB's 102-class task)."""
     folder = tmp_path / "sweep"
-    accuracy = {"cifar100": 0.5, "dtd": 0.6, "svhn": 0.7, "clevr": 0.4, "food101": 0.9}
+    accuracy = {"cifar100": 0.5, "dtd": 0.6, "svhn": 0.7, "caltech101_background": 0.2, "clevr": 0.4, "food101": 0.9,
+                "caltech101": 0.9}
     for dataset, base in accuracy.items():
         for model, lift in (("good", 0.1), ("poor", 0.0)):
             result = make_result(model=model, test_acc=[base + lift], freeze="none")
@@ -111,8 +113,8 @@ def test_vtab_tasks_get_group_means_and_a_partial_suite_no_vtab_score(tmp_path):
     report = write_report([folder], out_dir=tmp_path / "report").read_text()
     groups = pd.read_csv(tmp_path / "report" / "vtab_groups.csv").set_index("method")
     good = groups.loc[groups.index.str.startswith("good")].iloc[0]
-    assert good["natural mean"] == pytest.approx((0.6 + 0.7 + 0.8) / 3)
+    assert good["natural mean"] == pytest.approx((0.6 + 0.7 + 0.8 + 0.3) / 4)
     assert good["structured mean"] == pytest.approx(0.5) and good["structured tasks"] == "1 of 8"
-    assert good["natural tasks"] == "3 of 7" and good["specialized tasks"] == "0 of 4" and good["tasks"] == 4
+    assert good["natural tasks"] == "4 of 7" and good["specialized tasks"] == "0 of 4" and good["tasks"] == 5
     assert pd.isna(good["VTAB score (mean of 19)"]) and pd.isna(good["specialized mean"])
     assert "### VTAB-1k groups" in report and "these are not VTAB scores" in report
