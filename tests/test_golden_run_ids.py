@@ -50,13 +50,14 @@ NOW = {
     "gradual": "a399bbb16cab", "layer_decay": "06ba56dedc53", "bitfit": "224db95a4cfa", "lora": "4ca26468e3e9",
     "logreg_probe": "7fdd7c54fa8b", "knn_probe": "d560203de154", "writeup_preset": "344cd04abf1c",
     "writeup_preset_fixed": "d5c5a8fcd185", "data_efficiency_size": "f7a7f9de7125", "lr_find": "ecb74af23d6f",
-    "filelist": "a861d5791783", "kornblith_logreg": "12b680e72ded",
+    "filelist": "a861d5791783", "kornblith_logreg": "c29fa42b51c2",  # issue 24: the paper's L2 grid
 }
 FINE_TUNE_BEFORE = ["select_epoch=acc", "min_steps=0"]
 OLD_BEHAVIOUR = {
     "linear_probe": [*FINE_TUNE_BEFORE, "freeze.head_lr_ratio=10.0"],  # issue 22, 5th pass: head_lr_ratio=auto
     "filelist": [*FINE_TUNE_BEFORE, "dataset.preprocess=squash", "augment=crop_flip"],
-    "kornblith_logreg": ["dataset.preprocess=squash", "freeze.standardize=true", "freeze.cv_folds=0"],
+    # issue 24: the paper's L2 grid (freeze.l2_grid: kornblith)
+    "kornblith_logreg": ["dataset.preprocess=squash", "freeze.standardize=true", "freeze.cv_folds=0", "freeze.l2_grid=null"],
     "logreg_probe": ["freeze.standardize=true", "freeze.cv_folds=0"],
     "knn_probe": [], "writeup_preset": [], "writeup_preset_fixed": [],
 }

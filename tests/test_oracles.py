@@ -491,11 +491,14 @@ def test_the_run_passes_loss_and_clipping_settings_to_the_step(make_cfg):
 
     cfg = make_cfg("label_smoothing=0.15", "clip_grad_value=0.3", "clip_grad_norm=2.5",
                    "defects.sigmoid_before_loss=true", "amp=false", "channels_last=false")
-    options = build.core_options(cfg, torch.device("cpu"), nn.Linear(2, 2))
+    options = build.core_options(cfg, torch.device("cpu"), nn.Linear(2, 2), 2)
     assert (options.label_smoothing, options.clip_grad_value, options.clip_grad_norm, options.sigmoid_before_loss) \
         == (0.15, 0.3, 2.5, True)
-    default = build.core_options(make_cfg(), torch.device("cpu"), nn.Linear(2, 2))
-    assert default.label_smoothing == 0.1 and not default.sigmoid_before_loss
+    default = build.core_options(make_cfg(), torch.device("cpu"), nn.Linear(2, 2), 2)
+    assert default.label_smoothing == 0.1 and not default.sigmoid_before_loss and default.mix is None
+    mixed = build.core_options(make_cfg("mix.cutmix_alpha=1.0", "mix.prob=0.5", "label_smoothing=0.2"),
+                               torch.device("cpu"), nn.Linear(2, 2), 7).mix
+    assert (mixed.cutmix_alpha, mixed.mix_prob, mixed.label_smoothing, mixed.num_classes) == (1.0, 0.5, 0.2, 7)
 
 
 def test_decay_per_lr_decays_weight_decay_over_lr_in_torchs_update():

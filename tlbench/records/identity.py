@@ -56,12 +56,17 @@ LATER_SETTINGS = {
     "optimizer.decay_per_lr": False,  # weight decay divided by the lr (issue 24): older runs decayed weight_decay
     "dataset.background": False,  # caltech101's BACKGROUND_Google as a 102nd class (issue 24): older runs left it out
     "freeze.l2_grid": None,
-    "bn_momentum": None,  # BatchNorm's momentum set by the run (issue 24): older runs kept the model's own  # logreg's L2 strengths in place of C_grid (issue 24): older runs searched C_grid
+    "bn_momentum": None,
+    # mixup / cutmix (issue 25): older runs mixed nothing
+    "mix.mixup_alpha": 0.0, "mix.cutmix_alpha": 0.0, "mix.prob": 1.0, "mix.switch_prob": 0.5,  # BatchNorm's momentum set by the run (issue 24): older runs kept the model's own  # logreg's L2 strengths in place of C_grid (issue 24): older runs searched C_grid
 }
 # Settings that do nothing for a frozen-feature probe (one fit, no epochs to choose among): left out of its identity.
-NOT_FOR_PROBES = frozenset({"select_epoch", "min_steps", "steps", "bn_momentum"})
+NOT_FOR_PROBES = frozenset({"select_epoch", "min_steps", "steps", "bn_momentum", "mix.mixup_alpha", "mix.cutmix_alpha",
+                            "mix.prob", "mix.switch_prob"})
 # Settings that do nothing under an exact budget in optimizer steps (`steps` set): left out of its identity.
 IDLE_UNDER_STEPS = frozenset({"epochs", "min_steps"})
+# Settings that do nothing while mixing is off (both alphas 0): left out of the identity then.
+MIX_ALPHAS, IDLE_UNMIXED = ("mix.mixup_alpha", "mix.cutmix_alpha"), frozenset({"mix.prob", "mix.switch_prob"})
 PROBE_NAMES = ("knn", "logreg")  # specs.PROBES, named here to keep records/ free of the specs' imports
 # Settings that some data set options gained later than the others, left out at their old behaviour there only.
 LATER_FOR_DATASET = {"digits": {"dataset.train_fraction": 1.0}, "synthetic": {"dataset.train_fraction": 1.0}}
@@ -88,6 +93,8 @@ def experiment(config: dict, fingerprints: dict | None = None) -> dict:
         idle = NOT_FOR_PROBES
     else:
         idle = IDLE_UNDER_STEPS if flat.get("steps") is not None else frozenset()
+        if not any(flat.get(alpha) for alpha in MIX_ALPHAS):
+            idle = idle | IDLE_UNMIXED
     kept = {}
     for key, value in flat.items():
         if not is_identity_key(key) or (key in later and later[key] == value) or key in idle:

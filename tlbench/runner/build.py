@@ -121,15 +121,26 @@ def budgeted(cfg, run_budget: schedules.Budget):
     return cfg
 
 
-def core_options(cfg, device, model, **where) -> engine.TrainOptions:
-    """How the training core steps `model` (precision, memory format, loss, clipping), shared by the
+def core_options(cfg, device, model, num_classes: int, **where) -> engine.TrainOptions:
+    """How the training core steps `model` (precision, memory format, loss, mixing, clipping), shared by the
     run and the LR finder; `where`: the run's checkpoint and progress settings."""
     return engine.TrainOptions(
         epochs=cfg.epochs, steps=cfg.get("steps"), amp=devices.resolve_flag(cfg.amp, device),
         channels_last=devices.resolve_channels_last(cfg.channels_last, device, models.has_depthwise_conv(model)),
-        label_smoothing=cfg.label_smoothing,
+        label_smoothing=cfg.label_smoothing, mix=batch_mix(cfg, num_classes),
         sigmoid_before_loss=cfg.defects.sigmoid_before_loss,
         clip_grad_norm=cfg.clip_grad_norm, clip_grad_value=cfg.clip_grad_value, **where)
+
+
+def batch_mix(cfg, num_classes: int):
+    """timm's Mixup for the `mix` block (its label smoothing is the run's), or None while it is off."""
+    mix = settings.mix(cfg.get("mix") or {})
+    if not mix.active:
+        return None
+    from timm.data import Mixup
+
+    return Mixup(mixup_alpha=mix.mixup_alpha, cutmix_alpha=mix.cutmix_alpha, prob=mix.prob,
+                 switch_prob=mix.switch_prob, label_smoothing=cfg.label_smoothing, num_classes=num_classes)
 
 
 def schedule_settings(schedule_cfg, metric: str) -> dict:

@@ -14,7 +14,7 @@ from tlbench import specs
 from tlbench.configs import config_dir
 from tlbench.errors import ConfigError
 from tlbench.specs import (FREEZES, OPTIMIZERS, PROBES, SCHEDULES, Augment, DataPath, DatasetSplits, Defects,
-                           LrFind, ModelSettings, Training, closed)
+                           LrFind, Mix, ModelSettings, Training, closed)
 
 
 def checked(schema, values, prefix: str = ""):
@@ -96,6 +96,7 @@ def validate(cfg) -> None:
     optimizer(cfg.optimizer)
     _closed(ModelSettings, cfg.model, "model")
     lr_find(cfg.get("lr_find") or {})
+    mix(cfg.get("mix") or {})
 
 
 def defects(values) -> Defects:
@@ -108,6 +109,10 @@ def augment(values) -> Augment:
 
 def lr_find(values) -> LrFind:
     return _closed(LrFind, values, "lr_find")
+
+
+def mix(values) -> Mix:
+    return _closed(Mix, values, "mix")
 
 
 def _closed(schema, values, group: str):

@@ -261,6 +261,26 @@ class LrFind:
         require(0 <= self.beta < 1, "lr_find.beta", self.beta, "must be in [0, 1)")
 
 
+@dataclass
+class Mix:
+    """The `mix` block: mixup and cutmix on each training batch, by timm's Mixup (timm.data.Mixup; per batch,
+    one mixing weight drawn from Beta(alpha, alpha)); off while both alphas are 0."""
+    mixup_alpha: float = 0.0      # mixup: images and targets blended with the batch reversed (0 = off)
+    cutmix_alpha: float = 0.0     # cutmix: a box of the reversed batch pasted in, targets by its area (0 = off)
+    prob: float = 1.0             # the share of batches mixed
+    switch_prob: float = 0.5      # with both on: the share of mixed batches that use cutmix
+
+    def __post_init__(self):
+        for key in ("mixup_alpha", "cutmix_alpha"):
+            require(getattr(self, key) >= 0, f"mix.{key}", getattr(self, key), "must be >= 0 (0 = off)")
+        for key in ("prob", "switch_prob"):
+            require(0 <= getattr(self, key) <= 1, f"mix.{key}", getattr(self, key), "must be a probability in [0, 1]")
+
+    @property
+    def active(self) -> bool:
+        return self.prob > 0 and (self.mixup_alpha > 0 or self.cutmix_alpha > 0)
+
+
 HEAD_INITS = ("zeros", "normal", "library", "linear")
 MODEL_SOURCES = ("timm", "torchvision")
 

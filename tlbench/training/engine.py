@@ -6,7 +6,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -260,7 +260,8 @@ def warm_up(model, val_loader, batch_size, device, options, freeze) -> None:
     buffers = {name: buffer.clone() for name, buffer in plain.named_buffers()}
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         labels = torch.zeros(batch_size, dtype=torch.long, device=device)
-        forward_loss(model, train_images, labels, options)[0].backward()  # the step's graphs, without stepping
+        unmixed = replace(options, mix=None)  # mixing draws numpy's random numbers: the warm-up must not
+        forward_loss(model, train_images, labels, unmixed)[0].backward()  # the step's graphs, without stepping
         model.eval()
         with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=options.amp):
             model(images)

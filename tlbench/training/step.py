@@ -1,10 +1,12 @@
 """The one training step: forward (bf16 autocast where asked), the training loss (cross-entropy
-with label smoothing; on sigmoid outputs under write-up C's `sigmoid_before_loss` defect),
+with label smoothing, or against mixup / cutmix's soft targets; on sigmoid outputs under write-up C's
+`sigmoid_before_loss` defect),
 backward, gradient clipping (by value, then by norm), the optimizer step. The training loop
 (engine.train_one_epoch), its compile warm-up, the LR finder and the benchmark all step through
 here, so a change to the loss or the clipping is made once and the benchmark times the product's
 own step. (bf16 autocast needs no GradScaler: there is no scaler step.)"""
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -21,6 +23,7 @@ class StepOptions:
     sigmoid_before_loss: bool = False   # write-up C's defect: cross-entropy on sigmoid(logits); predictions unchanged
     clip_grad_norm: float | None = None
     clip_grad_value: float | None = None
+    mix: Callable | None = None         # timm's Mixup (mixup / cutmix of each batch; it smooths the targets itself)
 
 
 def to_device(images: torch.Tensor, labels: torch.Tensor, device: torch.device, channels_last: bool):
@@ -37,11 +40,31 @@ def loss_input(logits: torch.Tensor, options: StepOptions) -> torch.Tensor:
 
 def forward_loss(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                  options: StepOptions) -> tuple[torch.Tensor, torch.Tensor]:
-    """(training loss, logits) of a batch already on the model's device."""
+    """(training loss, logits) of a batch already on the model's device; under `options.mix`, of the mixed batch
+    against its soft targets (timm's SoftTargetCrossEntropy: the mean over images of -sum(target x log p))."""
+    targets = None
+    if options.mix is not None:
+        images, targets = mixed(options.mix, images, labels)
     with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=options.amp):
         logits = model(images)
-    loss = F.cross_entropy(loss_input(logits, options), labels, label_smoothing=options.label_smoothing)
-    return loss, logits
+    if targets is None:
+        return F.cross_entropy(loss_input(logits, options), labels, label_smoothing=options.label_smoothing), logits
+    return torch.sum(-targets * F.log_softmax(loss_input(logits, options), dim=-1), dim=-1).mean(), logits
+
+
+def mixed(mix: Callable, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mixed images, soft targets) of a batch by timm's Mixup, which pairs each image with the batch reversed
+    and so needs an even count: an odd batch's last image goes through unmixed, its target smoothed as Mixup's."""
+    from timm.data.mixup import mixup_target
+
+    even = len(images) - len(images) % 2
+    if even == 0:
+        return images, mixup_target(labels, mix.num_classes, 1.0, mix.label_smoothing)
+    paired, targets = mix(images[:even].clone(), labels[:even])  # Mixup works in place: the batch stays as it was
+    if even == len(images):
+        return paired, targets
+    single = mixup_target(labels[even:], mix.num_classes, 1.0, mix.label_smoothing)
+    return torch.cat([paired, images[even:]]), torch.cat([targets, single])
 
 
 def clip_gradients(model: nn.Module, options: StepOptions) -> None:
