@@ -238,3 +238,23 @@ def test_a_linear_probes_auto_head_lr_is_decided_by_the_input_size_and_recorded(
     assert larger["resolved"] == {"freeze.head_lr_ratio": 1.0} and larger["epochs"][0]["lr"] == pytest.approx(0.01)
     given = run(make_cfg(*common, "freeze.head_lr_ratio=1"), output_dir=tmp_path / "given")
     assert "resolved" not in given and given["epochs"][0]["lr"] == pytest.approx(0.01)
+
+
+@pytest.mark.parametrize("stage", [0, 2, -1])
+def test_surgical_trains_one_stage_and_the_head_and_leaves_the_rest_bit_identical(make_cfg, stage):
+    built, history, snaps = train_with_snapshots(make_cfg, "freeze=surgical", f"freeze.stage={stage}",
+                                                 "optimizer=adamw", "optimizer.weight_decay=0.5")
+    stages = built.stages
+    trained = set(stages[:-1][stage]) | set(stages[-1])
+    everything = {n for s in stages for n in s}
+    assert changed(snaps[0], snaps[-1], everything) == trained  # heavy decay would move any other weight
+    index = stage % (len(stages) - 1)
+    assert {e["freeze_phase"] for e in history.epochs} == {f"stage{index}"}
+    assert history.epochs[0]["trainable_params"] == sum(built.model.get_parameter(n).numel() for n in trained)
+
+
+def test_a_surgical_stage_the_model_lacks_fails_before_training_naming_its_range(make_cfg, tmp_path):
+    with pytest.raises(ConfigError, match=r"freeze.stage=9 is not a stage of this model: it has \d+ before its head"):
+        run.run(make_cfg(*TINY, "pretrained=false", "freeze=surgical", "freeze.stage=9"), output_dir=tmp_path / "run")
+    with pytest.raises(ConfigError, match="freeze.stage='top' must be a stage's index"):
+        build.check_settings(make_cfg(*TINY, "freeze=surgical", "freeze.stage=top"))

@@ -16,7 +16,7 @@ from tlbench.models import adapters
 from tlbench.records import results
 from tlbench.runner import devices, settings
 from tlbench.specs import FeatureSpec
-from tlbench.training import compiled, engine, freeze, optim, schedules
+from tlbench.training import compiled, engine, freeze, optim, schedules, step
 from tlbench.training.lr_find import FindingOptimizers
 from tlbench.training.optim import OptimizerFactory
 
@@ -121,15 +121,28 @@ def budgeted(cfg, run_budget: schedules.Budget):
     return cfg
 
 
-def core_options(cfg, device, model, num_classes: int, **where) -> engine.TrainOptions:
-    """How the training core steps `model` (precision, memory format, loss, mixing, clipping), shared by the
-    run and the LR finder; `where`: the run's checkpoint and progress settings."""
+def core_options(cfg, device, model, num_classes: int, stages: list | None = None, **where) -> engine.TrainOptions:
+    """How the training core steps `model` (precision, memory format, loss, mixing, penalty, clipping), shared by
+    the run and the LR finder; `stages`: the model's parameter names by depth, head last (for L2-SP);
+    `where`: the run's checkpoint and progress settings."""
     return engine.TrainOptions(
         epochs=cfg.epochs, steps=cfg.get("steps"), amp=devices.resolve_flag(cfg.amp, device),
         channels_last=devices.resolve_channels_last(cfg.channels_last, device, models.has_depthwise_conv(model)),
-        label_smoothing=cfg.label_smoothing, mix=batch_mix(cfg, num_classes),
+        label_smoothing=cfg.label_smoothing, mix=batch_mix(cfg, num_classes), penalty=l2sp_penalty(cfg, model, stages),
         sigmoid_before_loss=cfg.defects.sigmoid_before_loss,
         clip_grad_norm=cfg.clip_grad_norm, clip_grad_value=cfg.clip_grad_value, **where)
+
+
+def l2sp_penalty(cfg, model, stages: list | None) -> step.L2SP | None:
+    """L2-SP's penalty for the `l2sp` block, toward `model`'s weights as they are now (the starting point:
+    the pretrained weights before training, also on a resumed attempt), or None while it is off."""
+    setting = settings.l2sp(cfg.get("l2sp") or {})
+    if not setting.active:
+        return None
+    params = dict(model.named_parameters())
+    body = [params[name] for stage in stages[:-1] for name in stage if name in params]
+    head = [params[name] for name in stages[-1] if name in params]
+    return step.L2SP(body, head, setting.alpha, setting.beta)
 
 
 def batch_mix(cfg, num_classes: int):

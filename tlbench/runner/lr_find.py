@@ -38,7 +38,7 @@ def find_for_config(cfg, folder: Path, phase_name: str | None = None) -> dict:
     loaders = build.make_loaders(cfg, splits, built, device)
     cfg = build.budgeted(cfg, build.budget(cfg, loaders["train"]))  # the run's epochs: its freeze phases
     strategy = build.build_strategy(cfg, built, facts, build.data_info(splits))
-    options = build.core_options(cfg, device, built.model, len(splits.classes))
+    options = build.core_options(cfg, device, built.model, len(splits.classes), built.stages)
     model = built.model.to(device)
     if options.channels_last:
         model = models.channels_last(model)

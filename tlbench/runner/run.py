@@ -146,7 +146,7 @@ def _fine_tune(cfg, attempt: Attempt, splits, built: models.BuiltModel, device) 
     build.set_bn_momentum(cfg, built.model, len(loaders["train"]))
     record.model(build.model_info(built))  # with LoRA's adapters, once injected
     options = build.core_options(
-        cfg, device, built.model, len(splits.classes), best_checkpoint=output_dir / "best.pt" if cfg.save_best else None,
+        cfg, device, built.model, len(splits.classes), built.stages, best_checkpoint=output_dir / "best.pt" if cfg.save_best else None,
         show_progress=sys.stderr.isatty(),
         checkpoint=output_dir / checkpoint.CHECKPOINT_FILE, checkpoint_info={"run_id": record.data["run_id"]},
         checkpoint_every_s=cfg.checkpoint_every_s, select_on=results.selection_field(splits.metric),

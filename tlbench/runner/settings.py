@@ -14,7 +14,7 @@ from tlbench import specs
 from tlbench.configs import config_dir
 from tlbench.errors import ConfigError
 from tlbench.specs import (FREEZES, OPTIMIZERS, PROBES, SCHEDULES, Augment, DataPath, DatasetSplits, Defects,
-                           LrFind, Mix, ModelSettings, Training, closed)
+                           L2SP, LrFind, Mix, ModelSettings, Training, closed)
 
 
 def checked(schema, values, prefix: str = ""):
@@ -97,6 +97,7 @@ def validate(cfg) -> None:
     _closed(ModelSettings, cfg.model, "model")
     lr_find(cfg.get("lr_find") or {})
     mix(cfg.get("mix") or {})
+    l2sp(cfg.get("l2sp") or {})
 
 
 def defects(values) -> Defects:
@@ -113,6 +114,10 @@ def lr_find(values) -> LrFind:
 
 def mix(values) -> Mix:
     return _closed(Mix, values, "mix")
+
+
+def l2sp(values) -> L2SP:
+    return _closed(L2SP, values, "l2sp")
 
 
 def _closed(schema, values, group: str):

@@ -9,11 +9,12 @@ from tlbench.specs.options import (FREEZES, OPTIMIZERS, PROBES, REFIT_CHOICES, S
                                    AdamWSettings, BitFitSettings, ConstantSchedule, CosineSchedule, Freeze,
                                    FreezeUnfreezeSettings, GradualSettings, Knn, LayerDecaySettings,
                                    LinearProbeSettings, Logreg, LoraSettings, NoFreezeSettings, OneCycleSchedule,
-                                   OptimizerSettings, PlateauSchedule, SgdSettings, StepSchedule, freeze, optimizer,
+                                   OptimizerSettings, PlateauSchedule, SgdSettings, StepSchedule, SurgicalSettings,
+                                   freeze, optimizer,
                                    schedule)
 from tlbench.specs.shared import (AUTO_FLAGS, BAD_IMAGE_CHOICES, HEAD_INITS, METRICS, MODEL_SOURCES, PAD_MODES,
                                   PIPELINES, PREPROCESSES, SELECT_RULES, SQUASH, DEFAULT_CROP_FRACTION, Augment, DataPath,
-                                  DatasetSplits, Defects, FeatureSpec, LrFind, Mix, ModelSettings, Preprocess, Training,
+                                  DatasetSplits, Defects, FeatureSpec, L2SP, LrFind, Mix, ModelSettings, Preprocess, Training,
                                   augment, preprocess)
 
 __all__ = [
@@ -21,10 +22,11 @@ __all__ = [
     "FREEZES", "OPTIMIZERS", "PROBES", "REFIT_CHOICES", "SCHEDULES", "AdamSettings", "AdamWSettings",
     "BitFitSettings", "ConstantSchedule", "CosineSchedule", "Freeze", "FreezeUnfreezeSettings", "GradualSettings",
     "Knn", "LayerDecaySettings", "LinearProbeSettings", "Logreg", "LoraSettings", "NoFreezeSettings",
-    "OneCycleSchedule", "OptimizerSettings", "PlateauSchedule", "SgdSettings", "StepSchedule", "freeze", "optimizer",
+    "OneCycleSchedule", "OptimizerSettings", "PlateauSchedule", "SgdSettings", "StepSchedule", "SurgicalSettings",
+    "freeze", "optimizer",
     "schedule",
     "AUTO_FLAGS", "BAD_IMAGE_CHOICES", "HEAD_INITS", "METRICS", "MODEL_SOURCES", "PAD_MODES", "PIPELINES",
     "PREPROCESSES",
     "SELECT_RULES", "SQUASH", "DEFAULT_CROP_FRACTION", "Preprocess", "preprocess", "Augment",
-    "DataPath", "DatasetSplits", "Defects", "FeatureSpec", "LrFind", "Mix", "ModelSettings", "Training", "augment",
+    "DataPath", "DatasetSplits", "Defects", "FeatureSpec", "L2SP", "LrFind", "Mix", "ModelSettings", "Training", "augment",
 ]

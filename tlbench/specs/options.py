@@ -101,9 +101,19 @@ class LoraSettings(Freeze):
                  "must be auto or a list of regular expressions of module names, e.g. ['.*qkv']")
 
 
+@dataclass
+class SurgicalSettings(Freeze):
+    stage: Any = -1                      # the one stage of the backbone that trains (0 = the stem; -1 = the last)
+
+    def __post_init__(self):
+        require(isinstance(self.stage, int) and not isinstance(self.stage, bool), "freeze.stage", self.stage,
+                "must be a stage's index: 0 = the stem, 1 = the first block after it, ..., -1 = the last before "
+                "the head")
+
+
 FREEZES = {"none": NoFreezeSettings, "linear_probe": LinearProbeSettings, "freeze_unfreeze": FreezeUnfreezeSettings,
            "gradual": GradualSettings, "layer_decay": LayerDecaySettings, "bitfit": BitFitSettings,
-           "lora": LoraSettings}
+           "lora": LoraSettings, "surgical": SurgicalSettings}
 
 
 @dataclass

@@ -281,6 +281,23 @@ class Mix:
         return self.prob > 0 and (self.mixup_alpha > 0 or self.cutmix_alpha > 0)
 
 
+@dataclass
+class L2SP:
+    """The `l2sp` block: L2-SP (Li, Grandvalet & Davoine, ICML 2018), a penalty added to the training loss:
+    alpha / 2 x |w - w0|^2 over the backbone's trainable weights (w0: where the run started, the pretrained
+    weights) + beta / 2 x |w|^2 over the new head's. Off while both are 0."""
+    alpha: float = 0.0
+    beta: float = 0.0
+
+    def __post_init__(self):
+        for key in ("alpha", "beta"):
+            require(getattr(self, key) >= 0, f"l2sp.{key}", getattr(self, key), "must be >= 0 (0 = off)")
+
+    @property
+    def active(self) -> bool:
+        return self.alpha > 0 or self.beta > 0
+
+
 HEAD_INITS = ("zeros", "normal", "library", "linear")
 MODEL_SOURCES = ("timm", "torchvision")
 

@@ -144,6 +144,25 @@ class Lora(FreezeStrategy):
         return Phase("lora", (ParamGroup(self.names, lr_scale=self.lr_ratio),))
 
 
+class Surgical(FreezeStrategy):
+    """Surgical fine-tuning (Lee et al., ICLR 2023): one stage of the backbone trains (`stage`, counted from
+    the stem as models.py cuts them; negative from the head), with the new head, which a new task needs (the
+    paper, on the same classes, kept its head too); every other stage stays frozen. Which stage is best
+    depends on the shift: sweep `freeze.stage`."""
+
+    def __init__(self, stages, settings: specs.SurgicalSettings):
+        super().__init__(stages, settings)
+        body = stages[:-1]
+        if not -len(body) <= settings.stage < len(body):
+            raise ConfigError(f"freeze.stage={settings.stage} is not a stage of this model: it has {len(body)} before "
+                              f"its head; use 0 (the stem) to {len(body) - 1}, or -1 to -{len(body)} from the head")
+        self.stage = settings.stage % len(body)
+        self.names = tuple(body[self.stage]) + self.head
+
+    def phase(self, epoch):
+        return Phase(f"stage{self.stage}", (ParamGroup(self.names),))
+
+
 class AsPublished(FreezeStrategy):
     """Another strategy's phases as a write-up's freeze code turned them out. `freeze_by_name`:
     while the strategy freezes anything, the trainable parameters are those whose name contains
@@ -175,7 +194,7 @@ class AsPublished(FreezeStrategy):
 
 
 STRATEGIES = {"none": NoFreeze, "linear_probe": LinearProbe, "freeze_unfreeze": FreezeUnfreeze,
-              "gradual": Gradual, "layer_decay": LayerDecay, "bitfit": BitFit, "lora": Lora}
+              "gradual": Gradual, "layer_decay": LayerDecay, "bitfit": BitFit, "lora": Lora, "surgical": Surgical}
 # What the model tells a strategy beyond its stages: the names of its normalisation-layer
 # parameters (BitFit) and of its injected adapters (LoRA).
 MODEL_FACTS = {"bitfit": "norm_params", "lora": "adapter_params", "linear_probe": "input_size"}

@@ -1,6 +1,6 @@
 """The one training step: forward (bf16 autocast where asked), the training loss (cross-entropy
 with label smoothing, or against mixup / cutmix's soft targets; on sigmoid outputs under write-up C's
-`sigmoid_before_loss` defect),
+`sigmoid_before_loss` defect; plus L2-SP's penalty where asked),
 backward, gradient clipping (by value, then by norm), the optimizer step. The training loop
 (engine.train_one_epoch), its compile warm-up, the LR finder and the benchmark all step through
 here, so a change to the loss or the clipping is made once and the benchmark times the product's
@@ -24,6 +24,7 @@ class StepOptions:
     clip_grad_norm: float | None = None
     clip_grad_value: float | None = None
     mix: Callable | None = None         # timm's Mixup (mixup / cutmix of each batch; it smooths the targets itself)
+    penalty: Callable | None = None     # penalty(model) -> a term added to the training loss (L2SP)
 
 
 def to_device(images: torch.Tensor, labels: torch.Tensor, device: torch.device, channels_last: bool):
@@ -48,8 +49,29 @@ def forward_loss(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
     with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=options.amp):
         logits = model(images)
     if targets is None:
-        return F.cross_entropy(loss_input(logits, options), labels, label_smoothing=options.label_smoothing), logits
-    return torch.sum(-targets * F.log_softmax(loss_input(logits, options), dim=-1), dim=-1).mean(), logits
+        loss = F.cross_entropy(loss_input(logits, options), labels, label_smoothing=options.label_smoothing)
+    else:
+        loss = torch.sum(-targets * F.log_softmax(loss_input(logits, options), dim=-1), dim=-1).mean()
+    return (loss + options.penalty(model) if options.penalty is not None else loss), logits
+
+
+class L2SP:
+    """L2-SP's penalty (Li, Grandvalet & Davoine 2018): alpha / 2 x |w - w0|^2 over `body` (parameters, with
+    their starting values w0 taken now) + beta / 2 x |w|^2 over `head`; a frozen parameter adds nothing."""
+
+    def __init__(self, body: list[nn.Parameter], head: list[nn.Parameter], alpha: float, beta: float):
+        self.body = [(param, param.detach().clone()) for param in body]
+        self.head, self.alpha, self.beta = head, alpha, beta
+
+    def __call__(self, model: nn.Module) -> torch.Tensor:
+        total = torch.zeros((), device=self.head[0].device if self.head else None)
+        if self.alpha:
+            if self.body and self.body[0][1].device != self.body[0][0].device:  # the model moved since: once
+                self.body = [(param, start.to(param.device)) for param, start in self.body]
+            total = total + self.alpha / 2 * sum(((p - start) ** 2).sum() for p, start in self.body if p.requires_grad)
+        if self.beta:
+            total = total + self.beta / 2 * sum((p ** 2).sum() for p in self.head if p.requires_grad)
+        return total
 
 
 def mixed(mix: Callable, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
