@@ -59,11 +59,12 @@ LATER_SETTINGS = {
     "bn_momentum": None,
     # mixup / cutmix (issue 25): older runs mixed nothing
     "mix.mixup_alpha": 0.0, "mix.cutmix_alpha": 0.0, "mix.prob": 1.0, "mix.switch_prob": 0.5,
-    "l2sp.alpha": 0.0, "l2sp.beta": 0.0,  # L2-SP's penalty (issue 25): older runs had none  # BatchNorm's momentum set by the run (issue 24): older runs kept the model's own  # logreg's L2 strengths in place of C_grid (issue 24): older runs searched C_grid
+    "l2sp.alpha": 0.0, "l2sp.beta": 0.0,  # L2-SP's penalty (issue 25): older runs had none
+    "wise_ft": None,  # the WiSE-FT curve after training (issue 25): older runs scored the final weights only  # BatchNorm's momentum set by the run (issue 24): older runs kept the model's own  # logreg's L2 strengths in place of C_grid (issue 24): older runs searched C_grid
 }
 # Settings that do nothing for a frozen-feature probe (one fit, no epochs to choose among): left out of its identity.
 NOT_FOR_PROBES = frozenset({"select_epoch", "min_steps", "steps", "bn_momentum", "mix.mixup_alpha", "mix.cutmix_alpha",
-                            "mix.prob", "mix.switch_prob", "l2sp.alpha", "l2sp.beta"})
+                            "mix.prob", "mix.switch_prob", "l2sp.alpha", "l2sp.beta", "wise_ft"})
 # Settings that do nothing under an exact budget in optimizer steps (`steps` set): left out of its identity.
 IDLE_UNDER_STEPS = frozenset({"epochs", "min_steps"})
 # Settings that do nothing while mixing is off (both alphas 0): left out of the identity then.

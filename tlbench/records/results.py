@@ -86,6 +86,9 @@ class RunRecord:
     def budget(self, budget: dict) -> None:
         self.data["budget"] = budget
 
+    def wise_ft(self, curve: dict) -> None:
+        self.data["wise_ft"] = curve
+
     def resolved(self, settings: dict) -> None:
         """Settings given as auto, with the value the run used (none: nothing is written)."""
         if settings:

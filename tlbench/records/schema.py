@@ -214,8 +214,11 @@ FIELDS = (
           "stopped (rng: which random states could not be restored on this device)"),
     Field("budget", "object", "how long the run trained: the configured epochs, raised when min_steps asked for "
           "more optimizer steps than they give, or exactly the configured steps", "a fine-tuning run (not freeze=knn / logreg)", keys=BUDGET),
-    Field("resolved", "object", "each setting given as auto that the run decided, with the value used (e.g. "
-          "freeze.head_lr_ratio)", "a setting was auto (freeze=linear_probe's head_lr_ratio)"),
+    Field("resolved", "object", "each setting given as auto (or by a rule) that the run decided, with the value "
+          "used (freeze.head_lr_ratio, bn_momentum)", "a setting was auto (freeze=linear_probe's head_lr_ratio; "
+          "bn_momentum=kornblith)"),
+    Field("wise_ft", "object", "WiSE-FT: alphas, curve (one {alpha, val_*, test_*} per alpha: the starting and "
+          "final weights interpolated), chosen_alpha, chosen_on (the data set's metric on val)", "wise_ft set"),
     Field("lr_find", "list", "the LR finder, one entry per freeze phase", "optimizer.lr=find", keys=LR_FIND),
     Field("probe", "object", "the probe's settings, choice, feature size, timings and cache hits",
           "freeze=logreg or freeze=knn"),

@@ -17,7 +17,7 @@ from tlbench.data import augment
 from tlbench.models import adapters, export
 from tlbench.records import identity, results
 from tlbench.runner import build, devices, loggers, resume, runlock, settings
-from tlbench.training import checkpoint, compiled, cost, engine, schedules
+from tlbench.training import checkpoint, compiled, cost, engine, schedules, wise
 
 log = logging.getLogger("tlbench")
 RESULT_FILE = results.RESULT_FILE
@@ -162,6 +162,7 @@ def _fine_tune(cfg, attempt: Attempt, splits, built: models.BuiltModel, device) 
         kernels = {"fused": optimizers.fused or None, "foreach": optimizers.kwargs.get("foreach")}
         resume_from, reseeded = checkpoint.portable(resume_from, loaders["train"], device, kernels)
         record.resumed_rng(checkpoint.describe(reseeded))
+    start = wise.snapshot(built.model) if cfg.get("wise_ft") else None  # before a resume restores anything
     engine.fit(model, loaders["train"], loaders["val"], strategy, optimizers,
                schedules.build_schedule(epochs=cfg.epochs, steps_per_epoch=len(loaders["train"]),
                                         total_steps=run_budget.steps,
@@ -169,6 +170,9 @@ def _fine_tune(cfg, attempt: Attempt, splits, built: models.BuiltModel, device) 
                device, options, attempt.history, resume=resume_from, test_loader=loaders.get("test"),
                on_epoch_end=lambda record: _epoch_done(attempt), hooks=compiled.CompileHooks(model) if cfg.compile
                else None)
+    if start is not None:
+        record.wise_ft(wise.curve(built.model, start, list(cfg.wise_ft), loaders["val"], loaders.get("test"), device,
+                                  options, results.selection_field(splits.metric), splits.val_is_test))
     record.cost(run_cost(cfg, built.model, splits, attempt.history, attempt.started, device))  # before saving
     if cfg.save_model:
         keep_models(cfg, output_dir, getattr(model, "_orig_mod", model), splits, built, record.data, attempt.history)

@@ -189,6 +189,7 @@ class Training:
     checkpoint_every_s: float = 60.0
     select_epoch: str = "acc_loss"
     bn_momentum: Any = None
+    wise_ft: Optional[list[float]] = None
 
     def __post_init__(self):
         for key in ("epochs", "batch_size"):
@@ -212,6 +213,9 @@ class Training:
                  "must be >= 0 seconds (0 = save after every epoch)")
         require(self.select_epoch in SELECT_RULES, "select_epoch", self.select_epoch,
                 f"is not known; use one of {', '.join(SELECT_RULES)}")
+        require(self.wise_ft is None or (len(self.wise_ft) > 0 and all(0 <= a <= 1 for a in self.wise_ft)), "wise_ft",
+                self.wise_ft, "must be null (off) or a list of mixing coefficients in [0, 1], e.g. "
+                "wise_ft=[0,0.25,0.5,0.75,1] (0 = the starting weights, 1 = the fine-tuned ones)")
         momentum = self.bn_momentum
         require(momentum is None or momentum == BN_MOMENTUM_KORNBLITH or (not isinstance(momentum, (str, bool))
                                                                          and 0 < momentum <= 1),

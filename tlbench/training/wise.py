@@ -1,0 +1,40 @@
+"""WiSE-FT (Wortsman et al., CVPR 2022): the weights of the starting model (pretrained backbone and the new
+head as initialised) and of the fine-tuned one, interpolated, (1 - alpha) x start + alpha x end for every
+floating-point tensor (BatchNorm statistics too; integer counters keep the fine-tuned value), each mix scored
+on val and test. The mixing coefficient is chosen on val; alpha 1 is the fine-tuned model, alpha 0 the start."""
+
+import torch
+from torch import nn
+
+from tlbench.training import engine
+
+
+def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of `model`'s weights as they are now (the start: taken before training)."""
+    return {name: value.detach().clone() for name, value in model.state_dict().items()}
+
+
+def interpolated(start: dict, end: dict, alpha: float) -> dict:
+    return {name: torch.lerp(start[name].to(value.dtype), value, alpha) if value.is_floating_point() else value
+            for name, value in end.items()}
+
+
+def curve(model: nn.Module, start: dict, alphas: list[float], val_loader, test_loader, device, options,
+          select_on: str, val_is_test: bool = False) -> dict:
+    """result.json `wise_ft`: val and test scores at each alpha, and the alpha val chose (the data set's
+    metric, then the lower val loss, then the larger alpha). `model` is left with its fine-tuned weights."""
+    end = snapshot(model)
+    rows = []
+    try:
+        for alpha in alphas:
+            model.load_state_dict(interpolated(start, end, alpha))
+            scored = options.eval_view(model) if options.eval_view else model
+            val = engine.evaluate(scored, val_loader, device, options)
+            test = engine.evaluate(scored, test_loader, device, options) if test_loader is not None else val
+            rows.append({"alpha": alpha, "val_loss": val[0], "val_acc": val[1], "val_mean_class_acc": val[2],
+                         "test_loss": test[0], "test_acc": test[1], "test_mean_class_acc": test[2]})
+    finally:
+        model.load_state_dict(end)
+    best = max(rows, key=lambda row: (row[select_on], -row["val_loss"], row["alpha"]))
+    return {"alphas": list(alphas), "curve": rows, "chosen_alpha": best["alpha"],
+            "chosen_on": select_on + (" (val is the test split)" if val_is_test else "")}
