@@ -80,14 +80,15 @@ def check_head_init(head_init: str) -> None:
 @torch.no_grad()
 def init_head(head: nn.Module, head_init: str) -> None:
     """Re-initialises every Linear/Conv weight of the head (zeros or N(0, 0.01^2); biases to zero),
-    or resets it as torch builds it (`linear`)."""
+    or resets it as torch builds it (`linear`). `probe` starts at zeros here: the run fits the head on the
+    data once it is built (LP-FT, runner/build.py probe_head)."""
     if head_init == "library":
         return
     for module in head.modules():
         if isinstance(module, (nn.Linear, nn.Conv2d)) and head_init == "linear":
             module.reset_parameters()
         elif isinstance(module, (nn.Linear, nn.Conv2d)):
-            if head_init == "zeros":
+            if head_init in ("zeros", "probe"):
                 module.weight.zero_()
             else:
                 module.weight.normal_(0.0, HEAD_INIT_NORMAL_STD)

@@ -90,9 +90,10 @@ def run_probe(probe: Knn | Logreg, spec: FeatureSpec, splits, built, device: tor
 # ---------------------------------------------------------------- logistic regression
 
 def logreg(train, val, test, probe: Logreg, num_classes: int, val_is_test: bool = False,
-           metric: str = "top1") -> tuple[dict, dict]:
+           metric: str = "top1", keep: dict | None = None) -> tuple[dict, dict]:
     """(epoch metrics, details for result.json). The grid is walked from the smallest C (strongest
-    regularization) up, each fit warm-started from the previous one; C is chosen on val's `metric`."""
+    regularization) up, each fit warm-started from the previous one; C is chosen on val's `metric`.
+    `keep`: given, its "model" is set to the final fitted classifier (LP-FT copies it into a head)."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
@@ -104,7 +105,7 @@ def logreg(train, val, test, probe: Logreg, num_classes: int, val_is_test: bool 
         folds = min(folds, _smallest_class(pool.numpy()))
         folds = folds if folds >= 2 else 0
     if folds:
-        return logreg_cv(train, val, test, probe, num_classes, val_is_test, metric, folds)
+        return logreg_cv(train, val, test, probe, num_classes, val_is_test, metric, folds, keep)
     scaler = StandardScaler().fit(train.features.numpy()) if probe.standardize else None
     x_train, x_val, x_test = (_scaled(scaler, split) for split in (train, val, test))
     y_train, y_val, y_test = (split.labels.numpy() for split in (train, val, test))
@@ -126,6 +127,8 @@ def logreg(train, val, test, probe: Logreg, num_classes: int, val_is_test: bool 
         if probe.refit_on == "train_val" and not val_is_test:
             final = LogisticRegression(C=probe.C(chosen, len(y_train) + len(y_val)), max_iter=probe.max_iter).fit(
                 _stack(x_train, x_val), _stack(y_train, y_val))
+    if keep is not None:
+        keep["model"] = final if scaler is None else make_pipeline_of(scaler, final)
     metrics = _record(_scores(final, x_train, y_train, num_classes), val_scores[grid.index(chosen)],
                       _scores(final, x_test, y_test, num_classes))
     details = {**_penalty(probe, grid, chosen, final.C, len(y_train)), "C_chosen_on": f"val_{chosen_on}",
@@ -139,7 +142,7 @@ def logreg(train, val, test, probe: Logreg, num_classes: int, val_is_test: bool 
 
 
 def logreg_cv(train, val, test, probe: Logreg, num_classes: int, val_is_test: bool = False,
-              metric: str = "top1", folds: int | None = None) -> tuple[dict, dict]:
+              metric: str = "top1", folds: int | None = None, keep: dict | None = None) -> tuple[dict, dict]:
     """logreg with C chosen by stratified `folds`-fold (default probe.cv_folds) cross-validation over train + val
     (train alone when val is the test split): for each C, the mean over the folds of the held-out
     fold's `metric`, ties to the lower mean loss, then the smaller C; each fold standardized with
@@ -183,6 +186,8 @@ def logreg_cv(train, val, test, probe: Logreg, num_classes: int, val_is_test: bo
                  for per_fold in cv_scores]
         best = max(range(len(grid)), key=lambda i: (means[i][chosen_on], -means[i]["loss"], -i))  # then the stronger
         final = fitted(grid[best], x_pool, y_pool)
+    if keep is not None:
+        keep["model"] = final
     x_train, x_test = train.features.numpy(), test.features.numpy()
     metrics = _record(_scores(final, x_train, train.labels.numpy(), num_classes), means[best],
                       _scores(final, x_test, test.labels.numpy(), num_classes))
@@ -194,6 +199,27 @@ def logreg_cv(train, val, test, probe: Logreg, num_classes: int, val_is_test: bo
                "standardize": probe.standardize, "refit_on": "train" if val_is_test else "train_val",
                "fit_images": len(y_pool)}
     return metrics, details
+
+
+def as_linear(fitted, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """(weight (classes, features), bias (classes,)) of a linear layer whose logits give the fitted logistic
+    regression's probabilities, its standardisation folded in (x -> (x - mean) / scale: weight / scale, bias -
+    (weight / scale) @ mean); a two-class fit's one row w becomes -w/2 and +w/2 (the same softmax)."""
+    steps = [step for _, step in fitted.steps] if hasattr(fitted, "steps") else [fitted]
+    classifier = steps[-1]
+    weight, bias = classifier.coef_.astype(np.float64), classifier.intercept_.astype(np.float64)
+    for scaler in steps[:-1]:  # StandardScaler(s) before it
+        weight = weight / scaler.scale_
+        bias = bias - weight @ scaler.mean_
+    if num_classes == 2 and weight.shape[0] == 1:
+        weight, bias = np.concatenate([-weight / 2, weight / 2]), np.concatenate([-bias / 2, bias / 2])
+    return weight, bias
+
+
+def make_pipeline_of(*steps):
+    from sklearn.pipeline import make_pipeline
+
+    return make_pipeline(*steps)
 
 
 def _penalty(probe: Logreg, grid: list[float], chosen: float, final_c: float, fit_images: int) -> dict:

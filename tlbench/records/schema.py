@@ -217,6 +217,8 @@ FIELDS = (
     Field("resolved", "object", "each setting given as auto (or by a rule) that the run decided, with the value "
           "used (freeze.head_lr_ratio, bn_momentum)", "a setting was auto (freeze=linear_probe's head_lr_ratio; "
           "bn_momentum=kornblith)"),
+    Field("head_probe", "object", "LP-FT: the logistic regression the head started from (C, C_chosen_on, fit_images, "
+          "its val_acc and test_acc, the features' weights_fingerprint)", "model.head_init=probe"),
     Field("wise_ft", "object", "WiSE-FT: alphas, curve (one {alpha, val_*, test_*} per alpha: the starting and "
           "final weights interpolated), chosen_alpha, chosen_on (the data set's metric on val)", "wise_ft set"),
     Field("lr_find", "list", "the LR finder, one entry per freeze phase", "optimizer.lr=find", keys=LR_FIND),

@@ -51,6 +51,34 @@ def feature_spec(cfg, built: models.BuiltModel, device) -> FeatureSpec:
                        device_budget_gb=cfg.data.device_budget_gb)
 
 
+def probe_head(cfg, built: models.BuiltModel, splits, device, dataset_identity: dict) -> dict:
+    """model.head_init=probe (LP-FT, Kumar et al. 2022): the new head set to a logistic regression fitted on
+    the starting backbone's features (freeze=logreg's defaults and feature cache; raw features, C chosen as that
+    probe chooses it), so fine-tuning starts from a fitted head. Returns result.json `head_probe`."""
+    import copy
+    import dataclasses
+
+    from tlbench.probes import features
+
+    head = built.model.get_submodule(built.head_params[0].rsplit(".", 1)[0])
+    if not isinstance(head, torch.nn.Linear) or set(built.head_params) != {n for n, _ in head.named_parameters(
+            prefix=built.head_params[0].rsplit(".", 1)[0])}:
+        raise ConfigError(f"model.head_init=probe fits a linear head, and {cfg.model.name}'s new head is not one "
+                          f"linear layer ({', '.join(built.head_params)}); use model.head_init=zeros")
+    shadow = dataclasses.replace(built, model=copy.deepcopy(built.model))  # a torchvision head becomes identity
+    found, used = features.split_features(feature_spec(cfg, built, device), splits, shadow, device, dataset_identity)
+    setting, kept = specs.Logreg(), {}
+    metrics, details = probes.logreg(found["train"], found["val"], found.get("test", found["val"]), setting,
+                                     len(splits.classes), val_is_test="test" not in found, metric=splits.metric,
+                                     keep=kept)
+    weight, bias = probes.as_linear(kept["model"], len(splits.classes))
+    with torch.no_grad():
+        head.weight.copy_(torch.from_numpy(weight))
+        head.bias.copy_(torch.from_numpy(bias))
+    return {"C": details["C"], "C_chosen_on": details["C_chosen_on"], "fit_images": details["fit_images"],
+            "val_acc": metrics["val_acc"], "test_acc": metrics["test_acc"], **used}
+
+
 def adapt(cfg, built: models.BuiltModel) -> dict:
     """What a freeze strategy needs to know of the model, from the model: its normalisation-layer
     parameters (bitfit), its LoRA adapters (lora: injected into `built.model` here, recorded in

@@ -130,6 +130,9 @@ def _probe(cfg, attempt: Attempt, splits, built: models.BuiltModel, device) -> N
 
 def _fine_tune(cfg, attempt: Attempt, splits, built: models.BuiltModel, device) -> None:
     record, output_dir = attempt.record, attempt.output_dir
+    if cfg.model.head_init == "probe":  # LP-FT: the head fitted on the starting features (a resume restores it)
+        identity = {k: v for k, v in record.data["identity"].items() if k.startswith("dataset.")}
+        record.data["head_probe"] = build.probe_head(cfg, built, splits, device, identity)
     facts = build.adapt(cfg, built)  # freeze=lora: adapters injected here, before the model moves or compiles
     loaders = build.make_loaders(cfg, splits, built, device)
     record.data_info(build.data_info(splits))

@@ -302,7 +302,7 @@ class L2SP:
         return self.alpha > 0 or self.beta > 0
 
 
-HEAD_INITS = ("zeros", "normal", "library", "linear")
+HEAD_INITS = ("zeros", "normal", "library", "linear", "probe")  # probe: LP-FT (runner/build.py probe_head)
 MODEL_SOURCES = ("timm", "torchvision")
 
 
