@@ -240,8 +240,9 @@ def across_blocks(runs, metric, out_dir: Path | None = None) -> list:
     vtab = _vtab_blocks(found, out_dir)
     if ranked.empty and not vtab:
         return []
+    coverage = across.kornblith_coverage(found)
     return [Heading("Across data sets"), *([] if ranked.empty else _ranking_blocks(found, ranked, metric, out_dir)),
-            *vtab]
+            *([Paragraph(coverage)] if coverage else []), *vtab]
 
 
 def _vtab_blocks(found, out_dir: Path | None) -> list:
