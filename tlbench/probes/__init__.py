@@ -96,6 +96,7 @@ def logreg(train, val, test, probe: Logreg, num_classes: int, val_is_test: bool 
     `keep`: given, its "model" is set to the final fitted classifier (LP-FT copies it into a head)."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
     from threadpoolctl import threadpool_limits
 
@@ -128,7 +129,7 @@ def logreg(train, val, test, probe: Logreg, num_classes: int, val_is_test: bool 
             final = LogisticRegression(C=probe.C(chosen, len(y_train) + len(y_val)), max_iter=probe.max_iter).fit(
                 _stack(x_train, x_val), _stack(y_train, y_val))
     if keep is not None:
-        keep["model"] = final if scaler is None else make_pipeline_of(scaler, final)
+        keep["model"] = final if scaler is None else make_pipeline(scaler, final)
     metrics = _record(_scores(final, x_train, y_train, num_classes), val_scores[grid.index(chosen)],
                       _scores(final, x_test, y_test, num_classes))
     details = {**_penalty(probe, grid, chosen, final.C, len(y_train)), "C_chosen_on": f"val_{chosen_on}",
@@ -214,12 +215,6 @@ def as_linear(fitted, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     if num_classes == 2 and weight.shape[0] == 1:
         weight, bias = np.concatenate([-weight / 2, weight / 2]), np.concatenate([-bias / 2, bias / 2])
     return weight, bias
-
-
-def make_pipeline_of(*steps):
-    from sklearn.pipeline import make_pipeline
-
-    return make_pipeline(*steps)
 
 
 def _penalty(probe: Logreg, grid: list[float], chosen: float, final_c: float, fit_images: int) -> dict:

@@ -55,12 +55,12 @@ LATER_SETTINGS = {
     "dataset.train_on": "train",  # train + val, a protocol's refit (issue 24): older runs trained on train
     "optimizer.decay_per_lr": False,  # weight decay divided by the lr (issue 24): older runs decayed weight_decay
     "dataset.background": False,  # caltech101's BACKGROUND_Google as a 102nd class (issue 24): older runs left it out
-    "freeze.l2_grid": None,
-    "bn_momentum": None,
+    "freeze.l2_grid": None,  # logreg's L2 strengths in place of C_grid (issue 24): older runs searched C_grid
+    "bn_momentum": None,  # BatchNorm's momentum set by the run (issue 24): older runs kept the model's own
     # mixup / cutmix (issue 25): older runs mixed nothing
     "mix.mixup_alpha": 0.0, "mix.cutmix_alpha": 0.0, "mix.prob": 1.0, "mix.switch_prob": 0.5,
     "l2sp.alpha": 0.0, "l2sp.beta": 0.0,  # L2-SP's penalty (issue 25): older runs had none
-    "wise_ft": None,  # the WiSE-FT curve after training (issue 25): older runs scored the final weights only  # BatchNorm's momentum set by the run (issue 24): older runs kept the model's own  # logreg's L2 strengths in place of C_grid (issue 24): older runs searched C_grid
+    "wise_ft": None,  # the WiSE-FT curve after training (issue 25): older runs scored the final weights only
 }
 # Settings that do nothing for a frozen-feature probe (one fit, no epochs to choose among): left out of its identity.
 NOT_FOR_PROBES = frozenset({"select_epoch", "min_steps", "steps", "bn_momentum", "mix.mixup_alpha", "mix.cutmix_alpha",

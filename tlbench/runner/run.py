@@ -115,7 +115,7 @@ def _probe(cfg, attempt: Attempt, splits, built: models.BuiltModel, device) -> N
     """freeze=knn / logreg: features once and a fitted classifier, no training loop."""
     record, history = attempt.record, attempt.history
     record.model(build.model_info(built))  # before a torchvision head becomes identity (features.py)
-    dataset_identity = {k: v for k, v in record.data["identity"].items() if k.startswith("dataset.")}  # names
+    dataset_identity = _dataset_identity(record)  # names
     outcome = probes.run_probe(settings.probe(cfg.freeze, cfg.dataset.val_split),  # for the feature cache
                                build.feature_spec(cfg, built, device), splits, built, device, dataset_identity)
     history.epochs.append(outcome.record)
@@ -128,11 +128,15 @@ def _probe(cfg, attempt: Attempt, splits, built: models.BuiltModel, device) -> N
     # the features were extracted
 
 
+def _dataset_identity(record) -> dict:
+    """The run identity's `dataset.*` keys: what names the data for the feature cache."""
+    return {k: v for k, v in record.data["identity"].items() if k.startswith("dataset.")}
+
+
 def _fine_tune(cfg, attempt: Attempt, splits, built: models.BuiltModel, device) -> None:
     record, output_dir = attempt.record, attempt.output_dir
     if cfg.model.head_init == "probe":  # LP-FT: the head fitted on the starting features (a resume restores it)
-        identity = {k: v for k, v in record.data["identity"].items() if k.startswith("dataset.")}
-        record.data["head_probe"] = build.probe_head(cfg, built, splits, device, identity)
+        record.data["head_probe"] = build.probe_head(cfg, built, splits, device, _dataset_identity(record))
     facts = build.adapt(cfg, built)  # freeze=lora: adapters injected here, before the model moves or compiles
     loaders = build.make_loaders(cfg, splits, built, device)
     record.data_info(build.data_info(splits))
