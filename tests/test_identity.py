@@ -116,11 +116,12 @@ def test_every_setting_that_changes_training_changes_the_run_id(make_cfg, overri
     base = identity.run_id(config)
     flat = identity.flatten(config)
     assert "batch_size" in flat and "optimizer.lr" in flat
-    unmixed = not any(flat.get(alpha) for alpha in identity.MIX_ALPHAS)  # then mix's other keys train nothing
+    idle_keys = set().union(*(tuned for switches, tuned in identity.IDLE_WHILE_OFF.items()  # mix's prob while both
+                              if not any(flat.get(switch) for switch in switches)))  # alphas are 0, ema's warmup...
     for key, value in flat.items():
         changed = identity._unflatten({**flat, key: perturbed(value)})
         moved = identity.run_id(changed) != base
-        idle = unmixed and key in identity.IDLE_UNMIXED
+        idle = key in idle_keys
         assert moved == (not outside_identity(key) and not idle), \
             f"{key}: run_id {'changed' if moved else 'did not change'}"
 

@@ -61,14 +61,17 @@ LATER_SETTINGS = {
     "mix.mixup_alpha": 0.0, "mix.cutmix_alpha": 0.0, "mix.prob": 1.0, "mix.switch_prob": 0.5,
     "l2sp.alpha": 0.0, "l2sp.beta": 0.0,  # L2-SP's penalty (issue 25): older runs had none
     "wise_ft": None,  # the WiSE-FT curve after training (issue 25): older runs scored the final weights only
+    "ema.decay": 0.0, "ema.warmup": True,  # weight EMA scored beside the weights (issue 25): older runs had none
 }
 # Settings that do nothing for a frozen-feature probe (one fit, no epochs to choose among): left out of its identity.
 NOT_FOR_PROBES = frozenset({"select_epoch", "min_steps", "steps", "bn_momentum", "mix.mixup_alpha", "mix.cutmix_alpha",
-                            "mix.prob", "mix.switch_prob", "l2sp.alpha", "l2sp.beta", "wise_ft"})
+                            "mix.prob", "mix.switch_prob", "l2sp.alpha", "l2sp.beta", "wise_ft", "ema.decay",
+                            "ema.warmup"})
 # Settings that do nothing under an exact budget in optimizer steps (`steps` set): left out of its identity.
 IDLE_UNDER_STEPS = frozenset({"epochs", "min_steps"})
-# Settings that do nothing while mixing is off (both alphas 0): left out of the identity then.
-MIX_ALPHAS, IDLE_UNMIXED = ("mix.mixup_alpha", "mix.cutmix_alpha"), frozenset({"mix.prob", "mix.switch_prob"})
+# Settings that do nothing while the block they tune is off (its switches all 0): left out of the identity then.
+IDLE_WHILE_OFF = {("mix.mixup_alpha", "mix.cutmix_alpha"): frozenset({"mix.prob", "mix.switch_prob"}),
+                  ("ema.decay",): frozenset({"ema.warmup"})}
 PROBE_NAMES = ("knn", "logreg")  # specs.PROBES, named here to keep records/ free of the specs' imports
 # Settings that some data set options gained later than the others, left out at their old behaviour there only.
 LATER_FOR_DATASET = {"digits": {"dataset.train_fraction": 1.0}, "synthetic": {"dataset.train_fraction": 1.0}}
@@ -95,8 +98,9 @@ def experiment(config: dict, fingerprints: dict | None = None) -> dict:
         idle = NOT_FOR_PROBES
     else:
         idle = IDLE_UNDER_STEPS if flat.get("steps") is not None else frozenset()
-        if not any(flat.get(alpha) for alpha in MIX_ALPHAS):
-            idle = idle | IDLE_UNMIXED
+        for switches, tuned in IDLE_WHILE_OFF.items():
+            if not any(flat.get(switch) for switch in switches):
+                idle = idle | tuned
     kept = {}
     for key, value in flat.items():
         if not is_identity_key(key) or (key in later and later[key] == value) or key in idle:

@@ -181,7 +181,23 @@ def summarize(epochs: list[dict], metric: str | None = "top1", rule: str = OLD_S
         "total_time_s": sum(e["time_s"] for e in epochs),
         "metric": metric or "top1", "final_test_metric": final[test], "test_metric_at_best_val": best[test],
         "final_val_metric": final[val], "best_val_metric": best[val], "select_epoch": rule,
+        **_ema_summary(epochs, metric, rule),
     }
+
+
+def _ema_summary(epochs: list[dict], metric: str | None, rule: str) -> dict:
+    """`ema`: the weight EMA's scores (epoch fields ema_*), its epoch chosen on its own val curve by the same
+    rule; {} for a run without one."""
+    if "ema_val_acc" not in epochs[-1]:
+        return {}
+    averaged = [{"epoch": e["epoch"], **{k[len("ema_"):]: v for k, v in e.items() if k.startswith("ema_")}}
+                for e in epochs]
+    best, final = best_epoch(averaged, metric, rule), averaged[-1]
+    val, test = metric_fields(metric)
+    return {"ema": {"final_test_acc": final["test_acc"], "test_acc_at_best_val": best["test_acc"],
+                    "final_val_acc": final["val_acc"], "best_val_acc": best["val_acc"], "best_epoch": best["epoch"],
+                    "final_test_metric": final[test], "test_metric_at_best_val": best[test],
+                    "best_val_metric": best[val]}}
 
 
 def objective(summary: dict) -> float | None:

@@ -54,6 +54,8 @@ EPOCH = _fields(
     ("freeze_phase", "str", "the freeze strategy's phase, e.g. head or all"),
     ("train_images", "int", "images trained on (a compiled run drops the partial last batch)"),
     ("compile_s", "float", "compile warm-up before the epoch, outside time_s; 0 without one"),
+    *((f"ema_{name}", "float", f"{name} of the weight EMA (timm's ModelEmaV3) at the end of the epoch", "ema.decay > 0")
+      for name in ("val_loss", "val_acc", "val_mean_class_acc", "test_loss", "test_acc", "test_mean_class_acc")),
 )
 
 SUMMARY = _fields(
@@ -73,6 +75,9 @@ SUMMARY = _fields(
     ("final_val_metric", "float", "the data set's metric on val at the last epoch"),
     ("best_val_metric", "float", "the data set's metric on val at best_epoch (what a search maximizes)"),
     ("select_epoch", "str", "the rule that chose best_epoch (config select_epoch)"),
+    ("ema", "object", "the weight EMA's final_test_acc, test_acc_at_best_val, final_val_acc, best_val_acc, best_epoch "
+                      "(chosen on its own val scores by select_epoch), final_test_metric, test_metric_at_best_val, "
+                      "best_val_metric", "ema.decay > 0"),
 )
 
 MODEL_INFO = (

@@ -153,7 +153,8 @@ def core_options(cfg, device, model, num_classes: int, stages: list | None = Non
     """How the training core steps `model` (precision, memory format, loss, mixing, penalty, clipping), shared by
     the run and the LR finder; `stages`: the model's parameter names by depth, head last (for L2-SP);
     `where`: the run's checkpoint and progress settings."""
-    return engine.TrainOptions(
+    ema = settings.ema(cfg.get("ema") or {})
+    return engine.TrainOptions(ema_decay=ema.decay, ema_warmup=ema.warmup,
         epochs=cfg.epochs, steps=cfg.get("steps"), amp=devices.resolve_flag(cfg.amp, device),
         channels_last=devices.resolve_channels_last(cfg.channels_last, device, models.has_depthwise_conv(model)),
         label_smoothing=cfg.label_smoothing, mix=batch_mix(cfg, num_classes), penalty=l2sp_penalty(cfg, model, stages),

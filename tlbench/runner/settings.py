@@ -14,7 +14,7 @@ from tlbench import specs
 from tlbench.configs import config_dir
 from tlbench.errors import ConfigError
 from tlbench.specs import (FREEZES, OPTIMIZERS, PROBES, SCHEDULES, Augment, DataPath, DatasetSplits, Defects,
-                           L2SP, LrFind, Mix, ModelSettings, Training, closed)
+                           Ema, L2SP, LrFind, Mix, ModelSettings, Training, closed)
 
 
 def checked(schema, values, prefix: str = ""):
@@ -98,6 +98,7 @@ def validate(cfg) -> None:
     lr_find(cfg.get("lr_find") or {})
     mix(cfg.get("mix") or {})
     l2sp(cfg.get("l2sp") or {})
+    ema(cfg.get("ema") or {})
 
 
 def defects(values) -> Defects:
@@ -118,6 +119,10 @@ def mix(values) -> Mix:
 
 def l2sp(values) -> L2SP:
     return _closed(L2SP, values, "l2sp")
+
+
+def ema(values) -> Ema:
+    return _closed(Ema, values, "ema")
 
 
 def _closed(schema, values, group: str):

@@ -302,6 +302,22 @@ class L2SP:
         return self.alpha > 0 or self.beta > 0
 
 
+@dataclass
+class Ema:
+    """The `ema` block: an exponential moving average of the weights (timm's ModelEmaV3: every parameter and
+    buffer), updated after each optimizer step and scored on val and test beside the trained weights. Off at 0."""
+    decay: float = 0.0            # e = decay x e + (1 - decay) x w after each step; 0 = off
+    warmup: bool = True           # timm's warm-up: the step-t decay is min(decay, 1 - (1 + t)^(-2/3)), so a short
+                                  # run's average is not held at its first weights
+
+    def __post_init__(self):
+        require(0 <= self.decay < 1, "ema.decay", self.decay, "must be in [0, 1) (0 = off; e.g. 0.99, 0.999)")
+
+    @property
+    def active(self) -> bool:
+        return self.decay > 0
+
+
 HEAD_INITS = ("zeros", "normal", "library", "linear", "probe")  # probe: LP-FT (runner/build.py probe_head)
 MODEL_SOURCES = ("timm", "torchvision")
 

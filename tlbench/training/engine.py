@@ -42,6 +42,8 @@ class TrainOptions(StepOptions):
     eval_view: Callable[[nn.Module], nn.Module] | None = None  # the model that val and test see, made from the
                                          # trained one each epoch (freeze=lora: adapters.merged, a copy with the
                                          # adapters merged: 1.3-1.7x faster); None = the trained model itself
+    ema_decay: float = 0.0               # a moving average of the weights (timm's ModelEmaV3), updated after each
+    ema_warmup: bool = True              # step and scored beside them (epoch fields ema_*); 0 = none
 
 
 @dataclass
@@ -91,10 +93,13 @@ def fit(model: nn.Module, train_loader, val_loader, freeze: FreezeStrategy, opti
     plain = getattr(model, "_orig_mod", model)  # torch.compile's wrapper renames parameters
     total_params = sum(p.numel() for p in plain.parameters())
     phase, optimizer, trainable, first_epoch, prepared = None, None, 0, 0, None
-    saver = _Saver(options, train_loader)
+    ema = _ema(plain, options)
+    saver = _Saver(options, train_loader, ema)
     if resume is not None:
         first_epoch = resume["epoch"]
         phase, trainable, optimizer = _restore(plain, freeze, optimizers, schedule, train_loader, history, resume)
+        if ema is not None:
+            ema.module.load_state_dict(resume["ema"])
         saver.resumed(history, plain)
     hooks.start(history, train_loader)
     for epoch in range(first_epoch, options.epochs):
@@ -110,9 +115,13 @@ def fit(model: nn.Module, train_loader, val_loader, freeze: FreezeStrategy, opti
         first_step = epoch * len(train_loader)
         train = train_one_epoch(model, train_loader, optimizer, schedule, first_step, device, options,
                                 desc=f"epoch {epoch + 1}/{options.epochs}",
-                                limit=None if options.steps is None else options.steps - first_step)
+                                limit=None if options.steps is None else options.steps - first_step,
+                                after_step=None if ema is None else lambda done: ema.update(plain, step=done))
         train_time_s = time.perf_counter() - started
         scores = _scores(hooks.scored(model), val_loader, test_loader, device, options)
+        if ema is not None:
+            scores.update({f"ema_{k}": v for k, v in _scores(ema.module, val_loader, test_loader, device,
+                                                               options).items()})
         record = dict(epoch=epoch + 1, train_loss=train["loss"], train_acc=train["acc"], **scores,
                       lr=optimizer.param_groups[-1]["lr"], time_s=time.perf_counter() - started,
                       images_per_s=train["images"] / train_time_s, trainable_params=trainable,
@@ -130,6 +139,16 @@ def fit(model: nn.Module, train_loader, val_loader, freeze: FreezeStrategy, opti
                  train["loss"], 100 * train["acc"], record["val_loss"], 100 * record["val_acc"],
                  100 * record["test_acc"], record["images_per_s"], record["time_s"], saved)
     return history
+
+
+def _ema(model: nn.Module, options: TrainOptions):
+    """timm's ModelEmaV3 of `model` as it starts (a copy in eval mode, averaged in float32 where the model is),
+    or None without `options.ema_decay`."""
+    if not options.ema_decay:
+        return None
+    from timm.utils import ModelEmaV3
+
+    return ModelEmaV3(model, decay=options.ema_decay, use_warmup=options.ema_warmup)
 
 
 def _enter_phase(model, freeze, optimizers, schedule, epoch, previous_phase, previous_optimizer) -> tuple:
@@ -166,8 +185,8 @@ class _Saver:
     once its key is settled (results.settled: smoothed waits one epoch, whose weights wait in host
     memory meanwhile), replaces the kept one if the rule ranks it higher."""
 
-    def __init__(self, options: TrainOptions, train_loader):
-        self.options, self.train_loader = options, train_loader
+    def __init__(self, options: TrainOptions, train_loader, ema=None):
+        self.options, self.train_loader, self.ema = options, train_loader, ema
         self.kept, self.best_state, self.last_saved = None, None, time.monotonic()
         self.waiting: dict[int, dict] = {}  # position -> weights of epochs not settled yet
 
@@ -198,7 +217,8 @@ class _Saver:
                                  best_val_acc=kept, model=model.state_dict(),
                                  optimizer=optimizer.state_dict(), schedule=schedule.state_dict(),
                                  scaler=None,  # bf16 autocast needs no GradScaler
-                                 rng=checkpoint.rng_state(self.train_loader), history=asdict(history)),
+                                 rng=checkpoint.rng_state(self.train_loader), history=asdict(history),
+                                 **({} if self.ema is None else {"ema": self.ema.module.state_dict()})),
                             options.checkpoint)
         self.last_saved = time.monotonic()
         return f", saved in {self.last_saved - started:.1f} s"
@@ -276,8 +296,9 @@ def warm_up(model, val_loader, batch_size, device, options, freeze) -> None:
 
 
 def train_one_epoch(model, loader, optimizer, schedule, first_step, device, options, desc="",
-                    limit: int | None = None) -> dict:
-    """One pass over `loader`, or its first `limit` batches (a `steps` budget's last epoch). No step reads a tensor back to the host where that makes the host
+                    limit: int | None = None, after_step: Callable[[int], None] | None = None) -> dict:
+    """One pass over `loader`, or its first `limit` batches (a `steps` budget's last epoch); `after_step(n)` after
+    each optimizer step, n counting the run's steps from 1 (the weight EMA's update). No step reads a tensor back to the host where that makes the host
     wait for the device (`_reads_stall`): losses and the correct count stay on the device, and the
     losses are read in bulk every `check_every` steps, which is when divergence is caught and the
     progress bar gets its numbers, and once more at the end. On the CPU reading is free, so
@@ -291,6 +312,8 @@ def train_one_epoch(model, loader, optimizer, schedule, first_step, device, opti
             break
         schedule.apply(optimizer, first_step + i)
         loss, batch_correct = train_step(model, optimizer, images, labels, device, options)
+        if after_step is not None:
+            after_step(first_step + i + 1)
         losses.append(loss)
         correct += batch_correct
         seen += len(labels)
