@@ -52,6 +52,7 @@ ENTRY_POINTS = {  # the words a command starts with -> the module whose parser t
     ("python", "-m", "tlbench.predict"): "tlbench.predict", ("tlbench-predict",): "tlbench.predict",
     ("python", "-m", "tlbench.lr_find"): "tlbench.runner.lr_find", ("tlbench-lr-find",): "tlbench.runner.lr_find",
     ("python", "-m", "tlbench.refit"): "tlbench.runner.refit", ("tlbench-refit",): "tlbench.runner.refit",
+    ("python", "-m", "tlbench.soup"): "tlbench.runner.soup", ("tlbench-soup",): "tlbench.runner.soup",
     ("python", "-m", "tlbench.bench"): "tlbench.bench",
 }
 PLUGINS = {  # an override naming a Hydra plugin's option -> the plugin's package

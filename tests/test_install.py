@@ -16,7 +16,7 @@ import pytest
 from conftest import REPO, TINY
 
 SOURCES = ("pyproject.toml", "README.md", "conf", "tlbench")  # what the wheel is built from
-SCRIPTS = ("tlbench", "tlbench-report", "tlbench-predict", "tlbench-lr-find", "tlbench-refit")
+SCRIPTS = ("tlbench", "tlbench-report", "tlbench-predict", "tlbench-lr-find", "tlbench-refit", "tlbench-soup")
 SMALL = [*TINY, "epochs=1", "pretrained=false", "threads=1"]
 # Builds a wheel and runs the installed copy in processes of its own: the e2e command (README "Tests").
 pytestmark = pytest.mark.e2e

@@ -74,15 +74,18 @@ def plan(sweeps: list[Path], keys: list[str], out: Path | None = None,
 
 
 def refit_config(config: dict, overrides=()):
-    """The selection run's config, trained on train + val for its fixed budget; top-level settings a
-    result.json of an older tlbench lacks get the value that run had (identity.LATER_SETTINGS: select_epoch,
-    min_steps, steps; a group's keys keep their code defaults); `overrides`: key=value."""
+    """The selection run's config (stored_config), trained on train + val for its fixed budget."""
+    return stored_config(config, [*(f"{key}={value}" for key, value in REFIT.items()), *overrides])
+
+
+def stored_config(config, overrides=()):
+    """A run's config from its result.json, as a config again: top-level settings a result.json of an older
+    tlbench lacks get the value that run had (identity.LATER_SETTINGS: select_epoch, min_steps, steps; a group's
+    keys keep their code defaults); `overrides`: key=value."""
     cfg = OmegaConf.create(config)
     for key, value in identity.LATER_SETTINGS.items():
         if "." not in key and key not in cfg:
             cfg[key] = value
-    for key, value in REFIT.items():
-        OmegaConf.update(cfg, key, value, force_add=True)
     for override in overrides:
         key, sep, value = override.partition("=")
         if not sep:
