@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tlbench.report import across, charts, compare, efficiency, frontier, published, selection, tables, tuning
+from tlbench.report import across, averaging, charts, compare, efficiency, frontier, published, selection, tables, tuning
 from tlbench.report.document import Bullets, Heading, Image, Paragraph, Table, to_html, to_markdown
 from tlbench.report.findings import findings
 from tlbench.report.groups import add_group_keys, group_label
@@ -104,6 +104,9 @@ def draw_charts(out_dir: Path, runs, epochs, losses, deltas, metric, fraction, f
                 points, f"{tables.metric_name(metric, tables.metric_kinds(points))} at val-best epoch (%)",
                 out_dir / "data_efficiency.png")
         drawn.update(writeup_charts(out_dir, runs, epochs, losses))
+        wise = averaging.draw_wise(averaging.wise_curves(ok), out_dir / "wise_ft.png")
+        if wise is not None:
+            drawn["wise_ft"] = wise
     return drawn
 
 
@@ -294,6 +297,19 @@ def _ranking_blocks(found, ranked, metric, out_dir: Path | None) -> list:
                                "reading of a large p, not 'equal'."), Table(shown)]
 
 
+def averaging_blocks(runs, drawn) -> list:
+    """"Weight averaging", when runs kept a weight EMA or a WiSE-FT curve (averaging.py)."""
+    table = averaging.averaging_table(runs)
+    if table.empty:
+        return []
+    return [Heading("Weight averaging"),
+            Paragraph("Top-1 test accuracy, mean over seeds. The weight EMA (`ema.decay`) is scored every epoch beside "
+                      "the trained weights, each at the epoch its own val scores choose; WiSE-FT (`wise_ft`) mixes the "
+                      "starting and final weights, the mix chosen on val, so it is set against the final epoch. "
+                      "Differences are paired by seed (95% t interval)."),
+            Table(table), *_image(drawn, "wise_ft", "WiSE-FT: accuracy against the mixing coefficient")]
+
+
 def tuning_blocks(choices: pd.DataFrame, keys: list[str]) -> list:
     """"Tuned on val", when the report chose settings (--tune)."""
     if choices.empty:
@@ -333,6 +349,7 @@ def report_blocks(sources, runs, summary, deltas, drawn, metric, fraction, thres
             Heading("Accuracy by setting"), Table(tables.accuracy_table(summary, metric)),
             *map(Paragraph, selection.footnote(summary)),
             *_image(drawn, "curves", f"{metric} per epoch for every run"),
+            *averaging_blocks(runs, drawn),
             Heading("Convergence speed"),
             Table(tables.convergence_table(summary, fraction, threshold)),
             *_image(drawn, "convergence", "epochs to reach a fraction of own best"),

@@ -1,0 +1,105 @@
+"""The report's "Weight averaging" section: per setting, the weight EMA (`ema.decay`, summary.ema) and the
+WiSE-FT curve (`wise_ft`) beside the weights the run trained, over the seeds. The EMA is compared with the
+trained weights at each one's val-chosen epoch; WiSE-FT interpolates the final weights, so its val-chosen
+mix is compared with the final epoch (alpha 1). Differences are paired by seed, with 95% t intervals."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from tlbench.report.compare import finished, seed_of, setting_columns
+from tlbench.report.groups import short_name
+from tlbench.report.stats import mean_ci, paired_diff_ci
+from tlbench.report.tables import interval, pct, points
+
+EMA = "summary.ema.test_acc_at_best_val"
+WISE = "wise_ft.curve"
+
+
+def _wise_test(curve_text, alpha) -> float:
+    """The test accuracy of a run's WiSE-FT curve at `alpha` (NaN without one)."""
+    if not isinstance(curve_text, str) or alpha is None or (isinstance(alpha, float) and math.isnan(alpha)):
+        return math.nan
+    return next((p["test_acc"] for p in json.loads(curve_text) if p["alpha"] == alpha), math.nan)
+
+
+def _paired(group: pd.DataFrame, a: pd.Series, b: pd.Series):
+    seeds = seed_of(group)
+    return paired_diff_ci(dict(zip(seeds, a)), dict(zip(seeds, b)))
+
+
+def averaging_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per setting (seeds pooled) that ran a weight EMA or a WiSE-FT curve."""
+    ok = finished(runs)
+    if ok.empty or not ({EMA, WISE} & set(ok.columns)):
+        return pd.DataFrame()
+    labels, rows = setting_columns(ok), []
+    for _, group in ok.groupby("group_key", sort=False):
+        ema = group[EMA] if EMA in group.columns else pd.Series(math.nan, index=group.index)
+        wise = pd.Series([_wise_test(c, a) for c, a in zip(group.get(WISE, [None] * len(group)),
+                                                           group.get("wise_ft.chosen_alpha", [None] * len(group)))],
+                         index=group.index)
+        if ema.isna().all() and wise.isna().all():
+            continue
+        first = group.iloc[0]
+        row = {short_name(c): str(first[c]) for c in labels}
+        row.update(init=first["init"], n=str(len(group)))
+        chosen, final = group["summary.test_acc_at_best_val"], group["summary.final_test_acc"]
+        row["trained, val-chosen epoch"] = pct(mean_ci(chosen).mean)
+        if ema.notna().any():
+            diff = _paired(group, ema, chosen)
+            row["EMA, its val-chosen epoch"] = pct(mean_ci(ema).mean)
+            row["EMA − trained (points, 95% CI)"] = f"{points(diff.mean)} ({interval(diff.ci_low, diff.ci_high, diff.n)})"
+        if wise.notna().any():
+            diff = _paired(group, wise, final)
+            alphas = sorted({float(a) for a in group["wise_ft.chosen_alpha"].dropna()})
+            row["trained, final epoch"] = pct(mean_ci(final).mean)
+            row["WiSE-FT, val-chosen α"] = pct(mean_ci(wise).mean)
+            row["α chosen"] = ", ".join(f"{a:g}" for a in alphas)
+            row["WiSE-FT − final (points, 95% CI)"] = f"{points(diff.mean)} ({interval(diff.ci_low, diff.ci_high, diff.n)})"
+        rows.append(row)
+    return pd.DataFrame(rows).fillna("–")
+
+
+def wise_curves(runs: pd.DataFrame) -> pd.DataFrame:
+    """Long table of every WiSE-FT curve: setting label, seed, alpha, split, accuracy."""
+    ok = finished(runs)
+    if ok.empty or WISE not in ok.columns:
+        return pd.DataFrame()
+    labels, rows = setting_columns(ok), []
+    for (_, run), seed in zip(ok.iterrows(), seed_of(ok)):
+        if not isinstance(run[WISE], str):
+            continue
+        setting = ", ".join(f"{short_name(c)}={run[c]}" for c in labels)
+        for point in json.loads(run[WISE]):
+            for split in ("val", "test"):
+                rows.append({"setting": f"{setting} ({run['init']})", "seed": seed, "alpha": point["alpha"],
+                             "split": split, "accuracy": 100 * point[f"{split}_acc"]})
+    return pd.DataFrame(rows)
+
+
+def draw_wise(curves: pd.DataFrame, path: Path) -> Path | None:
+    """Accuracy against the mixing coefficient, val and test, one line per setting (mean over seeds)."""
+    if curves.empty:
+        return None
+    import seaborn as sns
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(8, 4.5))
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(1, 2, sharey=True)
+    for ax, split in zip(axes, ("val", "test")):
+        sns.lineplot(data=curves[curves.split == split], x="alpha", y="accuracy", hue="setting", marker="o",
+                     errorbar=None, ax=ax, legend=split == "test")
+        ax.set(title=f"{split}", xlabel="α (0: start, 1: fine-tuned)", ylabel="accuracy (%)")
+    if axes[1].get_legend() is not None:
+        axes[1].legend(fontsize=7, loc="lower center")
+    figure.suptitle("WiSE-FT: starting and fine-tuned weights interpolated (mean over seeds)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    return path
