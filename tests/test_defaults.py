@@ -42,7 +42,7 @@ def test_top_level_settings_agree_with_their_schemas():
     config = load(CONF / "config.yaml")
     problems = disagreements(config, defaults_of(specs.Training), "config.yaml")
     for block, schema in (("lr_find", specs.LrFind), ("defects", specs.Defects), ("data", specs.DataPath),
-                          ("mix", specs.Mix), ("l2sp", specs.L2SP), ("ema", specs.Ema)):
+                          ("mix", specs.Mix), ("l2sp", specs.L2SP), ("ema", specs.Ema), ("test_shift", specs.Shift)):
         assert set(config[block]) == {f.name for f in fields(schema)}, f"config.yaml {block} vs specs.{schema.__name__}"
         problems += disagreements(config[block], defaults_of(schema), f"config.yaml {block}")
     assert set(defaults_of(specs.Training)) <= set(config), "a Training setting config.yaml does not have"

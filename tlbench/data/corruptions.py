@@ -24,12 +24,16 @@ corruptions, built on OpenCV's Canny and distance transform)."""
 
 import io
 import math
+import zlib
 
 import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from tlbench.errors import ConfigError
+
 SEVERITIES = (1, 2, 3, 4, 5)
+VERSION = 1  # of the definitions below: bump when one changes what it draws, so cached corrupted splits are redone
 
 
 def _float(x: np.ndarray) -> np.ndarray:
@@ -320,3 +324,56 @@ def corrupt(image: np.ndarray, name: str, severity: int, rng: np.random.RandomSt
         raise ValueError(f"severity {severity} is not one of 1-5")
     out = found[name](np.asarray(image, dtype=np.uint8), severity, rng)
     return np.uint8(np.clip(np.asarray(out, dtype=np.float64), 0, 255))
+
+
+def chosen(names) -> list[str]:
+    """`test_shift.corruptions` as a list of names: all = CIFAR-10-C's fourteen built here; a list is checked."""
+    if names == "all":
+        return list(CORRUPTIONS)
+    found, names = {**CORRUPTIONS, **EXTRA}, list(names)
+    unknown = [n for n in names if n not in found]
+    if unknown:
+        why = "; ".join(f"{n}: {NOT_BUILT[n]}" for n in unknown if n in NOT_BUILT)
+        raise ConfigError(f"test_shift.corruptions names {', '.join(map(repr, unknown))}, not available"
+                          f"{f' ({why})' if why else ''}; use all, or some of {', '.join(found)}")
+    return names
+
+
+def drawn(count: int, images: int | None, seed: int) -> np.ndarray:
+    """The positions of the test images to corrupt: all, or `images` of them drawn by `seed`, in order."""
+    if images is None or images >= count:
+        return np.arange(count)
+    return np.sort(np.random.RandomState(seed).choice(count, size=images, replace=False))
+
+
+def corrupted_images(images: np.ndarray, name: str, severity: int, seed: int) -> np.ndarray:
+    """(N, H, W, 3) uint8 images under one corruption and severity, from a random stream of their own (the seed,
+    the corruption's name and the severity), so adding or dropping another never changes these."""
+    rng = np.random.RandomState([seed, zlib.crc32(name.encode()), severity])
+    return np.stack([corrupt(image, name, severity, rng) for image in images])
+
+
+def corrupted_split(images, name: str, severity: int, seed: int, cache_dir):
+    """A decoded split's images (uint8 tensor N x 3 x H x W) under one corruption and severity, kept in
+    `cache_dir` keyed by the images' bytes, the corruption, severity, seed and VERSION (disk_cache: built once
+    when several runs ask at the same time)."""
+    import hashlib
+    from pathlib import Path
+
+    import torch
+
+    from tlbench.data import disk_cache
+
+    key = hashlib.sha256(images.numpy().tobytes()).hexdigest()[:16]
+    path = Path(cache_dir).expanduser() / f"shift-{name}-{severity}-seed{seed}-v{VERSION}-{key}.pt"
+
+    def check(stored: dict) -> None:
+        found = stored.get("images")
+        if not (isinstance(found, torch.Tensor) and found.dtype == torch.uint8 and found.shape == images.shape):
+            raise ValueError(f"it does not hold {len(images)} corrupted images of {tuple(images.shape[1:])}")
+
+    def build() -> dict:
+        out = corrupted_images(images.permute(0, 2, 3, 1).numpy(), name, severity, seed)
+        return {"images": torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()}
+
+    return disk_cache.read_or_build(path, check, build, "corruption cache", f"corrupting the images ({name}) again")[0]["images"]

@@ -226,6 +226,9 @@ FIELDS = (
           "its val_acc and test_acc, the features' weights_fingerprint)", "model.head_init=probe"),
     Field("wise_ft", "object", "WiSE-FT: alphas, curve (one {alpha, val_*, test_*} per alpha: the starting and "
           "final weights interpolated), chosen_alpha, chosen_on (the data set's metric on val)", "wise_ft set"),
+    Field("test_shift", "object", "the trained model on the test split's images clean and corrupted (tlbench/data/"
+          "corruptions.py): kind, images (how many, drawn by seed), seed, severities, clean_acc, acc ({corruption: "
+          "{severity: top-1}}), mean_acc, mean_acc_by_severity, time_s", "test_shift.corruptions set"),
     Field("lr_find", "list", "the LR finder, one entry per freeze phase", "optimizer.lr=find", keys=LR_FIND),
     Field("probe", "object", "the probe's settings, choice, feature size, timings and cache hits",
           "freeze=logreg or freeze=knn"),

@@ -3,6 +3,7 @@ objects the layers below take: data splits and the model (`prepare`), the freeze
 loaders, the training core's options, the optimizer factory, the schedule's settings and a probe's
 feature spec. `run.py` orchestrates a run with them; the LR finder command builds with them too."""
 
+import time
 from pathlib import Path
 
 import torch
@@ -10,7 +11,7 @@ from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 
 from tlbench import data, models, probes, specs
-from tlbench.data import augment, image_check, tensor_data
+from tlbench.data import augment, corruptions, image_check, tensor_data
 from tlbench.errors import ConfigError, DataNotFoundError, StartupError, WeightsNotFoundError
 from tlbench.models import adapters
 from tlbench.records import results
@@ -194,6 +195,49 @@ def schedule_settings(schedule_cfg, metric: str) -> dict:
     return settings
 
 
+def check_shift(cfg) -> None:
+    """test_shift's corruptions are ones built here, and the tensor pipeline holds the test split to corrupt."""
+    setting = settings.shift(cfg.get("test_shift") or {})
+    if not setting.active or probes.is_probe(cfg.freeze.name):
+        return
+    corruptions.chosen(setting.corruptions)
+    if cfg.data.pipeline != "tensor":
+        raise ConfigError(f"test_shift corrupts the decoded test split of data.pipeline=tensor, not "
+                          f"data.pipeline={cfg.data.pipeline}; set data.pipeline=tensor or test_shift.corruptions=null")
+
+
+def shifted_scores(cfg, test_loader: tensor_data.DeviceBatches, model, device, options) -> dict | None:
+    """result.json `test_shift`: the trained `model` on the test split's images (a draw of `test_shift.images`)
+    clean and under each corruption at each severity (top-1); the corrupted images are cached in
+    data.cache_dir, so every run of a sweep on the same test split corrupts them once."""
+    setting = settings.shift(cfg.get("test_shift") or {})
+    if not setting.active:
+        return None
+    names = corruptions.chosen(setting.corruptions)
+    keep = torch.as_tensor(corruptions.drawn(len(test_loader.labels), setting.images, setting.seed))
+    images, labels = test_loader.images.cpu()[keep], test_loader.labels.cpu()[keep]
+    scored = options.eval_view(model) if options.eval_view else model
+    budget = cfg.data.device_budget_gb * 2**30
+
+    def accuracy(batch: torch.Tensor) -> float:
+        split = tensor_data.CachedSplit(batch, labels, None, False)
+        loader = tensor_data.DeviceBatches(split, test_loader.batch_size, test_loader.transform, device, False,
+                                           cfg.seed, budget)
+        return engine.evaluate(scored, loader, device, options)[1]
+
+    started = time.perf_counter()
+    acc = {name: {str(level): accuracy(corruptions.corrupted_split(images, name, level, setting.seed,
+                                                                    cfg.data.cache_dir))
+                  for level in setting.severities} for name in names}
+    every = [value for levels in acc.values() for value in levels.values()]
+    return {"kind": "corruptions", "images": len(labels), "seed": setting.seed,
+            "severities": list(setting.severities), "clean_acc": accuracy(images), "acc": acc,
+            "mean_acc": sum(every) / len(every),
+            "mean_acc_by_severity": {str(level): sum(acc[n][str(level)] for n in names) / len(names)
+                                     for level in setting.severities},
+            "time_s": time.perf_counter() - started}
+
+
 def check_settings(cfg) -> None:
     """Every setting, before any data loads: the shared groups by their schemas (settings.py)."""
     settings.validate(cfg)
@@ -207,6 +251,7 @@ def check_settings(cfg) -> None:
         settings.freeze(cfg.freeze, cfg.epochs)
     settings.schedule(cfg.schedule)
     check_refit(cfg)
+    check_shift(cfg)
     # The optimizer group passes any keyword on to torch (+optimizer.eps, +optimizer.foreach): the factory
     # checks them against torch's optimizer on the kernels the target device gets (fused on CUDA), now.
     optim.OptimizerFactory(**factory_settings(cfg.optimizer),  # optimizer.lr=find: the other keys

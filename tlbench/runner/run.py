@@ -180,6 +180,9 @@ def _fine_tune(cfg, attempt: Attempt, splits, built: models.BuiltModel, device) 
     if start is not None:
         record.wise_ft(wise.curve(built.model, start, list(cfg.wise_ft), loaders["val"], loaders.get("test"), device,
                                   options, results.selection_field(splits.metric), splits.val_is_test))
+    shifted = build.shifted_scores(cfg, loaders.get("test", loaders["val"]), built.model, device, options)
+    if shifted is not None:
+        record.data["test_shift"] = shifted
     record.cost(run_cost(cfg, built.model, splits, attempt.history, attempt.started, device))  # before saving
     if cfg.save_model:
         keep_models(cfg, output_dir, getattr(model, "_orig_mod", model), splits, built, record.data, attempt.history)

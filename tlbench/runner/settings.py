@@ -14,7 +14,7 @@ from tlbench import specs
 from tlbench.configs import config_dir
 from tlbench.errors import ConfigError
 from tlbench.specs import (FREEZES, OPTIMIZERS, PROBES, SCHEDULES, Augment, DataPath, DatasetSplits, Defects,
-                           Ema, L2SP, LrFind, Mix, ModelSettings, Training, closed)
+                           Ema, L2SP, LrFind, Mix, ModelSettings, Shift, Training, closed)
 
 
 def checked(schema, values, prefix: str = ""):
@@ -99,6 +99,7 @@ def validate(cfg) -> None:
     mix(cfg.get("mix") or {})
     l2sp(cfg.get("l2sp") or {})
     ema(cfg.get("ema") or {})
+    shift(cfg.get("test_shift") or {})
 
 
 def defects(values) -> Defects:
@@ -123,6 +124,10 @@ def l2sp(values) -> L2SP:
 
 def ema(values) -> Ema:
     return _closed(Ema, values, "ema")
+
+
+def shift(values) -> Shift:
+    return _closed(Shift, values, "test_shift")
 
 
 def _closed(schema, values, group: str):

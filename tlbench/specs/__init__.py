@@ -14,7 +14,7 @@ from tlbench.specs.options import (FREEZES, OPTIMIZERS, PROBES, REFIT_CHOICES, S
                                    schedule)
 from tlbench.specs.shared import (AUTO_FLAGS, BAD_IMAGE_CHOICES, HEAD_INITS, METRICS, MODEL_SOURCES, PAD_MODES,
                                   PIPELINES, PREPROCESSES, SELECT_RULES, SQUASH, DEFAULT_CROP_FRACTION, Augment, DataPath,
-                                  DatasetSplits, Defects, Ema, FeatureSpec, L2SP, LrFind, Mix, ModelSettings, Preprocess, Training,
+                                  DatasetSplits, Defects, Ema, FeatureSpec, L2SP, Shift, LrFind, Mix, ModelSettings, Preprocess, Training,
                                   augment, preprocess)
 
 __all__ = [
@@ -28,5 +28,5 @@ __all__ = [
     "AUTO_FLAGS", "BAD_IMAGE_CHOICES", "HEAD_INITS", "METRICS", "MODEL_SOURCES", "PAD_MODES", "PIPELINES",
     "PREPROCESSES",
     "SELECT_RULES", "SQUASH", "DEFAULT_CROP_FRACTION", "Preprocess", "preprocess", "Augment",
-    "DataPath", "DatasetSplits", "Defects", "Ema", "FeatureSpec", "L2SP", "LrFind", "Mix", "ModelSettings", "Training", "augment",
+    "DataPath", "DatasetSplits", "Defects", "Ema", "FeatureSpec", "Shift", "L2SP", "LrFind", "Mix", "ModelSettings", "Training", "augment",
 ]

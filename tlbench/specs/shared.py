@@ -318,6 +318,30 @@ class Ema:
         return self.decay > 0
 
 
+@dataclass
+class Shift:
+    """The `test_shift` block: after training, the test split again under common corruptions (Hendrycks &
+    Dietterich 2019, CIFAR-10-C's definitions: tlbench/data/corruptions.py), each at each severity."""
+    corruptions: Any = None       # null = off; all (every one built); or a list of names
+    severities: Any = field(default_factory=lambda: [1, 2, 3, 4, 5])
+    images: Optional[int] = 1000  # test images corrupted: a draw of this many by `seed`; null = all
+    seed: int = 0                 # draws the images and each corruption's random numbers
+
+    def __post_init__(self):
+        names = self.corruptions
+        require(names is None or names == "all" or (not isinstance(names, str) and len(list(names)) > 0),
+                "test_shift.corruptions", names, "must be null (off), all, or a list of corruption names")
+        levels = list(self.severities) if not isinstance(self.severities, (str, int)) else []
+        require(len(levels) > 0 and all(isinstance(s, int) and 1 <= s <= 5 for s in levels), "test_shift.severities",
+                self.severities, "must be a list of severities from 1 to 5, e.g. [1,2,3,4,5]")
+        require(self.images is None or (isinstance(self.images, int) and self.images >= 1), "test_shift.images",
+                self.images, "must be a positive number of test images, or null (all)")
+
+    @property
+    def active(self) -> bool:
+        return self.corruptions is not None
+
+
 HEAD_INITS = ("zeros", "normal", "library", "linear", "probe")  # probe: LP-FT (runner/build.py probe_head)
 MODEL_SOURCES = ("timm", "torchvision")
 

@@ -1,0 +1,62 @@
+"""`test_shift`: a trained model scored on its test split under common corruptions, as a user sets it. The
+clean score on every test image is the last epoch's test accuracy, each corruption and severity is recorded,
+the corrupted images are cached and shared, and mistakes are one message before training."""
+
+import numpy as np
+import pytest
+import torch
+from conftest import TINY as BASE
+
+from tlbench.data import corruptions
+from tlbench.errors import ConfigError
+from tlbench.runner import build
+from tlbench.runner.run import run, run_id_of
+
+TINY = [*BASE, "pretrained=false", "epochs=1", "optimizer.lr=0.01"]
+SHIFT = ["test_shift.corruptions=[gaussian_noise,contrast]", "test_shift.severities=[1,5]"]
+
+
+def test_a_run_scores_its_test_split_under_each_corruption_and_severity(make_cfg, tmp_path):
+    cfg = make_cfg(*TINY, *SHIFT, "test_shift.images=null", f"data.cache_dir={tmp_path / 'cache'}")
+    result = run(cfg, output_dir=tmp_path / "run")
+    shift = result["test_shift"]
+    assert shift["images"] == result["data_info"]["test_size"]
+    assert shift["clean_acc"] == pytest.approx(result["epochs"][-1]["test_acc"])  # all test images, uncorrupted
+    assert set(shift["acc"]) == {"gaussian_noise", "contrast"} and set(shift["acc"]["contrast"]) == {"1", "5"}
+    cells = [v for levels in shift["acc"].values() for v in levels.values()]
+    assert shift["mean_acc"] == pytest.approx(np.mean(cells))
+    assert shift["mean_acc_by_severity"]["5"] == pytest.approx((shift["acc"]["gaussian_noise"]["5"]
+                                                                + shift["acc"]["contrast"]["5"]) / 2)
+    assert len(list((tmp_path / "cache").glob("shift-*.pt"))) == 4  # each corruption x severity cached once
+    again = run(make_cfg(*TINY, *SHIFT, "test_shift.images=null", "seed=1", f"data.cache_dir={tmp_path / 'cache'}"),
+                output_dir=tmp_path / "again")
+    assert len(list((tmp_path / "cache").glob("shift-*.pt"))) == 4 and again["test_shift"]["images"] == shift["images"]
+
+
+def test_a_draw_of_test_images_and_its_own_random_stream_per_corruption(make_cfg, tmp_path):
+    result = run(make_cfg(*TINY, *SHIFT, "test_shift.images=16"), output_dir=tmp_path)
+    assert result["test_shift"]["images"] == 16
+    assert list(corruptions.drawn(64, 16, 0)) == list(corruptions.drawn(64, 16, 0)) != list(corruptions.drawn(64, 16, 1))
+    images = np.random.RandomState(0).randint(0, 256, size=(3, 32, 32, 3)).astype(np.uint8)
+    alone = corruptions.corrupted_images(images, "gaussian_noise", 3, seed=0)
+    assert np.array_equal(alone, corruptions.corrupted_images(images, "gaussian_noise", 3, seed=0))
+    assert not np.array_equal(alone, corruptions.corrupted_images(images, "gaussian_noise", 4, seed=0))
+    cached = corruptions.corrupted_split(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), "gaussian_noise", 3,
+                                         0, tmp_path / "c")
+    assert np.array_equal(cached.permute(0, 2, 3, 1).numpy(), alone)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["test_shift.corruptions=[frost]"], r"'frost', not available \(frost: needs the reference's six frost"),
+    (["test_shift.corruptions=[fogg]"], r"'fogg', not available; use all, or some of gaussian_noise"),
+    (["test_shift.corruptions=all", "test_shift.severities=[0,6]"], r"test_shift.severities=\[0, 6\] must be a list"),
+    (["test_shift.corruptions=all", "data.pipeline=pil"], r"set data.pipeline=tensor or test_shift.corruptions=null"),
+])
+def test_a_bad_shift_is_one_message_before_training(make_cfg, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        build.check_settings(make_cfg(*TINY, *overrides))
+
+
+def test_no_shift_is_the_old_identity(make_cfg):
+    assert run_id_of(make_cfg(*TINY, "test_shift.images=50", "test_shift.seed=3")) == run_id_of(make_cfg(*TINY))
+    assert run_id_of(make_cfg(*TINY, *SHIFT)) != run_id_of(make_cfg(*TINY))
