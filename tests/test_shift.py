@@ -60,3 +60,25 @@ def test_a_bad_shift_is_one_message_before_training(make_cfg, overrides, message
 def test_no_shift_is_the_old_identity(make_cfg):
     assert run_id_of(make_cfg(*TINY, "test_shift.images=50", "test_shift.seed=3")) == run_id_of(make_cfg(*TINY))
     assert run_id_of(make_cfg(*TINY, *SHIFT)) != run_id_of(make_cfg(*TINY))
+
+
+def test_the_report_sets_corrupted_against_clean_accuracy_with_the_trend(make_cfg, tmp_path):
+    from tlbench.report.build import write_report
+    from tlbench.report.robustness import expected
+
+    found = [run(make_cfg(*TINY, *SHIFT, f"seed={seed}", f"optimizer.lr={lr}"), output_dir=tmp_path / "s" / str(seed))
+             for seed, lr in ((0, 0.01), (1, 0.003), (2, 0.03))]
+    report = write_report(tmp_path / "s").read_text()
+    section = report.split("## Under shift", 1)[1].split("\n## ", 1)[0]
+    assert (tmp_path / "s" / "under_shift.png").is_file() and "Trend over the 3 runs" in section
+    clean = np.array([r["test_shift"]["clean_acc"] for r in found])
+    shifted = np.array([r["test_shift"]["mean_acc"] for r in found])
+    slope, intercept = np.polyfit(np.log(clean / (1 - clean)), np.log(shifted / (1 - shifted)), 1)
+    assert f"{slope:.3f} x logit(clean) {intercept:+.3f}" in section
+    gain = shifted - expected((slope, intercept), clean)
+    rows = [line for line in section.splitlines() if line.startswith("| test_resnet")]
+    assert len(rows) == 3  # the three learning rates are three settings
+    for result, g in zip(found, gain):  # each setting's row: its corrupted mean and its effective robustness
+        lr = result["config"]["optimizer"]["lr"]
+        row = next(line for line in rows if f"| {lr} |" in line)
+        assert f"{100 * result['test_shift']['mean_acc']:.1f}%" in row and f"{100 * g:+.1f} (" in row

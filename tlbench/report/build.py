@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from tlbench.report import across, averaging, charts, compare, efficiency, frontier, published, selection, tables, tuning
+from tlbench.report import (across, averaging, charts, compare, efficiency, frontier, published, robustness,
+                            selection, tables, tuning)
 from tlbench.report.document import Bullets, Heading, Image, Paragraph, Table, to_html, to_markdown
 from tlbench.report.findings import findings
 from tlbench.report.groups import add_group_keys, group_label
@@ -107,6 +108,9 @@ def draw_charts(out_dir: Path, runs, epochs, losses, deltas, metric, fraction, f
         wise = averaging.draw_wise(averaging.wise_curves(ok), out_dir / "wise_ft.png")
         if wise is not None:
             drawn["wise_ft"] = wise
+        shifted = robustness.draw_shift(ok, robustness.trend(robustness.shifted_runs(ok)), out_dir / "under_shift.png")
+        if shifted is not None:
+            drawn["under_shift"] = shifted
     return drawn
 
 
@@ -310,6 +314,18 @@ def averaging_blocks(runs, drawn) -> list:
             Table(table), *_image(drawn, "wise_ft", "WiSE-FT: accuracy against the mixing coefficient")]
 
 
+def shift_blocks(runs, drawn) -> list:
+    """"Under shift", when runs scored their test split under corruptions (robustness.py)."""
+    table, line = robustness.shift_table(runs)
+    if table.empty:
+        return []
+    return [Heading("Under shift"),
+            Paragraph("Top-1 accuracy of the final model on the same test images clean and under common corruptions "
+                      "(`test_shift`: the mean over its corruptions and severities), mean over seeds. "
+                      + robustness.trend_text(line, len(robustness.shifted_runs(runs)))),
+            Table(table), *_image(drawn, "under_shift", "corrupted against clean accuracy, one point per run")]
+
+
 def tuning_blocks(choices: pd.DataFrame, keys: list[str]) -> list:
     """"Tuned on val", when the report chose settings (--tune)."""
     if choices.empty:
@@ -350,6 +366,7 @@ def report_blocks(sources, runs, summary, deltas, drawn, metric, fraction, thres
             *map(Paragraph, selection.footnote(summary)),
             *_image(drawn, "curves", f"{metric} per epoch for every run"),
             *averaging_blocks(runs, drawn),
+            *shift_blocks(runs, drawn),
             Heading("Convergence speed"),
             Table(tables.convergence_table(summary, fraction, threshold)),
             *_image(drawn, "convergence", "epochs to reach a fraction of own best"),
