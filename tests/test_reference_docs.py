@@ -29,7 +29,7 @@ def yaml_keys(path) -> list[str]:
             return [k for key, v in value.items() for k in flat(v, f"{prefix}{key}.")]
         return [prefix[:-1]]
     loaded = OmegaConf.to_container(OmegaConf.load(path), resolve=False) or {}
-    return [key for key in flat(loaded) if key != "defaults"]
+    return [key for key in flat(loaded) if key not in ("defaults", "")]  # "": an option that sets nothing (recipe=ft)
 
 
 def section(text: str, heading: str) -> str:
