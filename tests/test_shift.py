@@ -82,3 +82,20 @@ def test_the_report_sets_corrupted_against_clean_accuracy_with_the_trend(make_cf
         lr = result["config"]["optimizer"]["lr"]
         row = next(line for line in rows if f"| {lr} |" in line)
         assert f"{100 * result['test_shift']['mean_acc']:.1f}%" in row and f"{100 * g:+.1f} (" in row
+
+
+def test_wise_ft_scores_every_mix_under_the_corruptions_too(make_cfg, tmp_path):
+    result = run(make_cfg(*TINY, *SHIFT, "test_shift.images=16", "wise_ft=[0,0.5,1]"), output_dir=tmp_path)
+    curve = result["wise_ft"]["curve"]
+    assert [round(p["alpha"], 2) for p in curve] == [0, 0.5, 1] and all("shift_mean_acc" in p for p in curve)
+    assert curve[-1]["shift_mean_acc"] == pytest.approx(result["test_shift"]["mean_acc"])  # alpha 1: the final model
+
+
+def test_the_weight_averaging_section_compares_wise_ft_under_the_corruptions_too(make_cfg, tmp_path):
+    from tlbench.report.build import write_report
+
+    for seed in (0, 1):
+        run(make_cfg(*TINY, *SHIFT, "test_shift.images=16", "wise_ft=[0,1]", f"seed={seed}"),
+            output_dir=tmp_path / "s" / str(seed))
+    section = write_report(tmp_path / "s").read_text().split("## Weight averaging", 1)[1].split("\n## ", 1)[0]
+    assert "under corruptions: WiSE-FT − final" in section

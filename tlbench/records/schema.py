@@ -225,7 +225,8 @@ FIELDS = (
     Field("head_probe", "object", "LP-FT: the logistic regression the head started from (C, C_chosen_on, fit_images, "
           "its val_acc and test_acc, the features' weights_fingerprint)", "model.head_init=probe"),
     Field("wise_ft", "object", "WiSE-FT: alphas, curve (one {alpha, val_*, test_*} per alpha: the starting and "
-          "final weights interpolated), chosen_alpha, chosen_on (the data set's metric on val)", "wise_ft set"),
+          "final weights interpolated; with test_shift also shift_mean_acc, the mix's mean accuracy under the "
+          "corruptions), chosen_alpha, chosen_on (the data set's metric on val)", "wise_ft set"),
     Field("test_shift", "object", "the trained model on the test split's images clean and corrupted (tlbench/data/"
           "corruptions.py): kind, images (how many, drawn by seed), seed, severities, clean_acc, acc ({corruption: "
           "{severity: top-1}}), mean_acc, mean_acc_by_severity, time_s", "test_shift.corruptions set"),

@@ -20,11 +20,12 @@ EMA = "summary.ema.test_acc_at_best_val"
 WISE = "wise_ft.curve"
 
 
-def _wise_test(curve_text, alpha) -> float:
-    """The test accuracy of a run's WiSE-FT curve at `alpha` (NaN without one)."""
+def _wise_at(curve_text, alpha, key: str = "test_acc") -> float:
+    """`key` (test_acc, or shift_mean_acc: under the corruptions) of a run's WiSE-FT curve at `alpha` (NaN
+    without one)."""
     if not isinstance(curve_text, str) or alpha is None or (isinstance(alpha, float) and math.isnan(alpha)):
         return math.nan
-    return next((p["test_acc"] for p in json.loads(curve_text) if p["alpha"] == alpha), math.nan)
+    return next((p.get(key, math.nan) for p in json.loads(curve_text) if p["alpha"] == alpha), math.nan)
 
 
 def _paired(group: pd.DataFrame, a: pd.Series, b: pd.Series):
@@ -40,9 +41,9 @@ def averaging_table(runs: pd.DataFrame) -> pd.DataFrame:
     labels, rows = setting_columns(ok), []
     for _, group in ok.groupby("group_key", sort=False):
         ema = group[EMA] if EMA in group.columns else pd.Series(math.nan, index=group.index)
-        wise = pd.Series([_wise_test(c, a) for c, a in zip(group.get(WISE, [None] * len(group)),
-                                                           group.get("wise_ft.chosen_alpha", [None] * len(group)))],
-                         index=group.index)
+        curves = list(zip(group.get(WISE, [None] * len(group)), group.get("wise_ft.chosen_alpha", [None] * len(group))))
+        wise = pd.Series([_wise_at(c, a) for c, a in curves], index=group.index)
+        wise_shifted = pd.Series([_wise_at(c, a, "shift_mean_acc") for c, a in curves], index=group.index)
         if ema.isna().all() and wise.isna().all():
             continue
         first = group.iloc[0]
@@ -61,6 +62,10 @@ def averaging_table(runs: pd.DataFrame) -> pd.DataFrame:
             row["WiSE-FT, val-chosen α"] = pct(mean_ci(wise).mean)
             row["α chosen"] = ", ".join(f"{a:g}" for a in alphas)
             row["WiSE-FT − final (points, 95% CI)"] = f"{points(diff.mean)} ({interval(diff.ci_low, diff.ci_high, diff.n)})"
+        if wise_shifted.notna().any() and "test_shift.mean_acc" in group.columns:
+            diff = _paired(group, wise_shifted, group["test_shift.mean_acc"])
+            row["under corruptions: WiSE-FT − final (points, 95% CI)"] = \
+                f"{points(diff.mean)} ({interval(diff.ci_low, diff.ci_high, diff.n)})"
         rows.append(row)
     return pd.DataFrame(rows).fillna("–")
 

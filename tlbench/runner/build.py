@@ -3,6 +3,7 @@ objects the layers below take: data splits and the model (`prepare`), the freeze
 loaders, the training core's options, the optimizer factory, the schedule's settings and a probe's
 feature spec. `run.py` orchestrates a run with them; the LR finder command builds with them too."""
 
+import functools
 import time
 from pathlib import Path
 
@@ -206,36 +207,42 @@ def check_shift(cfg) -> None:
                           f"data.pipeline={cfg.data.pipeline}; set data.pipeline=tensor or test_shift.corruptions=null")
 
 
-def shifted_scores(cfg, test_loader: tensor_data.DeviceBatches, model, device, options) -> dict | None:
-    """result.json `test_shift`: the trained `model` on the test split's images (a draw of `test_shift.images`)
-    clean and under each corruption at each severity (top-1); the corrupted images are cached in
-    data.cache_dir, so every run of a sweep on the same test split corrupts them once."""
+def shift_scorer(cfg, test_loader: tensor_data.DeviceBatches, device, options):
+    """For `test_shift`: a function of a model giving result.json `test_shift` (its top-1 on the test split's
+    images, a draw of `test_shift.images`, clean and under each corruption at each severity); None while it is
+    off. The corrupted images are made here, once, into data.cache_dir, so every run of a sweep on the same
+    test split shares them, and each call reads them back."""
     setting = settings.shift(cfg.get("test_shift") or {})
     if not setting.active:
         return None
     names = corruptions.chosen(setting.corruptions)
     keep = torch.as_tensor(corruptions.drawn(len(test_loader.labels), setting.images, setting.seed))
     images, labels = test_loader.images.cpu()[keep], test_loader.labels.cpu()[keep]
-    scored = options.eval_view(model) if options.eval_view else model
     budget = cfg.data.device_budget_gb * 2**30
+    corrupted = {(name, level): functools.partial(corruptions.corrupted_split, images, name, level, setting.seed,
+                                                  cfg.data.cache_dir) for name in names for level in setting.severities}
+    for make in corrupted.values():
+        make()
 
-    def accuracy(batch: torch.Tensor) -> float:
+    def accuracy(model, batch: torch.Tensor) -> float:
         split = tensor_data.CachedSplit(batch, labels, None, False)
         loader = tensor_data.DeviceBatches(split, test_loader.batch_size, test_loader.transform, device, False,
                                            cfg.seed, budget)
-        return engine.evaluate(scored, loader, device, options)[1]
+        return engine.evaluate(model, loader, device, options)[1]
 
-    started = time.perf_counter()
-    acc = {name: {str(level): accuracy(corruptions.corrupted_split(images, name, level, setting.seed,
-                                                                    cfg.data.cache_dir))
-                  for level in setting.severities} for name in names}
-    every = [value for levels in acc.values() for value in levels.values()]
-    return {"kind": "corruptions", "images": len(labels), "seed": setting.seed,
-            "severities": list(setting.severities), "clean_acc": accuracy(images), "acc": acc,
-            "mean_acc": sum(every) / len(every),
-            "mean_acc_by_severity": {str(level): sum(acc[n][str(level)] for n in names) / len(names)
-                                     for level in setting.severities},
-            "time_s": time.perf_counter() - started}
+    def scores(model) -> dict:
+        started = time.perf_counter()
+        scored = options.eval_view(model) if options.eval_view else model
+        acc = {name: {str(level): accuracy(scored, corrupted[name, level]()) for level in setting.severities}
+               for name in names}
+        every = [value for levels in acc.values() for value in levels.values()]
+        return {"kind": "corruptions", "images": len(labels), "seed": setting.seed,
+                "severities": list(setting.severities), "clean_acc": accuracy(scored, images), "acc": acc,
+                "mean_acc": sum(every) / len(every),
+                "mean_acc_by_severity": {str(level): sum(acc[n][str(level)] for n in names) / len(names)
+                                         for level in setting.severities},
+                "time_s": time.perf_counter() - started}
+    return scores
 
 
 def check_settings(cfg) -> None:

@@ -177,12 +177,13 @@ def _fine_tune(cfg, attempt: Attempt, splits, built: models.BuiltModel, device) 
                device, options, attempt.history, resume=resume_from, test_loader=loaders.get("test"),
                on_epoch_end=lambda record: _epoch_done(attempt), hooks=compiled.CompileHooks(model) if cfg.compile
                else None)
-    if start is not None:
+    shift = build.shift_scorer(cfg, loaders.get("test", loaders["val"]), device, options)
+    if start is not None:  # with test_shift, each mix is scored under the corruptions too
         record.wise_ft(wise.curve(built.model, start, list(cfg.wise_ft), loaders["val"], loaders.get("test"), device,
-                                  options, results.selection_field(splits.metric), splits.val_is_test))
-    shifted = build.shifted_scores(cfg, loaders.get("test", loaders["val"]), built.model, device, options)
-    if shifted is not None:
-        record.data["test_shift"] = shifted
+                                  options, results.selection_field(splits.metric), splits.val_is_test,
+                                  also=None if shift is None else lambda mixed: {"shift_mean_acc": shift(mixed)["mean_acc"]}))
+    if shift is not None:
+        record.data["test_shift"] = shift(built.model)
     record.cost(run_cost(cfg, built.model, splits, attempt.history, attempt.started, device))  # before saving
     if cfg.save_model:
         keep_models(cfg, output_dir, getattr(model, "_orig_mod", model), splits, built, record.data, attempt.history)

@@ -3,6 +3,8 @@ head as initialised) and of the fine-tuned one, interpolated, (1 - alpha) x star
 floating-point tensor (BatchNorm statistics too; integer counters keep the fine-tuned value), each mix scored
 on val and test. The mixing coefficient is chosen on val; alpha 1 is the fine-tuned model, alpha 0 the start."""
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -20,9 +22,10 @@ def interpolated(start: dict, end: dict, alpha: float) -> dict:
 
 
 def curve(model: nn.Module, start: dict, alphas: list[float], val_loader, test_loader, device, options,
-          select_on: str, val_is_test: bool = False) -> dict:
-    """result.json `wise_ft`: val and test scores at each alpha, and the alpha val chose (the data set's
-    metric, then the lower val loss, then the larger alpha). `model` is left with its fine-tuned weights."""
+          select_on: str, val_is_test: bool = False, also: Callable[[nn.Module], dict] | None = None) -> dict:
+    """result.json `wise_ft`: val and test scores at each alpha (and what `also` finds for the mixed model, e.g.
+    its accuracy under corruptions), and the alpha val chose (the data set's metric, then the lower val loss,
+    then the larger alpha). `model` is left with its fine-tuned weights."""
     end = snapshot(model)
     rows = []
     try:
@@ -32,7 +35,8 @@ def curve(model: nn.Module, start: dict, alphas: list[float], val_loader, test_l
             val = engine.evaluate(scored, val_loader, device, options)
             test = engine.evaluate(scored, test_loader, device, options) if test_loader is not None else val
             rows.append({"alpha": alpha, "val_loss": val[0], "val_acc": val[1], "val_mean_class_acc": val[2],
-                         "test_loss": test[0], "test_acc": test[1], "test_mean_class_acc": test[2]})
+                         "test_loss": test[0], "test_acc": test[1], "test_mean_class_acc": test[2],
+                         **(also(model) if also is not None else {})})
     finally:
         model.load_state_dict(end)
     best = max(rows, key=lambda row: (row[select_on], -row["val_loss"], row["alpha"]))
