@@ -96,3 +96,11 @@ def test_an_official_val_split_joins_train_as_a_concatenation(image_tree):
     assert isinstance(extra.train, ConcatDataset) and extra.val_is_test
     assert len(targets_of(extra.train)) == len(extra.train)
     assert tensor_data.fingerprint(extra.train) is not None
+
+
+def test_a_setting_given_for_every_refit_is_read_as_the_command_line_reads_it():
+    from tlbench.runner.refit import stored_config
+
+    cfg = stored_config({"epochs": 10, "pretrained": True, "device": "cpu"},
+                        ["epochs=5", "pretrained=false", "device=cuda", "+wise_ft=[0,0.5,1]"])
+    assert cfg.epochs == 5 and cfg.pretrained is False and cfg.device == "cuda" and list(cfg.wise_ft) == [0, 0.5, 1]

@@ -21,7 +21,8 @@ TINY = [*BASE, "pretrained=false", "epochs=2"]
 def sweep(make_cfg, tmp_path):
     """Three runs from one start that differ in lr and seed, and one on other data (a group of its own)."""
     folder = tmp_path / "sweep"
-    for name, overrides in {"a": ["optimizer.lr=0.01"], "b": ["optimizer.lr=0.003"], "c": ["optimizer.lr=0.01", "seed=1"],
+    for name, overrides in {"a": ["optimizer.lr=0.01"], "b": ["optimizer.lr=0.003", "l2sp.alpha=0.1"],
+                            "c": ["optimizer.lr=0.01", "seed=1"],
                             "other": ["dataset.noise=0.5"]}.items():
         run(make_cfg(*TINY, "model.head_init=zeros", *overrides), output_dir=folder / name)
     return folder
@@ -33,7 +34,7 @@ def test_uniform_and_greedy_soups_of_a_sweep(sweep, tmp_path, capsys):
     table = pd.read_csv(out / "soups.csv")
     assert table.group.nunique() == 1 and (table.kind == "ingredient").sum() == 3  # "other" stands alone
     (group, cooked), = json.loads((out / "soups.json").read_text()).items()
-    assert set(cooked["varying"]) == {"optimizer.lr", "seed"}
+    assert set(cooked["varying"]) == {"optimizer.lr", "seed", "l2sp.alpha"}
     best = max(cooked["ingredients"], key=lambda i: i["val"])
     assert cooked["best_single"]["val"] == best["val"] and cooked["greedy"]["members"][0] == best["run_id"]
     assert cooked["greedy"]["val"] >= best["val"]  # greedy keeps an ingredient only if val does not fall

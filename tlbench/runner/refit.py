@@ -90,7 +90,8 @@ def stored_config(config, overrides=()):
         key, sep, value = override.partition("=")
         if not sep:
             raise ConfigError(f"{override!r} is not key=value (e.g. device=cuda)")
-        OmegaConf.update(cfg, key.lstrip("+"), OmegaConf.create({"v": value}).v if value else None, force_add=True)
+        # the value as YAML reads it, as Hydra's command line does: false, 5, 1e-3, [1,2] are not strings
+        OmegaConf.update(cfg, key.lstrip("+"), OmegaConf.create(f"v: {value}").v if value else None, force_add=True)
     return cfg
 
 

@@ -35,6 +35,7 @@ log = logging.getLogger("tlbench")
 # The run identity's keys that ingredients of one soup share: the starting weights, the data, what the model sees.
 SHARED_PREFIXES = ("model.", "dataset.")
 SHARED_KEYS = ("pretrained", "input_size", "normalize")
+SCORING_ONLY = ("l2sp.alpha=0", "l2sp.beta=0", "mix.mixup_alpha=0", "mix.cutmix_alpha=0", "ema.decay=0")
 
 
 @dataclass
@@ -92,8 +93,8 @@ class Scorer:
         from tlbench.runner import build, devices
         from tlbench.runner.refit import stored_config
 
-        cfg = stored_config(config, overrides)
-        cfg.pretrained = False  # every weight comes from the files; nothing to download
+        # every weight comes from the files (nothing to download); scoring trains nothing (no penalty to build)
+        cfg = stored_config(config, ["pretrained=false", *SCORING_ONLY, *overrides])
         self.device = devices.resolve_device(cfg.device)
         splits, built = build.prepare(cfg)
         self.metric = splits.metric
