@@ -18,19 +18,19 @@ TINY = [*BASE, "pretrained=false", "epochs=3", "optimizer.lr=0.01"]
 def recorded(monkeypatch) -> tuple[list, list]:
     """Every step's weights (after the step) and the EMA the run made, as the run goes."""
     steps, made = [], []
-    step, make = engine.train_step, engine._ema
+    step, make = engine.train_step, build.weight_ema
 
     def stepping(model, *args, **kwargs):
         out = step(model, *args, **kwargs)
         steps.append({n: p.detach().clone() for n, p in model.named_parameters()})
         return out
 
-    def making(model, options):
-        made.append(make(model, options))
+    def making(cfg, model):
+        made.append(make(cfg, model))
         return made[-1]
 
     monkeypatch.setattr(engine, "train_step", stepping)
-    monkeypatch.setattr(engine, "_ema", making)
+    monkeypatch.setattr(build, "weight_ema", making)
     return steps, made
 
 

@@ -91,11 +91,11 @@ def test_wise_ft_scores_every_mix_under_the_corruptions_too(make_cfg, tmp_path):
     assert curve[-1]["shift_mean_acc"] == pytest.approx(result["test_shift"]["mean_acc"])  # alpha 1: the final model
 
 
-def test_the_weight_averaging_section_compares_wise_ft_under_the_corruptions_too(make_cfg, tmp_path):
+def test_the_weight_averaging_section_compares_wise_ft_and_the_ema_under_the_corruptions_too(make_cfg, tmp_path):
     from tlbench.report.build import write_report
 
-    for seed in (0, 1):
-        run(make_cfg(*TINY, *SHIFT, "test_shift.images=16", "wise_ft=[0,1]", f"seed={seed}"),
-            output_dir=tmp_path / "s" / str(seed))
+    found = [run(make_cfg(*TINY, *SHIFT, "test_shift.images=16", "wise_ft=[0,1]", "ema.decay=0.5", f"seed={seed}"),
+                 output_dir=tmp_path / "s" / str(seed)) for seed in (0, 1)]
+    assert set(found[0]["test_shift"]["ema"]) == {"clean_acc", "acc", "mean_acc"}
     section = write_report(tmp_path / "s").read_text().split("## Weight averaging", 1)[1].split("\n## ", 1)[0]
-    assert "under corruptions: WiSE-FT − final" in section
+    assert "under corruptions: WiSE-FT − final" in section and "under corruptions: EMA − final" in section

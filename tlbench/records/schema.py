@@ -229,7 +229,8 @@ FIELDS = (
           "corruptions), chosen_alpha, chosen_on (the data set's metric on val)", "wise_ft set"),
     Field("test_shift", "object", "the trained model on the test split's images clean and corrupted (tlbench/data/"
           "corruptions.py): kind, images (how many, drawn by seed), seed, severities, clean_acc, acc ({corruption: "
-          "{severity: top-1}}), mean_acc, mean_acc_by_severity, time_s", "test_shift.corruptions set"),
+          "{severity: top-1}}), mean_acc, mean_acc_by_severity, time_s; with ema.decay also ema (the weight EMA "
+          "after the last step: its clean_acc, acc, mean_acc)", "test_shift.corruptions set"),
     Field("lr_find", "list", "the LR finder, one entry per freeze phase", "optimizer.lr=find", keys=LR_FIND),
     Field("probe", "object", "the probe's settings, choice, feature size, timings and cache hits",
           "freeze=logreg or freeze=knn"),

@@ -55,6 +55,10 @@ def averaging_table(runs: pd.DataFrame) -> pd.DataFrame:
             diff = _paired(group, ema, chosen)
             row["EMA, its val-chosen epoch"] = pct(mean_ci(ema).mean)
             row["EMA − trained (points, 95% CI)"] = f"{points(diff.mean)} ({interval(diff.ci_low, diff.ci_high, diff.n)})"
+        if ema.notna().any() and "test_shift.ema.mean_acc" in group.columns and group["test_shift.ema.mean_acc"].notna().any():
+            diff = _paired(group, group["test_shift.ema.mean_acc"], group["test_shift.mean_acc"])
+            row["under corruptions: EMA − final (points, 95% CI)"] = \
+                f"{points(diff.mean)} ({interval(diff.ci_low, diff.ci_high, diff.n)})"
         if wise.notna().any():
             diff = _paired(group, wise, final)
             alphas = sorted({float(a) for a in group["wise_ft.chosen_alpha"].dropna()})

@@ -155,13 +155,22 @@ def core_options(cfg, device, model, num_classes: int, stages: list | None = Non
     """How the training core steps `model` (precision, memory format, loss, mixing, penalty, clipping), shared by
     the run and the LR finder; `stages`: the model's parameter names by depth, head last (for L2-SP);
     `where`: the run's checkpoint and progress settings."""
-    ema = settings.ema(cfg.get("ema") or {})
-    return engine.TrainOptions(ema_decay=ema.decay, ema_warmup=ema.warmup,
+    return engine.TrainOptions(
         epochs=cfg.epochs, steps=cfg.get("steps"), amp=devices.resolve_flag(cfg.amp, device),
         channels_last=devices.resolve_channels_last(cfg.channels_last, device, models.has_depthwise_conv(model)),
         label_smoothing=cfg.label_smoothing, mix=batch_mix(cfg, num_classes), penalty=l2sp_penalty(cfg, model, stages),
         sigmoid_before_loss=cfg.defects.sigmoid_before_loss,
         clip_grad_norm=cfg.clip_grad_norm, clip_grad_value=cfg.clip_grad_value, **where)
+
+
+def weight_ema(cfg, model):
+    """timm's ModelEmaV3 of `model` as it is now (the `ema` block), or None while it is off."""
+    setting = settings.ema(cfg.get("ema") or {})
+    if not setting.active:
+        return None
+    from timm.utils import ModelEmaV3
+
+    return ModelEmaV3(model, decay=setting.decay, use_warmup=setting.warmup)
 
 
 def l2sp_penalty(cfg, model, stages: list | None) -> step.L2SP | None:

@@ -170,13 +170,14 @@ def _fine_tune(cfg, attempt: Attempt, splits, built: models.BuiltModel, device) 
         resume_from, reseeded = checkpoint.portable(resume_from, loaders["train"], device, kernels)
         record.resumed_rng(checkpoint.describe(reseeded))
     start = wise.snapshot(built.model) if cfg.get("wise_ft") else None  # before a resume restores anything
+    ema = build.weight_ema(cfg, built.model)  # the average starts at the starting weights (a resume restores it)
     engine.fit(model, loaders["train"], loaders["val"], strategy, optimizers,
                schedules.build_schedule(epochs=cfg.epochs, steps_per_epoch=len(loaders["train"]),
                                         total_steps=run_budget.steps,
                                         **build.schedule_settings(cfg.schedule, splits.metric)),
                device, options, attempt.history, resume=resume_from, test_loader=loaders.get("test"),
                on_epoch_end=lambda record: _epoch_done(attempt), hooks=compiled.CompileHooks(model) if cfg.compile
-               else None)
+               else None, ema=ema)
     shift = build.shift_scorer(cfg, loaders.get("test", loaders["val"]), device, options)
     if start is not None:  # with test_shift, each mix is scored under the corruptions too
         record.wise_ft(wise.curve(built.model, start, list(cfg.wise_ft), loaders["val"], loaders.get("test"), device,
@@ -184,6 +185,8 @@ def _fine_tune(cfg, attempt: Attempt, splits, built: models.BuiltModel, device) 
                                   also=None if shift is None else lambda mixed: {"shift_mean_acc": shift(mixed)["mean_acc"]}))
     if shift is not None:
         record.data["test_shift"] = shift(built.model)
+        if ema is not None:  # the weight EMA after the last step, on the same images
+            record.data["test_shift"]["ema"] = {k: v for k, v in shift(ema.module).items() if k.endswith("acc")}
     record.cost(run_cost(cfg, built.model, splits, attempt.history, attempt.started, device))  # before saving
     if cfg.save_model:
         keep_models(cfg, output_dir, getattr(model, "_orig_mod", model), splits, built, record.data, attempt.history)

@@ -42,8 +42,6 @@ class TrainOptions(StepOptions):
     eval_view: Callable[[nn.Module], nn.Module] | None = None  # the model that val and test see, made from the
                                          # trained one each epoch (freeze=lora: adapters.merged, a copy with the
                                          # adapters merged: 1.3-1.7x faster); None = the trained model itself
-    ema_decay: float = 0.0               # a moving average of the weights (timm's ModelEmaV3), updated after each
-    ema_warmup: bool = True              # step and scored beside them (epoch fields ema_*); 0 = none
 
 
 @dataclass
@@ -78,14 +76,16 @@ class FitHooks:
 
 def fit(model: nn.Module, train_loader, val_loader, freeze: FreezeStrategy, optimizers: OptimizerFactory,
         schedule: LrSchedule, device: torch.device, options: TrainOptions, history: History | None = None,
-        on_epoch_end=None, resume: dict | None = None, test_loader=None, hooks=None) -> History:
+        on_epoch_end=None, resume: dict | None = None, test_loader=None, hooks=None, ema=None) -> History:
     """Trains `options.epochs` epochs, evaluating on `val_loader` (what selects: the best epoch and
     best.pt, on `options.select_on`, and the plateau rule) and on `test_loader` (what is reported;
     None = val is the test split, and test metrics repeat val's). `history` is filled in place, so
     a caller that catches an exception still has every epoch completed before it.
     `on_epoch_end(record)` is called after each epoch, once its checkpoint (if one is due) is
     written. `resume`: a state loaded by checkpoint.load, from which training goes on exactly as
-    if it had never stopped. `hooks`: a FitHooks (default: eager, with `options.eval_view`).
+    if it had never stopped. `hooks`: a FitHooks (default: eager, with `options.eval_view`). `ema`: a moving
+    average of the weights (timm's ModelEmaV3 of the model as it starts), updated after every step, scored on
+    val and test each epoch (the epoch fields ema_*) and checkpointed.
     Checkpoints and best.pt: `_Saver`."""
     history = history if history is not None else History()
     history.iters_per_epoch = len(train_loader)
@@ -93,7 +93,6 @@ def fit(model: nn.Module, train_loader, val_loader, freeze: FreezeStrategy, opti
     plain = getattr(model, "_orig_mod", model)  # torch.compile's wrapper renames parameters
     total_params = sum(p.numel() for p in plain.parameters())
     phase, optimizer, trainable, first_epoch, prepared = None, None, 0, 0, None
-    ema = _ema(plain, options)
     saver = _Saver(options, train_loader, ema)
     if resume is not None:
         first_epoch = resume["epoch"]
@@ -139,16 +138,6 @@ def fit(model: nn.Module, train_loader, val_loader, freeze: FreezeStrategy, opti
                  train["loss"], 100 * train["acc"], record["val_loss"], 100 * record["val_acc"],
                  100 * record["test_acc"], record["images_per_s"], record["time_s"], saved)
     return history
-
-
-def _ema(model: nn.Module, options: TrainOptions):
-    """timm's ModelEmaV3 of `model` as it starts (a copy in eval mode, averaged in float32 where the model is),
-    or None without `options.ema_decay`."""
-    if not options.ema_decay:
-        return None
-    from timm.utils import ModelEmaV3
-
-    return ModelEmaV3(model, decay=options.ema_decay, use_warmup=options.ema_warmup)
 
 
 def _enter_phase(model, freeze, optimizers, schedule, epoch, previous_phase, previous_optimizer) -> tuple:
