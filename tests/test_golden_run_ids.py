@@ -43,11 +43,12 @@ GOLDEN = {
 # random-resized-crop; logreg fits raw features with C chosen by cross-validation on small data. Each
 # config's run_id now, and the overrides that give back the one frozen above (default: select_epoch=acc
 # min_steps=0; probes and the write-up presets, which keep acc and pin min_steps: 0, need none of it). The linear
-# probe's head_lr_ratio became auto later (its NOW moved again; 10.0, a float as the YAML had it, gives it back).
+# probe's head_lr_ratio became auto later (its NOW moved again; 10.0, a float as the YAML had it, gives it back);
+# BitFit's lr_ratio became 3 later still (10.0 gives it back).
 NOW = {
     "quickstart_pretrained": "b0e4929bcbbd", "quickstart_random_init": "3f2a11d3535f", "default": "9b572e3087ad",
     "freeze_none_digits": "5246cbd689ec", "linear_probe": "821797eabb1b", "freeze_unfreeze": "fc059b0de819",
-    "gradual": "a399bbb16cab", "layer_decay": "06ba56dedc53", "bitfit": "224db95a4cfa", "lora": "4ca26468e3e9",
+    "gradual": "a399bbb16cab", "layer_decay": "06ba56dedc53", "bitfit": "2a2c61659188", "lora": "4ca26468e3e9",
     "logreg_probe": "7fdd7c54fa8b", "knn_probe": "d560203de154", "writeup_preset": "344cd04abf1c",
     "writeup_preset_fixed": "d5c5a8fcd185", "data_efficiency_size": "f7a7f9de7125", "lr_find": "ecb74af23d6f",
     "filelist": "a861d5791783", "kornblith_logreg": "c29fa42b51c2",  # issue 24: the paper's L2 grid
@@ -55,6 +56,7 @@ NOW = {
 FINE_TUNE_BEFORE = ["select_epoch=acc", "min_steps=0"]
 OLD_BEHAVIOUR = {
     "linear_probe": [*FINE_TUNE_BEFORE, "freeze.head_lr_ratio=10.0"],  # issue 22, 5th pass: head_lr_ratio=auto
+    "bitfit": [*FINE_TUNE_BEFORE, "freeze.lr_ratio=10.0"],  # issue 22, 7th pass: lr_ratio 3
     "filelist": [*FINE_TUNE_BEFORE, "dataset.preprocess=squash", "augment=crop_flip"],
     # issue 24: the paper's L2 grid (freeze.l2_grid: kornblith)
     "kornblith_logreg": ["dataset.preprocess=squash", "freeze.standardize=true", "freeze.cv_folds=0", "freeze.l2_grid=null"],

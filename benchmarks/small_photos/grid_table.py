@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 # the default candidate of each strategy (conf/: optimizer.lr, freeze.*lr_ratio, epochs)
-DEFAULTS = {"none": "lr=0.001", "linear_probe": "head_lr_ratio=10", "bitfit": "lr_ratio=10", "lora": "lr_ratio=1"}
+DEFAULTS = {"none": "lr=0.001", "linear_probe": "head_lr_ratio=auto", "bitfit": "lr_ratio=auto", "lora": "lr_ratio=1"}
 
 
 def candidate(config: dict, steps: int | None = None) -> tuple[str, str]:
@@ -24,7 +24,8 @@ def candidate(config: dict, steps: int | None = None) -> tuple[str, str]:
     freeze = config["freeze"]
     name = freeze["name"] if config["pretrained"] else f"{freeze['name']} (random init)"
     key = {"linear_probe": "head_lr_ratio", "bitfit": "lr_ratio", "lora": "lr_ratio"}.get(freeze["name"])
-    knob = f"{key}={freeze[key]:g}" if key else f"lr={config['optimizer']['lr']:g}"
+    knob = f"{key}={freeze[key]:g}" if key and freeze[key] != "auto" else f"{key}=auto" if key else \
+        f"lr={config['optimizer']['lr']:g}"
     if steps is not None:
         return name, f"{knob} steps={steps:04d}"
     if config["epochs"] != 10:
@@ -81,7 +82,10 @@ def main() -> None:
     parser.add_argument("--value", choices=["chosen", "final"], default="chosen")
     parser.add_argument("--by-steps", action="store_true",
                         help="candidates by the optimizer steps each run took; the default is the fewest at each size")
+    parser.add_argument("--default", action="append", default=[], metavar="STRATEGY=KNOB",
+                        help="pair with this candidate instead of the default, e.g. bitfit=lr_ratio=10")
     args = parser.parse_args()
+    DEFAULTS.update(item.split("=", 1) for item in args.default)
     result = table(rows(args.folders, args.by_steps), args.value, args.by_steps)
     if args.by_steps:
         print(result.sort_values(["strategy", "size", "candidate"], key=lambda c: c.map(
