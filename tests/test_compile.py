@@ -74,10 +74,12 @@ def test_gradual_compiles_each_phase_once_before_its_epoch_is_timed(make_cfg, tm
 def test_a_compiled_run_gives_the_eager_metrics(make_cfg, tmp_path, aot_eager):
     # 96 train images in batches of 32: nothing dropped, so both runs train on the same batches;
     # the test split's 64 images in eval batches of 40: compiled pads the last one, eager runs it short
-    common = [*TINY, *TINY_RESNET, "freeze=freeze_unfreeze", "freeze.epochs=1", "eval_batch_size=40"]
+    common = [*TINY, *TINY_RESNET, "freeze=freeze_unfreeze", "freeze.epochs=1", "eval_batch_size=40",
+              "test_shift.corruptions=[contrast]", "test_shift.severities=[5]", "test_shift.images=16"]
     eager = run(make_cfg(*common), output_dir=tmp_path / "eager")
     fast = run(make_cfg(*common, "compile=true"), output_dir=tmp_path / "compiled")
     assert eager["compile"] is None and fast["compile"]["graphs_in_timed_epochs"] == 0
+    assert fast["test_shift"]["acc"] == eager["test_shift"]["acc"]  # scored on the split inside the static batches
     assert [e["freeze_phase"] for e in fast["epochs"]] == ["head", "all"]
     assert fast["iter_loss"] == pytest.approx(eager["iter_loss"], abs=1e-4)
     for ours, theirs in zip(fast["epochs"], eager["epochs"]):

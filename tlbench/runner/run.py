@@ -178,7 +178,8 @@ def _fine_tune(cfg, attempt: Attempt, splits, built: models.BuiltModel, device) 
                device, options, attempt.history, resume=resume_from, test_loader=loaders.get("test"),
                on_epoch_end=lambda record: _epoch_done(attempt), hooks=compiled.CompileHooks(model) if cfg.compile
                else None, ema=ema)
-    shift = build.shift_scorer(cfg, loaders.get("test", loaders["val"]), device, options)
+    tested = loaders.get("test", loaders["val"])  # compile=true: its static batches wrap the split's DeviceBatches
+    shift = build.shift_scorer(cfg, getattr(tested, "loader", tested), device, options)  # scored eagerly
     if start is not None:  # with test_shift, each mix is scored under the corruptions too
         record.wise_ft(wise.curve(built.model, start, list(cfg.wise_ft), loaders["val"], loaders.get("test"), device,
                                   options, results.selection_field(splits.metric), splits.val_is_test,
