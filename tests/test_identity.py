@@ -118,6 +118,7 @@ def test_every_setting_that_changes_training_changes_the_run_id(make_cfg, overri
     assert "batch_size" in flat and "optimizer.lr" in flat
     idle_keys = set().union(*(tuned for switches, tuned in identity.IDLE_WHILE_OFF.items()  # mix's prob while both
                               if not any(flat.get(switch) for switch in switches)))  # alphas are 0, ema's warmup...
+    idle_keys |= {key for key, (switch, value) in identity.IDLE_UNLESS.items() if flat.get(switch) != value}
     for key, value in flat.items():
         changed = identity._unflatten({**flat, key: perturbed(value)})
         moved = identity.run_id(changed) != base

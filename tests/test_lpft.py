@@ -46,3 +46,19 @@ def test_the_run_starts_from_the_probes_head_and_a_lower_loss(make_cfg, tmp_path
     zeros = run(make_cfg(*TINY, "freeze.bn_eval=true"), output_dir=tmp_path / "zeros")
     assert fitted["head_probe"]["C"] > 0 and fitted["run_id"] != zeros["run_id"]
     assert fitted["iter_loss"][0] < zeros["iter_loss"][0] == pytest.approx(np.log(4), abs=0.02)  # zero head: ln C
+
+
+def test_the_probe_never_fits_val_which_the_fine_tuning_selects_on(make_cfg, tmp_path):
+    from tlbench.runner.run import run_id_of
+
+    cfg = make_cfg(*TINY, "model.head_init=probe")
+    splits, built = build.prepare(cfg)
+    record = build.probe_head(cfg, built, splits, torch.device("cpu"), {"dataset.name": "synthetic"})
+    assert record["fit_on"] == "train" and record["fit_images"] == len(splits.train)
+    old = make_cfg(*TINY, "model.head_init=probe", "head_probe_fit=train_val")
+    splits, built = build.prepare(old)
+    leaky = build.probe_head(old, built, splits, torch.device("cpu"), {"dataset.name": "synthetic"})
+    assert leaky["fit_images"] == len(splits.train) + len(splits.val)  # the older runs' fit, one override away
+    # a migration: LP-FT runs move; train_val gives the older id back; other runs never see the key
+    assert run_id_of(cfg) != run_id_of(old)
+    assert run_id_of(make_cfg(*TINY, "head_probe_fit=train_val")) == run_id_of(make_cfg(*TINY))

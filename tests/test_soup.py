@@ -57,3 +57,23 @@ def test_nothing_to_average_is_one_message(make_cfg, tmp_path, capsys):
     assert soup.main([str(tmp_path / "one")]) == 2
     err = capsys.readouterr().err
     assert "no two finished runs" in err and "save_model=true" in err and "Traceback" not in err
+
+
+def test_recomputed_batchnorm_statistics_are_kept_with_the_soup(sweep, tmp_path):
+    out = tmp_path / "soups_bn"
+    assert soup.main([str(sweep), "--out", str(out), "--bn", "recompute"]) == 0
+    (group, cooked), = json.loads((out / "soups.json").read_text()).items()
+    assert cooked["bn"] == "recompute" and cooked["greedy"]["val"] >= cooked["best_single"]["val"]
+    states = [safetensors.torch.load_file(sweep / name / "model.safetensors") for name in ("a", "b", "c")]
+    uniform = safetensors.torch.load_file(out / group / "uniform" / "model.safetensors")
+    stats = [key for key in uniform if key.endswith(("running_mean", "running_var"))]
+    assert stats
+    for key, value in uniform.items():
+        mean = torch.stack([s[key].float() for s in states]).mean(0) if value.is_floating_point() else None
+        if key in stats:  # measured anew, not the average of the ingredients' statistics
+            assert not torch.allclose(value.float(), mean, atol=1e-4), key
+        elif mean is not None:
+            torch.testing.assert_close(value.float(), mean, msg=key)
+    model, _ = export.load_model(out / group / "uniform")  # the kept file is the soup that was scored
+    scorer = soup.Scorer(json.loads((sweep / "a" / "result.json").read_text())["config"])
+    assert scorer(model.state_dict(), "test") == pytest.approx(cooked["uniform"]["test"])

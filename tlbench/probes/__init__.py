@@ -90,10 +90,12 @@ def run_probe(probe: Knn | Logreg, spec: FeatureSpec, splits, built, device: tor
 # ---------------------------------------------------------------- logistic regression
 
 def logreg(train, val, test, probe: Logreg, num_classes: int, val_is_test: bool = False,
-           metric: str = "top1", keep: dict | None = None) -> tuple[dict, dict]:
+           metric: str = "top1", keep: dict | None = None, fit_on_val: bool = True) -> tuple[dict, dict]:
     """(epoch metrics, details for result.json). The grid is walked from the smallest C (strongest
     regularization) up, each fit warm-started from the previous one; C is chosen on val's `metric`.
-    `keep`: given, its "model" is set to the final fitted classifier (LP-FT copies it into a head)."""
+    `keep`: given, its "model" is set to the final fitted classifier (LP-FT copies it into a head).
+    `fit_on_val=False`: no fit sees val (cross-validation over train alone, no refit on train + val): LP-FT's
+    head, whose fine-tuning then chooses its epoch on val."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -101,12 +103,13 @@ def logreg(train, val, test, probe: Logreg, num_classes: int, val_is_test: bool 
     from threadpoolctl import threadpool_limits
 
     folds = probe.cv_folds_for(len(val.labels), val_is_test)
+    train_only = val_is_test or not fit_on_val
     if probe.cv_folds == "auto":  # as many folds as the smallest class allows, at least 2, else C on val
-        pool = train.labels if val_is_test else torch.cat([train.labels, val.labels])
+        pool = train.labels if train_only else torch.cat([train.labels, val.labels])
         folds = min(folds, _smallest_class(pool.numpy()))
         folds = folds if folds >= 2 else 0
     if folds:
-        return logreg_cv(train, val, test, probe, num_classes, val_is_test, metric, folds, keep)
+        return logreg_cv(train, val, test, probe, num_classes, val_is_test, metric, folds, keep, fit_on_val)
     scaler = StandardScaler().fit(train.features.numpy()) if probe.standardize else None
     x_train, x_val, x_test = (_scaled(scaler, split) for split in (train, val, test))
     y_train, y_val, y_test = (split.labels.numpy() for split in (train, val, test))
@@ -125,7 +128,7 @@ def logreg(train, val, test, probe: Logreg, num_classes: int, val_is_test: bool 
             if best is None or (scores[chosen_on], -scores["loss"]) > best:  # ties keep the stronger regularization
                 best, selected, chosen = (scores[chosen_on], -scores["loss"]), copy.deepcopy(model), value
         final = selected
-        if probe.refit_on == "train_val" and not val_is_test:
+        if probe.refit_on == "train_val" and not train_only:
             final = LogisticRegression(C=probe.C(chosen, len(y_train) + len(y_val)), max_iter=probe.max_iter).fit(
                 _stack(x_train, x_val), _stack(y_train, y_val))
     if keep is not None:
@@ -137,15 +140,16 @@ def logreg(train, val, test, probe: Logreg, num_classes: int, val_is_test: bool 
                "val_mean_class_acc_grid": [v["mean_class_acc"] for v in val_scores],
                "val_loss_grid": [v["loss"] for v in val_scores], "n_iter_grid": n_iter, "max_iter": probe.max_iter,
                "standardize": probe.standardize,
-               "refit_on": probe.refit_on if not val_is_test else "train",
+               "refit_on": probe.refit_on if not train_only else "train",
                "fit_images": len(y_train) + (len(y_val) if final is not selected else 0)}
     return metrics, details
 
 
 def logreg_cv(train, val, test, probe: Logreg, num_classes: int, val_is_test: bool = False,
-              metric: str = "top1", folds: int | None = None, keep: dict | None = None) -> tuple[dict, dict]:
+              metric: str = "top1", folds: int | None = None, keep: dict | None = None,
+              fit_on_val: bool = True) -> tuple[dict, dict]:
     """logreg with C chosen by stratified `folds`-fold (default probe.cv_folds) cross-validation over train + val
-    (train alone when val is the test split): for each C, the mean over the folds of the held-out
+    (train alone when val is the test split or `fit_on_val` is False): for each C, the mean over the folds of the held-out
     fold's `metric`, ties to the lower mean loss, then the smaller C; each fold standardized with
     its own training part's statistics (scikit-learn's Pipeline(StandardScaler, LogisticRegression)
     in GridSearchCV, the oracle in tests/test_probes.py). The chosen C is refitted on all of them.
@@ -157,13 +161,14 @@ def logreg_cv(train, val, test, probe: Logreg, num_classes: int, val_is_test: bo
     from sklearn.preprocessing import StandardScaler
     from threadpoolctl import threadpool_limits
 
-    pool = train if val_is_test else _joined(train, val)
+    train_only = val_is_test or not fit_on_val
+    pool = train if train_only else _joined(train, val)
     x_pool, y_pool = pool.features.numpy(), pool.labels.numpy()
     wanted = folds or probe.cv_folds
     smallest = _smallest_class(y_pool)
     if smallest < wanted:
         raise ConfigError(f"freeze.cv_folds={probe.cv_folds}: {wanted}-fold cross-validation needs {wanted} images of "
-                          f"every class in train + val, and one class has {smallest}; set freeze.cv_folds={max(smallest, 2)} "
+                          f"every class in {'train' if train_only else 'train + val'}, and one class has {smallest}; set freeze.cv_folds={max(smallest, 2)} "
                           "or fewer, or 0 (choose C on val)")
     folds = list(StratifiedKFold(n_splits=wanted, shuffle=True, random_state=0).split(x_pool, y_pool))
     grid = probe.grid()
@@ -197,7 +202,7 @@ def logreg_cv(train, val, test, probe: Logreg, num_classes: int, val_is_test: bo
                "cv_acc_folds": [[fold["acc"] for fold in per_fold] for per_fold in cv_scores],
                "val_acc_grid": [m["acc"] for m in means], "val_mean_class_acc_grid": [m["mean_class_acc"] for m in means],
                "val_loss_grid": [m["loss"] for m in means], "n_iter_grid": n_iter, "max_iter": probe.max_iter,
-               "standardize": probe.standardize, "refit_on": "train" if val_is_test else "train_val",
+               "standardize": probe.standardize, "refit_on": "train" if train_only else "train_val",
                "fit_images": len(y_pool)}
     return metrics, details
 
@@ -238,6 +243,11 @@ def _scaled(scaler, split):
 
 def _stack(a, b):
     return np.concatenate([a, b])
+
+
+def scores(fitted, split, num_classes: int) -> dict:
+    """acc, mean_class_acc and loss of a fitted classifier (logreg's `keep`) on one split's features."""
+    return _scores(fitted, split.features.numpy(), split.labels.numpy(), num_classes)
 
 
 def _scores(model, x, y, num_classes: int) -> dict:

@@ -223,10 +223,11 @@ FIELDS = (
           "used (freeze.head_lr_ratio, bn_momentum)", "a setting was auto (freeze=linear_probe's head_lr_ratio; "
           "bn_momentum=kornblith)"),
     Field("head_probe", "object", "LP-FT: the logistic regression the head started from (C, C_chosen_on, fit_images, "
-          "its val_acc and test_acc, the features' weights_fingerprint)", "model.head_init=probe"),
+          "fit_on: train or train_val (head_probe_fit), its val_acc and test_acc, the features' weights_fingerprint)", "model.head_init=probe"),
     Field("wise_ft", "object", "WiSE-FT: alphas, curve (one {alpha, val_*, test_*} per alpha: the starting and "
           "final weights interpolated; with test_shift also shift_mean_acc, the mix's mean accuracy under the "
-          "corruptions), chosen_alpha, chosen_on (the data set's metric on val)", "wise_ft set"),
+          "corruptions), bn (the mixes' BatchNorm statistics: interpolate or recompute, wise_ft_bn), chosen_alpha, "
+          "chosen_on (the data set's metric on val)", "wise_ft set"),
     Field("test_shift", "object", "the trained model on the test split's images clean and corrupted (tlbench/data/"
           "corruptions.py): kind, images (how many, drawn by seed), seed, severities, clean_acc, acc ({corruption: "
           "{severity: top-1}}), mean_acc, mean_acc_by_severity, time_s; with ema.decay also ema (the weight EMA "

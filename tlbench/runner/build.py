@@ -56,7 +56,10 @@ def feature_spec(cfg, built: models.BuiltModel, device) -> FeatureSpec:
 def probe_head(cfg, built: models.BuiltModel, splits, device, dataset_identity: dict) -> dict:
     """model.head_init=probe (LP-FT, Kumar et al. 2022): the new head set to a logistic regression fitted on
     the starting backbone's features (freeze=logreg's defaults and feature cache; raw features, C chosen as that
-    probe chooses it), so fine-tuning starts from a fitted head. Returns result.json `head_probe`."""
+    probe chooses it), so fine-tuning starts from a fitted head. The fit sees the training split only
+    (`head_probe_fit: train`; C by cross-validation over it when val is small): the fine-tuning after it
+    chooses its epoch, WiSE-FT its mix and a soup its members on val, which a head fitted on val would have
+    seen (`train_val`, runs before 2026-12-07: val accuracy far above test). Returns result.json `head_probe`."""
     import copy
     import dataclasses
 
@@ -70,15 +73,18 @@ def probe_head(cfg, built: models.BuiltModel, splits, device, dataset_identity: 
     shadow = dataclasses.replace(built, model=copy.deepcopy(built.model))  # a torchvision head becomes identity
     found, used = features.split_features(feature_spec(cfg, built, device), splits, shadow, device, dataset_identity)
     setting, kept = specs.Logreg(), {}
+    fit_on_val = cfg.head_probe_fit == "train_val"
     metrics, details = probes.logreg(found["train"], found["val"], found.get("test", found["val"]), setting,
                                      len(splits.classes), val_is_test="test" not in found, metric=splits.metric,
-                                     keep=kept)
+                                     keep=kept, fit_on_val=fit_on_val)
     weight, bias = probes.as_linear(kept["model"], len(splits.classes))
     with torch.no_grad():
         head.weight.copy_(torch.from_numpy(weight))
         head.bias.copy_(torch.from_numpy(bias))
+    held_out = {} if fit_on_val else {"val_acc": probes.scores(kept["model"], found["val"], len(splits.classes))["acc"]}
     return {"C": details["C"], "C_chosen_on": details["C_chosen_on"], "fit_images": details["fit_images"],
-            "val_acc": metrics["val_acc"], "test_acc": metrics["test_acc"], **used}
+            "fit_on": "train_val" if fit_on_val and details["refit_on"] == "train_val" else "train",
+            "val_acc": metrics["val_acc"], "test_acc": metrics["test_acc"], **held_out, **used}
 
 
 def adapt(cfg, built: models.BuiltModel) -> dict:

@@ -183,7 +183,9 @@ def _fine_tune(cfg, attempt: Attempt, splits, built: models.BuiltModel, device) 
     if start is not None:  # with test_shift, each mix is scored under the corruptions too
         record.wise_ft(wise.curve(built.model, start, list(cfg.wise_ft), loaders["val"], loaders.get("test"), device,
                                   options, results.selection_field(splits.metric), splits.val_is_test,
-                                  also=None if shift is None else lambda mixed: {"shift_mean_acc": shift(mixed)["mean_acc"]}))
+                                  also=None if shift is None else lambda mixed: {"shift_mean_acc": shift(mixed)["mean_acc"]},
+                                  recompute_bn=wise.bn_recompute(getattr(loaders["train"], "loader", loaders["train"]),
+                                                                 device) if cfg.wise_ft_bn == "recompute" else None))
     if shift is not None:
         record.data["test_shift"] = shift(built.model)
         if ema is not None:  # the weight EMA after the last step, on the same images

@@ -13,7 +13,9 @@ Each soup, each ingredient and the best single ingredient (by val) are scored on
 data and preprocessing of the runs, rebuilt from their config. `<out>/soups.csv` puts them side by side;
 each group's greedy and uniform soups are kept as model files (`<out>/<group>/greedy/model.safetensors` + model.json,
 which tlbench-predict reads). Averaged: every floating-point tensor (BatchNorm statistics too); integer
-buffers (BatchNorm's batch counts) come from the first ingredient. LoRA runs saved their adapters merged,
+buffers (BatchNorm's batch counts) come from the first ingredient. With `--bn recompute`, every average of two or
+more models has its BatchNorm statistics measured anew on the runs' training batches (as WiSE-FT's
+`wise_ft_bn=recompute`, training/wise.py) before it is scored and kept. LoRA runs saved their adapters merged,
 so they soup with the others."""
 
 import argparse
@@ -89,9 +91,10 @@ def average(states: list[dict]) -> dict:
 class Scorer:
     """Val and test of a state dict, on the data of a group's first run rebuilt from its config."""
 
-    def __init__(self, config: dict, overrides=()):
+    def __init__(self, config: dict, overrides=(), bn: str = "average"):
         from tlbench.runner import build, devices
         from tlbench.runner.refit import stored_config
+        from tlbench.training import wise
 
         # every weight comes from the files (nothing to download); scoring trains nothing (no penalty to build)
         cfg = stored_config(config, ["pretrained=false", *SCORING_ONLY, *overrides])
@@ -102,6 +105,17 @@ class Scorer:
         loaders = build.make_loaders(cfg, splits, built, self.device)
         self.val, self.test = loaders["val"], loaders.get("test")
         self.options = build.core_options(cfg, self.device, self.model, len(splits.classes))
+        self.bn = bn
+        self.recompute = wise.bn_recompute(loaders["train"], self.device) if bn == "recompute" else None
+
+    def settle(self, state: dict) -> dict:
+        """An average's state, its BatchNorm statistics measured anew under --bn recompute (as it is then scored
+        and kept); else `state` as it is."""
+        if self.recompute is None:
+            return state
+        self.model.load_state_dict(state, strict=True)
+        self.recompute(self.model)
+        return {key: value.detach().clone() for key, value in self.model.state_dict().items()}
 
     def __call__(self, state: dict, split: str = "val") -> float:
         from tlbench.training import engine
@@ -126,14 +140,15 @@ def cook(runs: list[tuple[Path, dict]], which: str, score: Scorer) -> dict:
         item.val, item.test = score(state, "val"), score(state, "test")
         ingredients.append(item)
     ranked = sorted(ingredients, key=lambda i: -i.val)  # stable: equal val keeps the sweep's order
-    greedy, greedy_val = [ranked[0]], ranked[0].val
+    greedy, greedy_val, greedy_state = [ranked[0]], ranked[0].val, ranked[0].state
     for candidate in ranked[1:]:
-        tried = score(average([i.state for i in [*greedy, candidate]]), "val")
+        state = score.settle(average([i.state for i in [*greedy, candidate]]))  # kept as scored: never re-measured
+        tried = score(state, "val")
         if tried >= greedy_val:
-            greedy, greedy_val = [*greedy, candidate], tried
-    uniform_state, greedy_state = average([i.state for i in ingredients]), average([i.state for i in greedy])
+            greedy, greedy_val, greedy_state = [*greedy, candidate], tried, state
+    uniform_state = score.settle(average([i.state for i in ingredients]))
     soups = {"uniform": (ingredients, uniform_state), "greedy": (greedy, greedy_state)}
-    return {"metric": score.metric, "varying": varying, "best_single": _row(ranked[0]),
+    return {"metric": score.metric, "bn": score.bn, "varying": varying, "best_single": _row(ranked[0]),
             "ingredients": [_row(i) for i in ingredients],
             **{name: {"members": [i.run_id for i in members], "val": score(state, "val"), "test": score(state, "test")}
                for name, (members, state) in soups.items()},
@@ -179,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="each run's final model (model.safetensors) or its val-chosen one (best.safetensors, "
                              "save_best=true)")
     parser.add_argument("--out", type=Path, help="where the table and the soups go (default <first sweep>/soups)")
+    parser.add_argument("--bn", choices=["average", "recompute"], default="average",
+                        help="a soup's BatchNorm statistics: averaged like its weights, or measured anew on the runs' "
+                             "training batches (torch's update_bn, up to 50 batches)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="a setting for scoring, e.g. --set device=cuda (repeatable)")
     return parser
@@ -196,7 +214,7 @@ def main(argv=None) -> int:
                 log.info("[soup] group %s: one run (%s), nothing to average", group, runs[0][0])
                 continue
             log.info("[soup] group %s: %d ingredients", group, len(runs))
-            soups[group] = cook(runs, args.which, Scorer(runs[0][1]["config"], args.overrides))
+            soups[group] = cook(runs, args.which, Scorer(runs[0][1]["config"], args.overrides, args.bn))
             keep(out, group, soups[group], runs[0][0], args.which)
     except Exception as err:  # noqa: BLE001 - a user's error is one message (exit 2); anything else re-raised
         return cli.exit_code(err)

@@ -22,6 +22,7 @@ AUTO_FLAGS = ("auto", True, False)
 METRICS = ("top1", "mean_per_class")
 # How a fine-tuning run picks its val-chosen epoch (`select_epoch`; records/results.py chosen_position
 # applies them). Ties go to the earlier epoch under every rule.
+WISE_BN_RULES = ("interpolate", "recompute")  # wise_ft_bn: a mix's BatchNorm statistics (training/wise.py)
 SELECT_RULES = {
     "acc": "the highest val metric",
     "acc_loss": "the highest val metric, a tie broken by the lower val loss",
@@ -190,6 +191,8 @@ class Training:
     select_epoch: str = "acc_loss"
     bn_momentum: Any = None
     wise_ft: Optional[list[float]] = None
+    wise_ft_bn: str = "interpolate"
+    head_probe_fit: str = "train"
 
     def __post_init__(self):
         for key in ("epochs", "batch_size"):
@@ -216,6 +219,12 @@ class Training:
         require(self.wise_ft is None or (len(self.wise_ft) > 0 and all(0 <= a <= 1 for a in self.wise_ft)), "wise_ft",
                 self.wise_ft, "must be null (off) or a list of mixing coefficients in [0, 1], e.g. "
                 "wise_ft=[0,0.25,0.5,0.75,1] (0 = the starting weights, 1 = the fine-tuned ones)")
+        require(self.wise_ft_bn in WISE_BN_RULES, "wise_ft_bn", self.wise_ft_bn,
+                "must be interpolate (each mix's BatchNorm statistics interpolated like its weights) or recompute "
+                "(measured anew on training batches for every mix between the endpoints)")
+        require(self.head_probe_fit in ("train", "train_val"), "head_probe_fit", self.head_probe_fit,
+                "must be train (LP-FT's probe, model.head_init=probe, fits the training split only) or train_val (it "
+                "also fits val, which the fine-tuning then selects on: runs before 2026-12-07)")
         momentum = self.bn_momentum
         require(momentum is None or momentum == BN_MOMENTUM_KORNBLITH or (not isinstance(momentum, (str, bool))
                                                                          and 0 < momentum <= 1),
@@ -353,7 +362,7 @@ class ModelSettings:
     name: str = "resnet18"
     source: str = "timm"                 # timm or torchvision
     weights_file: Optional[str] = None   # local pretrained weights (docs/how-to/offline.md)
-    head_init: str = "zeros"             # the new head: zeros, normal (std 0.01), library, linear
+    head_init: str = "zeros"             # the new head: zeros, normal (std 0.01), library, linear, probe
     kwargs: Optional[dict] = field(default_factory=dict)  # passed on to the builder (timm.create_model, ...)
 
     def __post_init__(self):
