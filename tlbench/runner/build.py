@@ -119,6 +119,8 @@ def input_side(cfg, info: dict) -> int:
 def resolved(cfg, info: dict, steps_per_epoch: int | None = None) -> dict:
     """result.json `resolved`: each setting given as auto (or by a rule) that the run decides, with its value."""
     decided = {}
+    if not cfg.pretrained and cfg.get("random_init_lr_ratio", 1.0) != 1 and not wanted(cfg.optimizer):
+        decided["optimizer.lr"] = random_init_lr(cfg).optimizer.lr
     if cfg.freeze.name == "linear_probe" and cfg.freeze.get("head_lr_ratio") == "auto":
         settings = specs.LinearProbeSettings(head_lr_ratio="auto")
         decided["freeze.head_lr_ratio"] = settings.ratio_for(input_side(cfg, info))
@@ -144,6 +146,18 @@ def budget(cfg, train_loader) -> schedules.Budget:
     """The run's budget: exactly cfg.steps optimizer steps when set, else cfg.epochs, raised to
     min_steps optimizer steps over this training split."""
     return schedules.Budget(cfg.epochs, cfg.min_steps, len(train_loader), cfg.get("steps"))
+
+
+def random_init_lr(cfg):
+    """`cfg` with the lr a random-init run trains at: optimizer.lr x random_init_lr_ratio for pretrained=false
+    (a copy; a numeric lr only: lr=find measures its own), else `cfg` itself. result.json's config keeps the lr as
+    configured (the run's identity holds the ratio); `resolved` records the lr trained at."""
+    ratio = cfg.get("random_init_lr_ratio", 1.0)
+    if cfg.pretrained or ratio == 1 or wanted(cfg.optimizer):
+        return cfg
+    cfg = cfg.copy()
+    cfg.optimizer.lr = float(cfg.optimizer.lr) * ratio
+    return cfg
 
 
 def budgeted(cfg, run_budget: schedules.Budget):

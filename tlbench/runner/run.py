@@ -150,6 +150,7 @@ def _fine_tune(cfg, attempt: Attempt, splits, built: models.BuiltModel, device) 
     cfg = build.budgeted(cfg, run_budget)  # below here cfg.epochs is the epochs this run trains
     strategy = build.build_strategy(cfg, built, facts, record.data["data_info"])
     record.resolved(build.resolved(cfg, record.data["data_info"], len(loaders["train"])))
+    cfg = build.random_init_lr(cfg)  # below here a random-init run's optimizer.lr is the lr it trains at
     build.set_bn_momentum(cfg, built.model, len(loaders["train"]))
     record.model(build.model_info(built))  # with LoRA's adapters, once injected
     options = build.core_options(

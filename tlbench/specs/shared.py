@@ -193,6 +193,7 @@ class Training:
     wise_ft: Optional[list[float]] = None
     wise_ft_bn: str = "interpolate"
     head_probe_fit: str = "train"
+    random_init_lr_ratio: float = 3.0
 
     def __post_init__(self):
         for key in ("epochs", "batch_size"):
@@ -222,6 +223,9 @@ class Training:
         require(self.wise_ft_bn in WISE_BN_RULES, "wise_ft_bn", self.wise_ft_bn,
                 "must be interpolate (each mix's BatchNorm statistics interpolated like its weights) or recompute "
                 "(measured anew on training batches for every mix between the endpoints)")
+        ratio = self.random_init_lr_ratio
+        require(not isinstance(ratio, (str, bool)) and ratio > 0, "random_init_lr_ratio", ratio,
+                "must be a positive multiple of optimizer.lr for pretrained=false runs (1 = the same lr as pretrained)")
         require(self.head_probe_fit in ("train", "train_val"), "head_probe_fit", self.head_probe_fit,
                 "must be train (LP-FT's probe, model.head_init=probe, fits the training split only) or train_val (it "
                 "also fits val, which the fine-tuning then selects on: runs before 2026-12-07)")
