@@ -153,3 +153,15 @@ def test_report_never_imports_torch():
             "assert 'torch' not in sys.modules, 'torch imported'\n")
     done = python("-c", code)
     assert done.returncode == 0, done.stderr
+
+
+def test_a_training_draw_that_follows_the_seed_is_a_replicate_not_a_setting(tmp_path):
+    """experiment=robust_cifar10 sets dataset.subset_seed: ${seed}: its three seeds are one setting's samples.
+    A draw swept apart from the seed stays a setting of its own."""
+    from tlbench.report.build import analyse
+
+    for seed in (0, 1, 2):
+        write_run(tmp_path / "follows", make_result(seed=seed, dataset_extra={"subset_seed": seed}))
+        write_run(tmp_path / "apart", make_result(seed=0, dataset_extra={"subset_seed": seed}))
+    follows, apart = analyse([tmp_path / "follows"])[0], analyse([tmp_path / "apart"])[0]
+    assert follows["group_key"].nunique() == 1 and apart["group_key"].nunique() == 3

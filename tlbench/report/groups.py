@@ -21,10 +21,27 @@ IDENTITY_PREFIX = "identity."
 DESCRIPTIVE = ["model", "dataset", "pretrained", "freeze", "optimizer", "schedule"]
 
 
+# The draw of the training subset, a replicate like the seed when it follows it (`dataset.subset_seed: ${seed}`,
+# as experiment=robust_cifar10 sets it: each seed its own draw).
+DRAW = IDENTITY_PREFIX + "dataset.subset_seed"
+
+
 def group_columns(runs: pd.DataFrame) -> list[str]:
-    """Columns whose values must match for two runs to be seeds of one experiment."""
-    identity = [c for c in runs.columns if c.startswith(IDENTITY_PREFIX) and c != IDENTITY_PREFIX + "seed"]
+    """Columns whose values must match for two runs to be seeds of one experiment: every identity key but the
+    seed, and but the subset draw where every run's draw is its seed."""
+    replicates = {IDENTITY_PREFIX + "seed"} | ({DRAW} if _draw_follows_seed(runs) else set())
+    identity = [c for c in runs.columns if c.startswith(IDENTITY_PREFIX) and c not in replicates]
     return [c for c in DESCRIPTIVE if c in runs.columns] + identity
+
+
+def _draw_follows_seed(runs: pd.DataFrame) -> bool:
+    seed = IDENTITY_PREFIX + "seed"
+    if DRAW not in runs.columns or seed not in runs.columns or not len(runs):
+        return False
+    # a draw at its older default (0) is left out of the identity: read back as that default
+    draws = runs[DRAW].fillna(LATER_SETTINGS[DRAW.removeprefix(IDENTITY_PREFIX)])
+    seeds = runs[seed]
+    return bool(seeds.notna().all() and draws.nunique() > 1 and (draws.astype(float) == seeds.astype(float)).all())
 
 
 def is_pretrained_column(column: str) -> bool:
