@@ -59,7 +59,11 @@ def probe_head(cfg, built: models.BuiltModel, splits, device, dataset_identity: 
     probe chooses it), so fine-tuning starts from a fitted head. The fit sees the training split only
     (`head_probe_fit: train`; C by cross-validation over it when val is small): the fine-tuning after it
     chooses its epoch, WiSE-FT its mix and a soup its members on val, which a head fitted on val would have
-    seen (`train_val`, runs before 2026-12-07: val accuracy far above test). Returns result.json `head_probe`."""
+    seen (`train_val`, runs before 2026-12-07: val accuracy far above test). With `head_probe_bn=recompute` the
+    backbone's BatchNorm statistics are first measured on the training batches (torch's update_bn), so the
+    features the probe fits are the ones the fine-tuning's train-mode forward starts from; with the starting
+    statistics (`running`) a BatchNorm network fed other images than it was trained on gives its head other
+    features in train mode than the probe saw. Returns result.json `head_probe`."""
     import copy
     import dataclasses
 
@@ -70,6 +74,12 @@ def probe_head(cfg, built: models.BuiltModel, splits, device, dataset_identity: 
             prefix=built.head_params[0].rsplit(".", 1)[0])}:
         raise ConfigError(f"model.head_init=probe fits a linear head, and {cfg.model.name}'s new head is not one "
                           f"linear layer ({', '.join(built.head_params)}); use model.head_init=zeros")
+    if cfg.head_probe_bn == "recompute":  # the statistics the fine-tuning's first steps see: train mode, its images
+        from tlbench.training import wise
+
+        where = next(built.model.parameters()).device
+        wise.bn_recompute(make_loaders(cfg, splits, built, device)["train"], device)(built.model.to(device))
+        built.model.to(where)
     shadow = dataclasses.replace(built, model=copy.deepcopy(built.model))  # a torchvision head becomes identity
     found, used = features.split_features(feature_spec(cfg, built, device), splits, shadow, device, dataset_identity)
     setting, kept = specs.Logreg(), {}
@@ -84,6 +94,7 @@ def probe_head(cfg, built: models.BuiltModel, splits, device, dataset_identity: 
     held_out = {} if fit_on_val else {"val_acc": probes.scores(kept["model"], found["val"], len(splits.classes))["acc"]}
     return {"C": details["C"], "C_chosen_on": details["C_chosen_on"], "fit_images": details["fit_images"],
             "fit_on": "train_val" if fit_on_val and details["refit_on"] == "train_val" else "train",
+            "bn": cfg.head_probe_bn,
             "val_acc": metrics["val_acc"], "test_acc": metrics["test_acc"], **held_out, **used}
 
 

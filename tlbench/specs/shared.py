@@ -193,6 +193,7 @@ class Training:
     wise_ft: Optional[list[float]] = None
     wise_ft_bn: str = "interpolate"
     head_probe_fit: str = "train"
+    head_probe_bn: str = "running"
     random_init_lr_ratio: float = 3.0
 
     def __post_init__(self):
@@ -229,6 +230,9 @@ class Training:
         require(self.head_probe_fit in ("train", "train_val"), "head_probe_fit", self.head_probe_fit,
                 "must be train (LP-FT's probe, model.head_init=probe, fits the training split only) or train_val (it "
                 "also fits val, which the fine-tuning then selects on: runs before 2026-12-07)")
+        require(self.head_probe_bn in ("running", "recompute"), "head_probe_bn", self.head_probe_bn,
+                "must be running (LP-FT's probe fits features under the starting BatchNorm statistics) or recompute "
+                "(measured first on the training batches)")
         momentum = self.bn_momentum
         require(momentum is None or momentum == BN_MOMENTUM_KORNBLITH or (not isinstance(momentum, (str, bool))
                                                                          and 0 < momentum <= 1),
