@@ -165,3 +165,17 @@ def test_a_training_draw_that_follows_the_seed_is_a_replicate_not_a_setting(tmp_
         write_run(tmp_path / "apart", make_result(seed=0, dataset_extra={"subset_seed": seed}))
     follows, apart = analyse([tmp_path / "follows"])[0], analyse([tmp_path / "apart"])[0]
     assert follows["group_key"].nunique() == 1 and apart["group_key"].nunique() == 3
+
+
+def test_a_setting_left_out_of_one_runs_identity_still_labels_the_groups(tmp_path):
+    """mix.mixup_alpha is in the identity of the mixed runs only (at 0 it is left out): the two settings are told
+    apart by it in every table (pandas 3 keeps a missing value missing through astype(str))."""
+    from tlbench.report.build import analyse
+    from tlbench.report.groups import label_columns
+
+    for seed in (0, 1):
+        write_run(tmp_path, make_result(seed=seed, freeze="none"))
+        write_run(tmp_path, make_result(seed=seed, freeze="none", mix={"mixup_alpha": 0.8, "cutmix_alpha": 0.0,
+                                                                        "prob": 1.0, "switch_prob": 0.5}))
+    runs = analyse([tmp_path])[0]
+    assert runs["group_key"].nunique() == 2 and "identity.mix.mixup_alpha" in label_columns(runs)

@@ -89,7 +89,7 @@ def label_columns(runs: pd.DataFrame, always=("model",)) -> list[str]:
             varies = values.nunique(dropna=False) > 1
         else:
             varies = bool(len(runs)) and values.groupby(
-                [runs[c].astype(str) for c in descriptive] or [pd.Series(0, index=runs.index)]).nunique().gt(1).any()
+                [runs[c].astype(str) for c in descriptive] or [pd.Series(0, index=runs.index)]).nunique(dropna=False).gt(1).any()
         if column in always or varies:
             shown.append(column)
     return shown
