@@ -65,18 +65,18 @@ def test_the_probe_never_fits_val_which_the_fine_tuning_selects_on(make_cfg, tmp
 
 
 def test_recomputed_statistics_give_the_probe_the_features_training_starts_from(make_cfg):
-    """head_probe_bn=recompute: the backbone's BatchNorm statistics are measured on the training batches before the
+    """head_probe_bn=recompute (the default): the backbone's BatchNorm statistics are measured on the training batches before the
     probe's features are extracted (so its record names other weights), the head is fitted on them, and the
     run_id tells the two apart; the key is idle for other heads."""
     from tlbench.runner.run import run_id_of
 
-    cfg = make_cfg(*TINY, "model.head_init=probe", "head_probe_bn=recompute")
+    cfg = make_cfg(*TINY, "model.head_init=probe")  # the default
     splits, built = build.prepare(cfg)
     before = {k: v.clone() for k, v in built.model.state_dict().items() if k.endswith("running_mean")}
     record = build.probe_head(cfg, built, splits, torch.device("cpu"), {"dataset.name": "synthetic"})
     after = {k: v for k, v in built.model.state_dict().items() if k.endswith("running_mean")}
     assert before and all(not torch.allclose(before[k], after[k]) for k in before)
-    plain = make_cfg(*TINY, "model.head_init=probe")
+    plain = make_cfg(*TINY, "model.head_init=probe", "head_probe_bn=running")
     splits, built = build.prepare(plain)
     kept = build.probe_head(plain, built, splits, torch.device("cpu"), {"dataset.name": "synthetic"})
     assert (record["bn"], kept["bn"]) == ("recompute", "running")

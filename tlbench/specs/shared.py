@@ -193,7 +193,7 @@ class Training:
     wise_ft: Optional[list[float]] = None
     wise_ft_bn: str = "interpolate"
     head_probe_fit: str = "train"
-    head_probe_bn: str = "running"
+    head_probe_bn: str = "recompute"
     random_init_lr_ratio: float = 3.0
 
     def __post_init__(self):
