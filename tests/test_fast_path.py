@@ -104,6 +104,7 @@ def test_cache_is_reused_and_rebuilt_when_the_source_changes(image_tree, tmp_pat
     assert not list((tmp_path / "cache").glob(".*tmp"))
 
 
+@pytest.mark.e2e  # 17 s: two full trainings (the default command stays under its 5-minute budget)
 def test_tensor_and_pil_paths_see_the_same_inputs_and_reach_the_same_accuracy(make_cfg, tmp_path):
     assert_same_eval_inputs(source_size=32, input_size=None)
     assert_same_eval_inputs(source_size=40, input_size=48)  # both resizes: decode to 32, then up to 48
