@@ -101,6 +101,7 @@ def test_hitting_the_recompile_limit_falls_back_to_eager_loudly(make_cfg, tmp_pa
     assert any("EAGERLY" in record.getMessage() for record in caplog.records)
 
 
+@pytest.mark.e2e  # two trainings and a resume, ~9 s: the default command's budget (issue 22 session 34)
 def test_a_resumed_compiled_run_warms_up_again_and_keeps_the_earlier_warm_ups(make_cfg, tmp_path, monkeypatch,
                                                                                aot_eager):
     overrides = [*TINY, *TINY_RESNET, "compile=true", "freeze=freeze_unfreeze", "freeze.epochs=1", "epochs=3"]

@@ -142,6 +142,7 @@ def assert_same_eval_inputs(source_size, input_size):
     assert float((tensor - pil).abs().mean()) <= 0.005, (source_size, input_size)
 
 
+@pytest.mark.e2e  # every target of bench --check, ~7 s: the default command's budget
 def test_bench_check_prints_a_verdict_per_target_and_writes_json(tmp_path, capsys):
     """Any device (CPU here, CUDA where there is one), a few tiny steps: the mechanics, not the speed."""
     import json

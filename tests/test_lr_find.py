@@ -150,6 +150,7 @@ def test_lr_find_runs_before_training_and_the_run_trains_exactly_as_with_that_lr
     assert fixed["iter_loss"][-1] < math.log(4)  # it learns at that lr
 
 
+@pytest.mark.e2e  # two LR-finder ramps and a training, ~8 s: the default command's budget
 def test_freeze_unfreeze_finds_one_lr_per_phase_the_second_at_the_unfreeze(make_cfg, tmp_path, monkeypatch):
     overrides = [*SMALL, "optimizer.lr=find", "freeze=freeze_unfreeze", "freeze.epochs=1"]
     result = run(make_cfg(*overrides), output_dir=tmp_path / "run")

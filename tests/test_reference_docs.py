@@ -148,6 +148,7 @@ def check_fields(written: dict, fields: tuple, where: str) -> None:
                 check_fields(item, described[name].keys, name if where == "result.json" else f"{where}.{name}")
 
 
+@pytest.mark.e2e  # a sphinx build, ~7 s (.ci/run also builds the whole site with -W)
 @pytest.mark.skipif(not (importlib.util.find_spec("sphinx") and importlib.util.find_spec("myst_parser")),
                     reason="sphinx and myst-parser are not installed (pip install -e '.[docs]')")
 def test_the_reference_pages_build_with_warnings_as_errors(tmp_path, capsys):

@@ -91,6 +91,7 @@ def test_wise_ft_scores_every_mix_under_the_corruptions_too(make_cfg, tmp_path):
     assert curve[-1]["shift_mean_acc"] == pytest.approx(result["test_shift"]["mean_acc"])  # alpha 1: the final model
 
 
+@pytest.mark.e2e  # trainings under corruptions and a report, ~6 s: the default command's budget
 def test_the_weight_averaging_section_compares_wise_ft_and_the_ema_under_the_corruptions_too(make_cfg, tmp_path):
     from tlbench.report.build import write_report
 

@@ -42,7 +42,7 @@ ONE_SETTING = ("optimizer.lr=0.01", "optimizer.weight_decay=0.0001")  # the comm
     ("kornblith_finetune", KORNBLITH, None, ONE_SETTING),
     ("kornblith_scratch", KORNBLITH, None, ONE_SETTING),
     ("kornblith_logreg", KORNBLITH, None, ()),
-    ("vtab1k", VTAB, {"true", "false"}, ()),
+    pytest.param("vtab1k", VTAB, {"true", "false"}, (), marks=pytest.mark.e2e),  # ~16 s of compositions
 ])
 def test_a_suite_preset_is_one_sweep_over_its_data_sets(make_cfg, preset, suite, inits, extra):
     jobs = sweep_jobs(preset, "model=resnet18,tf_efficientnet_lite0", *extra)
