@@ -50,9 +50,9 @@ def make_cfg(tmp_path):
     """make_cfg("model=resnet18", "epochs=1") -> a DictConfig, as `python -m tlbench` would build,
     training the epochs it asks for: min_steps=0 (the default floor of 60 optimizer steps would turn a
     test's 1 epoch of a few images into 60; a test of the floor passes min_steps=N, which wins) and at the lr it
-    names: random_init_lr_ratio=1 (tests train random init for want of weights, not to test its lr; a test of
-    the ratio passes its own)."""
-    return _composer(tmp_path, "min_steps=0", "random_init_lr_ratio=1.0")
+    names, choosing the epoch by select_epoch: random_init_lr_ratio=1 and random_init_select_epoch=null (tests train
+    random init for want of weights, not to test its lr or epoch rule; a test of those passes its own)."""
+    return _composer(tmp_path, "min_steps=0", "random_init_lr_ratio=1.0", "random_init_select_epoch=null")
 
 
 @pytest.fixture

@@ -45,9 +45,10 @@ GOLDEN = {
 # min_steps=0; probes and the write-up presets, which keep acc and pin min_steps: 0, need none of it). The linear
 # probe's head_lr_ratio became auto later (its NOW moved again; 10.0, a float as the YAML had it, gives it back);
 # BitFit's lr_ratio became 3 later still (10.0 gives it back); random init trains at 3 x optimizer.lr since the
-# eighth pass (random_init_lr_ratio=1.0 gives it back; pretrained runs never see the key).
+# eighth pass (random_init_lr_ratio=1.0 gives it back; pretrained runs never see the key), and picks its epoch by
+# random_init_select_epoch=final since the ninth (null gives it back).
 NOW = {
-    "quickstart_pretrained": "b0e4929bcbbd", "quickstart_random_init": "6de4d93cc35d", "default": "9b572e3087ad",
+    "quickstart_pretrained": "b0e4929bcbbd", "quickstart_random_init": "6ab7df2fd5fe", "default": "9b572e3087ad",
     "freeze_none_digits": "5246cbd689ec", "linear_probe": "821797eabb1b", "freeze_unfreeze": "fc059b0de819",
     "gradual": "a399bbb16cab", "layer_decay": "06ba56dedc53", "bitfit": "2a2c61659188", "lora": "4ca26468e3e9",
     "logreg_probe": "7fdd7c54fa8b", "knn_probe": "d560203de154", "writeup_preset": "344cd04abf1c",
@@ -58,7 +59,8 @@ FINE_TUNE_BEFORE = ["select_epoch=acc", "min_steps=0"]
 OLD_BEHAVIOUR = {
     "linear_probe": [*FINE_TUNE_BEFORE, "freeze.head_lr_ratio=10.0"],  # issue 22, 5th pass: head_lr_ratio=auto
     "bitfit": [*FINE_TUNE_BEFORE, "freeze.lr_ratio=10.0"],  # issue 22, 7th pass: lr_ratio 3
-    "quickstart_random_init": [*FINE_TUNE_BEFORE, "random_init_lr_ratio=1.0"],  # issue 22, 8th pass: 3 x lr
+    "quickstart_random_init": [*FINE_TUNE_BEFORE, "random_init_lr_ratio=1.0",  # issue 22, 8th pass: 3 x lr
+                               "random_init_select_epoch=null"],  # 9th pass: random init's last epoch
     "filelist": [*FINE_TUNE_BEFORE, "dataset.preprocess=squash", "augment=crop_flip"],
     # issue 24: the paper's L2 grid (freeze.l2_grid: kornblith)
     "kornblith_logreg": ["dataset.preprocess=squash", "freeze.standardize=true", "freeze.cv_folds=0", "freeze.l2_grid=null"],

@@ -62,6 +62,7 @@ LATER_SETTINGS = {
     "l2sp.alpha": 0.0, "l2sp.beta": 0.0,  # L2-SP's penalty (issue 25): older runs had none
     "wise_ft": None,  # the WiSE-FT curve after training (issue 25): older runs scored the final weights only
     "random_init_lr_ratio": 1.0,  # random init at a multiple of the lr (issue 22): older runs used optimizer.lr as is
+    "random_init_select_epoch": None,  # random init's own epoch rule (issue 22): older runs chose by select_epoch
     "head_probe_fit": "train_val",  # LP-FT's probe held off val (issue 25): older probes also fitted val
     "head_probe_bn": "running",  # LP-FT's probe on recomputed BatchNorm statistics (issue 25): older ones kept the start's
     "wise_ft_bn": "interpolate",  # a mix's BatchNorm statistics measured anew (issue 25): older curves interpolated them
@@ -71,7 +72,8 @@ LATER_SETTINGS = {
 # Settings that do nothing for a frozen-feature probe (one fit, no epochs to choose among): left out of its identity.
 NOT_FOR_PROBES = frozenset({"select_epoch", "min_steps", "steps", "bn_momentum", "mix.mixup_alpha", "mix.cutmix_alpha",
                             "mix.prob", "mix.switch_prob", "l2sp.alpha", "l2sp.beta", "wise_ft", "wise_ft_bn",
-                            "head_probe_fit", "head_probe_bn", "random_init_lr_ratio", "ema.decay", "ema.warmup",
+                            "head_probe_fit", "head_probe_bn", "random_init_lr_ratio", "random_init_select_epoch",
+                            "ema.decay", "ema.warmup",
                             "test_shift.corruptions", "test_shift.severities", "test_shift.images", "test_shift.seed"})
 # Settings that do nothing under an exact budget in optimizer steps (`steps` set): left out of its identity.
 IDLE_UNDER_STEPS = frozenset({"epochs", "min_steps"})
@@ -81,7 +83,7 @@ IDLE_WHILE_OFF = {("mix.mixup_alpha", "mix.cutmix_alpha"): frozenset({"mix.prob"
                   ("test_shift.corruptions",): frozenset({"test_shift.severities", "test_shift.images", "test_shift.seed"})}
 # Settings that act only while another key has one value: left out of the identity otherwise.
 IDLE_UNLESS = {"head_probe_fit": ("model.head_init", "probe"), "head_probe_bn": ("model.head_init", "probe"),
-               "random_init_lr_ratio": ("pretrained", False)}
+               "random_init_lr_ratio": ("pretrained", False), "random_init_select_epoch": ("pretrained", False)}
 PROBE_NAMES = ("knn", "logreg")  # specs.PROBES, named here to keep records/ free of the specs' imports
 # Settings that some data set options gained later than the others, left out at their old behaviour there only.
 LATER_FOR_DATASET = {"digits": {"dataset.train_fraction": 1.0}, "synthetic": {"dataset.train_fraction": 1.0}}

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from tlbench.records import atomic, identity
 from tlbench.errors import ResultsWriteError
-from tlbench.specs import METRICS, SELECT_RULES
+from tlbench.specs import METRICS, SELECT_RULES, epoch_rule
 
 SCHEMA_VERSION = 2  # 2: train / val / test splits; selection on val, test reported
 RESULT_FILE = "result.json"  # one per run folder; the report reads these and nothing else
@@ -156,8 +156,11 @@ def best_epoch(epochs: list[dict], metric: str | None = "top1", rule: str = OLD_
 
 
 def select_rule(config: dict | None) -> str:
-    """The run's `select_epoch` as its config records it; files from before the setting chose by `acc`."""
-    return (config or {}).get("select_epoch") or OLD_SELECT_RULE
+    """The rule that picked the run's epoch, from its config (specs.epoch_rule): `select_epoch`, or
+    `random_init_select_epoch` from random weights; files from before the settings chose by `acc`."""
+    config = config or {}
+    return epoch_rule(config.get("select_epoch") or OLD_SELECT_RULE, config.get("random_init_select_epoch"),
+                      config.get("pretrained") is None or bool(config["pretrained"]))
 
 
 def _missing(value) -> bool:

@@ -74,7 +74,7 @@ SUMMARY = _fields(
     ("test_metric_at_best_val", "float", "the data set's metric on test at best_epoch"),
     ("final_val_metric", "float", "the data set's metric on val at the last epoch"),
     ("best_val_metric", "float", "the data set's metric on val at best_epoch (what a search maximizes)"),
-    ("select_epoch", "str", "the rule that chose best_epoch (config select_epoch)"),
+    ("select_epoch", "str", "the rule that chose best_epoch (config select_epoch; random_init_select_epoch from random weights)"),
     ("ema", "object", "the weight EMA's final_test_acc, test_acc_at_best_val, final_val_acc, best_val_acc, best_epoch "
                       "(chosen on its own val scores by select_epoch), final_test_metric, test_metric_at_best_val, "
                       "best_val_metric", "ema.decay > 0"),

@@ -23,7 +23,8 @@ DEFINITIONS = [
     "seeds, otherwise Welch t on the difference of means.",
     "Val-best epoch: the epoch each run's select_epoch rule chose on the val split only (acc_loss, the "
     "default: the highest val accuracy, ties to the lowest val loss; acc, the rule of files without the "
-    "setting: the first epoch with the highest val_acc; final: the last epoch, nothing chosen). The headline "
+    "setting: the first epoch with the highest val_acc; final: the last epoch, nothing chosen, as random-init "
+    "runs do by default: random_init_select_epoch). The headline "
     "accuracies are the compared metric at the final epoch and at the val-best epoch; the "
     "maximum of test accuracy over epochs is never reported, as it is chosen by looking at the "
     "test split.",

@@ -144,16 +144,25 @@ def metric_columns(metric: str) -> list[str]:
             "mean_images_per_s"]
 
 
+def select_rules(runs: pd.DataFrame) -> list[str]:
+    """Per run, the rule that picked its epoch (results.select_rule over its config.* columns: select_epoch, or
+    random_init_select_epoch from random weights); a column a run's file lacks counts as absent."""
+    keys = ("select_epoch", "random_init_select_epoch", "pretrained")
+    columns = {key: runs[f"config.{key}"] if f"config.{key}" in runs else pd.Series(None, index=runs.index, dtype=object)
+               for key in keys}
+    known = {"select_epoch": str, "random_init_select_epoch": str, "pretrained": (bool, np.bool_)}
+    return [results.select_rule({key: value for key, value in zip(keys, values) if isinstance(value, known[key])})
+            for values in zip(*(columns[key] for key in keys))]
+
+
 def add_run_metrics(runs: pd.DataFrame, epochs: pd.DataFrame, metric: str = "test_acc",
                     fraction: float = 0.9, threshold: float = 0.9) -> pd.DataFrame:
     """`runs` with the per-run metric columns appended (failed runs get them too, from
     whatever epochs they recorded; statistics later use only status == "ok")."""
     check_options(epochs, metric, fraction, threshold)
     by_path = dict(list(epochs.groupby("path", sort=False))) if len(epochs) else {}
-    rules = runs["config.select_epoch"] if "config.select_epoch" in runs else pd.Series(None, index=runs.index)
-    rows = [run_metrics(by_path.get(path, epochs.iloc[:0]), metric, fraction, threshold,
-                        rule if isinstance(rule, str) else results.OLD_SELECT_RULE)
-            for path, rule in zip(runs["path"], rules)]
+    rows = [run_metrics(by_path.get(path, epochs.iloc[:0]), metric, fraction, threshold, rule)
+            for path, rule in zip(runs["path"], select_rules(runs))]
     computed = pd.DataFrame(rows, index=runs.index)
     for column in [*metric_columns(metric), "best_epoch", "best_val_acc", "best_val_loss", f"oracle_max_{metric}"]:
         if column not in computed.columns:

@@ -9,6 +9,9 @@ import math
 
 import pandas as pd
 
+from tlbench.report.metrics import select_rules
+from tlbench.specs import PROBES
+
 # Below this many val images one image moves val accuracy by 1 point or more, and epochs (or
 # settings) tie often: issue 22's 25 val images moved it in 4-point steps.
 SMALL_VAL = 100
@@ -18,12 +21,15 @@ MARK = "†"
 def add_selection_columns(runs: pd.DataFrame) -> pd.DataFrame:
     """`runs` (with run_metrics' best_val_acc) plus val_size, best_val_acc_se and small_val (a
     selection on fewer than SMALL_VAL val images; a probe that chose by cross-validation
-    (probe.C_chosen_on cv5_acc, ...) chose on train + val and is not flagged)."""
+    (probe.C_chosen_on cv5_acc, ...) chose on train + val, and a fine-tuning run that took its last epoch
+    (select_epoch or random_init_select_epoch final) chose nothing: neither is flagged)."""
     size = pd.to_numeric(runs.get("data_info.val_size", pd.Series(math.nan, index=runs.index)), errors="coerce")
     p = pd.to_numeric(runs.get("best_val_acc", pd.Series(math.nan, index=runs.index)), errors="coerce")
     chosen_on = runs.get("probe.C_chosen_on", pd.Series("", index=runs.index)).fillna("").astype(str)
+    probe = runs.get("config.freeze.name", pd.Series(None, index=runs.index, dtype=object)).isin(PROBES)
+    took_last = pd.Series([rule == "final" for rule in select_rules(runs)], index=runs.index) & ~probe
     return runs.assign(val_size=size, best_val_acc_se=standard_error(p, size),
-                       small_val=(size < SMALL_VAL) & ~chosen_on.str.startswith("cv"))
+                       small_val=(size < SMALL_VAL) & ~chosen_on.str.startswith("cv") & ~took_last)
 
 
 Z = 1.96  # the 95% normal quantile of the Agresti-Coull adjustment

@@ -144,6 +144,12 @@ def training_settings(cfg) -> specs.Training:
     return settings.checked(specs.Training, cfg)
 
 
+def epoch_rule(cfg) -> str:
+    """The rule that picks this run's val-chosen epoch: select_epoch, or random_init_select_epoch from random
+    weights (specs.Training.epoch_rule); summary.select_epoch records it."""
+    return training_settings(cfg).epoch_rule()
+
+
 def set_bn_momentum(cfg, model: torch.nn.Module, steps_per_epoch: int) -> None:
     """Every BatchNorm layer's momentum as `bn_momentum` asks; null leaves the model's own."""
     momentum = training_settings(cfg).bn_momentum_for(steps_per_epoch)
@@ -313,9 +319,10 @@ def check_refit(cfg) -> None:
     if probes.is_probe(cfg.freeze.name):
         raise ConfigError(f"dataset.train_on=train_val with freeze={cfg.freeze.name}: the probe chooses on val and "
                           "then refits on train + val itself (freeze.refit_on=train_val); leave dataset.train_on=train")
-    if cfg.select_epoch != "final":
-        raise ConfigError(f"dataset.train_on=train_val with select_epoch={cfg.select_epoch} would choose the epoch on "
-                          "the test split (val is trained on); set select_epoch=final: a refit trains its fixed budget")
+    if epoch_rule(cfg) != "final":
+        key = "select_epoch" if epoch_rule(cfg) == cfg.select_epoch else "random_init_select_epoch"
+        raise ConfigError(f"dataset.train_on=train_val with {key}={epoch_rule(cfg)} would choose the epoch on the "
+                          f"test split (val is trained on); set {key}=final: a refit trains its fixed budget")
     if cfg.schedule.name == "plateau":
         raise ConfigError("dataset.train_on=train_val with schedule=plateau would lower the lr by the test split "
                           "(val is trained on); use a schedule fixed in advance (cosine, step, multistep)")

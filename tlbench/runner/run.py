@@ -158,7 +158,7 @@ def _fine_tune(cfg, attempt: Attempt, splits, built: models.BuiltModel, device) 
         show_progress=sys.stderr.isatty(),
         checkpoint=output_dir / checkpoint.CHECKPOINT_FILE, checkpoint_info={"run_id": record.data["run_id"]},
         checkpoint_every_s=cfg.checkpoint_every_s, select_on=results.selection_field(splits.metric),
-        select_epoch=cfg.select_epoch,
+        select_epoch=build.epoch_rule(cfg),
         eval_view=adapters.merged if "lora" in built.info else None)  # val/test on the merged weights: faster
     record.precision(options.amp, options.channels_last)
     model = build.placed_model(cfg, built, device, options, strategy)
@@ -227,7 +227,7 @@ def keep_models(cfg, output_dir: Path, model, splits, built, result: dict, histo
                       {**meta, "which": "final", "epoch": last["epoch"], "test_acc": last["test_acc"]})
     best_pt = output_dir / "best.pt"
     if best_pt.exists():
-        best = results.best_epoch(history.epochs, splits.metric, cfg.select_epoch)  # the epoch best.pt holds
+        best = results.best_epoch(history.epochs, splits.metric, build.epoch_rule(cfg))  # the epoch best.pt holds
         state = torch.load(best_pt, map_location="cpu", weights_only=True)
         export.save_model(output_dir, "best", adapters.merged(model, state).state_dict() if adapted else state,
                           {**meta, "which": "best", "epoch": best["epoch"], "test_acc": best["test_acc"]})

@@ -15,7 +15,7 @@ from tlbench.specs.options import (FREEZES, OPTIMIZERS, PROBES, REFIT_CHOICES, S
 from tlbench.specs.shared import (AUTO_FLAGS, BAD_IMAGE_CHOICES, HEAD_INITS, METRICS, MODEL_SOURCES, PAD_MODES,
                                   PIPELINES, PREPROCESSES, SELECT_RULES, SQUASH, DEFAULT_CROP_FRACTION, Augment, DataPath,
                                   DatasetSplits, Defects, Ema, FeatureSpec, L2SP, Shift, LrFind, Mix, ModelSettings, Preprocess, Training,
-                                  augment, preprocess)
+                                  augment, epoch_rule, preprocess)
 
 __all__ = [
     "closed", "require",
@@ -29,4 +29,5 @@ __all__ = [
     "PREPROCESSES",
     "SELECT_RULES", "SQUASH", "DEFAULT_CROP_FRACTION", "Preprocess", "preprocess", "Augment",
     "DataPath", "DatasetSplits", "Defects", "Ema", "FeatureSpec", "Shift", "L2SP", "LrFind", "Mix", "ModelSettings", "Training", "augment",
+    "epoch_rule",
 ]
