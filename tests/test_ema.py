@@ -73,3 +73,36 @@ def test_ema_off_keeps_the_old_identity_and_a_bad_decay_is_one_message(make_cfg,
     assert "ema" not in plain["summary"] and "ema_val_acc" not in plain["epochs"][0]
     with pytest.raises(ConfigError, match=r"ema.decay=1.0 must be in \[0, 1\)"):
         build.check_settings(make_cfg(*TINY, "ema.decay=1"))
+
+
+def test_the_ema_is_kept_as_a_model_file_that_predict_and_soups_read(make_cfg, tmp_path, monkeypatch, capsys):
+    import json
+
+    import safetensors.torch
+
+    from tlbench.errors import DataNotFoundError
+    from tlbench.models import export
+    from tlbench.runner import soup
+
+    _, made = recorded(monkeypatch)
+    sweep = tmp_path / "sweep"
+    results = {name: run(make_cfg(*TINY, "ema.decay=0.8", "model.head_init=zeros", f"optimizer.lr={lr}"),
+                         output_dir=sweep / name) for name, lr in (("a", 0.01), ("b", 0.003))}
+    kept = safetensors.torch.load_file(sweep / "a" / "ema.safetensors")
+    for key, value in made[0].module.state_dict().items():
+        torch.testing.assert_close(kept[key], value.detach().cpu(), msg=key)  # the average, not the final weights
+    model, meta = export.load_model(sweep / "a", "ema")  # what tlbench-predict --which ema loads
+    last = results["a"]["epochs"][-1]
+    assert meta["which"] == "ema" and meta["epoch"] == last["epoch"] and meta["test_acc"] == last["ema_test_acc"]
+    scorer = soup.Scorer(results["a"]["config"])
+    assert scorer(model.state_dict(), "test") == pytest.approx(last["ema_test_acc"])  # the file is what was scored
+    assert soup.main([str(sweep), "--which", "ema", "--out", str(tmp_path / "soups")]) == 0
+    (_, cooked), = json.loads((tmp_path / "soups" / "soups.json").read_text()).items()
+    scored = {item["run_id"]: item["test"] for item in cooked["ingredients"]}
+    assert scored == pytest.approx({r["run_id"]: r["summary"]["ema"]["final_test_acc"] for r in results.values()})
+    plain = tmp_path / "plain"
+    run(make_cfg(*TINY, "epochs=1"), output_dir=plain)
+    assert not (plain / "ema.json").exists()
+    with pytest.raises(DataNotFoundError, match="without a weight EMA"):
+        export.load_model(plain, "ema")
+    assert soup.main([str(plain), "--which", "ema"]) == 2 and "ema.decay" in capsys.readouterr().err

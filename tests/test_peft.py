@@ -118,3 +118,15 @@ def test_bad_lora_settings_fail_before_training_naming_the_key(make_cfg, tmp_pat
 
     with pytest.raises(ConfigError, match=needle):
         run(make_cfg(*SMALL, "freeze=lora", override), output_dir=tmp_path / "bad")
+
+
+def test_a_lora_runs_weight_ema_is_saved_merged_and_scores_as_it_was_scored(make_cfg, tmp_path):
+    from tlbench.runner import soup
+
+    out = tmp_path / "lora_ema"
+    result = run(make_cfg(*SMALL, "model=tf_efficientnet_lite0", "freeze=lora", "optimizer.lr=0.01", "ema.decay=0.5"),
+                 output_dir=out)
+    plain, meta = export.load_model(out, "ema")  # the EMA of the adapted model, its adapters merged
+    assert not adapters.adapter_param_names(plain) and meta["which"] == "ema"
+    scored = soup.Scorer(result["config"])(plain.state_dict(), "test")
+    assert scored == pytest.approx(result["epochs"][-1]["ema_test_acc"])

@@ -1,5 +1,5 @@
 """`python -m tlbench.predict <run folder or model.json> <image or folder>... [--top-k 5]
-[--which final|best] [--csv OUT] [--device auto|cpu|cuda] [--batch-size 64]`
+[--which final|best|ema] [--csv OUT] [--device auto|cpu|cuda] [--batch-size 64]`
 
 Prints each image's top-k classes with their softmax probabilities, one line per image:
 `photos/cat.jpg: cat 91.2% | dog 5.1% | bird 3.7%`. Images are preprocessed exactly as the run
@@ -67,11 +67,12 @@ def parse_args(argv) -> argparse.Namespace:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m tlbench.predict",
                                      description="Top-k classes of images, from a completed tlbench run's model.")
-    parser.add_argument("model", help="a run folder, or its model.json / best.json")
+    parser.add_argument("model", help="a run folder, or its model.json / best.json / ema.json")
     parser.add_argument("images", nargs="+", help="image files, or folders searched recursively for images")
     parser.add_argument("--top-k", type=positive_int, default=5, help="classes shown per image (default 5)")
     parser.add_argument("--which", choices=tuple(export.STEMS), default="final",
-                        help="the final epoch's model (default) or the best-val-acc epoch's (needs save_best=true)")
+                        help="the final epoch's model (default), the val-chosen epoch's (needs save_best=true) or the "
+                             "weight EMA after the last step (needs ema.decay > 0)")
     parser.add_argument("--csv", type=Path, help=f"write predictions here (default with a folder: ./{DEFAULT_CSV})")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     parser.add_argument("--batch-size", type=positive_int, default=64, help="images per forward pass (default 64)")

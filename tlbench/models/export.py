@@ -1,6 +1,7 @@
 """A trained model kept in its run folder, usable without the run's config: `<stem>.safetensors`
 (the plain state_dict) and `<stem>.json` (how to rebuild and feed it). `model` is the final
-epoch's model, `best` the best-val-acc epoch's. safetensors rather than torch.save: reading it
+epoch's model, `best` the val-chosen epoch's, `ema` the weight EMA after the last step (`ema.decay` > 0).
+safetensors rather than torch.save: reading it
 cannot run code, and other tools read it too.
 
 `<stem>.json` holds the meta dict given to `save_model`, plus `format` and `weights`:
@@ -15,7 +16,7 @@ cannot run code, and other tools read it too.
                        # mode crop: shorter side to floor(image_size / crop_fraction), central square (absent: squash)
                        "input_size": 32,           # then to the model's input side (null = image_size)
                        "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
-     "run_id": "...", "epoch": 5, "which": "final",  # final | best
+     "run_id": "...", "epoch": 5, "which": "final",  # final | best | ema
      "test_acc": 0.93}                             # at that epoch, or null
 
 The safetensors file is written first and the JSON last, both atomically: a JSON on disk means
@@ -34,7 +35,7 @@ from tlbench.models import weights as weight_files
 from tlbench.errors import ConfigError, DataNotFoundError, WeightsMismatchError
 
 FORMAT = "tlbench-model/1"
-STEMS = {"final": "model", "best": "best"}  # --which -> the file stem in a run folder
+STEMS = {"final": "model", "best": "best", "ema": "ema"}  # --which -> the file stem in a run folder
 KEYS_NAMED = 5  # mismatched state_dict keys named in an error
 
 
@@ -97,8 +98,12 @@ def model_card(path, which: str) -> Path:
     hint = f"; it looks like a sweep folder: give one of its runs, e.g. {path / runs[0]}" if runs else ""
     raise DataNotFoundError(
         f"{path} holds no saved model ({card.name}): the run may have failed or still be running, been run with "
-        f"save_model=false{' or save_best=false' if which == 'best' else ''}, or by a tlbench older than model "
-        f"export{hint}")
+        f"save_model=false{_SWITCHED_OFF.get(which, '')}, or by a tlbench older than {_SAVED_SINCE.get(which, 'model export')}"
+        f"{hint}")
+
+
+_SWITCHED_OFF = {"best": " or save_best=false", "ema": " or without a weight EMA (ema.decay=0)"}
+_SAVED_SINCE = {"ema": "its EMA model files"}
 
 
 def read_meta(card_path: Path) -> dict:

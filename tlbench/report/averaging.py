@@ -18,6 +18,16 @@ from tlbench.report.tables import interval, pct, points
 
 EMA = "summary.ema.test_acc_at_best_val"
 WISE = "wise_ft.curve"
+HEAD_INIT = "config.model.head_init"
+FITTED = "probe"  # the one head_init that starts from a fitted classifier (LP-FT's probe)
+
+
+def fitted_start(run) -> bool:
+    """Whether a run's WiSE-FT curve starts from a fitted head (model.head_init=probe). WiSE-FT interpolates
+    toward the starting model, whose zero (or random) head classifies at chance: from such a start the curve only
+    blends an untrained classifier into the fine-tuned one, not the robust starting model the method assumes
+    (zero-shot or a fitted linear probe)."""
+    return run.get(HEAD_INIT) == FITTED
 
 
 def _wise_at(curve_text, alpha, key: str = "test_acc") -> float:
@@ -61,6 +71,7 @@ def averaging_table(runs: pd.DataFrame) -> pd.DataFrame:
                 f"{points(diff.mean)} ({interval(diff.ci_low, diff.ci_high, diff.n)})"
         if wise.notna().any():
             diff = _paired(group, wise, final)
+            row["WiSE-FT start's head"] = f"{first.get(HEAD_INIT, '?')}" + ("" if fitted_start(first) else " (not fitted)")
             alphas = sorted({float(a) for a in group["wise_ft.chosen_alpha"].dropna()})
             row["trained, final epoch"] = pct(mean_ci(final).mean)
             row["WiSE-FT, val-chosen α"] = pct(mean_ci(wise).mean)
@@ -75,13 +86,14 @@ def averaging_table(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def wise_curves(runs: pd.DataFrame) -> pd.DataFrame:
-    """Long table of every WiSE-FT curve: setting label, seed, alpha, split, accuracy."""
+    """Long table of every WiSE-FT curve that starts from a fitted head (fitted_start): setting label, seed,
+    alpha, split, accuracy."""
     ok = finished(runs)
     if ok.empty or WISE not in ok.columns:
         return pd.DataFrame()
     labels, rows = setting_columns(ok), []
     for (_, run), seed in zip(ok.iterrows(), seed_of(ok)):
-        if not isinstance(run[WISE], str):
+        if not isinstance(run[WISE], str) or not fitted_start(run):
             continue
         setting = ", ".join(f"{short_name(c)}={run[c]}" for c in labels)
         for point in json.loads(run[WISE]):
@@ -112,3 +124,11 @@ def draw_wise(curves: pd.DataFrame, path: Path) -> Path | None:
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     return path
+
+
+def unfitted_curves(runs: pd.DataFrame) -> int:
+    """How many finished runs drew a WiSE-FT curve from a head that was not fitted (left out of the chart)."""
+    ok = finished(runs)
+    if ok.empty or WISE not in ok.columns:
+        return 0
+    return sum(isinstance(run[WISE], str) and not fitted_start(run) for _, run in ok.iterrows())

@@ -312,7 +312,19 @@ def averaging_blocks(runs, drawn) -> list:
                       "the trained weights, each at the epoch its own val scores choose; WiSE-FT (`wise_ft`) mixes the "
                       "starting and final weights, the mix chosen on val, so it is set against the final epoch. "
                       "Differences are paired by seed (95% t interval)."),
+            *_unfitted_note(averaging.unfitted_curves(runs)),
             Table(table), *_image(drawn, "wise_ft", "WiSE-FT: accuracy against the mixing coefficient")]
+
+
+def _unfitted_note(count: int) -> list:
+    if not count:
+        return []
+    return [Paragraph(f"{count} run(s) drew a WiSE-FT curve from a head that was not fitted (`model.head_init` other "
+                      "than `probe`): their starting model classifies at chance, so the curve blends an untrained "
+                      "classifier into the fine-tuned one rather than a robust starting model into it, which is not "
+                      "the comparison WiSE-FT makes (Wortsman et al. start from a zero-shot head; LP-FT's "
+                      "`model.head_init=probe` is the fitted start here). Their numbers stay in the table (\"WiSE-FT start's "
+                      "head\"); the chart leaves them out.")]
 
 
 def shift_blocks(runs, drawn) -> list:

@@ -193,7 +193,8 @@ def _fine_tune(cfg, attempt: Attempt, splits, built: models.BuiltModel, device) 
             record.data["test_shift"]["ema"] = {k: v for k, v in shift(ema.module).items() if k.endswith("acc")}
     record.cost(run_cost(cfg, built.model, splits, attempt.history, attempt.started, device))  # before saving
     if cfg.save_model:
-        keep_models(cfg, output_dir, getattr(model, "_orig_mod", model), splits, built, record.data, attempt.history)
+        keep_models(cfg, output_dir, getattr(model, "_orig_mod", model), splits, built, record.data, attempt.history,
+                    ema)
 
 
 def _epoch_done(attempt: Attempt) -> None:
@@ -210,10 +211,12 @@ def run_cost(cfg, model, splits, history: engine.History, started: float, device
                         input_size, time.perf_counter() - started, device)
 
 
-def keep_models(cfg, output_dir: Path, model, splits, built, result: dict, history: engine.History) -> None:
-    """The final model as model.safetensors + model.json (tlbench/models/export.py), and the val-chosen
-    epoch's (save_best's best.pt; chosen by select_epoch on the data set's metric) as best.safetensors + best.json,
-    with what predicting needs."""
+def keep_models(cfg, output_dir: Path, model, splits, built, result: dict, history: engine.History,
+                ema=None) -> None:
+    """The final model as model.safetensors + model.json (tlbench/models/export.py), the val-chosen epoch's
+    (save_best's best.pt; chosen by the run's epoch rule on the data set's metric) as best.safetensors + best.json,
+    and the weight EMA after the last step (`ema`, when on) as ema.safetensors + ema.json, with what predicting
+    needs."""
     mean, std = augment.resolve_normalization(cfg.normalize, built.mean, built.std)
     meta = {"model": {"name": cfg.model.name, "source": cfg.model.source,
                       "kwargs": OmegaConf.to_container(cfg.model.kwargs) if cfg.model.get("kwargs") else None},
@@ -232,6 +235,10 @@ def keep_models(cfg, output_dir: Path, model, splits, built, result: dict, histo
         export.save_model(output_dir, "best", adapters.merged(model, state).state_dict() if adapted else state,
                           {**meta, "which": "best", "epoch": best["epoch"], "test_acc": best["test_acc"]})
         best_pt.unlink()
+    if ema is not None:  # tlbench-predict --which ema, tlbench-soup --which ema
+        export.save_model(output_dir, "ema", (adapters.merged(model, ema.module.state_dict()) if adapted
+                                              else ema.module).state_dict(),
+                          {**meta, "which": "ema", "epoch": last["epoch"], "test_acc": last.get("ema_test_acc")})
 
 
 def _hydra_output_dir() -> str | None:

@@ -56,6 +56,9 @@ def group_key(ident: dict) -> str:
     return identity.run_id(shared)
 
 
+NEEDS = {"best": " save_best=true", "ema": " and a weight EMA (e.g. ema.decay=0.999)"}  # what --which X needs
+
+
 def find_ingredients(sweeps: list[Path], which: str) -> dict[str, list[tuple[Path, dict]]]:
     """{group: [(run folder, result)]} of every finished run under `sweeps` that kept its model."""
     from tlbench.models.export import STEMS
@@ -76,7 +79,7 @@ def find_ingredients(sweeps: list[Path], which: str) -> dict[str, list[tuple[Pat
         raise ConfigError(
             f"no two finished runs under {', '.join(map(str, sweeps))} kept a model ({STEMS[which]}.safetensors) and "
             f"share their starting weights and data ({saved} kept one); a soup needs a sweep of fine-tuning runs of "
-            f"one model on one data set, run with save_model=true{' save_best=true' if which == 'best' else ''}")
+            f"one model on one data set, run with save_model=true{NEEDS.get(which, '')}")
     return groups
 
 
@@ -190,9 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m tlbench.soup", description="Model soups of a sweep's fine-tuned models: uniform and greedy (on val), "
                                          "each scored on val and test beside its ingredients.")
     parser.add_argument("sweeps", nargs="+", type=Path, help="sweep folder(s) of runs with save_model=true")
-    parser.add_argument("--which", choices=["final", "best"], default="final",
-                        help="each run's final model (model.safetensors) or its val-chosen one (best.safetensors, "
-                             "save_best=true)")
+    parser.add_argument("--which", choices=["final", "best", "ema"], default="final",
+                        help="each run's final model (model.safetensors), its val-chosen one (best.safetensors, "
+                             "save_best=true) or its weight EMA after the last step (ema.safetensors, ema.decay > 0)")
     parser.add_argument("--out", type=Path, help="where the table and the soups go (default <first sweep>/soups)")
     parser.add_argument("--bn", choices=["average", "recompute"], default="average",
                         help="a soup's BatchNorm statistics: averaged like its weights, or measured anew on the runs' "
