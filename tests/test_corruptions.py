@@ -115,3 +115,38 @@ def test_fogs_fractal_is_the_references(decay):
     expected = reference.plasma_fractal(mapsize=32, wibbledecay=decay)
     np.testing.assert_allclose(corruptions.plasma_fractal(32, decay, np.random.RandomState(5)), expected,
                                atol=1e-6)  # the package keeps the map in float32, the reference in float64
+
+
+def test_frost_is_cifar_10_cs_with_the_references_own_photographs_and_resize():
+    pytest.importorskip("imagecorruptions")
+    cv2 = pytest.importorskip("cv2")
+    folder, image = corruptions.frost_folder(), smooth()
+    for severity, (a, b) in enumerate([(1, 0.2), (1, 0.3), (0.9, 0.4), (0.85, 0.4), (0.75, 0.45)], start=1):
+        draws = np.random.RandomState(severity)  # make_cifar_c.py's frost, its draws from this stream
+        photo = cv2.resize(cv2.imread(str(folder / corruptions.FROST_FILES[draws.randint(5)])), (0, 0), fx=0.2, fy=0.2)
+        top, left = draws.randint(0, photo.shape[0] - 32), draws.randint(0, photo.shape[1] - 32)
+        expected = np.uint8(np.clip(a * image + b * photo[top:top + 32, left:left + 32][..., [2, 1, 0]], 0, 255))
+        got = corrupt(image, "frost", severity, np.random.RandomState(severity))
+        assert np.abs(got.astype(int) - expected).max() <= 1, severity  # OpenCV's fixed-point bilinear: +-1
+
+
+def test_frost_is_a_uint8_image_fixed_by_its_seed_at_any_side():
+    pytest.importorskip("imagecorruptions")
+    for side in (32, 96, 224):
+        image = smooth(side)
+        first, again = (corrupt(image, "frost", 3, np.random.RandomState(4)) for _ in range(2))
+        assert first.dtype == np.uint8 and first.shape == image.shape and np.array_equal(first, again)
+        assert not np.array_equal(first, image)
+
+
+def test_frost_without_its_photographs_is_one_message_naming_the_install(monkeypatch, make_cfg):
+    import importlib.util
+
+    from tlbench.errors import ConfigError
+    from tlbench.runner import build
+
+    find = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "imagecorruptions" else find(name, *a))
+    with pytest.raises(ConfigError, match="pip install imagecorruptions-imaug"):
+        build.check_shift(make_cfg("data.pipeline=tensor", "test_shift.corruptions=[fog,frost]"))
+    assert corruptions.chosen("all") == list(CORRUPTIONS) and "frost" not in CORRUPTIONS  # all needs no package

@@ -19,12 +19,20 @@ own side stands in. What stands in for a library call of the reference:
   `amount`, by 0 or 1 with equal odds (today's skimage; the 2018 one drew a fixed count of positions);
 - skimage's rgb2hsv / hsv2rgb: matplotlib's.
 
-Not here: `frost` (needs the reference's six frost photographs) and `spatter` (one of the four extra
-corruptions, built on OpenCV's Canny and distance transform)."""
+- OpenCV's `resize(fx, fy, INTER_LINEAR)` (frost's photograph): bilinear samples at ((x + 0.5) / f - 0.5),
+  edge pixels repeated, rounded to uint8.
 
+`frost` blends in a crop of one of the reference's frost photographs, which tlbench does not ship: it reads
+them from the `imagecorruptions` package when that is installed (`pip install imagecorruptions-imaug`), and
+`test_shift.corruptions: all` stays the fourteen that need nothing (name frost to add it). Not here: `spatter`
+(one of the four extra corruptions, built on OpenCV's Canny and distance transform)."""
+
+import functools
+import importlib.util
 import io
 import math
 import zlib
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -301,7 +309,63 @@ def jpeg_compression(x, severity, rng):
     return np.asarray(Image.open(buffer))
 
 
-# CIFAR-10-C's fifteen, in its order (frost left out: see the module's docstring), then the extra ones.
+# The photographs CIFAR-10-C's frost draws from: np.random.randint(5) over its list of six, so never the sixth.
+FROST_FILES = ("frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.jpg")
+FROST_PACKAGE = "imagecorruptions"  # ships them in imagecorruptions/frost/ (PyPI: imagecorruptions-imaug)
+
+
+def frost_folder() -> Path:
+    """The folder of the frost photographs in the installed `imagecorruptions` package."""
+    spec = importlib.util.find_spec(FROST_PACKAGE)
+    folder = Path(spec.origin).parent / "frost" if spec is not None and spec.origin else None
+    if folder is None or not all((folder / name).is_file() for name in FROST_FILES):
+        raise ConfigError("the frost corruption blends in the reference's frost photographs, which tlbench reads from "
+                          "the `imagecorruptions` package: pip install imagecorruptions-imaug (or leave frost out of "
+                          "test_shift.corruptions)")
+    return folder
+
+
+def resize_linear(image: np.ndarray, scale: float) -> np.ndarray:
+    """OpenCV's resize(image, (0, 0), fx=scale, fy=scale) with INTER_LINEAR for an HxWx3 uint8 image: the output
+    side round(side x scale), each pixel the bilinear sample at ((x + 0.5) / scale - 0.5), edges repeated."""
+    height, width = image.shape[:2]
+    out_h, out_w = int(round(height * scale)), int(round(width * scale))
+    ys = np.clip((np.arange(out_h) + 0.5) / scale - 0.5, 0, height - 1)
+    xs = np.clip((np.arange(out_w) + 0.5) / scale - 0.5, 0, width - 1)
+    grid = np.meshgrid(ys, xs, indexing="ij")
+    channels = [ndimage.map_coordinates(image[..., c].astype(np.float64), grid, order=1, mode="nearest")
+                for c in range(image.shape[2])]
+    return np.uint8(np.clip(np.round(np.stack(channels, axis=2)), 0, 255))
+
+
+@functools.lru_cache(maxsize=len(FROST_FILES) * 4)
+def frost_layer(index: int, scale: float) -> np.ndarray:
+    """Frost photograph `index` (RGB, uint8) resized by `scale` as the reference's cv2.resize did."""
+    with Image.open(frost_folder() / FROST_FILES[index]) as photo:
+        return resize_linear(np.asarray(photo.convert("RGB")), scale)
+
+
+def frost_digest() -> str:
+    """A digest of the frost photographs, part of a frost cache's key."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name in FROST_FILES:
+        digest.update((frost_folder() / name).read_bytes())
+    return digest.hexdigest()[:8]
+
+
+def frost(x, severity, rng):
+    """CIFAR-10-C's frost: c0 x + c1 x (a random crop of a random photograph, resized by 0.2 for 32 px; by
+    0.2 x side / 32 for another side, so the frost keeps its size relative to the image)."""
+    c = [(1, 0.2), (1, 0.3), (0.9, 0.4), (0.85, 0.4), (0.75, 0.45)][severity - 1]
+    height, width = x.shape[:2]
+    layer = frost_layer(rng.randint(5), 0.2 * max(height, width) / 32)
+    top, left = rng.randint(0, layer.shape[0] - height), rng.randint(0, layer.shape[1] - width)
+    return np.clip(c[0] * np.asarray(x, dtype=np.float64) + c[1] * layer[top:top + height, left:left + width], 0, 255)
+
+
+# CIFAR-10-C's fifteen, in its order (frost apart: it needs the imagecorruptions package), then the extra ones.
 CORRUPTIONS = {
     "gaussian_noise": gaussian_noise, "shot_noise": shot_noise, "impulse_noise": impulse_noise,
     "defocus_blur": defocus_blur, "glass_blur": glass_blur, "motion_blur": motion_blur, "zoom_blur": zoom_blur,
@@ -309,14 +373,14 @@ CORRUPTIONS = {
     "elastic_transform": elastic_transform, "pixelate": pixelate, "jpeg_compression": jpeg_compression,
 }
 EXTRA = {"speckle_noise": speckle_noise, "gaussian_blur": gaussian_blur, "saturate": saturate}
-NOT_BUILT = {"frost": "needs the reference's six frost photographs",
-             "spatter": "built on OpenCV's Canny edges and distance transform"}
+NEEDS_PACKAGE = {"frost": frost}  # named in test_shift.corruptions only: its photographs come from imagecorruptions
+NOT_BUILT = {"spatter": "built on OpenCV's Canny edges and distance transform"}
 
 
 def corrupt(image: np.ndarray, name: str, severity: int, rng: np.random.RandomState) -> np.ndarray:
     """`image` (HxWx3 uint8) under corruption `name` at `severity` (1-5), drawing from `rng`; uint8 out,
     truncated as the reference's np.uint8 did."""
-    found = {**CORRUPTIONS, **EXTRA}
+    found = {**CORRUPTIONS, **EXTRA, **NEEDS_PACKAGE}
     if name not in found:
         why = f" ({NOT_BUILT[name]})" if name in NOT_BUILT else ""
         raise ValueError(f"corruption {name!r} is not available{why}; use one of {', '.join(found)}")
@@ -327,10 +391,13 @@ def corrupt(image: np.ndarray, name: str, severity: int, rng: np.random.RandomSt
 
 
 def chosen(names) -> list[str]:
-    """`test_shift.corruptions` as a list of names: all = CIFAR-10-C's fourteen built here; a list is checked."""
+    """`test_shift.corruptions` as a list of names: all = CIFAR-10-C's fourteen that need no package (all but
+    frost); a list is checked (frost: that its photographs are installed)."""
     if names == "all":
         return list(CORRUPTIONS)
-    found, names = {**CORRUPTIONS, **EXTRA}, list(names)
+    found, names = {**CORRUPTIONS, **EXTRA, **NEEDS_PACKAGE}, list(names)
+    if "frost" in names:
+        frost_folder()
     unknown = [n for n in names if n not in found]
     if unknown:
         why = "; ".join(f"{n}: {NOT_BUILT[n]}" for n in unknown if n in NOT_BUILT)
@@ -358,13 +425,14 @@ def corrupted_split(images, name: str, severity: int, seed: int, cache_dir):
     `cache_dir` keyed by the images' bytes, the corruption, severity, seed and VERSION (disk_cache: built once
     when several runs ask at the same time)."""
     import hashlib
-    from pathlib import Path
 
     import torch
 
     from tlbench.data import disk_cache
 
     key = hashlib.sha256(images.numpy().tobytes()).hexdigest()[:16]
+    if name in NEEDS_PACKAGE:  # the photographs it blends in are part of what it draws
+        key += f"-{frost_digest()}"
     path = Path(cache_dir).expanduser() / f"shift-{name}-{severity}-seed{seed}-v{VERSION}-{key}.pt"
 
     def check(stored: dict) -> None:
