@@ -2,6 +2,8 @@
 clean score on every test image is the last epoch's test accuracy, each corruption and severity is recorded,
 the corrupted images are cached and shared, and mistakes are one message before training."""
 
+import zlib
+
 import numpy as np
 import pytest
 import torch
@@ -47,7 +49,9 @@ def test_a_draw_of_test_images_and_its_own_random_stream_per_corruption(make_cfg
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["test_shift.corruptions=[frost]"], r"'frost', not available \(frost: needs the reference's six frost"),
+    (["test_shift.corruptions=[spatter]"], r"'spatter', not available \(spatter: built on OpenCV's Canny"),
+    (["test_shift.corruptions=all", "test_shift.definitions=imagenet"], r"test_shift.definitions='imagenet' must be "
+                                                                        r"cifar10c .* or imagenet_c"),
     (["test_shift.corruptions=[fogg]"], r"'fogg', not available; use all, or some of gaussian_noise"),
     (["test_shift.corruptions=all", "test_shift.severities=[0,6]"], r"test_shift.severities=\[0, 6\] must be a list"),
     (["test_shift.corruptions=all", "data.pipeline=pil"], r"set data.pipeline=tensor or test_shift.corruptions=null"),
@@ -59,7 +63,35 @@ def test_a_bad_shift_is_one_message_before_training(make_cfg, overrides, message
 
 def test_no_shift_is_the_old_identity(make_cfg):
     assert run_id_of(make_cfg(*TINY, "test_shift.images=50", "test_shift.seed=3")) == run_id_of(make_cfg(*TINY))
+    assert run_id_of(make_cfg(*TINY, "test_shift.definitions=imagenet_c")) == run_id_of(make_cfg(*TINY))  # off: idle
     assert run_id_of(make_cfg(*TINY, *SHIFT)) != run_id_of(make_cfg(*TINY))
+    assert run_id_of(make_cfg(*TINY, *SHIFT, "test_shift.definitions=cifar10c")) == run_id_of(make_cfg(*TINY, *SHIFT))
+    assert run_id_of(make_cfg(*TINY, *SHIFT, "test_shift.definitions=imagenet_c")) != run_id_of(make_cfg(*TINY, *SHIFT))
+
+
+def test_imagenet_c_is_the_maintained_packages_corruptions_from_a_stream_of_their_own(make_cfg, tmp_path):
+    package = pytest.importorskip("imagecorruptions")
+    images = np.random.RandomState(0).randint(0, 256, size=(3, 48, 48, 3)).astype(np.uint8)
+    np.random.seed(123)
+    before = np.random.get_state()[1].copy()
+    got = corruptions.corrupted_images(images, "frost", 2, 7, "imagenet_c")
+    assert np.array_equal(np.random.get_state()[1], before)  # numpy's global stream is left as it was
+    np.random.seed([7, zlib.crc32(b"frost"), 2])
+    expected = np.stack([package.corrupt(image, severity=2, corruption_name="frost") for image in images])
+    assert got.dtype == np.uint8 and np.array_equal(got, expected)
+    assert corruptions.chosen("all", "imagenet_c") == package.get_corruption_names("common")  # frost among them
+    assert corruptions.chosen(["spatter"], "imagenet_c") == ["spatter"]
+    result = run(make_cfg(*TINY, "test_shift.corruptions=[fog,spatter]", "test_shift.severities=[2]",
+                          "test_shift.definitions=imagenet_c", "test_shift.images=8"), output_dir=tmp_path)
+    assert result["test_shift"]["definitions"] == "imagenet_c" and set(result["test_shift"]["acc"]) == {"fog", "spatter"}
+
+
+def test_imagenet_c_without_its_package_is_one_message(make_cfg, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "imagecorruptions", None)  # import fails, as where it is not installed
+    with pytest.raises(ConfigError, match="test_shift.definitions=imagenet_c .* pip install imagecorruptions-imaug"):
+        build.check_settings(make_cfg(*TINY, "test_shift.corruptions=all", "test_shift.definitions=imagenet_c"))
 
 
 def test_the_report_sets_corrupted_against_clean_accuracy_with_the_trend(make_cfg, tmp_path):

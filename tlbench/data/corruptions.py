@@ -390,9 +390,30 @@ def corrupt(image: np.ndarray, name: str, severity: int, rng: np.random.RandomSt
     return np.uint8(np.clip(np.asarray(out, dtype=np.float64), 0, 255))
 
 
-def chosen(names) -> list[str]:
-    """`test_shift.corruptions` as a list of names: all = CIFAR-10-C's fourteen that need no package (all but
-    frost); a list is checked (frost: that its photographs are installed)."""
+def imagenet_c():
+    """The maintained `imagecorruptions` package (ImageNet-C's definitions and severity parameters)."""
+    try:
+        import imagecorruptions
+    except ImportError:
+        raise ConfigError("test_shift.definitions=imagenet_c corrupts with the imagecorruptions package, which is not "
+                          "installed: pip install imagecorruptions-imaug (or test_shift.definitions=cifar10c, built in)") \
+            from None
+    return imagecorruptions
+
+
+def chosen(names, definitions: str = "cifar10c") -> list[str]:
+    """`test_shift.corruptions` as a list of names. cifar10c: all = CIFAR-10-C's fourteen that need no package (all
+    but frost), and a list is checked (frost: that its photographs are installed); imagenet_c: all = ImageNet-C's
+    fifteen, frost included, and a list may name the package's four extra ones too."""
+    if definitions == "imagenet_c":
+        package = imagenet_c()
+        found, names = package.get_corruption_names("all"), package.get_corruption_names("common") if names == "all" \
+            else list(names)
+        unknown = [n for n in names if n not in found]
+        if unknown:
+            raise ConfigError(f"test_shift.corruptions names {', '.join(map(repr, unknown))}, not one of ImageNet-C's "
+                              f"(test_shift.definitions=imagenet_c): use all, or some of {', '.join(found)}")
+        return list(names)
     if names == "all":
         return list(CORRUPTIONS)
     found, names = {**CORRUPTIONS, **EXTRA, **NEEDS_PACKAGE}, list(names)
@@ -413,17 +434,34 @@ def drawn(count: int, images: int | None, seed: int) -> np.ndarray:
     return np.sort(np.random.RandomState(seed).choice(count, size=images, replace=False))
 
 
-def corrupted_images(images: np.ndarray, name: str, severity: int, seed: int) -> np.ndarray:
+def corrupted_images(images: np.ndarray, name: str, severity: int, seed: int, definitions: str = "cifar10c") -> np.ndarray:
     """(N, H, W, 3) uint8 images under one corruption and severity, from a random stream of their own (the seed,
-    the corruption's name and the severity), so adding or dropping another never changes these."""
-    rng = np.random.RandomState([seed, zlib.crc32(name.encode()), severity])
-    return np.stack([corrupt(image, name, severity, rng) for image in images])
+    the corruption's name and the severity), so adding or dropping another never changes these. imagenet_c: the
+    imagecorruptions package draws from numpy's global stream, seeded so for the call and restored after it."""
+    stream = [seed, zlib.crc32(name.encode()), severity]
+    if definitions != "imagenet_c":
+        rng = np.random.RandomState(stream)
+        return np.stack([corrupt(image, name, severity, rng) for image in images])
+    package, state = imagenet_c(), np.random.get_state()
+    try:
+        np.random.seed(stream)
+        return np.stack([np.uint8(package.corrupt(np.asarray(image, dtype=np.uint8), severity=severity,
+                                                  corruption_name=name)) for image in images])
+    finally:
+        np.random.set_state(state)
 
 
-def corrupted_split(images, name: str, severity: int, seed: int, cache_dir):
+def package_digest() -> str:
+    """A digest of the imagecorruptions package's definitions, part of an imagenet_c cache's key."""
+    import hashlib
+
+    return hashlib.sha256((Path(imagenet_c().__file__).parent / "corruptions.py").read_bytes()).hexdigest()[:8]
+
+
+def corrupted_split(images, name: str, severity: int, seed: int, cache_dir, definitions: str = "cifar10c"):
     """A decoded split's images (uint8 tensor N x 3 x H x W) under one corruption and severity, kept in
-    `cache_dir` keyed by the images' bytes, the corruption, severity, seed and VERSION (disk_cache: built once
-    when several runs ask at the same time)."""
+    `cache_dir` keyed by the images' bytes, the corruption, severity, seed and VERSION (imagenet_c: the package's
+    definitions instead; disk_cache: built once when several runs ask at the same time)."""
     import hashlib
 
     import torch
@@ -431,9 +469,13 @@ def corrupted_split(images, name: str, severity: int, seed: int, cache_dir):
     from tlbench.data import disk_cache
 
     key = hashlib.sha256(images.numpy().tobytes()).hexdigest()[:16]
-    if name in NEEDS_PACKAGE:  # the photographs it blends in are part of what it draws
-        key += f"-{frost_digest()}"
-    path = Path(cache_dir).expanduser() / f"shift-{name}-{severity}-seed{seed}-v{VERSION}-{key}.pt"
+    if definitions == "imagenet_c":
+        version = f"imagenet_c-{package_digest()}"
+    else:
+        version = f"v{VERSION}"
+        if name in NEEDS_PACKAGE:  # the photographs it blends in are part of what it draws
+            key += f"-{frost_digest()}"
+    path = Path(cache_dir).expanduser() / f"shift-{name}-{severity}-seed{seed}-{version}-{key}.pt"
 
     def check(stored: dict) -> None:
         found = stored.get("images")
@@ -441,7 +483,7 @@ def corrupted_split(images, name: str, severity: int, seed: int, cache_dir):
             raise ValueError(f"it does not hold {len(images)} corrupted images of {tuple(images.shape[1:])}")
 
     def build() -> dict:
-        out = corrupted_images(images.permute(0, 2, 3, 1).numpy(), name, severity, seed)
+        out = corrupted_images(images.permute(0, 2, 3, 1).numpy(), name, severity, seed, definitions)
         return {"images": torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()}
 
     return disk_cache.read_or_build(path, check, build, "corruption cache", f"corrupting the images ({name}) again")[0]["images"]

@@ -68,19 +68,22 @@ LATER_SETTINGS = {
     "wise_ft_bn": "interpolate",  # a mix's BatchNorm statistics measured anew (issue 25): older curves interpolated them
     "ema.decay": 0.0, "ema.warmup": True,  # weight EMA scored beside the weights (issue 25): older runs had none
     "test_shift.corruptions": None,  # the test split under corruptions (issue 25): older runs scored it clean only
+    "test_shift.definitions": "cifar10c",  # ImageNet-C's parameters (issue 25): older runs had CIFAR-10-C's only
 }
 # Settings that do nothing for a frozen-feature probe (one fit, no epochs to choose among): left out of its identity.
 NOT_FOR_PROBES = frozenset({"select_epoch", "min_steps", "steps", "bn_momentum", "mix.mixup_alpha", "mix.cutmix_alpha",
                             "mix.prob", "mix.switch_prob", "l2sp.alpha", "l2sp.beta", "wise_ft", "wise_ft_bn",
                             "head_probe_fit", "head_probe_bn", "random_init_lr_ratio", "random_init_select_epoch",
                             "ema.decay", "ema.warmup",
-                            "test_shift.corruptions", "test_shift.severities", "test_shift.images", "test_shift.seed"})
+                            "test_shift.corruptions", "test_shift.severities", "test_shift.images", "test_shift.seed",
+                            "test_shift.definitions"})
 # Settings that do nothing under an exact budget in optimizer steps (`steps` set): left out of its identity.
 IDLE_UNDER_STEPS = frozenset({"epochs", "min_steps"})
 # Settings that do nothing while the block they tune is off (its switches all 0): left out of the identity then.
 IDLE_WHILE_OFF = {("mix.mixup_alpha", "mix.cutmix_alpha"): frozenset({"mix.prob", "mix.switch_prob"}),
                   ("ema.decay",): frozenset({"ema.warmup"}), ("wise_ft",): frozenset({"wise_ft_bn"}),
-                  ("test_shift.corruptions",): frozenset({"test_shift.severities", "test_shift.images", "test_shift.seed"})}
+                  ("test_shift.corruptions",): frozenset({"test_shift.severities", "test_shift.images", "test_shift.seed",
+                                                          "test_shift.definitions"})}
 # Settings that act only while another key has one value: left out of the identity otherwise.
 IDLE_UNLESS = {"head_probe_fit": ("model.head_init", "probe"), "head_probe_bn": ("model.head_init", "probe"),
                "random_init_lr_ratio": ("pretrained", False), "random_init_select_epoch": ("pretrained", False)}

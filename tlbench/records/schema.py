@@ -229,7 +229,8 @@ FIELDS = (
           "corruptions), bn (the mixes' BatchNorm statistics: interpolate or recompute, wise_ft_bn), chosen_alpha, "
           "chosen_on (the data set's metric on val)", "wise_ft set"),
     Field("test_shift", "object", "the trained model on the test split's images clean and corrupted (tlbench/data/"
-          "corruptions.py): kind, images (how many, drawn by seed), seed, severities, clean_acc, acc ({corruption: "
+          "corruptions.py): kind, definitions (cifar10c or imagenet_c), images (how many, drawn by seed), seed, "
+          "severities, clean_acc, acc ({corruption: "
           "{severity: top-1}}), mean_acc, mean_acc_by_severity, time_s; with ema.decay also ema (the weight EMA "
           "after the last step: its clean_acc, acc, mean_acc)", "test_shift.corruptions set"),
     Field("lr_find", "list", "the LR finder, one entry per freeze phase", "optimizer.lr=find", keys=LR_FIND),

@@ -247,7 +247,7 @@ def check_shift(cfg) -> None:
     setting = settings.shift(cfg.get("test_shift") or {})
     if not setting.active or probes.is_probe(cfg.freeze.name):
         return
-    corruptions.chosen(setting.corruptions)
+    corruptions.chosen(setting.corruptions, setting.definitions)
     if cfg.data.pipeline != "tensor":
         raise ConfigError(f"test_shift corrupts the decoded test split of data.pipeline=tensor, not "
                           f"data.pipeline={cfg.data.pipeline}; set data.pipeline=tensor or test_shift.corruptions=null")
@@ -261,12 +261,13 @@ def shift_scorer(cfg, test_loader: tensor_data.DeviceBatches, device, options):
     setting = settings.shift(cfg.get("test_shift") or {})
     if not setting.active:
         return None
-    names = corruptions.chosen(setting.corruptions)
+    names = corruptions.chosen(setting.corruptions, setting.definitions)
     keep = torch.as_tensor(corruptions.drawn(len(test_loader.labels), setting.images, setting.seed))
     images, labels = test_loader.images.cpu()[keep], test_loader.labels.cpu()[keep]
     budget = cfg.data.device_budget_gb * 2**30
     corrupted = {(name, level): functools.partial(corruptions.corrupted_split, images, name, level, setting.seed,
-                                                  cfg.data.cache_dir) for name in names for level in setting.severities}
+                                                  cfg.data.cache_dir, setting.definitions)
+                 for name in names for level in setting.severities}
     for make in corrupted.values():
         make()
 
@@ -282,7 +283,7 @@ def shift_scorer(cfg, test_loader: tensor_data.DeviceBatches, device, options):
         acc = {name: {str(level): accuracy(scored, corrupted[name, level]()) for level in setting.severities}
                for name in names}
         every = [value for levels in acc.values() for value in levels.values()]
-        return {"kind": "corruptions", "images": len(labels), "seed": setting.seed,
+        return {"kind": "corruptions", "definitions": setting.definitions, "images": len(labels), "seed": setting.seed,
                 "severities": list(setting.severities), "clean_acc": accuracy(scored, images), "acc": acc,
                 "mean_acc": sum(every) / len(every),
                 "mean_acc_by_severity": {str(level): sum(acc[n][str(level)] for n in names) / len(names)

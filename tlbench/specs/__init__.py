@@ -13,7 +13,7 @@ from tlbench.specs.options import (FREEZES, OPTIMIZERS, PROBES, REFIT_CHOICES, S
                                    freeze, optimizer,
                                    schedule)
 from tlbench.specs.shared import (AUTO_FLAGS, BAD_IMAGE_CHOICES, HEAD_INITS, METRICS, MODEL_SOURCES, PAD_MODES,
-                                  PIPELINES, PREPROCESSES, SELECT_RULES, SQUASH, DEFAULT_CROP_FRACTION, Augment, DataPath,
+                                  PIPELINES, PREPROCESSES, SELECT_RULES, SHIFT_DEFINITIONS, SQUASH, DEFAULT_CROP_FRACTION, Augment, DataPath,
                                   DatasetSplits, Defects, Ema, FeatureSpec, L2SP, Shift, LrFind, Mix, ModelSettings, Preprocess, Training,
                                   augment, epoch_rule, preprocess)
 
@@ -27,7 +27,7 @@ __all__ = [
     "schedule",
     "AUTO_FLAGS", "BAD_IMAGE_CHOICES", "HEAD_INITS", "METRICS", "MODEL_SOURCES", "PAD_MODES", "PIPELINES",
     "PREPROCESSES",
-    "SELECT_RULES", "SQUASH", "DEFAULT_CROP_FRACTION", "Preprocess", "preprocess", "Augment",
+    "SELECT_RULES", "SHIFT_DEFINITIONS", "SQUASH", "DEFAULT_CROP_FRACTION", "Preprocess", "preprocess", "Augment",
     "DataPath", "DatasetSplits", "Defects", "Ema", "FeatureSpec", "Shift", "L2SP", "LrFind", "Mix", "ModelSettings", "Training", "augment",
     "epoch_rule",
 ]

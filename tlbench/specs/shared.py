@@ -353,6 +353,11 @@ class Ema:
         return self.decay > 0
 
 
+# Whose corruption definitions test_shift uses: CIFAR-10-C's (tlbench/data/corruptions.py, written for 32 px) or
+# ImageNet-C's (the maintained imagecorruptions package, whose severity parameters are for 224 px images).
+SHIFT_DEFINITIONS = ("cifar10c", "imagenet_c")
+
+
 @dataclass
 class Shift:
     """The `test_shift` block: after training, the test split again under common corruptions (Hendrycks &
@@ -361,8 +366,12 @@ class Shift:
     severities: Any = field(default_factory=lambda: [1, 2, 3, 4, 5])
     images: Optional[int] = 1000  # test images corrupted: a draw of this many by `seed`; null = all
     seed: int = 0                 # draws the images and each corruption's random numbers
+    definitions: str = "cifar10c"  # SHIFT_DEFINITIONS: whose definitions and severity parameters
 
     def __post_init__(self):
+        require(self.definitions in SHIFT_DEFINITIONS, "test_shift.definitions", self.definitions,
+                "must be cifar10c (CIFAR-10-C's parameters, for small images; built in) or imagenet_c (ImageNet-C's, "
+                "for ~224 px images, from the imagecorruptions package: pip install imagecorruptions-imaug)")
         names = self.corruptions
         require(names is None or names == "all" or (not isinstance(names, str) and len(list(names)) > 0),
                 "test_shift.corruptions", names, "must be null (off), all, or a list of corruption names")
