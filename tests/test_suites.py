@@ -16,7 +16,7 @@ from tlbench.runner.build import check_settings
 KORNBLITH = {"food101", "cifar10", "cifar100", "sun397", "stanford_cars", "fgvc_aircraft", "dtd", "oxford_pets",
              "caltech101_background", "flowers102"}
 VTAB = {"caltech101_background", "cifar100", "dtd", "flowers102", "oxford_pets", "svhn", "sun397",  # natural
-        "patch_camelyon", "eurosat", "resisc45",  # specialized (no diabetic_retinopathy)
+        "patch_camelyon", "eurosat", "resisc45", "diabetic_retinopathy",  # specialized
         "clevr", "clevr_distance", "kitti_distance", "dsprites_location", "dsprites_orientation", "smallnorb_azimuth",
         "smallnorb_elevation"}  # structured (no dmlab)
 

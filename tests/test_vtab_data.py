@@ -188,13 +188,69 @@ def test_kitti_distance_is_tfds_split_by_drive_and_vtabs_closest_vehicle_label(m
     assert splits.source.startswith("torchvision kitti_distance in")
 
 
+def eye(path, size=(200, 160), radius=60, shade=200):
+    """A fundus-like photograph: a bright disc of `radius` on black in the middle of a `size` JPEG, with a dark
+    spot of radius 4 twenty pixels right of the centre."""
+    ys, xs = np.mgrid[0:size[1], 0:size[0]]
+    disc = (xs - size[0] // 2) ** 2 + (ys - size[1] // 2) ** 2 <= radius ** 2
+    spot = (xs - size[0] // 2 - 20) ** 2 + (ys - size[1] // 2) ** 2 <= 16
+    pixels = np.zeros((size[1], size[0], 3), np.uint8)
+    pixels[disc] = (shade, shade // 2, shade // 4)
+    pixels[spot] = (shade // 2, shade // 4, shade // 8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path, "JPEG", quality=95)
+
+
+def retinopathy(base, train=6, public=3, private=4):
+    """Kaggle's layout: train/ with trainLabels.csv (image, level), test/ with retinopathy_solution.csv (image,
+    level, Usage Public or Private); levels cycle 0-4."""
+    folder = base / "diabetic_retinopathy"
+    rows = [f"{n}_left" for n in range(train)]
+    for name in rows:
+        eye(folder / "train" / f"{name}.jpeg")
+    folder.joinpath("trainLabels.csv").write_text("image,level\n" + "".join(f"{r},{i % 5}\n" for i, r in enumerate(rows)))
+    tests = [(f"{100 + n}_right", n % 5, "Public" if n < public else "Private") for n in range(public + private)]
+    for name, _, _ in tests:
+        eye(folder / "test" / f"{name}.jpeg")
+    folder.joinpath("retinopathy_solution.csv").write_text(
+        "image,level,Usage\n" + "".join(f"{name},{level},{usage}\n" for name, level, usage in tests))
+
+
+def test_retinopathy_splits_as_tfds_and_prepares_each_photo_as_btgraham_300(make_cfg, tmp_path):
+    pytest.importorskip("cv2")
+    retinopathy(tmp_path / "data")
+    splits = data.build_dataset(**make_cfg("dataset=diabetic_retinopathy").dataset)
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (6, 3, 4)  # trainLabels; Public; Private
+    assert data.targets_of(splits.train) == [0, 1, 2, 3, 4, 0] and data.targets_of(splits.test) == [3, 4, 0, 1]
+    assert splits.classes == ["no DR", "mild", "moderate", "severe", "proliferative DR"]
+    image, _ = splits.train[0]
+    # radius 60 scaled to 300 (x5: 1000 x 800), then cropped to 90% of it: 540 x 540, grey (128) outside the circle
+    pixels = np.asarray(image).astype(int)
+    assert image.mode == "RGB" and image.size == (540, 540)
+    assert np.abs(pixels[0, 0] - 128).max() <= 3 and np.abs(pixels[220, 270] - 128).max() <= 3  # outside; flat: 128
+    assert pixels[270, 370, 0] < 60  # the spot (x5: 100 px right of the centre) minus its surroundings, x4
+    result = run(make_cfg("dataset=diabetic_retinopathy", "model=test_resnet", "pretrained=false", "epochs=1",
+                          "batch_size=4", "dataset.image_size=32"), output_dir=tmp_path / "run")
+    assert result["status"] == "ok" and result["data_info"]["val_size"] == 3
+
+
+def test_retinopathy_without_opencv_is_one_message(make_cfg, tmp_path, monkeypatch):
+    import sys
+
+    retinopathy(tmp_path / "data")
+    monkeypatch.setitem(sys.modules, "cv2", None)
+    with pytest.raises(DataNotFoundError, match="needs OpenCV: pip install opencv-python-headless"):
+        data.build_dataset(**make_cfg("dataset=diabetic_retinopathy").dataset)
+
+
 MAKERS = {"resisc45": resisc45, "patch_camelyon": patch_camelyon, "dsprites_location": dsprites,
-          "smallnorb_azimuth": smallnorb, "kitti_distance": kitti}
+          "smallnorb_azimuth": smallnorb, "kitti_distance": kitti, "diabetic_retinopathy": retinopathy}
 HINTS = {"resisc45": r"tlbench cannot download it: its only copy is a RAR archive.*NWPU-RESISC45.rar",
          "patch_camelyon": r"offline mode.*camelyonpatch_level_2_split_\{train,valid,test\}_\{x,y\}.h5",
          "dsprites_location": r"offline mode.*tlbench downloads it\), or put that file",
          "smallnorb_azimuth": r"offline mode.*smallnorb-5x46789x9x18x6x2x96x96-training-\{dat,info\}.mat",
-         "kitti_distance": r"offline mode.*raw/mapping/train_\{rand,mapping\}.txt.*devkit_object.zip"}
+         "kitti_distance": r"offline mode.*raw/mapping/train_\{rand,mapping\}.txt.*devkit_object.zip",
+         "diabetic_retinopathy": r"Kaggle serves it to a logged-in user only.*trainLabels.csv"}
 
 
 @pytest.mark.parametrize("name", HINTS)
@@ -209,7 +265,8 @@ def test_a_damaged_copy_fails_naming_the_file(make_cfg, tmp_path, name):
     victim = {"resisc45": None, "patch_camelyon": "pcam/camelyonpatch_level_2_split_train_y.h5",
               "dsprites_location": "dsprites/dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz",
               "smallnorb_azimuth": "smallnorb/smallnorb-5x46789x9x18x6x2x96x96-training-info.mat",
-              "kitti_distance": "Kitti/raw/mapping/train_rand.txt"}[name]
+              "kitti_distance": "Kitti/raw/mapping/train_rand.txt",
+              "diabetic_retinopathy": "diabetic_retinopathy/trainLabels.csv"}[name]
     if victim is None:  # an empty tree
         for path in (tmp_path / "data" / "NWPU-RESISC45").rglob("*.jpg"):
             path.unlink()

@@ -84,6 +84,16 @@ SOURCES = {
                         "smallnorb-5x01235x9x18x6x2x96x96-testing-{dat,info}.mat (or the same names with .gz)",
                         "put those four files from https://cs.nyu.edu/~ylclab/data/norb-v1.0-small/ into "
                         "{base}/smallnorb", "top1", reader="tlbench"),
+    "diabetic_retinopathy": Source(
+        "diabetic_retinopathy", "train/*.jpeg, test/*.jpeg, trainLabels.csv (Kaggle's) and retinopathy_solution.csv "
+        "(the test labels with their Usage, Public or Private; tlbench fetches it where missing and online); "
+        "Graham's preprocessing needs OpenCV (the vtab extra)",
+        "download train.zip.* and test.zip.* and trainLabels.csv.zip from "
+        "https://www.kaggle.com/c/diabetic-retinopathy-detection/data (a Kaggle login), unpack them into "
+        "{base}/diabetic_retinopathy/train, .../test and trainLabels.csv, and put retinopathy_solution.csv from "
+        + "https://storage.googleapis.com/kaggle-forum-message-attachments/90528/2877/retinopathy_solution.csv next "
+        "to them", "top1", downloadable=False, reader="tlbench",
+        manual_why="Kaggle serves it to a logged-in user only"),
     "kitti": Source("Kitti", "raw/training/image_2/*.png and raw/training/label_2/*.txt (the object benchmark's "
                     "training images and labels) and raw/mapping/train_{rand,mapping}.txt (its devkit)",
                     "extract data_object_image_2.zip, data_object_label_2.zip and devkit_object.zip from "
