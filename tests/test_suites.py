@@ -17,8 +17,8 @@ KORNBLITH = {"food101", "cifar10", "cifar100", "sun397", "stanford_cars", "fgvc_
              "caltech101_background", "flowers102"}
 VTAB = {"caltech101_background", "cifar100", "dtd", "flowers102", "oxford_pets", "svhn", "sun397",  # natural
         "patch_camelyon", "eurosat", "resisc45", "diabetic_retinopathy",  # specialized
-        "clevr", "clevr_distance", "kitti_distance", "dsprites_location", "dsprites_orientation", "smallnorb_azimuth",
-        "smallnorb_elevation"}  # structured (no dmlab)
+        "clevr", "clevr_distance", "kitti_distance", "dmlab", "dsprites_location", "dsprites_orientation",
+        "smallnorb_azimuth", "smallnorb_elevation"}  # structured
 
 
 def sweep_jobs(preset: str, *extra: str) -> list[list[str]]:

@@ -188,6 +188,69 @@ def test_kitti_distance_is_tfds_split_by_drive_and_vtabs_closest_vehicle_label(m
     assert splits.source.startswith("torchvision kitti_distance in")
 
 
+def _varint(value: int) -> bytes:
+    out = b""
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out += bytes([byte | (0x80 if value else 0)])
+        if not value:
+            return out
+
+
+def _field(number: int, payload: bytes) -> bytes:  # length-delimited (wire type 2)
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def example(image: bytes, filename: str, label: int, packed: bool) -> bytes:
+    """A serialized tf.train.Example with the features TFDS's dmlab reads (protobuf's wire format, restated from
+    tensorflow/core/example/{example,feature}.proto), the map entries in a shuffled order."""
+    int64 = _field(1, _varint(label)) if packed else _varint(1 << 3) + _varint(label)  # Int64List.value, [packed]
+    features = [_field(1, _field(1, b"label") + _field(2, _field(3, int64))),
+                _field(1, _field(1, b"image") + _field(2, _field(1, _field(1, image)))),
+                _field(1, _field(1, b"filename") + _field(2, _field(1, _field(1, filename.encode()))))]
+    return _field(1, b"".join(features[::-1] if label % 2 else features))
+
+
+def dmlab(base, sizes=(("train", 6), ("validation", 3), ("test", 4)), shards=2):
+    """TFDS's source layout: dmlab-<split>.tfrecord-0000N-of-0000M files of length-prefixed records (the CRCs
+    are written as zeros: the reader does not check them), JPEG frames whose red channel is 20 x the index."""
+    folder = base / "dmlab" / "dmlab"
+    folder.mkdir(parents=True)
+    import io
+    import struct
+    for split, count in sizes:
+        for shard in range(shards):
+            records = b""
+            for n in range(shard, count, shards):
+                buffer = io.BytesIO()
+                Image.new("RGB", (48, 36), (20 * n, 60, 90)).save(buffer, "JPEG", quality=95)
+                data = example(buffer.getvalue(), f"{split}_{n}.jpg", n % 6, packed=n % 3 == 0)
+                records += struct.pack("<Q", len(data)) + b"\0" * 4 + data + b"\0" * 4
+            (folder / f"dmlab-{split}.tfrecord-{shard:05d}-of-{shards:05d}").write_bytes(records)
+
+
+def test_dmlab_reads_tfdss_records_without_tensorflow(make_cfg, tmp_path):
+    dmlab(tmp_path / "data")
+    splits = data.build_dataset(**make_cfg("dataset=dmlab").dataset)
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (6, 3, 4)
+    assert sorted(data.targets_of(splits.train)) == [0, 1, 2, 3, 4, 5] and sorted(data.targets_of(splits.val)) == [0, 1, 2]
+    assert splits.val_source == "official validation split" and len(splits.classes) == 6
+    for index in range(len(splits.test)):
+        image, label = splits.test[index]
+        assert image.size == (48, 36) and abs(image.getpixel((5, 5))[0] - 20 * label) <= 3  # the frame of that record
+    result = run(make_cfg("dataset=dmlab", "model=test_resnet", "pretrained=false", "epochs=1", "batch_size=4",
+                          "dataset.image_size=32"), output_dir=tmp_path / "run")
+    assert result["status"] == "ok" and result["data_info"]["val_size"] == 3
+
+
+def test_a_truncated_record_file_is_one_message_naming_it(make_cfg, tmp_path):
+    dmlab(tmp_path / "data")
+    victim = tmp_path / "data" / "dmlab" / "dmlab" / "dmlab-train.tfrecord-00001-of-00002"
+    victim.write_bytes(victim.read_bytes()[:-30])
+    with pytest.raises(DataNotFoundError, match="dmlab-train.tfrecord-00001-of-00002 ends inside a record"):
+        data.build_dataset(**make_cfg("dataset=dmlab").dataset)
+
+
 def eye(path, size=(200, 160), radius=60, shade=200):
     """A fundus-like photograph: a bright disc of `radius` on black in the middle of a `size` JPEG, with a dark
     spot of radius 4 twenty pixels right of the centre."""
@@ -244,13 +307,14 @@ def test_retinopathy_without_opencv_is_one_message(make_cfg, tmp_path, monkeypat
 
 
 MAKERS = {"resisc45": resisc45, "patch_camelyon": patch_camelyon, "dsprites_location": dsprites,
-          "smallnorb_azimuth": smallnorb, "kitti_distance": kitti, "diabetic_retinopathy": retinopathy}
+          "smallnorb_azimuth": smallnorb, "kitti_distance": kitti, "diabetic_retinopathy": retinopathy, "dmlab": dmlab}
 HINTS = {"resisc45": r"tlbench cannot download it: its only copy is a RAR archive.*NWPU-RESISC45.rar",
          "patch_camelyon": r"offline mode.*camelyonpatch_level_2_split_\{train,valid,test\}_\{x,y\}.h5",
          "dsprites_location": r"offline mode.*tlbench downloads it\), or put that file",
          "smallnorb_azimuth": r"offline mode.*smallnorb-5x46789x9x18x6x2x96x96-training-\{dat,info\}.mat",
          "kitti_distance": r"offline mode.*raw/mapping/train_\{rand,mapping\}.txt.*devkit_object.zip",
-         "diabetic_retinopathy": r"Kaggle serves it to a logged-in user only.*trainLabels.csv"}
+         "diabetic_retinopathy": r"Kaggle serves it to a logged-in user only.*trainLabels.csv",
+         "dmlab": r"offline mode.*dmlab-\{train,validation,test\}.tfrecord.*dmlab.tar.gz"}
 
 
 @pytest.mark.parametrize("name", HINTS)
@@ -266,7 +330,8 @@ def test_a_damaged_copy_fails_naming_the_file(make_cfg, tmp_path, name):
               "dsprites_location": "dsprites/dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz",
               "smallnorb_azimuth": "smallnorb/smallnorb-5x46789x9x18x6x2x96x96-training-info.mat",
               "kitti_distance": "Kitti/raw/mapping/train_rand.txt",
-              "diabetic_retinopathy": "diabetic_retinopathy/trainLabels.csv"}[name]
+              "diabetic_retinopathy": "diabetic_retinopathy/trainLabels.csv",
+              "dmlab": "dmlab/dmlab/dmlab-test.tfrecord-00000-of-00002"}[name]
     if victim is None:  # an empty tree
         for path in (tmp_path / "data" / "NWPU-RESISC45").rglob("*.jpg"):
             path.unlink()
@@ -274,3 +339,48 @@ def test_a_damaged_copy_fails_naming_the_file(make_cfg, tmp_path, name):
         (tmp_path / "data" / victim).write_bytes(b"not the file")
     with pytest.raises(DataNotFoundError, match=f"{name.split('_')[0] if name != 'patch_camelyon' else name}"):
         data.build_dataset(**make_cfg(f"dataset={name}").dataset)
+
+
+def example_class():
+    """tf.train.Example built by the protobuf library from its .proto definition (tensorflow/core/example/
+    {example,feature}.proto, restated as a descriptor): an encoder independent of tlbench's parser."""
+    descriptor_pb2 = pytest.importorskip("google.protobuf.descriptor_pb2")
+    from google.protobuf import descriptor_pool, message_factory
+
+    proto = descriptor_pb2.FileDescriptorProto(name="example.proto", package="tensorflow", syntax="proto3")
+    label = descriptor_pb2.FieldDescriptorProto
+    for name, number, kind, packed in (("BytesList", 1, label.TYPE_BYTES, False), ("FloatList", 2, label.TYPE_FLOAT, True),
+                                       ("Int64List", 3, label.TYPE_INT64, True)):
+        message = proto.message_type.add(name=name)
+        field = message.field.add(name="value", number=1, type=kind, label=label.LABEL_REPEATED)
+        field.options.packed = packed
+    feature = proto.message_type.add(name="Feature")
+    feature.oneof_decl.add(name="kind")
+    for name, number, kind in (("bytes_list", 1, "BytesList"), ("float_list", 2, "FloatList"), ("int64_list", 3, "Int64List")):
+        feature.field.add(name=name, number=number, type=label.TYPE_MESSAGE, type_name=f".tensorflow.{kind}",
+                          label=label.LABEL_OPTIONAL, oneof_index=0)
+    features = proto.message_type.add(name="Features")
+    entry = features.nested_type.add(name="FeatureEntry")
+    entry.options.map_entry = True
+    entry.field.add(name="key", number=1, type=label.TYPE_STRING, label=label.LABEL_OPTIONAL)
+    entry.field.add(name="value", number=2, type=label.TYPE_MESSAGE, type_name=".tensorflow.Feature", label=label.LABEL_OPTIONAL)
+    features.field.add(name="feature", number=1, type=label.TYPE_MESSAGE, type_name=".tensorflow.Features.FeatureEntry",
+                       label=label.LABEL_REPEATED)
+    proto.message_type.add(name="Example").field.add(name="features", number=1, type=label.TYPE_MESSAGE,
+                                                     type_name=".tensorflow.Features", label=label.LABEL_OPTIONAL)
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(proto)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("tensorflow.Example"))
+
+
+def test_the_example_parser_reads_what_the_protobuf_library_writes():
+    from tlbench.data.vtab import example_features
+
+    made = example_class()()
+    made.features.feature["label"].int64_list.value.extend([5, -3, 300])
+    made.features.feature["image"].bytes_list.value.append(b"\xff\xd8 jpeg bytes")
+    made.features.feature["filename"].bytes_list.value.append("frame_7.jpg".encode())
+    made.features.feature["x"].float_list.value.append(0.5)
+    parsed = example_features(made.SerializeToString())
+    assert parsed["label"] == [5, -3, 300] and parsed["image"] == [b"\xff\xd8 jpeg bytes"]
+    assert parsed["filename"] == [b"frame_7.jpg"]

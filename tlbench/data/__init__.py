@@ -26,7 +26,7 @@ BUILDERS = {
     "resisc45": vtab.resisc45, "patch_camelyon": vtab.patch_camelyon, "kitti_distance": vtab.kitti_distance,
     "dsprites_location": vtab.dsprites_location, "dsprites_orientation": vtab.dsprites_orientation,
     "smallnorb_azimuth": vtab.smallnorb_azimuth, "smallnorb_elevation": vtab.smallnorb_elevation,
-    "diabetic_retinopathy": vtab.diabetic_retinopathy,
+    "diabetic_retinopathy": vtab.diabetic_retinopathy, "dmlab": vtab.dmlab,
     "hf": hf.hf,
 }
 

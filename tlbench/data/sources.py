@@ -84,6 +84,10 @@ SOURCES = {
                         "smallnorb-5x01235x9x18x6x2x96x96-testing-{dat,info}.mat (or the same names with .gz)",
                         "put those four files from https://cs.nyu.edu/~ylclab/data/norb-v1.0-small/ into "
                         "{base}/smallnorb", "top1", reader="tlbench"),
+    "dmlab": Source("dmlab", "dmlab-{train,validation,test}.tfrecord* (TFDS's source files: tf.train.Example records "
+                    "of a JPEG `image`, a `filename` and a `label`), anywhere below that folder",
+                    "extract https://storage.googleapis.com/dmlab-vtab/dmlab.tar.gz into {base}/dmlab", "top1",
+                    reader="tlbench"),
     "diabetic_retinopathy": Source(
         "diabetic_retinopathy", "train/*.jpeg, test/*.jpeg, trainLabels.csv (Kaggle's) and retinopathy_solution.csv "
         "(the test labels with their Usage, Public or Private; tlbench fetches it where missing and online); "

@@ -5,11 +5,13 @@ KITTI's closest-vehicle distance, dSprites' x position and orientation, smallNOR
 (`train[:800]`, ...); where a set has no official split, tlbench draws the same proportions stratified
 with split_seed instead, and KITTI's split by drive is TFDS's own rule, rebuilt from the devkit's files.
 Diabetic Retinopathy is Kaggle's images as TFDS's `btgraham-300` config prepares them (Graham's preprocessing,
-OpenCV's operations as TFDS calls them), split as TFDS does; DMLab (TFDS records only) is not built."""
+OpenCV's operations as TFDS calls them), split as TFDS does; DMLab is read from the TFRecord files TFDS reads
+(record framing and tf.train.Example's protobuf wire format parsed here, without TensorFlow)."""
 
 import csv
 import gzip
 import io
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +44,10 @@ KITTI_DISTANCE_THRESHOLDS = (-100.0, 8.0, 20.0, 999.0)  # data/kitti.py: the lab
 KITTI_DISTANCE_CLASSES = ["up to 8 m", "8-20 m", "over 20 m", "no vehicle"]
 KITTI_SPLIT = (123, 10, 10)  # TFDS kitti 3.1.0: numpy seed, % of the drives to test, then % to validation
 KITTI_DEVKIT_URL = "https://s3.eu-central-1.amazonaws.com/avg-kitti/devkit_object.zip"
+DMLAB_URL = "https://storage.googleapis.com/dmlab-vtab/dmlab.tar.gz"  # TFDS dmlab 2.0.1's source
+DMLAB_SPLITS = {"train": "train", "val": "validation", "test": "test"}  # TFDS's: 65,550 / 22,628 / 22,735
+DMLAB_CLASSES = [f"class {k}" for k in range(6)]  # {close, far, very far} x {positive, negative reward}; TFDS
+#                                                   names no order, so the labels keep their numbers
 RETINOPATHY_CLASSES = ["no DR", "mild", "moderate", "severe", "proliferative DR"]  # Kaggle's level 0-4
 RETINOPATHY_SOLUTION = "retinopathy_solution.csv"  # the test images' labels, Usage Public (validation) / Private (test)
 RETINOPATHY_SOLUTION_URL = "https://storage.googleapis.com/kaggle-forum-message-attachments/90528/2877/" + RETINOPATHY_SOLUTION
@@ -234,6 +240,142 @@ def _kitti_distance_label(path: Path) -> int:
     return max(i for i, threshold in enumerate(KITTI_DISTANCE_THRESHOLDS) if threshold < closest)
 
 
+def dmlab(data_dir, root=None, download=True, image_size=224) -> DataSplits:
+    """Frames of DeepMind Lab (360 x 480), labelled by the distance to a reward object and its sign (6 classes;
+    VTAB's dmlab, structured), TFDS's official train / validation / test splits (65,550 / 22,628 / 22,735), read
+    from the TFRecord files of TFDS's source archive (downloaded into data_dir where missing and allowed)."""
+    base, fetch = locate("dmlab", data_dir, root, download)
+    folder = base / SOURCES["dmlab"].folder
+    if fetch and not any(folder.rglob("dmlab-train.tfrecord*")):
+        download_and_extract_archive(DMLAB_URL, str(folder))
+    try:
+        parts = {split: RecordImages([record for path in sorted(folder.rglob(f"dmlab-{name}.tfrecord*"))
+                                      for record in tfrecords(path)])
+                 for split, name in DMLAB_SPLITS.items()}
+        if not all(len(found) for found in parts.values()):
+            raise ValueError("no records for " + ", ".join(s for s, found in parts.items() if not len(found)))
+    except (OSError, ValueError) as err:
+        raise DataNotFoundError(hint("dmlab", base, f"cannot be read ({type(err).__name__}: {err})")) from err
+    splits = official("dmlab", base, parts["train"], parts["test"], DMLAB_CLASSES, image_size,
+                      "TFDS dmlab's official train / validation / test", val=parts["val"])
+    splits.val_source = "official validation split"
+    return splits
+
+
+def tfrecords(path: Path) -> list[tuple[Path, int, int, int]]:
+    """(file, offset, length, label) of every record in a TFRecord file: each record is a little-endian uint64
+    length, a 4-byte CRC of it, the data (a serialized tf.train.Example) and a 4-byte CRC of the data. The
+    image bytes stay on disk; a truncated file fails."""
+    found, data = [], path.read_bytes()
+    offset = 0
+    while offset < len(data):
+        if offset + 12 > len(data):
+            raise ValueError(f"{path.name} ends inside a record header at byte {offset}")
+        (length,) = struct.unpack_from("<Q", data, offset)
+        start = offset + 12
+        if start + length + 4 > len(data):
+            raise ValueError(f"{path.name} ends inside a record at byte {offset} ({length} bytes announced)")
+        features = example_features(data[start:start + length])
+        found.append((path, start, length, int(features["label"][0])))
+        offset = start + length + 4
+    return found
+
+
+def _varint(buffer: bytes, at: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = buffer[at]
+        value |= (byte & 0x7F) << shift
+        at, shift = at + 1, shift + 7
+        if byte < 0x80:
+            return value, at
+
+
+def _fields(buffer: bytes):
+    """(field number, wire type, value) of a protobuf message: varints as ints, length-delimited as bytes."""
+    at = 0
+    while at < len(buffer):
+        key, at = _varint(buffer, at)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, at = _varint(buffer, at)
+        elif wire == 2:
+            size, at = _varint(buffer, at)
+            value, at = buffer[at:at + size], at + size
+        elif wire in (1, 5):
+            size = 8 if wire == 1 else 4
+            value, at = buffer[at:at + size], at + size
+        else:
+            raise ValueError(f"protobuf wire type {wire} is not one tf.train.Example uses")
+        yield number, wire, value
+
+
+def example_features(serialized: bytes) -> dict[str, list]:
+    """A tf.train.Example's features: {name: [bytes...] or [int...]} (Example.features = 1; Features.feature = 1, a
+    map entry of key = 1 and Feature = 2; Feature's bytes_list = 1 or int64_list = 3, each a repeated value = 1,
+    int64s packed or not). float_list (2) is skipped: the sets read here have none that matters."""
+    features = {}
+    for number, _, message in _fields(serialized):
+        if number != 1:
+            continue
+        for entry_number, _, entry in _fields(message):
+            if entry_number != 1:
+                continue
+            name, values = None, []
+            for piece_number, _, piece in _fields(entry):
+                if piece_number == 1:
+                    name = piece.decode("utf-8")
+                elif piece_number == 2:
+                    values = _feature_values(piece)
+            if name is not None:
+                features[name] = values
+    return features
+
+
+def _feature_values(feature: bytes) -> list:
+    values = []
+    for kind, _, listed in _fields(feature):
+        for number, wire, value in _fields(listed):
+            if number != 1:
+                continue
+            if kind == 1:
+                values.append(value)
+            elif kind == 3 and wire == 0:
+                values.append(value - (1 << 64) if value >= 1 << 63 else value)
+            elif kind == 3 and wire == 2:  # packed
+                at = 0
+                while at < len(value):
+                    item, at = _varint(value, at)
+                    values.append(item - (1 << 64) if item >= 1 << 63 else item)
+    return values
+
+
+class RecordImages(Dataset):
+    """Images kept inside TFRecord files: (file, offset, length, label) per sample, each decoded from its
+    Example's `image` bytes as it is read."""
+
+    def __init__(self, records: list[tuple[Path, int, int, int]]):
+        self.records = records
+        self.targets = [label for *_, label in records]
+
+    @property
+    def source_fingerprint(self) -> str:
+        """The record files (path, size, time) and where each record sits in them, for the decoded cache."""
+        return _files_digest(sorted({path for path, *_ in self.records}),
+                             ",".join(f"{offset}:{length}" for _, offset, length, _ in self.records), self.targets)
+
+    def __len__(self):
+        return len(self.records)
+
+    def __getitem__(self, index):
+        path, offset, length, label = self.records[index]
+        with open(path, "rb") as handle:
+            handle.seek(offset)
+            features = example_features(handle.read(length))
+        with Image.open(io.BytesIO(features["image"][0])) as image:
+            return image.convert("RGB"), label
+
+
 def diabetic_retinopathy(data_dir, root=None, download=True, image_size=224) -> DataSplits:
     """Kaggle's retina photographs graded 0-4 for diabetic retinopathy (VTAB's specialized task), as TFDS's
     diabetic_retinopathy_detection/btgraham-300 (VTAB's config) prepares them: each image scaled so the eyeball's
@@ -272,6 +414,13 @@ def _graded(table: Path, images: Path, usage: str | None = None) -> list[tuple[P
 
 class GrahamImages(FileListDataset):
     """Kaggle's retina photographs, each prepared by `graham` as it is read."""
+
+    @property
+    def source_fingerprint(self) -> str:
+        """The files (tensor_data.fingerprint's path, size and time) and the preparation, which the decoded
+        cache holds the result of."""
+        return _files_digest([path for path, _ in self.samples], f"btgraham-{GRAHAM_RADIUS}-q{GRAHAM_JPEG_QUALITY}",
+                             self.targets)
 
     def __getitem__(self, index):
         path, label = self.samples[index]
@@ -313,6 +462,17 @@ def graham(encoded: bytes, radius: int = GRAHAM_RADIUS) -> Image.Image:
     _, jpeg = cv2.imencode(".jpg", image, [int(cv2.IMWRITE_JPEG_QUALITY), GRAHAM_JPEG_QUALITY])
     with Image.open(io.BytesIO(jpeg.tobytes())) as stored:
         return stored.convert("RGB")
+
+
+def _files_digest(paths, extra: str, targets) -> str:
+    import hashlib
+
+    digest = hashlib.sha256(extra.encode())
+    for path in paths:
+        stat = Path(path).stat()
+        digest.update(f"{path}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    digest.update(str(list(targets)).encode())
+    return digest.hexdigest()
 
 
 def _fetched(name: str, base: Path, file: str, url: str, fetch: bool) -> Path:
