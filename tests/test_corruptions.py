@@ -6,7 +6,7 @@ needs OpenCV, scikit-image and numba, so it is not in the dev extra), and proper
 import numpy as np
 import pytest
 
-from tlbench.data import corruptions
+from tlbench.data import corruptions, packaged_corruptions
 from tlbench.data.corruptions import CORRUPTIONS, EXTRA, corrupt
 
 ALL = sorted({**CORRUPTIONS, **EXTRA})
@@ -120,10 +120,10 @@ def test_fogs_fractal_is_the_references(decay):
 def test_frost_is_cifar_10_cs_with_the_references_own_photographs_and_resize():
     pytest.importorskip("imagecorruptions")
     cv2 = pytest.importorskip("cv2")
-    folder, image = corruptions.frost_folder(), smooth()
+    folder, image = packaged_corruptions.frost_folder(), smooth()
     for severity, (a, b) in enumerate([(1, 0.2), (1, 0.3), (0.9, 0.4), (0.85, 0.4), (0.75, 0.45)], start=1):
         draws = np.random.RandomState(severity)  # make_cifar_c.py's frost, its draws from this stream
-        photo = cv2.resize(cv2.imread(str(folder / corruptions.FROST_FILES[draws.randint(5)])), (0, 0), fx=0.2, fy=0.2)
+        photo = cv2.resize(cv2.imread(str(folder / packaged_corruptions.FROST_FILES[draws.randint(5)])), (0, 0), fx=0.2, fy=0.2)
         top, left = draws.randint(0, photo.shape[0] - 32), draws.randint(0, photo.shape[1] - 32)
         expected = np.uint8(np.clip(a * image + b * photo[top:top + 32, left:left + 32][..., [2, 1, 0]], 0, 255))
         got = corrupt(image, "frost", severity, np.random.RandomState(severity))

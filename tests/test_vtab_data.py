@@ -374,7 +374,7 @@ def example_class():
 
 
 def test_the_example_parser_reads_what_the_protobuf_library_writes():
-    from tlbench.data.vtab import example_features
+    from tlbench.data.tfrecord import example_features
 
     made = example_class()()
     made.features.feature["label"].int64_list.value.extend([5, -3, 300])

@@ -10,7 +10,7 @@ model and augmentation."""
 import inspect
 
 from tlbench import specs
-from tlbench.data import cifar, fastai, hf, local, memory, transfer, vtab
+from tlbench.data import cifar, fastai, hf, local, memory, retinopathy, transfer, vtab
 from tlbench.data.splits import (DataSplits, TensorImages, Transformed, carve_validation, cut_training,
                                  offline, stratified_indices, subset, targets_of, train_on_train_val)
 from tlbench.errors import ConfigError
@@ -26,7 +26,7 @@ BUILDERS = {
     "resisc45": vtab.resisc45, "patch_camelyon": vtab.patch_camelyon, "kitti_distance": vtab.kitti_distance,
     "dsprites_location": vtab.dsprites_location, "dsprites_orientation": vtab.dsprites_orientation,
     "smallnorb_azimuth": vtab.smallnorb_azimuth, "smallnorb_elevation": vtab.smallnorb_elevation,
-    "diabetic_retinopathy": vtab.diabetic_retinopathy, "dmlab": vtab.dmlab,
+    "diabetic_retinopathy": retinopathy.diabetic_retinopathy, "dmlab": vtab.dmlab,
     "hf": hf.hf,
 }
 

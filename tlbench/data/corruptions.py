@@ -20,15 +20,14 @@ own side stands in. What stands in for a library call of the reference:
 - skimage's rgb2hsv / hsv2rgb: matplotlib's.
 
 - OpenCV's `resize(fx, fy, INTER_LINEAR)` (frost's photograph): bilinear samples at ((x + 0.5) / f - 0.5),
-  edge pixels repeated, rounded to uint8.
+  edge pixels repeated, rounded to uint8 (packaged_corruptions.py).
 
 `frost` blends in a crop of one of the reference's frost photographs, which tlbench does not ship: it reads
-them from the `imagecorruptions` package when that is installed (`pip install imagecorruptions-imaug`), and
+them from the `imagecorruptions` package when that is installed (`pip install imagecorruptions-imaug`;
+packaged_corruptions.py, with ImageNet-C's definitions from the same package), and
 `test_shift.corruptions: all` stays the fourteen that need nothing (name frost to add it). Not here: `spatter`
 (one of the four extra corruptions, built on OpenCV's Canny and distance transform)."""
 
-import functools
-import importlib.util
 import io
 import math
 import zlib
@@ -38,6 +37,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from tlbench.data.packaged_corruptions import frost, frost_digest, frost_folder, imagenet_c, package_digest
 from tlbench.errors import ConfigError
 
 SEVERITIES = (1, 2, 3, 4, 5)
@@ -309,62 +309,6 @@ def jpeg_compression(x, severity, rng):
     return np.asarray(Image.open(buffer))
 
 
-# The photographs CIFAR-10-C's frost draws from: np.random.randint(5) over its list of six, so never the sixth.
-FROST_FILES = ("frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.jpg")
-FROST_PACKAGE = "imagecorruptions"  # ships them in imagecorruptions/frost/ (PyPI: imagecorruptions-imaug)
-
-
-def frost_folder() -> Path:
-    """The folder of the frost photographs in the installed `imagecorruptions` package."""
-    spec = importlib.util.find_spec(FROST_PACKAGE)
-    folder = Path(spec.origin).parent / "frost" if spec is not None and spec.origin else None
-    if folder is None or not all((folder / name).is_file() for name in FROST_FILES):
-        raise ConfigError("the frost corruption blends in the reference's frost photographs, which tlbench reads from "
-                          "the `imagecorruptions` package: pip install imagecorruptions-imaug (or leave frost out of "
-                          "test_shift.corruptions)")
-    return folder
-
-
-def resize_linear(image: np.ndarray, scale: float) -> np.ndarray:
-    """OpenCV's resize(image, (0, 0), fx=scale, fy=scale) with INTER_LINEAR for an HxWx3 uint8 image: the output
-    side round(side x scale), each pixel the bilinear sample at ((x + 0.5) / scale - 0.5), edges repeated."""
-    height, width = image.shape[:2]
-    out_h, out_w = int(round(height * scale)), int(round(width * scale))
-    ys = np.clip((np.arange(out_h) + 0.5) / scale - 0.5, 0, height - 1)
-    xs = np.clip((np.arange(out_w) + 0.5) / scale - 0.5, 0, width - 1)
-    grid = np.meshgrid(ys, xs, indexing="ij")
-    channels = [ndimage.map_coordinates(image[..., c].astype(np.float64), grid, order=1, mode="nearest")
-                for c in range(image.shape[2])]
-    return np.uint8(np.clip(np.round(np.stack(channels, axis=2)), 0, 255))
-
-
-@functools.lru_cache(maxsize=len(FROST_FILES) * 4)
-def frost_layer(index: int, scale: float) -> np.ndarray:
-    """Frost photograph `index` (RGB, uint8) resized by `scale` as the reference's cv2.resize did."""
-    with Image.open(frost_folder() / FROST_FILES[index]) as photo:
-        return resize_linear(np.asarray(photo.convert("RGB")), scale)
-
-
-def frost_digest() -> str:
-    """A digest of the frost photographs, part of a frost cache's key."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    for name in FROST_FILES:
-        digest.update((frost_folder() / name).read_bytes())
-    return digest.hexdigest()[:8]
-
-
-def frost(x, severity, rng):
-    """CIFAR-10-C's frost: c0 x + c1 x (a random crop of a random photograph, resized by 0.2 for 32 px; by
-    0.2 x side / 32 for another side, so the frost keeps its size relative to the image)."""
-    c = [(1, 0.2), (1, 0.3), (0.9, 0.4), (0.85, 0.4), (0.75, 0.45)][severity - 1]
-    height, width = x.shape[:2]
-    layer = frost_layer(rng.randint(5), 0.2 * max(height, width) / 32)
-    top, left = rng.randint(0, layer.shape[0] - height), rng.randint(0, layer.shape[1] - width)
-    return np.clip(c[0] * np.asarray(x, dtype=np.float64) + c[1] * layer[top:top + height, left:left + width], 0, 255)
-
-
 # CIFAR-10-C's fifteen, in its order (frost apart: it needs the imagecorruptions package), then the extra ones.
 CORRUPTIONS = {
     "gaussian_noise": gaussian_noise, "shot_noise": shot_noise, "impulse_noise": impulse_noise,
@@ -388,17 +332,6 @@ def corrupt(image: np.ndarray, name: str, severity: int, rng: np.random.RandomSt
         raise ValueError(f"severity {severity} is not one of 1-5")
     out = found[name](np.asarray(image, dtype=np.uint8), severity, rng)
     return np.uint8(np.clip(np.asarray(out, dtype=np.float64), 0, 255))
-
-
-def imagenet_c():
-    """The maintained `imagecorruptions` package (ImageNet-C's definitions and severity parameters)."""
-    try:
-        import imagecorruptions
-    except ImportError:
-        raise ConfigError("test_shift.definitions=imagenet_c corrupts with the imagecorruptions package, which is not "
-                          "installed: pip install imagecorruptions-imaug (or test_shift.definitions=cifar10c, built in)") \
-            from None
-    return imagecorruptions
 
 
 def chosen(names, definitions: str = "cifar10c") -> list[str]:
@@ -449,13 +382,6 @@ def corrupted_images(images: np.ndarray, name: str, severity: int, seed: int, de
                                                   corruption_name=name)) for image in images])
     finally:
         np.random.set_state(state)
-
-
-def package_digest() -> str:
-    """A digest of the imagecorruptions package's definitions, part of an imagenet_c cache's key."""
-    import hashlib
-
-    return hashlib.sha256((Path(imagenet_c().__file__).parent / "corruptions.py").read_bytes()).hexdigest()[:8]
 
 
 def corrupted_split(images, name: str, severity: int, seed: int, cache_dir, definitions: str = "cifar10c"):

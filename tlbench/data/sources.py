@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from torchvision.datasets.utils import download_url
 
 from tlbench.data.folders import FileListDataset
 from tlbench.data.splits import DataSplits, offline, stratified_indices
@@ -171,3 +172,16 @@ def drawn(name, base: Path, targets, take, classes, image_size, split_seed: int,
                       f"stratified {shares} train/val/test (split_seed={split_seed})", val=take(val))
     splits.val_source = f"{round(100 * val_share)}% of every class, stratified, split_seed={split_seed} (VTAB's {shares})"
     return splits
+
+
+def fetched(name: str, base: Path, file: str, url: str, fetch: bool) -> Path:
+    """`file` in the set's folder, downloaded from `url` first where it is missing and fetching is allowed."""
+    folder = base / SOURCES[name].folder
+    if not (folder / file).is_file():
+        if not fetch:
+            raise DataNotFoundError(hint(name, base, f"has no {file}"))
+        try:
+            download_url(url, str(folder), file)
+        except (OSError, RuntimeError) as err:
+            raise DataNotFoundError(hint(name, base, f"has no {file}, and fetching {url} failed ({err})")) from err
+    return folder / file

@@ -4,14 +4,10 @@ KITTI's closest-vehicle distance, dSprites' x position and orientation, smallNOR
 (structured). VTAB reads every set through TFDS and slices its splits by TFDS's order
 (`train[:800]`, ...); where a set has no official split, tlbench draws the same proportions stratified
 with split_seed instead, and KITTI's split by drive is TFDS's own rule, rebuilt from the devkit's files.
-Diabetic Retinopathy is Kaggle's images as TFDS's `btgraham-300` config prepares them (Graham's preprocessing,
-OpenCV's operations as TFDS calls them), split as TFDS does; DMLab is read from the TFRecord files TFDS reads
-(record framing and tf.train.Example's protobuf wire format parsed here, without TensorFlow)."""
+DMLab is read from the TFRecord files TFDS reads (tfrecord.py, without TensorFlow); Diabetic Retinopathy, with
+Graham's preprocessing, is retinopathy.py."""
 
-import csv
 import gzip
-import io
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -19,11 +15,11 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import datasets
-from torchvision.datasets.utils import download_and_extract_archive, download_url
+from torchvision.datasets.utils import download_and_extract_archive
 
-from tlbench.data.folders import FileListDataset
-from tlbench.data.sources import SOURCES, drawn, hint, locate, official, part, read
-from tlbench.data.splits import DataSplits, TensorImages, offline, stratified_indices, subset
+from tlbench.data.sources import SOURCES, drawn, fetched, hint, locate, official, part, read
+from tlbench.data.splits import DataSplits, TensorImages, stratified_indices, subset
+from tlbench.data.tfrecord import RecordImages, tfrecords
 from tlbench.errors import DataNotFoundError
 
 RESISC45_FRACTIONS = (0.6, 0.2)  # data/resisc45.py: train, val of the one split; the rest is test
@@ -48,12 +44,7 @@ DMLAB_URL = "https://storage.googleapis.com/dmlab-vtab/dmlab.tar.gz"  # TFDS dml
 DMLAB_SPLITS = {"train": "train", "val": "validation", "test": "test"}  # TFDS's: 65,550 / 22,628 / 22,735
 DMLAB_CLASSES = [f"class {k}" for k in range(6)]  # {close, far, very far} x {positive, negative reward}; TFDS
 #                                                   names no order, so the labels keep their numbers
-RETINOPATHY_CLASSES = ["no DR", "mild", "moderate", "severe", "proliferative DR"]  # Kaggle's level 0-4
-RETINOPATHY_SOLUTION = "retinopathy_solution.csv"  # the test images' labels, Usage Public (validation) / Private (test)
-RETINOPATHY_SOLUTION_URL = "https://storage.googleapis.com/kaggle-forum-message-attachments/90528/2877/" + RETINOPATHY_SOLUTION
-GRAHAM_RADIUS = 300        # TFDS btgraham-300 (VTAB's config): the eyeball's radius after scaling, in pixels
-GRAHAM_MASK_RATIO = 0.9    # the image is masked to, and cropped at, this share of the radius
-GRAHAM_JPEG_QUALITY = 72   # and stored as a JPEG of this quality, as TFDS stores it
+
 
 
 def resisc45(data_dir, root=None, image_size=224, split_seed=0) -> DataSplits:
@@ -123,7 +114,7 @@ def _dsprites(task, data_dir, root, download, image_size, split_seed) -> DataSpl
     """One split only: drawn 80/10/10 train/val/test, stratified, with split_seed. Held in memory as gray
     images (2.9 GB, and as much again while the splits are drawn)."""
     base, fetch = locate("dsprites", data_dir, root, download)
-    path = _fetched("dsprites", base, DSPRITES_FILE, DSPRITES_URL, fetch)
+    path = fetched("dsprites", base, DSPRITES_FILE, DSPRITES_URL, fetch)
     try:
         with np.load(path) as found:
             latents, images = found["latents_classes"], found["imgs"]
@@ -174,7 +165,7 @@ def _norb_matrix(base: Path, name: str, fetch: bool) -> np.ndarray:
     """A NORB binary matrix (cs.nyu.edu/~ylclab/data/norb-v1.0-small/): a type code, the number of dimensions,
     at least 3 dimension sizes, then the data, little-endian; read from `name` or `name`.gz."""
     folder = base / SOURCES["smallnorb"].folder
-    path = folder / name if (folder / name).is_file() else _fetched("smallnorb", base, name + ".gz",
+    path = folder / name if (folder / name).is_file() else fetched("smallnorb", base, name + ".gz",
                                                                      SMALLNORB_URL + name + ".gz", fetch)
     try:
         raw = (gzip.open if path.suffix == ".gz" else open)(path, "rb").read()
@@ -260,232 +251,6 @@ def dmlab(data_dir, root=None, download=True, image_size=224) -> DataSplits:
                       "TFDS dmlab's official train / validation / test", val=parts["val"])
     splits.val_source = "official validation split"
     return splits
-
-
-def tfrecords(path: Path) -> list[tuple[Path, int, int, int]]:
-    """(file, offset, length, label) of every record in a TFRecord file: each record is a little-endian uint64
-    length, a 4-byte CRC of it, the data (a serialized tf.train.Example) and a 4-byte CRC of the data. The
-    image bytes stay on disk; a truncated file fails."""
-    found, data = [], path.read_bytes()
-    offset = 0
-    while offset < len(data):
-        if offset + 12 > len(data):
-            raise ValueError(f"{path.name} ends inside a record header at byte {offset}")
-        (length,) = struct.unpack_from("<Q", data, offset)
-        start = offset + 12
-        if start + length + 4 > len(data):
-            raise ValueError(f"{path.name} ends inside a record at byte {offset} ({length} bytes announced)")
-        features = example_features(data[start:start + length])
-        found.append((path, start, length, int(features["label"][0])))
-        offset = start + length + 4
-    return found
-
-
-def _varint(buffer: bytes, at: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        byte = buffer[at]
-        value |= (byte & 0x7F) << shift
-        at, shift = at + 1, shift + 7
-        if byte < 0x80:
-            return value, at
-
-
-def _fields(buffer: bytes):
-    """(field number, wire type, value) of a protobuf message: varints as ints, length-delimited as bytes."""
-    at = 0
-    while at < len(buffer):
-        key, at = _varint(buffer, at)
-        number, wire = key >> 3, key & 7
-        if wire == 0:
-            value, at = _varint(buffer, at)
-        elif wire == 2:
-            size, at = _varint(buffer, at)
-            value, at = buffer[at:at + size], at + size
-        elif wire in (1, 5):
-            size = 8 if wire == 1 else 4
-            value, at = buffer[at:at + size], at + size
-        else:
-            raise ValueError(f"protobuf wire type {wire} is not one tf.train.Example uses")
-        yield number, wire, value
-
-
-def example_features(serialized: bytes) -> dict[str, list]:
-    """A tf.train.Example's features: {name: [bytes...] or [int...]} (Example.features = 1; Features.feature = 1, a
-    map entry of key = 1 and Feature = 2; Feature's bytes_list = 1 or int64_list = 3, each a repeated value = 1,
-    int64s packed or not). float_list (2) is skipped: the sets read here have none that matters."""
-    features = {}
-    for number, _, message in _fields(serialized):
-        if number != 1:
-            continue
-        for entry_number, _, entry in _fields(message):
-            if entry_number != 1:
-                continue
-            name, values = None, []
-            for piece_number, _, piece in _fields(entry):
-                if piece_number == 1:
-                    name = piece.decode("utf-8")
-                elif piece_number == 2:
-                    values = _feature_values(piece)
-            if name is not None:
-                features[name] = values
-    return features
-
-
-def _feature_values(feature: bytes) -> list:
-    values = []
-    for kind, _, listed in _fields(feature):
-        for number, wire, value in _fields(listed):
-            if number != 1:
-                continue
-            if kind == 1:
-                values.append(value)
-            elif kind == 3 and wire == 0:
-                values.append(value - (1 << 64) if value >= 1 << 63 else value)
-            elif kind == 3 and wire == 2:  # packed
-                at = 0
-                while at < len(value):
-                    item, at = _varint(value, at)
-                    values.append(item - (1 << 64) if item >= 1 << 63 else item)
-    return values
-
-
-class RecordImages(Dataset):
-    """Images kept inside TFRecord files: (file, offset, length, label) per sample, each decoded from its
-    Example's `image` bytes as it is read."""
-
-    def __init__(self, records: list[tuple[Path, int, int, int]]):
-        self.records = records
-        self.targets = [label for *_, label in records]
-
-    @property
-    def source_fingerprint(self) -> str:
-        """The record files (path, size, time) and where each record sits in them, for the decoded cache."""
-        return _files_digest(sorted({path for path, *_ in self.records}),
-                             ",".join(f"{offset}:{length}" for _, offset, length, _ in self.records), self.targets)
-
-    def __len__(self):
-        return len(self.records)
-
-    def __getitem__(self, index):
-        path, offset, length, label = self.records[index]
-        with open(path, "rb") as handle:
-            handle.seek(offset)
-            features = example_features(handle.read(length))
-        with Image.open(io.BytesIO(features["image"][0])) as image:
-            return image.convert("RGB"), label
-
-
-def diabetic_retinopathy(data_dir, root=None, download=True, image_size=224) -> DataSplits:
-    """Kaggle's retina photographs graded 0-4 for diabetic retinopathy (VTAB's specialized task), as TFDS's
-    diabetic_retinopathy_detection/btgraham-300 (VTAB's config) prepares them: each image scaled so the eyeball's
-    radius is 300 px, its local average colour subtracted, masked and cropped to 90% of that radius, stored as a
-    JPEG of quality 72 (graham). Splits as TFDS: train = trainLabels.csv (35,126), validation = the test
-    images of Usage Public (10,906), test = Usage Private (42,670). Needs OpenCV (opencv-python-headless)."""
-    base, _ = locate("diabetic_retinopathy", data_dir, root, download=False)
-    folder = base / SOURCES["diabetic_retinopathy"].folder
-    opencv()  # before anything is read: the preprocessing needs it
-    solution = folder / RETINOPATHY_SOLUTION
-    if not solution.is_file() and download and root is None and not offline():
-        _fetched("diabetic_retinopathy", base, RETINOPATHY_SOLUTION, RETINOPATHY_SOLUTION_URL, True)
-    try:
-        train = _graded(folder / "trainLabels.csv", folder / "train")
-        val = _graded(solution, folder / "test", "Public")
-        test = _graded(solution, folder / "test", "Private")
-    except (OSError, KeyError, ValueError) as err:
-        raise DataNotFoundError(hint("diabetic_retinopathy", base, f"cannot be read ({type(err).__name__}: {err})")) \
-            from err
-    splits = official("diabetic_retinopathy", base, GrahamImages(train), GrahamImages(test), RETINOPATHY_CLASSES,
-                      image_size, "TFDS's: trainLabels.csv; the solution's Public rows validate, its Private rows test",
-                      val=GrahamImages(val))
-    splits.val_source = "Kaggle's public-leaderboard test images (TFDS's validation split)"
-    return splits
-
-
-def _graded(table: Path, images: Path, usage: str | None = None) -> list[tuple[Path, int]]:
-    """(image file, level) for each row of a Kaggle label table (columns image, level[, Usage]); `usage`: only
-    the rows of that Usage."""
-    with open(table, newline="", encoding="utf-8") as handle:
-        rows = [row for row in csv.DictReader(handle) if usage is None or row["Usage"] == usage]
-    if not rows:
-        raise ValueError(f"{table.name} has no rows{f' of Usage {usage}' if usage else ''}")
-    return [(images / f"{row['image']}.jpeg", int(row["level"])) for row in rows]
-
-
-class GrahamImages(FileListDataset):
-    """Kaggle's retina photographs, each prepared by `graham` as it is read."""
-
-    @property
-    def source_fingerprint(self) -> str:
-        """The files (tensor_data.fingerprint's path, size and time) and the preparation, which the decoded
-        cache holds the result of."""
-        return _files_digest([path for path, _ in self.samples], f"btgraham-{GRAHAM_RADIUS}-q{GRAHAM_JPEG_QUALITY}",
-                             self.targets)
-
-    def __getitem__(self, index):
-        path, label = self.samples[index]
-        return graham(path.read_bytes()), label
-
-
-def opencv():
-    """OpenCV, which Graham's preprocessing is written in (TFDS calls it for every step)."""
-    try:
-        import cv2
-    except ImportError:
-        raise DataNotFoundError("diabetic_retinopathy: Graham's preprocessing (TFDS's btgraham-300, VTAB's) needs "
-                                "OpenCV: pip install opencv-python-headless (or pip install -e '.[vtab]')") from None
-    return cv2
-
-
-def graham(encoded: bytes, radius: int = GRAHAM_RADIUS) -> Image.Image:
-    """One photograph prepared as TFDS's btgraham config does, with the same OpenCV calls: scale so the
-    eyeball's radius (half the count of pixels along the middle row brighter than a tenth of the row's mean
-    brightness; half the height where that finds nothing) is `radius`; subtract the local average colour
-    (4 x image - 4 x its Gaussian blur, sigma radius / 30, + 128, saturated); set everything outside 90% of the
-    radius to 128 and crop to that circle's square; encode as a JPEG of quality 72. Returned decoded, RGB."""
-    cv2 = opencv()
-    image = cv2.imdecode(np.frombuffer(encoded, dtype=np.uint8), cv2.IMREAD_COLOR)
-    if image is None:
-        raise OSError("not a decodable image")
-    row = image[image.shape[0] // 2].sum(axis=1)
-    found = (row > row.mean() / 10.0).sum() / 2.0
-    scale = radius / (found if found >= 1.0 else image.shape[0] / 2.0)
-    image = cv2.resize(image, dsize=None, fx=scale, fy=scale)
-    image = cv2.addWeighted(image, 4, cv2.GaussianBlur(image, (0, 0), radius / 30), -4, 128)
-    mask = np.zeros(image.shape)
-    centre, inner = (image.shape[1] // 2, image.shape[0] // 2), int(radius * GRAHAM_MASK_RATIO)
-    cv2.circle(mask, center=centre, radius=inner, color=(1, 1, 1), thickness=-1)
-    image = image * mask + (1 - mask) * 128
-    image = image[max(centre[1] - inner, 0):min(centre[1] + inner, image.shape[0]),
-                  max(centre[0] - inner, 0):min(centre[0] + inner, image.shape[1])]
-    image = np.clip(np.rint(image), 0, 255).astype(np.uint8)  # what OpenCV's encoder falls back to for TFDS's floats
-    _, jpeg = cv2.imencode(".jpg", image, [int(cv2.IMWRITE_JPEG_QUALITY), GRAHAM_JPEG_QUALITY])
-    with Image.open(io.BytesIO(jpeg.tobytes())) as stored:
-        return stored.convert("RGB")
-
-
-def _files_digest(paths, extra: str, targets) -> str:
-    import hashlib
-
-    digest = hashlib.sha256(extra.encode())
-    for path in paths:
-        stat = Path(path).stat()
-        digest.update(f"{path}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
-    digest.update(str(list(targets)).encode())
-    return digest.hexdigest()
-
-
-def _fetched(name: str, base: Path, file: str, url: str, fetch: bool) -> Path:
-    """`file` in the set's folder, downloaded from `url` first where it is missing and fetching is allowed."""
-    folder = base / SOURCES[name].folder
-    if not (folder / file).is_file():
-        if not fetch:
-            raise DataNotFoundError(hint(name, base, f"has no {file}"))
-        try:
-            download_url(url, str(folder), file)
-        except (OSError, RuntimeError) as err:
-            raise DataNotFoundError(hint(name, base, f"has no {file}, and fetching {url} failed ({err})")) from err
-    return folder / file
 
 
 def _named(splits: DataSplits, family: str, task: str) -> DataSplits:
