@@ -15,7 +15,7 @@ from tlbench.runner.build import check_settings
 
 KORNBLITH = {"food101", "cifar10", "cifar100", "sun397", "stanford_cars", "fgvc_aircraft", "dtd", "oxford_pets",
              "caltech101_background", "flowers102"}
-VTAB = {"caltech101_background", "cifar100", "dtd", "flowers102", "oxford_pets", "svhn", "sun397",  # natural
+VTAB = {"caltech101_background", "cifar100", "dtd", "flowers102", "oxford_pets", "svhn", "sun397_tfds",  # natural
         "patch_camelyon", "eurosat", "resisc45", "diabetic_retinopathy",  # specialized
         "clevr", "clevr_distance", "kitti_distance", "dmlab", "dsprites_location", "dsprites_orientation",
         "smallnorb_azimuth", "smallnorb_elevation"}  # structured

@@ -330,3 +330,18 @@ def test_a_tiny_run_on_a_fake_copy_writes_result_json(make_cfg, tmp_path, name, 
     assert info["num_classes"] == len(EXPECTED[name][1]) and info["image_size"] == 32
     cached = sorted(path.name.split("-")[1] for path in (tmp_path / "data" / "tensor-cache").glob(f"{name}-*.pt"))
     assert cached == (["test", "train", "val"] if pipeline == "tensor" else [])  # the tensor path's cache is keyed
+
+
+def test_sun397_partition_tfds_reads_tfdss_three_lists_as_vtab(make_cfg, tmp_path):
+    sun397(tmp_path / "data", partition_files=False)
+    folder = tmp_path / "data" / "SUN397"
+    classes = ["/a/abbey", "/a/apartment_building/outdoor", "/b/beach"]
+    for split, images in (("tr", (0, 1, 2)), ("va", (3,)), ("te", (4,))):  # TFDS's lines: /<letter>/<class>/<file>
+        (folder / f"sun397_tfds_{split}.txt").write_text("".join(f"{name}/sun_{i}.jpg\n" for name in classes
+                                                                 for i in images))
+    splits = data.build_dataset(**make_cfg("dataset=sun397_tfds").dataset)
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (9, 3, 3)  # nothing carved: TFDS's val
+    assert splits.val_source == "TFDS's sun397/tfds validation list" and data.targets_of(splits.test) == [0, 1, 2]
+    (folder / "sun397_tfds_va.txt").unlink()
+    with pytest.raises(DataNotFoundError, match=r"sun397_tfds_va.txt does not exist.*dataset.partition=tfds"):
+        data.build_dataset(**make_cfg("dataset=sun397_tfds").dataset)

@@ -14,16 +14,20 @@ from pathlib import Path
 
 import numpy as np
 from torchvision import datasets
+from torchvision.datasets.utils import download_url
 
 from tlbench.data.folders import FileListDataset
 from tlbench.data.sources import (SOURCES, SUN397_PARTITIONS, drawn, hint, listed, locate, official, part,
                                   read)
-from tlbench.data.splits import DataSplits, TensorImages, stratified_indices
+from tlbench.data.splits import DataSplits, TensorImages, offline, stratified_indices
 from tlbench.errors import ConfigError, DataNotFoundError
 
 CALTECH_TRAIN_PER_CLASS = 30  # Kornblith et al. 2019, A.1: 30 random training images per class, the rest test
 EUROSAT_FRACTIONS = (0.6, 0.2)  # train, val of every class; the rest is test (VTAB's 60/20/20)
 PARTITIONS = range(1, 11)  # DTD's and SUN397's 10 official train/test partitions
+TFDS_PARTITION = "tfds"  # sun397's dataset.partition for TFDS's own split (VTAB's)
+SUN397_TFDS_LISTS = ("https://raw.githubusercontent.com/tensorflow/datasets/master/tensorflow_datasets/"
+                     "image_classification/")  # sun397_tfds_{tr,va,te}.txt, which TFDS's sun397 builder reads
 # VTAB's CLEVR tasks (google-research/task_adaptation data/clevr.py): the number of objects less 3 (3-10: 8
 # classes; dataset=clevr), or the depth of the closest object binned by these thresholds (6; clevr_distance)
 CLEVR_DISTANCE_THRESHOLDS = (0.0, 8.0, 8.5, 9.0, 9.5, 10.0, 100.0)
@@ -115,21 +119,48 @@ def flowers102(data_dir, root=None, download=True, image_size=224) -> DataSplits
 def sun397(data_dir, root=None, download=True, partition=1, image_size=224) -> DataSplits:
     """397 scene classes. torchvision lists all 108,754 images and no split; Kornblith et al. 2019
     use the first of the 10 official partitions (50 training and 50 test images per class:
-    19,850 / 19,850), read from Training_NN.txt / Testing_NN.txt in the data set's folder."""
-    _check_partition("sun397", partition)
+    19,850 / 19,850), read from Training_NN.txt / Testing_NN.txt in the data set's folder.
+    partition=tfds: TFDS's sun397/tfds split, VTAB's (70/10/20: 76,128 / 10,875 / 21,750), from TFDS's
+    lists sun397_tfds_{tr,va,te}.txt in that folder (fetched from TFDS's repository where missing and online)."""
+    if partition != TFDS_PARTITION:
+        _check_partition("sun397", partition)
     base, fetch = locate("sun397", data_dir, root, download)
     found = read("sun397", base, fetch, datasets.SUN397, base, download=fetch)
     folder = Path(found._data_dir)
     label_of = {path.relative_to(folder).as_posix(): label for path, label in zip(found._image_files, found._labels)}
+    if partition == TFDS_PARTITION:
+        online = download and root is None and not offline()
+        train, val, test = (_sun397_partition(folder, _sun397_tfds_list(folder, split, online), label_of, partition)
+                            for split in ("tr", "va", "te"))
+        splits = official("sun397", base, train, test, found.classes, image_size,
+                          "TFDS's sun397/tfds split (sun397_tfds_{tr,va,te}.txt), VTAB's", val=val)
+        splits.val_source = "TFDS's sun397/tfds validation list"
+        return splits
     train, test = (_sun397_partition(folder, f"{prefix}_{partition:02d}.txt", label_of, partition)
                    for prefix in ("Training", "Testing"))
     return official("sun397", base, train, test, found.classes, image_size,
                      f"official partition {partition} (Training_{partition:02d}.txt / Testing_{partition:02d}.txt)")
 
 
+def _sun397_tfds_list(folder: Path, split: str, online: bool) -> str:
+    """The name of TFDS's list of one sun397/tfds split in `folder`, fetched first where missing and allowed."""
+    name = f"sun397_tfds_{split}.txt"
+    if not (folder / name).is_file() and online:
+        try:
+            download_url(SUN397_TFDS_LISTS + name, str(folder), name)
+        except (OSError, RuntimeError) as err:
+            raise DataNotFoundError(f"sun397: {folder / name} is missing and fetching it from {SUN397_TFDS_LISTS} "
+                                    f"failed ({err})") from err
+    return name
+
+
 def _sun397_partition(folder: Path, name: str, label_of: dict, partition: int) -> FileListDataset:
     """The images one SUN397 partition file lists (`/a/abbey/sun_x.jpg` lines), with their labels."""
     listed = folder / name
+    if not listed.is_file() and partition == TFDS_PARTITION:
+        raise DataNotFoundError(f"sun397: {listed} does not exist: it lists a split of TFDS's sun397/tfds "
+                                f"(dataset.partition=tfds, VTAB's). Supply it: put sun397_tfds_tr.txt, _va.txt and "
+                                f"_te.txt from {SUN397_TFDS_LISTS} into {folder}, or run online")
     if not listed.is_file():
         raise DataNotFoundError(f"sun397: {listed} does not exist: it lists the images of official partition "
                                 f"{partition} (dataset.partition). Supply it: extract {name} (and its Training/Testing "
