@@ -120,6 +120,7 @@ def test_bad_lora_settings_fail_before_training_naming_the_key(make_cfg, tmp_pat
         run(make_cfg(*SMALL, "freeze=lora", override), output_dir=tmp_path / "bad")
 
 
+@pytest.mark.e2e  # a lite0 LoRA training, ~5 s: the default command's budget (the EMA file itself: test_ema.py)
 def test_a_lora_runs_weight_ema_is_saved_merged_and_scores_as_it_was_scored(make_cfg, tmp_path):
     from tlbench.runner import soup
 
