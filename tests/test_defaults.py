@@ -112,7 +112,7 @@ def test_model_options_have_the_model_settings(path):
 
 
 # Data set options that are a variant of another over the same builder: the keys they set away from its default.
-VARIANTS = {"caltech101_background": {"background"}}
+VARIANTS = {"caltech101_background": {"background"}, "sun397_tfds": {"partition"}}  # a second option of one builder
 
 
 @pytest.mark.parametrize("path", sorted((CONF / "dataset").glob("*.yaml")), ids=lambda p: p.stem)
