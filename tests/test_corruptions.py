@@ -70,8 +70,8 @@ def test_fog_fits_its_fractal_to_any_side():
 
 
 def test_an_unknown_corruption_or_severity_is_one_message(image):
-    with pytest.raises(ValueError, match=r"'spatter' is not available \(built on OpenCV's Canny"):
-        corrupt(image, "spatter", 1, np.random.RandomState(0))
+    with pytest.raises(ValueError, match=r"'splatter' is not available; use one of .*spatter"):
+        corrupt(image, "splatter", 1, np.random.RandomState(0))
     with pytest.raises(ValueError, match="severity 6 is not one of 1-5"):
         corrupt(image, "contrast", 6, np.random.RandomState(0))
 
@@ -128,6 +128,55 @@ def test_frost_is_cifar_10_cs_with_the_references_own_photographs_and_resize():
         expected = np.uint8(np.clip(a * image + b * photo[top:top + 32, left:left + 32][..., [2, 1, 0]], 0, 255))
         got = corrupt(image, "frost", severity, np.random.RandomState(severity))
         assert np.abs(got.astype(int) - expected).max() <= 1, severity  # OpenCV's fixed-point bilinear: +-1
+
+
+# ImageNet-C's spatter table (imagecorruptions' corruptions.py): the same algorithm under other parameters.
+SPATTER_IMAGENET_C = [(0.65, 0.3, 4, 0.69, 0.6, 0), (0.65, 0.3, 3, 0.68, 0.6, 0), (0.65, 0.3, 2, 0.68, 0.5, 0),
+                      (0.65, 0.3, 1, 0.65, 1.5, 1), (0.67, 0.4, 1, 0.65, 1.5, 1)]
+
+
+@pytest.mark.parametrize("severity", [1, 2, 3, 4, 5])
+def test_spatter_under_imagenet_cs_table_is_imagecorruptions_spatter(severity):
+    """Oracle: the maintained package's spatter (the same algorithm as make_cifar_c.py's, ImageNet-C's table) on
+    the same numpy stream; ours under CIFAR-10-C's table is checked for what it draws below."""
+    reference = pytest.importorskip("imagecorruptions.corruptions")
+    pytest.importorskip("cv2")
+    from PIL import Image
+
+    image = smooth(64)
+    np.random.seed(severity)
+    expected = np.uint8(reference.spatter(Image.fromarray(image), severity))
+    got = np.uint8(np.clip(packaged_corruptions.spatter(image, severity, np.random.RandomState(severity),
+                                                        SPATTER_IMAGENET_C), 0, 255))
+    assert np.abs(got.astype(int) - expected).max() <= 1  # float32 rounding before truncation to uint8
+
+
+def test_spatter_is_cifar_10_cs_water_then_mud_fixed_by_its_seed():
+    pytest.importorskip("cv2")
+    image = smooth()
+    for severity in (1, 2, 3, 4, 5):
+        out = corrupt(image, "spatter", severity, np.random.RandomState(3))
+        assert out.dtype == np.uint8 and out.shape == image.shape
+        assert np.array_equal(out, corrupt(image, "spatter", severity, np.random.RandomState(3)))
+        changed = np.any(out != image, axis=2)
+        assert changed.any(), severity
+        diff = out.astype(int) - image
+        if severity <= 3:  # water: pale turquoise added, never taken away
+            assert diff.min() >= 0 and diff[changed][:, 1:].mean() > diff[changed][:, 0].mean()
+        else:  # mud: darker, toward brown (63, 42, 20)
+            assert out[changed].astype(int).sum() < image[changed].astype(int).sum()
+    assert corruptions.chosen(["spatter"]) == ["spatter"] and "spatter" not in corruptions.chosen("all")
+
+
+def test_spatter_without_opencv_is_one_message_naming_the_install(monkeypatch, make_cfg):
+    import sys
+
+    from tlbench.errors import ConfigError
+    from tlbench.runner import build
+
+    monkeypatch.setitem(sys.modules, "cv2", None)  # import cv2 raises ImportError
+    with pytest.raises(ConfigError, match="pip install opencv-python-headless"):
+        build.check_shift(make_cfg("data.pipeline=tensor", "test_shift.corruptions=[fog,spatter]"))
 
 
 def test_frost_is_a_uint8_image_fixed_by_its_seed_at_any_side():

@@ -40,3 +40,23 @@ def test_the_ratio_is_idle_for_pretrained_runs_lr_find_and_probes(user_cfg):
 def test_a_bad_ratio_is_one_message(make_cfg, bad, says):
     with pytest.raises(ConfigError, match=rf"random_init_lr_ratio.*{says}"):
         build.check_settings(make_cfg(*TINY, f"random_init_lr_ratio={bad}"))
+
+
+def test_bitfit_from_random_weights_keeps_its_own_ratio(make_cfg, user_cfg, tmp_path):
+    """BitFit's random_init_lr_ratio (1 by default) replaces the top-level key: its run trains at optimizer.lr, the
+    top-level ratio leaves its run_id alone, and freeze.random_init_lr_ratio=3 gives the 3 x lr back."""
+    bitfit = [*TINY, "freeze=bitfit", "pretrained=false", "optimizer.lr=0.002", "random_init_lr_ratio=3.0"]
+    own = run(make_cfg(*bitfit), output_dir=tmp_path / "own")
+    three = run(make_cfg(*bitfit, "freeze.random_init_lr_ratio=3.0"), output_dir=tmp_path / "three")
+    assert "optimizer.lr" not in (own.get("resolved") or {}) and three["resolved"]["optimizer.lr"] == pytest.approx(0.006)
+    # the epoch's lr is what BitFit's parameters train at: freeze.lr_ratio (3) x the run's lr
+    assert own["epochs"][0]["lr"] == pytest.approx(0.002 * 3) and three["epochs"][0]["lr"] == pytest.approx(0.006 * 3)
+    default = user_cfg("freeze=bitfit", "pretrained=false")
+    assert default.freeze.random_init_lr_ratio == 1.0 and build.random_init_lr(default).optimizer.lr == default.optimizer.lr
+    assert run_id_of(user_cfg("freeze=bitfit", "pretrained=false", "random_init_lr_ratio=5.0")) == run_id_of(default)
+    assert run_id_of(user_cfg("freeze=bitfit", "pretrained=false", "freeze.random_init_lr_ratio=3.0")) != \
+        run_id_of(default)
+    for pretrained in (["freeze=bitfit"], ["freeze=bitfit", "freeze.random_init_lr_ratio=3.0"]):
+        assert run_id_of(user_cfg(*pretrained)) == run_id_of(user_cfg("freeze=bitfit"))  # pretrained: never seen
+    with pytest.raises(ConfigError, match=r"freeze.random_init_lr_ratio=0.0 must be a positive multiple"):
+        build.check_settings(make_cfg(*bitfit, "freeze.random_init_lr_ratio=0"))

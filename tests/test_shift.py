@@ -49,7 +49,7 @@ def test_a_draw_of_test_images_and_its_own_random_stream_per_corruption(make_cfg
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["test_shift.corruptions=[spatter]"], r"'spatter', not available \(spatter: built on OpenCV's Canny"),
+    (["test_shift.corruptions=[splatter]"], r"'splatter', not available; use all, or some of .*spatter"),
     (["test_shift.corruptions=all", "test_shift.definitions=imagenet"], r"test_shift.definitions='imagenet' must be "
                                                                         r"cifar10c .* or imagenet_c"),
     (["test_shift.corruptions=[fogg]"], r"'fogg', not available; use all, or some of gaussian_noise"),

@@ -24,9 +24,9 @@ own side stands in. What stands in for a library call of the reference:
 
 `frost` blends in a crop of one of the reference's frost photographs, which tlbench does not ship: it reads
 them from the `imagecorruptions` package when that is installed (`pip install imagecorruptions-imaug`;
-packaged_corruptions.py, with ImageNet-C's definitions from the same package), and
-`test_shift.corruptions: all` stays the fourteen that need nothing (name frost to add it). Not here: `spatter`
-(one of the four extra corruptions, built on OpenCV's Canny and distance transform)."""
+packaged_corruptions.py, with ImageNet-C's definitions from the same package). `spatter` (one of the four extra
+corruptions) is built on OpenCV's Canny edges and distance transform, and uses OpenCV (the `vtab` extra).
+`test_shift.corruptions: all` stays the fourteen that need nothing (name frost or spatter to add them)."""
 
 import io
 import math
@@ -37,7 +37,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from tlbench.data.packaged_corruptions import frost, frost_digest, frost_folder, imagenet_c, package_digest
+from tlbench.data.packaged_corruptions import (frost, frost_digest, frost_folder, imagenet_c, opencv, package_digest,
+                                                spatter)
 from tlbench.errors import ConfigError
 
 SEVERITIES = (1, 2, 3, 4, 5)
@@ -317,8 +318,8 @@ CORRUPTIONS = {
     "elastic_transform": elastic_transform, "pixelate": pixelate, "jpeg_compression": jpeg_compression,
 }
 EXTRA = {"speckle_noise": speckle_noise, "gaussian_blur": gaussian_blur, "saturate": saturate}
-NEEDS_PACKAGE = {"frost": frost}  # named in test_shift.corruptions only: its photographs come from imagecorruptions
-NOT_BUILT = {"spatter": "built on OpenCV's Canny edges and distance transform"}
+# Named in test_shift.corruptions only: frost's photographs come from imagecorruptions, spatter's calls from OpenCV.
+NEEDS_PACKAGE = {"frost": frost, "spatter": spatter}
 
 
 def corrupt(image: np.ndarray, name: str, severity: int, rng: np.random.RandomState) -> np.ndarray:
@@ -326,8 +327,7 @@ def corrupt(image: np.ndarray, name: str, severity: int, rng: np.random.RandomSt
     truncated as the reference's np.uint8 did."""
     found = {**CORRUPTIONS, **EXTRA, **NEEDS_PACKAGE}
     if name not in found:
-        why = f" ({NOT_BUILT[name]})" if name in NOT_BUILT else ""
-        raise ValueError(f"corruption {name!r} is not available{why}; use one of {', '.join(found)}")
+        raise ValueError(f"corruption {name!r} is not available; use one of {', '.join(found)}")
     if severity not in SEVERITIES:
         raise ValueError(f"severity {severity} is not one of 1-5")
     out = found[name](np.asarray(image, dtype=np.uint8), severity, rng)
@@ -352,11 +352,12 @@ def chosen(names, definitions: str = "cifar10c") -> list[str]:
     found, names = {**CORRUPTIONS, **EXTRA, **NEEDS_PACKAGE}, list(names)
     if "frost" in names:
         frost_folder()
+    if "spatter" in names:
+        opencv()
     unknown = [n for n in names if n not in found]
     if unknown:
-        why = "; ".join(f"{n}: {NOT_BUILT[n]}" for n in unknown if n in NOT_BUILT)
-        raise ConfigError(f"test_shift.corruptions names {', '.join(map(repr, unknown))}, not available"
-                          f"{f' ({why})' if why else ''}; use all, or some of {', '.join(found)}")
+        raise ConfigError(f"test_shift.corruptions names {', '.join(map(repr, unknown))}, not available; use all, "
+                          f"or some of {', '.join(found)}")
     return names
 
 
@@ -399,8 +400,10 @@ def corrupted_split(images, name: str, severity: int, seed: int, cache_dir, defi
         version = f"imagenet_c-{package_digest()}"
     else:
         version = f"v{VERSION}"
-        if name in NEEDS_PACKAGE:  # the photographs it blends in are part of what it draws
+        if name == "frost":  # the photographs it blends in are part of what it draws
             key += f"-{frost_digest()}"
+        elif name == "spatter":  # OpenCV's calls draw its drops
+            key += f"-cv{opencv().__version__}"
     path = Path(cache_dir).expanduser() / f"shift-{name}-{severity}-seed{seed}-{version}-{key}.pt"
 
     def check(stored: dict) -> None:

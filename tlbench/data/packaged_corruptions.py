@@ -1,7 +1,8 @@
-"""The corruptions that need the `imagecorruptions` package (PyPI: imagecorruptions-imaug), which tlbench does not
-require: CIFAR-10-C's `frost`, which blends in a crop of one of the reference's frost photographs (the package
-ships them), and ImageNet-C's definitions and severity parameters (`test_shift.definitions=imagenet_c`), which
-the package implements. Without it, one message naming the install."""
+"""The corruptions that need a package tlbench does not require: CIFAR-10-C's `frost`, which blends in a crop of one
+of the reference's frost photographs (the `imagecorruptions` package ships them; PyPI: imagecorruptions-imaug),
+ImageNet-C's definitions and severity parameters (`test_shift.definitions=imagenet_c`), which that package
+implements, and CIFAR-10-C's `spatter`, built on OpenCV's Canny edges and distance transform (OpenCV: the `vtab`
+extra's opencv-python-headless). Without the package, one message naming the install."""
 
 import functools
 import hashlib
@@ -66,6 +67,52 @@ def frost(x, severity, rng):
     layer = frost_layer(rng.randint(5), 0.2 * max(height, width) / 32)
     top, left = rng.randint(0, layer.shape[0] - height), rng.randint(0, layer.shape[1] - width)
     return np.clip(c[0] * np.asarray(x, dtype=np.float64) + c[1] * layer[top:top + height, left:left + width], 0, 255)
+
+
+# CIFAR-10-C's spatter (make_cifar_c.py): the liquid layer's mean, spread, blur and threshold, the splash's strength
+# and its kind (0: water, pale turquoise drops with lit edges; 1: mud, brown blots). ImageNet-C's are another table.
+SPATTER_CIFAR10C = [(0.62, 0.1, 0.7, 0.7, 0.5, 0), (0.65, 0.1, 0.8, 0.7, 0.5, 0), (0.65, 0.3, 1, 0.69, 0.5, 0),
+                    (0.65, 0.1, 0.7, 0.69, 0.6, 1), (0.65, 0.1, 0.5, 0.68, 0.6, 1)]
+WATER, MUD = (175 / 255, 238 / 255, 238 / 255), (63 / 255, 42 / 255, 20 / 255)
+
+
+def opencv():
+    """OpenCV (spatter's edges, distance transform and histogram equalisation are its calls)."""
+    try:
+        import cv2
+    except ImportError:
+        raise ConfigError("the spatter corruption is built on OpenCV's calls, which is not installed: pip install "
+                          "opencv-python-headless (tlbench's `vtab` extra installs it), or leave spatter out of "
+                          "test_shift.corruptions") from None
+    return cv2
+
+
+def spatter(x, severity, rng, table=SPATTER_CIFAR10C):
+    """CIFAR-10-C's spatter: a blurred, thresholded Gaussian liquid layer; water (severities 1-3) adds pale
+    turquoise drops shaded by the distance to the layer's Canny edges, mud (4-5) pastes brown blots. skimage's
+    gaussian is scipy's (mode nearest, truncate 4); the rest are the reference's OpenCV calls, in float32 as there.
+    `table`: the severity parameters (ImageNet-C's, for the test against the imagecorruptions package)."""
+    cv2 = opencv()
+    c = table[severity - 1]
+    x = np.asarray(x, dtype=np.float32) / 255.0
+    liquid = ndimage.gaussian_filter(rng.normal(size=x.shape[:2], loc=c[0], scale=c[1]), sigma=c[2], mode="nearest",
+                                     truncate=4.0)
+    liquid[liquid < c[3]] = 0
+    if c[5] == 0:
+        liquid = (liquid * 255).astype(np.uint8)
+        dist = cv2.distanceTransform(255 - cv2.Canny(liquid, 50, 150), cv2.DIST_L2, 5)
+        dist = cv2.blur(cv2.threshold(dist, 20, 20, cv2.THRESH_TRUNC)[1], (3, 3)).astype(np.uint8)
+        kernel = np.array([[-2, -1, 0], [-1, 1, 1], [0, 1, 2]])
+        dist = cv2.blur(cv2.filter2D(cv2.equalizeHist(dist), cv2.CV_8U, kernel), (3, 3)).astype(np.float32)
+        layer = liquid * dist
+        peak = layer.max()
+        if peak == 0:  # no drop survived the threshold (the reference divides by zero here)
+            return x * 255
+        drops = (layer / peak * np.float32(c[4]))[..., None] * np.asarray(WATER, dtype=np.float32)
+        return np.clip(x + drops, 0, 1) * 255
+    mask = ndimage.gaussian_filter(np.where(liquid > c[3], 1.0, 0.0), sigma=c[4], mode="nearest", truncate=4.0)
+    mask[mask < 0.8] = 0
+    return np.clip(x * (1 - mask[..., None]) + np.asarray(MUD) * mask[..., None], 0, 1) * 255
 
 
 def imagenet_c():

@@ -86,7 +86,10 @@ IDLE_WHILE_OFF = {("mix.mixup_alpha", "mix.cutmix_alpha"): frozenset({"mix.prob"
                                                           "test_shift.definitions"})}
 # Settings that act only while another key has one value: left out of the identity otherwise.
 IDLE_UNLESS = {"head_probe_fit": ("model.head_init", "probe"), "head_probe_bn": ("model.head_init", "probe"),
-               "random_init_lr_ratio": ("pretrained", False), "random_init_select_epoch": ("pretrained", False)}
+               "random_init_lr_ratio": ("pretrained", False), "random_init_select_epoch": ("pretrained", False),
+               "freeze.random_init_lr_ratio": ("pretrained", False)}
+# Settings that a more specific key replaces while that key is set (not null): left out of the identity then.
+REPLACED_BY = {"random_init_lr_ratio": "freeze.random_init_lr_ratio"}  # BitFit's own (issue 22)
 PROBE_NAMES = ("knn", "logreg")  # specs.PROBES, named here to keep records/ free of the specs' imports
 # Settings that some data set options gained later than the others, left out at their old behaviour there only.
 LATER_FOR_DATASET = {"digits": {"dataset.train_fraction": 1.0}, "synthetic": {"dataset.train_fraction": 1.0}}
@@ -117,6 +120,7 @@ def experiment(config: dict, fingerprints: dict | None = None) -> dict:
             if not any(flat.get(switch) for switch in switches):
                 idle = idle | tuned
     idle = idle | {key for key, (switch, value) in IDLE_UNLESS.items() if flat.get(switch) != value}
+    idle = idle | {key for key, specific in REPLACED_BY.items() if flat.get(specific) is not None}
     kept = {}
     for key, value in flat.items():
         if not is_identity_key(key) or (key in later and later[key] == value) or key in idle:

@@ -130,7 +130,7 @@ def input_side(cfg, info: dict) -> int:
 def resolved(cfg, info: dict, steps_per_epoch: int | None = None) -> dict:
     """result.json `resolved`: each setting given as auto (or by a rule) that the run decides, with its value."""
     decided = {}
-    if not cfg.pretrained and cfg.get("random_init_lr_ratio", 1.0) != 1 and not wanted(cfg.optimizer):
+    if not cfg.pretrained and random_init_ratio(cfg) != 1 and not wanted(cfg.optimizer):
         decided["optimizer.lr"] = random_init_lr(cfg).optimizer.lr
     if cfg.freeze.name == "linear_probe" and cfg.freeze.get("head_lr_ratio") == "auto":
         settings = specs.LinearProbeSettings(head_lr_ratio="auto")
@@ -165,11 +165,18 @@ def budget(cfg, train_loader) -> schedules.Budget:
     return schedules.Budget(cfg.epochs, cfg.min_steps, len(train_loader), cfg.get("steps"))
 
 
+def random_init_ratio(cfg) -> float:
+    """The multiple of optimizer.lr a pretrained=false run trains at: the freeze option's own random_init_lr_ratio
+    where it has one (BitFit), else the top-level key (which its identity then leaves out)."""
+    own = cfg.freeze.get("random_init_lr_ratio")
+    return float(own if own is not None else cfg.get("random_init_lr_ratio", 1.0))
+
+
 def random_init_lr(cfg):
-    """`cfg` with the lr a random-init run trains at: optimizer.lr x random_init_lr_ratio for pretrained=false
+    """`cfg` with the lr a random-init run trains at: optimizer.lr x random_init_ratio for pretrained=false
     (a copy; a numeric lr only: lr=find measures its own), else `cfg` itself. result.json's config keeps the lr as
     configured (the run's identity holds the ratio); `resolved` records the lr trained at."""
-    ratio = cfg.get("random_init_lr_ratio", 1.0)
+    ratio = random_init_ratio(cfg)
     if cfg.pretrained or ratio == 1 or wanted(cfg.optimizer):
         return cfg
     cfg = cfg.copy()

@@ -77,12 +77,20 @@ class LayerDecaySettings(Freeze):
 # freeze=bitfit's lr_ratio (issue 22, seventh pass; docs/results/bitfit-lr-by-input-size.md): 3 under the step floor
 # (min_steps=60) at 32, 64 and 96 px inputs and 10-100 images per class; 10 (the default of 2026-12-02, chosen
 # without the floor) overfit the smallest splits (4.7 points behind 3 at 10 per class, 96 px).
+# BitFit's own random_init_lr_ratio (issue 22, tenth pass; docs/results/defaults-on-lite1-and-random-init.md): from
+# random weights BitFit trains biases on random features, and the 3 x lr that full fine-tuning, the linear probe and
+# LoRA gain from overshoots there: BitFit keeps its lr (1), in place of the top-level ratio.
 @dataclass
 class BitFitSettings(Freeze):
     lr_ratio: float = 3.0                # biases, norm parameters and head at lr_ratio x optimizer.lr
+    random_init_lr_ratio: float = 1.0    # pretrained=false: optimizer.lr x this (in place of the top-level key)
 
     def __post_init__(self):
         require(self.lr_ratio > 0, "freeze.lr_ratio", self.lr_ratio, "must be positive")
+        ratio = self.random_init_lr_ratio
+        require(not isinstance(ratio, (str, bool)) and ratio > 0, "freeze.random_init_lr_ratio", ratio,
+                "must be a positive multiple of optimizer.lr for BitFit from random weights (it replaces the "
+                "top-level random_init_lr_ratio for freeze=bitfit)")
 
 
 @dataclass
