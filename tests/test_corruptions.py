@@ -168,6 +168,13 @@ def test_spatter_is_cifar_10_cs_water_then_mud_fixed_by_its_seed():
     assert corruptions.chosen(["spatter"]) == ["spatter"] and "spatter" not in corruptions.chosen("all")
 
 
+def test_spatter_with_no_drop_left_is_the_image():
+    pytest.importorskip("cv2")
+    image, never = smooth(), [(0.5, 0.01, 1, 2.0, 0.5, 0)] * 5  # a threshold no blurred value reaches
+    out = packaged_corruptions.spatter(image, 1, np.random.RandomState(0), never)
+    assert np.array_equal(np.uint8(out), image)  # the reference divides by zero here
+
+
 def test_spatter_without_opencv_is_one_message_naming_the_install(monkeypatch, make_cfg):
     import sys
 

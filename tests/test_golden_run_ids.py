@@ -26,6 +26,8 @@ GOLDEN = {
     "gradual": (["freeze=gradual"], "686f46991baa"),
     "layer_decay": (["freeze=layer_decay"], "5aef77231480"),
     "bitfit": (["freeze=bitfit"], "6ad15a919cce"),
+    # frozen later, from 321b965 composed as a run composes it (its `bitfit` and `quickstart_random_init` reproduced)
+    "bitfit_random_init": (["freeze=bitfit", "pretrained=false"], "4c8b27bab705"),
     "lora": (["freeze=lora", "model=deit_tiny"], "c84bed991d2e"),
     "logreg_probe": (["freeze=logreg", "dataset=digits"], "7053afad4aa2"),
     "knn_probe": (["freeze=knn", "dataset=digits"], "d560203de154"),
@@ -46,11 +48,13 @@ GOLDEN = {
 # probe's head_lr_ratio became auto later (its NOW moved again; 10.0, a float as the YAML had it, gives it back);
 # BitFit's lr_ratio became 3 later still (10.0 gives it back); random init trains at 3 x optimizer.lr since the
 # eighth pass (random_init_lr_ratio=1.0 gives it back; pretrained runs never see the key), and picks its epoch by
-# random_init_select_epoch=final since the ninth (null gives it back).
+# random_init_select_epoch=final since the ninth (null gives it back); BitFit from random init keeps 1 x lr by its own
+# freeze.random_init_lr_ratio since the tenth (at 1, its value, it leaves the id as 1 x lr left it).
 NOW = {
     "quickstart_pretrained": "b0e4929bcbbd", "quickstart_random_init": "6ab7df2fd5fe", "default": "9b572e3087ad",
     "freeze_none_digits": "5246cbd689ec", "linear_probe": "821797eabb1b", "freeze_unfreeze": "fc059b0de819",
     "gradual": "a399bbb16cab", "layer_decay": "06ba56dedc53", "bitfit": "2a2c61659188", "lora": "4ca26468e3e9",
+    "bitfit_random_init": "9a956b66a3b5",  # issue 22, 10th pass: BitFit keeps 1 x lr (9th pass: 3 x lr)
     "logreg_probe": "7fdd7c54fa8b", "knn_probe": "d560203de154", "writeup_preset": "344cd04abf1c",
     "writeup_preset_fixed": "d5c5a8fcd185", "data_efficiency_size": "f7a7f9de7125", "lr_find": "ecb74af23d6f",
     "filelist": "a861d5791783", "kornblith_logreg": "c29fa42b51c2",  # issue 24: the paper's L2 grid
@@ -59,6 +63,7 @@ FINE_TUNE_BEFORE = ["select_epoch=acc", "min_steps=0"]
 OLD_BEHAVIOUR = {
     "linear_probe": [*FINE_TUNE_BEFORE, "freeze.head_lr_ratio=10.0"],  # issue 22, 5th pass: head_lr_ratio=auto
     "bitfit": [*FINE_TUNE_BEFORE, "freeze.lr_ratio=10.0"],  # issue 22, 7th pass: lr_ratio 3
+    "bitfit_random_init": [*FINE_TUNE_BEFORE, "freeze.lr_ratio=10.0", "random_init_select_epoch=null"],
     "quickstart_random_init": [*FINE_TUNE_BEFORE, "random_init_lr_ratio=1.0",  # issue 22, 8th pass: 3 x lr
                                "random_init_select_epoch=null"],  # 9th pass: random init's last epoch
     "filelist": [*FINE_TUNE_BEFORE, "dataset.preprocess=squash", "augment=crop_flip"],

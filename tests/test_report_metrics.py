@@ -121,6 +121,19 @@ def test_pretrained_pairs_by_seed_with_paired_t(tmp_path):
     assert math.isnan(mobilenet["delta_final_test_acc_ci_low"])
 
 
+def test_random_inits_own_settings_do_not_keep_it_from_its_pretrained_twin(tmp_path):
+    """A random-init run carries settings only random init has (its lr ratio, its epoch rule, BitFit's own ratio):
+    the report still pairs it with the pretrained run of the same setting, and not with another setting's."""
+    own = {"random_init_lr_ratio": 3.0, "random_init_select_epoch": "final"}
+    for seed, gain in enumerate((0.10, 0.12, 0.08)):
+        write_run(tmp_path, make_result(pretrained=True, seed=seed, test_acc=[0.9]))
+        write_run(tmp_path, make_result(pretrained=False, seed=seed, test_acc=[0.9 - gain], **own))
+    write_run(tmp_path, make_result(pretrained=False, seed=0, test_acc=[0.5], lr=0.01, **own))
+    _, _, _, summary, deltas, _ = analyse([tmp_path])
+    assert len(summary) == 3 and len(deltas) == 1
+    assert deltas.loc[0, "method"] == "paired" and deltas.loc[0, "delta_final_test_acc"] == pytest.approx(0.10)
+
+
 def test_unequal_seeds_use_welch(tmp_path):
     write_sweep(tmp_path, runs=SWEEP[:5], failed=False)  # pretrained seeds 0-2, random 0-1
     _, _, _, _, deltas, _ = analyse([tmp_path])

@@ -81,7 +81,7 @@ def opencv():
     try:
         import cv2
     except ImportError:
-        raise ConfigError("the spatter corruption is built on OpenCV's calls, which is not installed: pip install "
+        raise ConfigError("the spatter corruption is built on OpenCV's calls, and OpenCV is not installed: pip install "
                           "opencv-python-headless (tlbench's `vtab` extra installs it), or leave spatter out of "
                           "test_shift.corruptions") from None
     return cv2
@@ -110,9 +110,11 @@ def spatter(x, severity, rng, table=SPATTER_CIFAR10C):
             return x * 255
         drops = (layer / peak * np.float32(c[4]))[..., None] * np.asarray(WATER, dtype=np.float32)
         return np.clip(x + drops, 0, 1) * 255
-    mask = ndimage.gaussian_filter(np.where(liquid > c[3], 1.0, 0.0), sigma=c[4], mode="nearest", truncate=4.0)
+    mask = ndimage.gaussian_filter(np.where(liquid > c[3], 1, 0).astype(np.float32), sigma=c[4], mode="nearest",
+                                   truncate=4.0)
     mask[mask < 0.8] = 0
-    return np.clip(x * (1 - mask[..., None]) + np.asarray(MUD) * mask[..., None], 0, 1) * 255
+    mud = np.asarray(MUD, dtype=np.float32) * mask[..., None]
+    return np.clip(x * (1 - mask[..., None]) + mud, 0, 1) * 255
 
 
 def imagenet_c():

@@ -63,6 +63,7 @@ LATER_SETTINGS = {
     "wise_ft": None,  # the WiSE-FT curve after training (issue 25): older runs scored the final weights only
     "random_init_lr_ratio": 1.0,  # random init at a multiple of the lr (issue 22): older runs used optimizer.lr as is
     "random_init_select_epoch": None,  # random init's own epoch rule (issue 22): older runs chose by select_epoch
+    "freeze.random_init_lr_ratio": 1.0,  # BitFit's own random-init ratio (issue 22): 1 x lr, as older runs trained
     "head_probe_fit": "train_val",  # LP-FT's probe held off val (issue 25): older probes also fitted val
     "head_probe_bn": "running",  # LP-FT's probe on recomputed BatchNorm statistics (issue 25): older ones kept the start's
     "wise_ft_bn": "interpolate",  # a mix's BatchNorm statistics measured anew (issue 25): older curves interpolated them
@@ -88,7 +89,7 @@ IDLE_WHILE_OFF = {("mix.mixup_alpha", "mix.cutmix_alpha"): frozenset({"mix.prob"
 IDLE_UNLESS = {"head_probe_fit": ("model.head_init", "probe"), "head_probe_bn": ("model.head_init", "probe"),
                "random_init_lr_ratio": ("pretrained", False), "random_init_select_epoch": ("pretrained", False),
                "freeze.random_init_lr_ratio": ("pretrained", False)}
-# Settings that a more specific key replaces while that key is set (not null): left out of the identity then.
+# Settings that a more specific key replaces while the config has it: left out of the identity then.
 REPLACED_BY = {"random_init_lr_ratio": "freeze.random_init_lr_ratio"}  # BitFit's own (issue 22)
 PROBE_NAMES = ("knn", "logreg")  # specs.PROBES, named here to keep records/ free of the specs' imports
 # Settings that some data set options gained later than the others, left out at their old behaviour there only.

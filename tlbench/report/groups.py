@@ -14,7 +14,7 @@ import math
 
 import pandas as pd
 
-from tlbench.records.identity import LATER_SETTINGS
+from tlbench.records.identity import IDLE_UNLESS, LATER_SETTINGS
 
 IDENTITY_PREFIX = "identity."
 # Top-level fields the training core writes for people; they name each group in tables.
@@ -48,6 +48,18 @@ def is_pretrained_column(column: str) -> bool:
     return column.split(".")[-1] == "pretrained"
 
 
+# Settings that act only from random weights (random_init_lr_ratio, random_init_select_epoch, BitFit's own ratio):
+# a random-init run's own recipe, so they do not keep it from pairing with its pretrained twin.
+RANDOM_INIT_ONLY = frozenset(key for key, (switch, value) in IDLE_UNLESS.items()
+                             if switch == "pretrained" and value is False)
+
+
+def is_init_column(column: str) -> bool:
+    """`pretrained`, or a setting that acts only from random weights: left out of the pair key."""
+    return is_pretrained_column(column) or column.removeprefix(IDENTITY_PREFIX).removeprefix("config.") \
+        in RANDOM_INIT_ONLY
+
+
 def key_of(row: pd.Series, columns: list[str]) -> str:
     """A hashable, NaN-safe identity for the given columns (JSON text)."""
     def plain(value):
@@ -58,9 +70,10 @@ def key_of(row: pd.Series, columns: list[str]) -> str:
 
 
 def add_group_keys(runs: pd.DataFrame) -> pd.DataFrame:
-    """Add `group_key` (all but seed) and `pair_key` (all but seed and pretrained)."""
+    """Add `group_key` (all but seed) and `pair_key` (all but seed, pretrained and the settings that act only
+    from random weights, so a pretrained run pairs with its random-init twin trained by random init's recipe)."""
     columns = group_columns(runs)
-    pair = [c for c in columns if not is_pretrained_column(c)]
+    pair = [c for c in columns if not is_init_column(c)]
     runs = runs.copy()
     runs["group_key"] = runs.apply(key_of, axis=1, columns=columns) if len(runs) else []
     runs["pair_key"] = runs.apply(key_of, axis=1, columns=pair) if len(runs) else []

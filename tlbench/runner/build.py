@@ -168,7 +168,7 @@ def budget(cfg, train_loader) -> schedules.Budget:
 def random_init_ratio(cfg) -> float:
     """The multiple of optimizer.lr a pretrained=false run trains at: the freeze option's own random_init_lr_ratio
     where it has one (BitFit), else the top-level key (which its identity then leaves out)."""
-    own = cfg.freeze.get("random_init_lr_ratio")
+    own = cfg.freeze.get("random_init_lr_ratio")  # BitFit has it (checked: a positive number)
     return float(own if own is not None else cfg.get("random_init_lr_ratio", 1.0))
 
 

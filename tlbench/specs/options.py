@@ -83,12 +83,13 @@ class LayerDecaySettings(Freeze):
 @dataclass
 class BitFitSettings(Freeze):
     lr_ratio: float = 3.0                # biases, norm parameters and head at lr_ratio x optimizer.lr
-    random_init_lr_ratio: float = 1.0    # pretrained=false: optimizer.lr x this (in place of the top-level key)
+    random_init_lr_ratio: Any = 1.0      # pretrained=false: optimizer.lr x this (in place of the top-level key)
 
     def __post_init__(self):
         require(self.lr_ratio > 0, "freeze.lr_ratio", self.lr_ratio, "must be positive")
         ratio = self.random_init_lr_ratio
-        require(not isinstance(ratio, (str, bool)) and ratio > 0, "freeze.random_init_lr_ratio", ratio,
+        require(isinstance(ratio, (int, float)) and not isinstance(ratio, bool) and ratio > 0,
+                "freeze.random_init_lr_ratio", ratio,
                 "must be a positive multiple of optimizer.lr for BitFit from random weights (it replaces the "
                 "top-level random_init_lr_ratio for freeze=bitfit)")
 
