@@ -168,10 +168,21 @@ def test_seed_preset_a_matches_the_write_up(make_cfg):
     (["dataset.train_fraction=1.5"], r"dataset.train_fraction=1.5 must be in \(0, 1\]"),
     (["dataset.val_split=1.5"], r"dataset.val_split=1.5 must be a fraction in \[0, 1\)"),
     (["augment.pad_mode=wrap"], "augment.pad_mode='wrap' is not known; use one of constant, reflect, edge, symmetric"),
-    (["augment.hflip=often"], "augment.hflip: Value 'often'"),
+    (["augment.hflip=often"], r"augment.hflip='often' is text where a number belongs; write augment.hflip=<a number>"),
     (["+augment.blur=3"], "augment does not take blur"),
     (["augment.random_resized_crop=[0.9,0.2]"], "augment.random_resized_crop=.* 0 < min <= max <= 1"),
     (["batch_size=2.5"], "batch_size: Value '2.5'"),
+    # a quoted number or a word for true/false: the code reads the composed config, where '3' would crash and
+    # 'no' would be true, so they fail here, naming the override that works
+    (["epochs='2'"], r"epochs='2' is text where a number belongs; write epochs=2 \(without quotes\)"),
+    (["freeze=lora", "freeze.lr_ratio='3'"], r"freeze.lr_ratio='3' is text where a number belongs; write "
+                                             r"freeze.lr_ratio=3 \(without quotes\)"),
+    (["freeze=freeze_unfreeze", "freeze.epochs='1'"], r"freeze.epochs='1' is text .* write freeze.epochs=1 "),
+    (["freeze=layer_decay", "freeze.decay='0.5'"], r"freeze.decay='0.5' is text .* write freeze.decay=0.5 "),
+    (["freeze=bitfit", "freeze.train_bn='no'"], r"freeze.train_bn='no' is text where true or false belongs; write "
+                                                r"freeze.train_bn=false \(without quotes\)"),
+    (["dataset.image_size='96'"], r"dataset.image_size='96' is text .* write dataset.image_size=96 "),
+    (["schedule=step", "schedule.step_epochs='2'"], r"schedule.step_epochs='2' is text .* schedule.step_epochs=2 "),
     (["label_smoothing=1.2"], r"label_smoothing=1.2 must be in \[0, 1\)"),
     (["data.pipeline=dali"], "data.pipeline='dali' is not known"),
     (["model.head_init=xavier"], "model.head_init='xavier' is not known; use one of zeros, normal, library, linear"),

@@ -36,7 +36,7 @@ def test_the_ratio_is_idle_for_pretrained_runs_lr_find_and_probes(user_cfg):
 
 @pytest.mark.parametrize("bad, says", [("0", "must be a positive multiple of optimizer.lr"),
                                        ("-1", "must be a positive multiple of optimizer.lr"),
-                                       ("fast", "could not be converted to Float")])
+                                       ("fast", "is text where a number belongs")])
 def test_a_bad_ratio_is_one_message(make_cfg, bad, says):
     with pytest.raises(ConfigError, match=rf"random_init_lr_ratio.*{says}"):
         build.check_settings(make_cfg(*TINY, f"random_init_lr_ratio={bad}"))

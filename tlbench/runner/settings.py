@@ -1,10 +1,11 @@
 """The config checked at the run layer's edge, in one style: each group option's dataclass
-(tlbench/specs/) with field types OmegaConf enforces (a word where a number belongs fails naming the
-key), the range checks of its `__post_init__`, and unknown keys failing with the known ones named.
+(tlbench/specs/) with field types OmegaConf enforces (a word or a quoted number where a number belongs,
+or a word where true/false does, fails naming the key), the range checks of its `__post_init__`, and unknown keys failing with the known ones named.
 build.check_settings calls these before any data loads; only the optimizer's extra torch keywords
 are left to the optimizer factory."""
 
 import re
+import typing
 from dataclasses import fields
 
 from omegaconf import OmegaConf, open_dict
@@ -24,11 +25,37 @@ def checked(schema, values, prefix: str = ""):
     if OmegaConf.is_config(values):  # unset keys (???) are left to the code that needs them
         values = OmegaConf.to_container(values, resolve=True)
     given = {k: v for k, v in values.items() if k in known}
+    _no_text_for_scalars(schema, given, prefix)
     try:
         return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), given))
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None) or getattr(err, "key", None) or "?"
         raise ConfigError(f"{prefix}{key}: {err.msg if hasattr(err, 'msg') else err}".splitlines()[0]) from None
+
+
+def _no_text_for_scalars(schema, given: dict, prefix: str) -> None:
+    """A quoted number or a word where a number or true/false belongs fails, naming the key: OmegaConf's typing
+    would convert it, but the code reads the config as composed, where '3' is text (a crash) and 'no' is true."""
+    hints = typing.get_type_hints(schema)
+    for key, value in given.items():
+        takes = {t for t in typing.get_args(hints[key]) or (hints[key],) if t is not type(None)}
+        if isinstance(value, str) and takes and takes <= {int, float, bool}:
+            raise ConfigError(f"{prefix}{key}={value!r} is text where "
+                              f"{_scalar_fix(prefix + key, value, takes == {bool})}")
+
+
+def _scalar_fix(key: str, text: str, boolean: bool) -> str:
+    """What belongs at `key` instead of `text`, and the override that sets it."""
+    if boolean:
+        word = {"true": "true", "yes": "true", "on": "true", "1": "true",
+                "false": "false", "no": "false", "off": "false", "0": "false"}.get(text.strip().lower())
+        return (f"true or false belongs; write {key}={word} (without quotes)" if word else
+                f"true or false belongs; write {key}=true or {key}=false")
+    try:
+        float(text)
+    except ValueError:
+        return f"a number belongs; write {key}=<a number>"
+    return f"a number belongs; write {key}={text.strip()} (without quotes)"
 
 
 def require_values(cfg) -> None:
