@@ -179,3 +179,28 @@ def test_a_setting_left_out_of_one_runs_identity_still_labels_the_groups(tmp_pat
                                                                         "prob": 1.0, "switch_prob": 0.5}))
     runs = analyse([tmp_path])[0]
     assert runs["group_key"].nunique() == 2 and "identity.mix.mixup_alpha" in label_columns(runs)
+
+
+def test_a_setting_some_runs_options_lack_reads_a_dash_in_tables_and_is_left_out_of_sentences(tmp_path):
+    """freeze.lr_ratio varies among the BitFit runs; the freeze=none runs beside them have no such key: their
+    cells read "–" (not "nan") and the findings name them "resnet18 (freeze=none)"."""
+    import hashlib
+    import json
+
+    from tlbench.records import identity
+
+    cells = [({"name": "bitfit", "lr_ratio": 1.0}, True), ({"name": "bitfit", "lr_ratio": 3.0}, True),
+             ({"name": "none"}, True), ({"name": "none"}, False)]
+    for cell, (freeze, pretrained) in enumerate(cells):
+        for seed in (0, 1):
+            result = make_result(pretrained=pretrained, seed=seed, freeze=freeze["name"],
+                                 test_acc=(0.5, 0.6 + 0.05 * cell + 0.01 * seed))
+            result["config"]["freeze"] = freeze
+            result["identity"] = identity.experiment(result["config"])
+            result["run_id"] = hashlib.sha1(json.dumps(result["config"], sort_keys=True).encode()).hexdigest()[:12]
+            write_run(tmp_path / "sweep", result)
+    write_report([tmp_path / "sweep"], out_dir=tmp_path / "report")
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "nan" not in text
+    assert "| resnet18 | bitfit | 3.0 | pretrained | 2 |" in text and "| resnet18 | none | – | random | 2 |" in text
+    assert "of resnet18 (freeze=none)" in text  # the pretrained-vs-random finding

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from tlbench.report.compare import finished, seed_of, setting_columns
-from tlbench.report.groups import short_name
+from tlbench.report.groups import setting_text, short_name
 from tlbench.report.stats import mean_ci, paired_diff_ci
 from tlbench.report.tables import interval, pct, points
 
@@ -57,7 +57,7 @@ def averaging_table(runs: pd.DataFrame) -> pd.DataFrame:
         if ema.isna().all() and wise.isna().all():
             continue
         first = group.iloc[0]
-        row = {short_name(c): str(first[c]) for c in labels}
+        row = {short_name(c): setting_text(first, c) for c in labels}
         row.update(init=first["init"], n=str(len(group)))
         chosen, final = group["summary.test_acc_at_best_val"], group["summary.final_test_acc"]
         row["trained, val-chosen epoch"] = pct(mean_ci(chosen).mean)
@@ -95,7 +95,7 @@ def wise_curves(runs: pd.DataFrame) -> pd.DataFrame:
     for (_, run), seed in zip(ok.iterrows(), seed_of(ok)):
         if not isinstance(run[WISE], str) or not fitted_start(run):
             continue
-        setting = ", ".join(f"{short_name(c)}={run[c]}" for c in labels)
+        setting = ", ".join(f"{short_name(c)}={setting_text(run, c)}" for c in labels)
         for point in json.loads(run[WISE]):
             for split in ("val", "test"):
                 rows.append({"setting": f"{setting} ({run['init']})", "seed": seed, "alpha": point["alpha"],

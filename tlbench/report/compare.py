@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from tlbench.report.groups import is_pretrained_column, label_columns, short_name
+from tlbench.report.groups import is_pretrained_column, label_columns, label_value, short_name
 from tlbench.report import selection
 from tlbench.report.metrics import headline_columns, metric_columns
 from tlbench.report.stats import Estimate, mean_ci, paired_diff_ci, welch_diff_ci
@@ -54,7 +54,7 @@ def group_summary(runs: pd.DataFrame, metric: str = "test_acc") -> pd.DataFrame:
     rows = []
     for key, group in ok.groupby("group_key", sort=False):
         first = group.iloc[0]
-        row = {short_name(c): first[c] for c in labels}
+        row = {short_name(c): label_value(first, c) for c in labels}
         row["init"] = first["init"]
         row["n"] = len(group)
         row["seeds"] = " ".join(str(s) for s in sorted(seed_of(group).tolist(), key=str))
@@ -104,7 +104,7 @@ def pretrained_deltas(runs: pd.DataFrame, metric: str = "test_acc") -> pd.DataFr
         if pretrained.empty or random.empty:
             continue
         first = group.iloc[0]
-        row = {short_name(c): first[c] for c in labels}
+        row = {short_name(c): label_value(first, c) for c in labels}
         row.update(n_pretrained=len(pretrained), n_random=len(random))
         for column in headline_columns(metric):
             estimate = delta(pretrained, random, column)

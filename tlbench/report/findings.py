@@ -6,6 +6,7 @@ import math
 
 import pandas as pd
 
+from tlbench.report.groups import missing
 from tlbench.report.metrics import headline_columns
 from tlbench.report.tables import headline_name, metric_kinds, metric_name, pct
 
@@ -13,7 +14,7 @@ from tlbench.report.tables import headline_name, metric_kinds, metric_name, pct
 def _subject(row: pd.Series, settings: list[str]) -> str:
     """"resnet18" or "resnet18 (freeze=linear_probe)"."""
     name = str(row.get("model", "this setting"))
-    extra = [f"{c}={row[c]}" for c in settings if c != "model"]
+    extra = [f"{c}={row[c]}" for c in settings if c != "model" and not missing(row[c])]
     return f"{name} ({', '.join(extra)})" if extra else name
 
 

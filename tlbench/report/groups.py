@@ -63,7 +63,7 @@ def is_init_column(column: str) -> bool:
 def key_of(row: pd.Series, columns: list[str]) -> str:
     """A hashable, NaN-safe identity for the given columns (JSON text)."""
     def plain(value):
-        if _missing(value):
+        if missing(value):
             return None
         return value.item() if hasattr(value, "item") else value
     return json.dumps([plain(row[c]) for c in columns], default=str)
@@ -108,7 +108,8 @@ def label_columns(runs: pd.DataFrame, always=("model",)) -> list[str]:
     return shown
 
 
-def _missing(value) -> bool:
+def missing(value) -> bool:
+    """None or NaN: no value (the one test the report's tables and labels use)."""
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
@@ -117,17 +118,27 @@ def label_value(row: pd.Series, column: str):
     had before it existed (tlbench.records.identity.LATER_SETTINGS: dataset.val_split=0, defects off), so
     a missing one reads as that value; null as the YAML spells it."""
     value, key = row[column], column.removeprefix(IDENTITY_PREFIX)
-    if _missing(value) and column.startswith(IDENTITY_PREFIX) and key in LATER_SETTINGS:
+    if missing(value) and column.startswith(IDENTITY_PREFIX) and key in LATER_SETTINGS:
         value = LATER_SETTINGS[key]
         return "null" if value is None else value
     return value
 
 
+def setting_text(row: pd.Series, column: str) -> str:
+    """How a table prints the run's value of a group column (label_value): a setting the run's options do not
+    have (freeze.lr_ratio of a freeze=none run in a sweep with BitFit) as "–", not "nan"."""
+    value = label_value(row, column)
+    return "–" if missing(value) else str(value)
+
+
 def group_label(row: pd.Series, columns: list[str]) -> str:
-    """Human label such as "resnet18, freeze=linear_probe" for chart axes and findings."""
+    """Human label such as "resnet18, freeze=linear_probe" for chart axes and findings; a setting the run's
+    options do not have is left out."""
     parts = []
     for column in columns:
         value = label_value(row, column)
+        if missing(value) and column != "model":
+            continue
         value = f"{value:.4g}" if isinstance(value, float) else value  # a searched lr is 0.01296, not 17 digits
         parts.append(str(value) if column == "model" else f"{short_name(column)}={value}")
     return ", ".join(parts)

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from tlbench.report.compare import finished, setting_columns
-from tlbench.report.groups import short_name
+from tlbench.report.groups import setting_text, short_name
 from tlbench.report.stats import mean_ci, paired_diff_ci
 from tlbench.report.tables import interval, pct, points
 
@@ -54,7 +54,7 @@ def shift_table(runs: pd.DataFrame) -> tuple[pd.DataFrame, tuple[float, float] |
     labels, rows = setting_columns(shifted), []
     for _, group in shifted.groupby("group_key", sort=False):
         first = group.iloc[0]
-        row = {short_name(c): str(first[c]) for c in labels}
+        row = {short_name(c): setting_text(first, c) for c in labels}
         row.update(init=first["init"], n=str(len(group)), images=str(int(first["test_shift.images"])))
         clean, corrupted = mean_ci(group[CLEAN]), mean_ci(group[SHIFTED])
         drop = paired_diff_ci(dict(enumerate(group[CLEAN])), dict(enumerate(group[SHIFTED])))
@@ -89,7 +89,7 @@ def draw_shift(runs: pd.DataFrame, line, path: Path) -> Path | None:
 
     labels = setting_columns(shifted)
     frame = pd.DataFrame({"clean (%)": 100 * shifted[CLEAN], "corrupted, mean (%)": 100 * shifted[SHIFTED],
-                          "setting": [", ".join(f"{short_name(c)}={r[c]}" for c in labels) + f" ({r['init']})"
+                          "setting": [", ".join(f"{short_name(c)}={setting_text(r, c)}" for c in labels) + f" ({r['init']})"
                                       for _, r in shifted.iterrows()]})
     figure = Figure(figsize=(7, 4.5))
     FigureCanvasAgg(figure)

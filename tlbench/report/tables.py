@@ -6,22 +6,18 @@ strings in display order; the CSV files keep the raw numbers.
 
 from __future__ import annotations
 
-import math
 
 import pandas as pd
 
 from tlbench.report import selection
 from tlbench.report.compare import finished, seed_of
+from tlbench.report.groups import missing
 from tlbench.report.load import DATASET_METRIC_FIELDS
 from tlbench.report.metrics import headline_columns
 
 NO_INTERVAL = "n = 1, no interval"
 # Each data set's metric (result.json `metric`), as the report names it.
 METRIC_NAMES = {"top1": "top-1", "mean_per_class": "mean per-class"}
-
-
-def _nan(value) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def metric_kinds(frame: pd.DataFrame) -> list[str]:
@@ -71,25 +67,25 @@ def chosen_on(val_is_test) -> str:
 
 def pct(value, decimals: int = 1) -> str:
     """0.8534 -> "85.3%"."""
-    return "–" if _nan(value) else f"{100 * value:.{decimals}f}%"
+    return "–" if missing(value) else f"{100 * value:.{decimals}f}%"
 
 
 def points(value, decimals: int = 1) -> str:
     """A difference of fractions in percentage points with its sign: 0.062 -> "+6.2"."""
-    return "–" if _nan(value) else f"{100 * value:+.{decimals}f}"
+    return "–" if missing(value) else f"{100 * value:+.{decimals}f}"
 
 
 def interval(low, high, n, scale: float = 100.0, decimals: int = 1) -> str:
     """"84.1 to 86.5" (scaled), or why there is none."""
-    if n is not None and not _nan(n) and n < 2:
+    if n is not None and not missing(n) and n < 2:
         return NO_INTERVAL if n == 1 else "no runs"
-    if _nan(low) or _nan(high):
+    if missing(low) or missing(high):
         return "no interval"
     return f"{scale * low:.{decimals}f} to {scale * high:.{decimals}f}"
 
 
 def epochs_or_never(value, decimals: int = 1) -> str:
-    return "never" if _nan(value) else f"{value:.{decimals}f}".removesuffix(".0")
+    return "never" if missing(value) else f"{value:.{decimals}f}".removesuffix(".0")
 
 
 def reached(mean, n_reached: int, n_runs: int, decimals: int = 1) -> str:
@@ -101,12 +97,13 @@ def reached(mean, n_reached: int, n_runs: int, decimals: int = 1) -> str:
 
 
 def integer(value) -> str:
-    return "–" if _nan(value) else f"{value:,.0f}"
+    return "–" if missing(value) else f"{value:,.0f}"
 
 
 def _settings(table: pd.DataFrame, first_stat: str = "init") -> pd.DataFrame:
-    """The setting columns, which compare.py puts before the first statistic column."""
-    return table.iloc[:, : table.columns.get_loc(first_stat)].astype(str)
+    """The setting columns, which compare.py puts before the first statistic column; a setting a row's options
+    do not have reads "–"."""
+    return table.iloc[:, : table.columns.get_loc(first_stat)].map(lambda v: "–" if missing(v) else str(v))
 
 
 def accuracy_table(summary: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -186,7 +183,7 @@ def overfitting_table(summary: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame
 
 def _params_text(row: pd.Series, phases: list[str]) -> str:
     parts = [f"{p.removeprefix('trainable_params.')}: {integer(row[p])}"
-             for p in phases if not _nan(row[p])]
+             for p in phases if not missing(row[p])]
     return " → ".join(parts) or "–"
 
 
@@ -241,7 +238,7 @@ def published_table(comparison: pd.DataFrame) -> pd.DataFrame:
 
 
 def _phase_params(phase, count) -> str:
-    return "–" if _nan(count) else f"{integer(count)} ({phase})"
+    return "–" if missing(count) else f"{integer(count)} ({phase})"
 
 
 def _estimate_text(costs: pd.DataFrame, prefix: str, unit: str) -> list[str]:
