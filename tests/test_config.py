@@ -129,7 +129,7 @@ def test_schedule_option_builds_and_stays_positive(make_cfg, option):
 def test_freeze_option_builds(make_cfg, option):
     stages = [["a"], ["b"], ["head"]]
     strategy = freeze.build_freeze(stages=stages, total_epochs=10, **make_cfg(f"freeze={option}").freeze,
-                                   input_size=224)
+                                   input_size=224, images_per_class=100)
     assert "head" in strategy.phase(0).trainable
 
 
@@ -175,7 +175,7 @@ def test_seed_preset_a_matches_the_write_up(make_cfg):
     # a quoted number or a word for true/false: the code reads the composed config, where '3' would crash and
     # 'no' would be true, so they fail here, naming the override that works
     (["epochs='2'"], r"epochs='2' is text where a number belongs; write epochs=2 \(without quotes\)"),
-    (["freeze=lora", "freeze.lr_ratio='3'"], r"freeze.lr_ratio='3' is text where a number belongs; write "
+    (["freeze=bitfit", "freeze.lr_ratio='3'"], r"freeze.lr_ratio='3' is text where a number belongs; write "
                                              r"freeze.lr_ratio=3 \(without quotes\)"),
     (["freeze=freeze_unfreeze", "freeze.epochs='1'"], r"freeze.epochs='1' is text .* write freeze.epochs=1 "),
     (["freeze=layer_decay", "freeze.decay='0.5'"], r"freeze.decay='0.5' is text .* write freeze.decay=0.5 "),

@@ -49,11 +49,13 @@ GOLDEN = {
 # BitFit's lr_ratio became 3 later still (10.0 gives it back); random init trains at 3 x optimizer.lr since the
 # eighth pass (random_init_lr_ratio=1.0 gives it back; pretrained runs never see the key), and picks its epoch by
 # random_init_select_epoch=final since the ninth (null gives it back); BitFit from random init keeps 1 x lr by its own
-# freeze.random_init_lr_ratio since the tenth (at 1, its value, it leaves the id as 1 x lr left it).
+# freeze.random_init_lr_ratio since the tenth (at 1, its value, it leaves the id as 1 x lr left it); LoRA's lr_ratio
+# became auto in the eleventh (1.0, a float as the YAML had it, gives it back).
 NOW = {
     "quickstart_pretrained": "b0e4929bcbbd", "quickstart_random_init": "6ab7df2fd5fe", "default": "9b572e3087ad",
     "freeze_none_digits": "5246cbd689ec", "linear_probe": "821797eabb1b", "freeze_unfreeze": "fc059b0de819",
-    "gradual": "a399bbb16cab", "layer_decay": "06ba56dedc53", "bitfit": "2a2c61659188", "lora": "4ca26468e3e9",
+    "gradual": "a399bbb16cab", "layer_decay": "06ba56dedc53", "bitfit": "2a2c61659188",
+    "lora": "0fb49281b14b",  # issue 22, 11th pass: lr_ratio auto (4ca26468e3e9 at 1.0 before)
     "bitfit_random_init": "9a956b66a3b5",  # issue 22, 10th pass: BitFit keeps 1 x lr (9th pass: 3 x lr)
     "logreg_probe": "7fdd7c54fa8b", "knn_probe": "d560203de154", "writeup_preset": "344cd04abf1c",
     "writeup_preset_fixed": "d5c5a8fcd185", "data_efficiency_size": "f7a7f9de7125", "lr_find": "ecb74af23d6f",
@@ -63,6 +65,7 @@ FINE_TUNE_BEFORE = ["select_epoch=acc", "min_steps=0"]
 OLD_BEHAVIOUR = {
     "linear_probe": [*FINE_TUNE_BEFORE, "freeze.head_lr_ratio=10.0"],  # issue 22, 5th pass: head_lr_ratio=auto
     "bitfit": [*FINE_TUNE_BEFORE, "freeze.lr_ratio=10.0"],  # issue 22, 7th pass: lr_ratio 3
+    "lora": [*FINE_TUNE_BEFORE, "freeze.lr_ratio=1.0"],  # issue 22, 11th pass: lr_ratio auto
     "bitfit_random_init": [*FINE_TUNE_BEFORE, "freeze.lr_ratio=10.0", "random_init_select_epoch=null"],
     "quickstart_random_init": [*FINE_TUNE_BEFORE, "random_init_lr_ratio=1.0",  # issue 22, 8th pass: 3 x lr
                                "random_init_select_epoch=null"],  # 9th pass: random init's last epoch

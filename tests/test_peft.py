@@ -111,7 +111,36 @@ def test_a_lora_run_resumes_exactly(make_cfg, tmp_path, monkeypatch):
     assert [e["test_acc"] for e in resumed["epochs"]] == [e["test_acc"] for e in uninterrupted["epochs"]]
 
 
+@pytest.mark.parametrize("per_class, overrides, ratio", [
+    (10, [], 1.0), (49.9, [], 1.0), (50, [], 3.0), (200, [], 3.0),  # auto: 3 x lr from 50 images per class
+    (200, ["pretrained=false"], 1.0),  # ... but not from random weights, whose lr is already random_init_lr_ratio x
+    (200, ["freeze.lr_ratio=1"], 1.0), (10, ["freeze.lr_ratio=3"], 3.0),  # a number is kept as given
+    (10, ["freeze.lr_ratio=3", "pretrained=false"], 3.0)])
+def test_lora_trains_adapters_and_head_at_its_ratio_by_images_per_class(make_cfg, per_class, overrides, ratio):
+    from tlbench.training import freeze
+
+    cfg = make_cfg("freeze=lora", "pretrained=true", *overrides)
+    strategy = freeze.build_freeze(stages=[["a.weight"], ["head.weight"]], total_epochs=2, **cfg.freeze,
+                                   adapter_params=("a.lora_A",), images_per_class=per_class,
+                                   pretrained=cfg.pretrained)
+    (group,) = strategy.phase(0).groups
+    assert group.lr_scale == ratio and set(group.names) == {"a.lora_A", "head.weight"}
+    info = {"train_size": int(per_class * 10), "num_classes": 10, "image_size": 32}
+    assert build.resolved(cfg, info).get("freeze.lr_ratio", ratio) == ratio  # result.json records what auto chose
+
+
+def test_a_lora_run_records_the_ratio_auto_chose_from_its_training_images(make_cfg, tmp_path):
+    result = run(make_cfg(*SMALL, "epochs=1", "freeze=lora", "dataset.train_per_class=5"), output_dir=tmp_path / "a")
+    assert result["data_info"]["train_size"] == 5 * result["data_info"]["num_classes"]
+    assert result["resolved"]["freeze.lr_ratio"] == 1.0
+    assert "freeze.lr_ratio" not in run(make_cfg(*SMALL, "epochs=1", "freeze=lora", "freeze.lr_ratio=3"),
+                                        output_dir=tmp_path / "given").get("resolved", {})
+
+
 @pytest.mark.parametrize("override, needle", [("freeze.rank=0", "freeze.rank=0 must be a positive integer"),
+                                              ("freeze.lr_ratio=0", r"freeze.lr_ratio=0 must be a positive number, "
+                                                                    "or auto"),
+                                              ("freeze.lr_ratio=fast", "freeze.lr_ratio='fast' must be a positive"),
                                               ("freeze.target_modules=[nothing]", "matches no Linear or Conv2d")])
 def test_bad_lora_settings_fail_before_training_naming_the_key(make_cfg, tmp_path, override, needle):
     from tlbench.errors import ConfigError

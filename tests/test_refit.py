@@ -104,3 +104,16 @@ def test_a_setting_given_for_every_refit_is_read_as_the_command_line_reads_it():
     cfg = stored_config({"epochs": 10, "pretrained": True, "device": "cpu"},
                         ["epochs=5", "pretrained=false", "device=cuda", "+wise_ft=[0,0.5,1]"])
     assert cfg.epochs == 5 and cfg.pretrained is False and cfg.device == "cuda" and list(cfg.wise_ft) == [0, 0.5, 1]
+
+
+def test_a_refit_keeps_the_ratio_lora_s_auto_chose_on_the_selection_split():
+    """train + val can cross auto's threshold (50 images per class): the refit trains at the ratio the selection
+    run trained at (its result.json `resolved`), unless the command sets it."""
+    from tlbench.runner.refit import refit_config
+
+    config = {"epochs": 2, "pretrained": True, "freeze": {"name": "lora", "lr_ratio": "auto"}}
+    resolved = {"freeze.lr_ratio": 1.0, "optimizer.lr": 0.003}
+    assert refit_config(config, resolved).freeze.lr_ratio == 1.0
+    assert "optimizer" not in refit_config(config, resolved)  # a rule of its own (random init's), decided again
+    assert refit_config(config, None).freeze.lr_ratio == "auto"
+    assert refit_config(config, resolved, ["freeze.lr_ratio=3"]).freeze.lr_ratio == 3

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 # the default candidate of each strategy (conf/: optimizer.lr, freeze.*lr_ratio, epochs)
-DEFAULTS = {"none": "lr=0.001", "linear_probe": "head_lr_ratio=auto", "bitfit": "lr_ratio=auto", "lora": "lr_ratio=1"}
+DEFAULTS = {"none": "lr=0.001", "linear_probe": "head_lr_ratio=auto", "bitfit": "lr_ratio=3", "lora": "lr_ratio=auto"}
 
 
 def candidate(config: dict, steps: int | None = None) -> tuple[str, str]:

@@ -220,8 +220,9 @@ FIELDS = (
     Field("budget", "object", "how long the run trained: the configured epochs, raised when min_steps asked for "
           "more optimizer steps than they give, or exactly the configured steps", "a fine-tuning run (not freeze=knn / logreg)", keys=BUDGET),
     Field("resolved", "object", "each setting given as auto (or by a rule) that the run decided, with the value "
-          "used (freeze.head_lr_ratio, bn_momentum)", "a setting was auto (freeze=linear_probe's head_lr_ratio; "
-          "bn_momentum=kornblith)"),
+          "used (freeze.head_lr_ratio, freeze.lr_ratio, bn_momentum, optimizer.lr)", "a setting was auto "
+          "(freeze=linear_probe's head_lr_ratio; freeze=lora's lr_ratio; bn_momentum=kornblith) or set by a rule "
+          "(random init's optimizer.lr)"),
     Field("head_probe", "object", "LP-FT: the logistic regression the head started from (C, C_chosen_on, fit_images, "
           "fit_on: train or train_val (head_probe_fit), its val_acc and test_acc, the features' weights_fingerprint)", "model.head_init=probe"),
     Field("wise_ft", "object", "WiSE-FT: alphas, curve (one {alpha, val_*, test_*} per alpha: the starting and "

@@ -103,7 +103,8 @@ def integer(value) -> str:
 def _settings(table: pd.DataFrame, first_stat: str = "init") -> pd.DataFrame:
     """The setting columns, which compare.py puts before the first statistic column; a setting a row's options
     do not have reads "–"."""
-    return table.iloc[:, : table.columns.get_loc(first_stat)].map(lambda v: "–" if missing(v) else str(v))
+    return table.iloc[:, : table.columns.get_loc(first_stat)].apply(
+        lambda column: column.map(lambda v: "–" if missing(v) else str(v)))
 
 
 def accuracy_table(summary: pd.DataFrame, metric: str) -> pd.DataFrame:

@@ -115,16 +115,22 @@ def adapt(cfg, built: models.BuiltModel) -> dict:
 
 
 def build_strategy(cfg, built: models.BuiltModel, facts: dict, info: dict) -> freeze.FreezeStrategy:
-    """The run's freeze strategy (`facts`: adapt's; `info`: data_info's, for the input size) with the
-    write-ups' defects applied (`defects.*`), over cfg.epochs: the budgeted config's (`budgeted`)."""
+    """The run's freeze strategy (`facts`: adapt's; `info`: data_info's, for the input size and the images per
+    class) with the write-ups' defects applied (`defects.*`), over cfg.epochs: the budgeted config's (`budgeted`)."""
     strategy = freeze.build_freeze(stages=built.stages, total_epochs=cfg.epochs, **cfg.freeze, **facts,
-                                   input_size=input_side(cfg, info))
+                                   input_size=input_side(cfg, info), images_per_class=images_per_class(info),
+                                   pretrained=bool(cfg.pretrained))
     return freeze.as_published(strategy, **cfg.defects)
 
 
 def input_side(cfg, info: dict) -> int:
     """The side of the squares the model is fed: input_size, else the data set's image size."""
     return cfg.input_size or info["image_size"]
+
+
+def images_per_class(info: dict) -> float:
+    """The training images (those the run trains on, after any skipped) per class, on average."""
+    return info["train_size"] / info["num_classes"]
 
 
 def resolved(cfg, info: dict, steps_per_epoch: int | None = None) -> dict:
@@ -135,6 +141,9 @@ def resolved(cfg, info: dict, steps_per_epoch: int | None = None) -> dict:
     if cfg.freeze.name == "linear_probe" and cfg.freeze.get("head_lr_ratio") == "auto":
         settings = specs.LinearProbeSettings(head_lr_ratio="auto")
         decided["freeze.head_lr_ratio"] = settings.ratio_for(input_side(cfg, info))
+    if cfg.freeze.name == "lora" and cfg.freeze.get("lr_ratio") == "auto":
+        decided["freeze.lr_ratio"] = specs.LoraSettings(lr_ratio="auto").ratio_for(images_per_class(info),
+                                                                                   bool(cfg.pretrained))
     if isinstance(cfg.get("bn_momentum"), str) and steps_per_epoch:
         decided["bn_momentum"] = training_settings(cfg).bn_momentum_for(steps_per_epoch)
     return decided

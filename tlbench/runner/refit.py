@@ -23,6 +23,9 @@ from tlbench.runner import cli
 
 log = logging.getLogger("tlbench")
 REFIT = {"dataset.train_on": "train_val", "select_epoch": "final"}
+# Settings an `auto` decides from the training split's size (result.json `resolved`): the refit trains at the value
+# the selection run used, since train + val can cross the rule's threshold (LoRA's lr_ratio at 50 images per class).
+KEPT_AS_RESOLVED = ("freeze.lr_ratio",)
 
 
 @dataclass
@@ -65,7 +68,7 @@ def plan(sweeps: list[Path], keys: list[str], out: Path | None = None,
         if row.get("config.dataset.train_on") == "train_val":
             raise ConfigError(f"{row['path']} is a refit already (dataset.train_on=train_val): give the selection "
                               "sweep, not the refit folder")
-        cfg = refit_config(_config_of(row["path"]), overrides)
+        cfg = refit_config(*_config_of(row["path"]), overrides)
         refits.append(Refit(setting=row["setting"], init=row.get("init"),
                             chosen={key: row.get(TUNED_PREFIX + key) for key in keys}, seed=int(row["config.seed"]),
                             val_score=row["summary.best_val_acc"], selection_run=row["path"], cfg=cfg,
@@ -73,9 +76,11 @@ def plan(sweeps: list[Path], keys: list[str], out: Path | None = None,
     return refits, choices
 
 
-def refit_config(config: dict, overrides=()):
-    """The selection run's config (stored_config), trained on train + val for its fixed budget."""
-    return stored_config(config, [*(f"{key}={value}" for key, value in REFIT.items()), *overrides])
+def refit_config(config: dict, resolved: dict | None = None, overrides=()):
+    """The selection run's config (stored_config), trained on train + val for its fixed budget, with the values its
+    size-dependent autos took (`resolved`: its result.json's; KEPT_AS_RESOLVED) kept unless `overrides` set them."""
+    kept = [f"{key}={value}" for key, value in (resolved or {}).items() if key in KEPT_AS_RESOLVED]
+    return stored_config(config, [*(f"{key}={value}" for key, value in REFIT.items()), *kept, *overrides])
 
 
 def stored_config(config, overrides=()):
@@ -95,10 +100,11 @@ def stored_config(config, overrides=()):
     return cfg
 
 
-def _config_of(result_path) -> dict:
+def _config_of(result_path) -> tuple[dict, dict | None]:
     import json
 
-    return json.loads(Path(result_path).read_text(encoding="utf-8"))["config"]
+    result = json.loads(Path(result_path).read_text(encoding="utf-8"))
+    return result["config"], result.get("resolved")
 
 
 def train(refits: list[Refit]) -> list[dict]:

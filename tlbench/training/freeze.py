@@ -131,14 +131,17 @@ class BitFit(FreezeStrategy):
 
 class Lora(FreezeStrategy):
     """LoRA (Hu et al., 2021) through peft: the adapters injected into the model (adapters.py;
-    `adapter_params`, their names) and the new head train, at `lr_ratio` x lr; every original
+    `adapter_params`, their names) and the new head train, at `lr_ratio` x lr (auto: by the run's training images
+    per class and init, specs.LoraSettings.ratio_for; `images_per_class`, `pretrained`); every original
     weight stays frozen. `rank`, `alpha`, `dropout` and `target_modules` are peft's LoraConfig
     r, lora_alpha, lora_dropout and target_modules, checked here and applied by
     adapters.inject_lora before the strategy is built."""
 
-    def __init__(self, stages, settings: specs.LoraSettings, adapter_params=()):
+    def __init__(self, stages, settings: specs.LoraSettings, adapter_params=(), images_per_class=None,
+                 pretrained: bool = True):
         super().__init__(stages, settings)
-        self.names, self.lr_ratio = tuple(adapter_params) + self.head, settings.lr_ratio
+        self.names = tuple(adapter_params) + self.head
+        self.lr_ratio = settings.ratio_for(images_per_class, pretrained)
 
     def phase(self, epoch):
         return Phase("lora", (ParamGroup(self.names, lr_scale=self.lr_ratio),))
@@ -195,22 +198,24 @@ class AsPublished(FreezeStrategy):
 
 STRATEGIES = {"none": NoFreeze, "linear_probe": LinearProbe, "freeze_unfreeze": FreezeUnfreeze,
               "gradual": Gradual, "layer_decay": LayerDecay, "bitfit": BitFit, "lora": Lora, "surgical": Surgical}
-# What the model tells a strategy beyond its stages: the names of its normalisation-layer
-# parameters (BitFit) and of its injected adapters (LoRA).
-MODEL_FACTS = {"bitfit": "norm_params", "lora": "adapter_params", "linear_probe": "input_size"}
+# What the run tells a strategy beyond its stages: the names of the model's normalisation-layer parameters (BitFit)
+# and of its injected adapters (LoRA), the side of its inputs (the linear probe's auto head ratio), the training
+# images per class and whether the weights are pretrained (LoRA's auto ratio).
+MODEL_FACTS = {"bitfit": ("norm_params",), "lora": ("adapter_params", "images_per_class", "pretrained"),
+               "linear_probe": ("input_size",)}
 
 
 def build_freeze(name: str, stages, total_epochs: int, norm_params=(), adapter_params=(),
-                 input_size: int | None = None, **settings) -> FreezeStrategy:
+                 input_size: int | None = None, images_per_class: float | None = None, pretrained: bool = True,
+                 **settings) -> FreezeStrategy:
     """The strategy `name` over `stages`, its settings checked by specs.freeze (unknown keys fail,
     naming the known ones). `norm_params`, `adapter_params`: parameter names from the model
-    (adapters.py), `input_size`: the side of the squares the model is fed, for the strategies that need
-    them (MODEL_FACTS)."""
+    (adapters.py), `input_size`: the side of the squares the model is fed, `images_per_class`: the training
+    images per class, `pretrained`: the run's init, for the strategies that need them (MODEL_FACTS)."""
     checked = specs.freeze(name, settings, total_epochs)
     facts = {"norm_params": norm_params, "adapter_params": adapter_params,
-             "input_size": input_size}
-    extra = {MODEL_FACTS[name]: facts[MODEL_FACTS[name]]} if name in MODEL_FACTS else {}
-    return STRATEGIES[name](stages, checked, **extra)
+             "input_size": input_size, "images_per_class": images_per_class, "pretrained": pretrained}
+    return STRATEGIES[name](stages, checked, **{fact: facts[fact] for fact in MODEL_FACTS.get(name, ())})
 
 
 def as_published(strategy: FreezeStrategy, freeze_by_name: str | None = None, freeze_noop: bool = False,
