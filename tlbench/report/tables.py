@@ -6,7 +6,6 @@ strings in display order; the CSV files keep the raw numbers.
 
 from __future__ import annotations
 
-
 import pandas as pd
 
 from tlbench.report import selection

@@ -1,6 +1,7 @@
 """The config checked at the run layer's edge, in one style: each group option's dataclass
 (tlbench/specs/) with field types OmegaConf enforces (a word or a quoted number where a number belongs,
-or a word where true/false does, fails naming the key), the range checks of its `__post_init__`, and unknown keys failing with the known ones named.
+or a word where true/false does, fails naming the key), the range checks of its `__post_init__`, and
+unknown keys failing with the known ones named.
 build.check_settings calls these before any data loads; only the optimizer's extra torch keywords
 are left to the optimizer factory."""
 
